@@ -1,0 +1,3 @@
+module github.com/jfs-dev/jfs
+
+go 1.26

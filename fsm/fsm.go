@@ -1,0 +1,604 @@
+// Package fsm is the replicated state machine of jfs: inodes, directory
+// entries, file data, extended attributes, sessions and locks, kept in one
+// bbolt file and changed only by applying committed raft log entries.
+//
+// Apply is deterministic: it reads no clock (timestamps come from the
+// entry's time_ns), uses no randomness and never iterates over a Go map.
+// File-system errors are results (the errno field of the response), never Go
+// errors; ApplyBatch returns an error only when the node must stop.
+//
+// Concurrency: ApplyBatch, Restore and Close are serialised with one
+// another. The read methods (GetAttr, Lookup, ReadDir, ...), Snapshot,
+// Digest, AppliedIndex and WaitApplied may be called from any goroutine at
+// any time; reads see the state as of the last committed batch.
+package fsm
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/rangelock"
+)
+
+// Errors returned by the FSM. An apply error means the node must stop.
+var (
+	// ErrCorruptEntry: a log entry's envelope or body does not decode.
+	ErrCorruptEntry = errors.New("fsm: corrupt log entry")
+	// ErrUnknownCommand: a log entry of a command type this version does
+	// not know, and not marked skippable.
+	ErrUnknownCommand = errors.New("fsm: unknown command type")
+	// ErrClosed: the FSM was closed.
+	ErrClosed = errors.New("fsm: closed")
+	// ErrBadSnapshot: a snapshot stream that is not a jfs state file.
+	ErrBadSnapshot = errors.New("fsm: bad snapshot")
+)
+
+// Defaults of Options.
+const (
+	DefaultBlockSize = 64 << 10
+	DefaultCapacity  = 1 << 50
+	DefaultMaxInodes = 1 << 40
+
+	// RootIno is the inode number of the root directory.
+	RootIno = 1
+	// MaxWrite is the most data one Write command may carry.
+	MaxWrite = 4 << 20
+	// MaxRead is the most data one Read answers.
+	MaxRead = 64 << 20
+	// MaxNameLen is the longest name, in bytes.
+	MaxNameLen = 255
+	// MaxSymlinkLen is the longest symlink target, in bytes.
+	MaxSymlinkLen = 4096
+
+	// formatVersion is stored in the meta bucket; Open refuses others.
+	formatVersion = 1
+)
+
+// Options configure an FSM. Every node of a cluster must use the same
+// BlockSize: it shapes the stored data.
+type Options struct {
+	// BlockSize is the size of a file data block; default 64 KiB.
+	BlockSize int
+	// Capacity is the size in bytes that statfs reports; default 1 PiB.
+	Capacity uint64
+	// MaxInodes is the number of inodes that statfs reports; creating
+	// more is ENOSPC. Default 1<<40.
+	MaxInodes uint64
+	// NoSync skips the fsync of each bolt commit. The raft log holds every
+	// command, so a process crash loses nothing, but a power loss may
+	// corrupt the state file. Tests and benchmarks only.
+	NoSync bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.BlockSize <= 0 {
+		o.BlockSize = DefaultBlockSize
+	}
+	if o.Capacity == 0 {
+		o.Capacity = DefaultCapacity
+	}
+	if o.MaxInodes == 0 {
+		o.MaxInodes = DefaultMaxInodes
+	}
+	return o
+}
+
+// Entry is one committed raft log entry; Data is a marshaled jfspb.LogEntry.
+type Entry struct {
+	Index, Term uint64
+	Data        []byte
+}
+
+// Result is the outcome of one entry: the command's response message, with
+// its errno, or nil for an entry that was skipped or already applied.
+type Result struct {
+	Resp proto.Message
+}
+
+// FSM is the state machine. See the package comment for concurrency.
+type FSM struct {
+	path string
+	opts Options
+
+	applyMu sync.Mutex   // serialises ApplyBatch, Restore, Close
+	dbMu    sync.RWMutex // guards db against Restore and Close
+	db      *bolt.DB
+
+	tableMu sync.RWMutex // guards table
+	table   *rangelock.Table
+
+	applied  atomic.Uint64
+	waitMu   sync.Mutex
+	advanced chan struct{} // closed and replaced when applied advances
+	closed   chan struct{}
+
+	commands map[jfspb.CommandType]command
+}
+
+// Open opens or creates the state file at path. A new file gets the root
+// directory. The lock table is rebuilt from the file.
+func Open(path string, opts Options) (*FSM, error) {
+	f := &FSM{
+		path:     path,
+		opts:     opts.withDefaults(),
+		advanced: make(chan struct{}),
+		closed:   make(chan struct{}),
+	}
+	f.commands = f.commandTable()
+	if err := f.openDB(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *FSM) boltOptions() *bolt.Options {
+	return &bolt.Options{
+		NoSync:     f.opts.NoSync,
+		NoGrowSync: f.opts.NoSync,
+		// A snapshot holds a read transaction for as long as it streams;
+		// bolt cannot remap the file meanwhile, so a commit that grows it
+		// past the mapping waits. A large initial mapping (address space,
+		// not memory) makes that rare.
+		InitialMmapSize: 1 << 30,
+	}
+}
+
+// openDB opens the bolt file, initialises it if new, and loads the applied
+// index and the lock table.
+func (f *FSM) openDB() error {
+	db, err := bolt.Open(f.path, 0o600, f.boltOptions())
+	if err != nil {
+		return fmt.Errorf("fsm: open %s: %w", f.path, err)
+	}
+	var applied uint64
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		t := newTxn(f, tx, 0, 0, 0)
+		switch v := t.metaGet(metaVersion); v {
+		case 0:
+			if err := t.initRoot(); err != nil {
+				return err
+			}
+			t.metaPut(metaVersion, formatVersion)
+		case formatVersion:
+		default:
+			return fmt.Errorf("fsm: %s has format version %d, this build reads %d", f.path, v, formatVersion)
+		}
+		applied = t.metaGet(metaApplied)
+		return t.err
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: initialise %s: %w", f.path, err)
+	}
+	table, err := loadTable(db)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	f.dbMu.Lock()
+	f.db = db
+	f.dbMu.Unlock()
+	f.tableMu.Lock()
+	f.table = table
+	f.tableMu.Unlock()
+	f.setApplied(applied)
+	return nil
+}
+
+// Close closes the state file. Reads after Close return EIO.
+func (f *FSM) Close() error {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
+	if f.db == nil {
+		return nil
+	}
+	err := f.db.Close()
+	f.db = nil
+	close(f.closed)
+	return err
+}
+
+// AppliedIndex is the index of the last applied entry.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+func (f *FSM) setApplied(index uint64) {
+	f.waitMu.Lock()
+	f.applied.Store(index)
+	close(f.advanced)
+	f.advanced = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// WaitApplied returns when AppliedIndex() >= index, or the context's error,
+// or ErrClosed.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.waitMu.Lock()
+		if f.applied.Load() >= index {
+			f.waitMu.Unlock()
+			return nil
+		}
+		ch := f.advanced
+		f.waitMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.closed:
+			return ErrClosed
+		}
+	}
+}
+
+// command is one entry of the dispatch table.
+type command struct {
+	name    string
+	newReq  func() proto.Message
+	newResp func() proto.Message
+	// sessionFree commands run without a live session in the envelope
+	// and bypass exactly-once bookkeeping.
+	sessionFree bool
+	// reevaluateEAGAIN: an EAGAIN response is not stored for exactly-once
+	// (see sessions.go).
+	reevaluateEAGAIN bool
+	apply            func(*txn, proto.Message) proto.Message
+}
+
+type message[T any] interface {
+	*T
+	proto.Message
+}
+
+func handler[Q, R any, PQ message[Q], PR message[R]](name string, sessionFree bool, fn func(*txn, PQ) PR) command {
+	return command{
+		name:        name,
+		newReq:      func() proto.Message { return PQ(new(Q)) },
+		newResp:     func() proto.Message { return PR(new(R)) },
+		sessionFree: sessionFree,
+		apply:       func(t *txn, m proto.Message) proto.Message { return fn(t, m.(PQ)) },
+	}
+}
+
+// commandTable builds the dispatch table: one applyXxx handler per command.
+func (f *FSM) commandTable() map[jfspb.CommandType]command {
+	m := map[jfspb.CommandType]command{
+		jfspb.CommandType_COMMAND_TYPE_REGISTER:           handler("register", true, (*txn).applyRegister),
+		jfspb.CommandType_COMMAND_TYPE_CLOSE_SESSION:      handler("close_session", true, (*txn).applyCloseSession),
+		jfspb.CommandType_COMMAND_TYPE_EXPIRE_SESSION:     handler("expire_session", true, (*txn).applyExpireSession),
+		jfspb.CommandType_COMMAND_TYPE_SETATTR:            handler("setattr", false, (*txn).applySetAttr),
+		jfspb.CommandType_COMMAND_TYPE_MKNOD:              handler("mknod", false, (*txn).applyMknod),
+		jfspb.CommandType_COMMAND_TYPE_MKDIR:              handler("mkdir", false, (*txn).applyMkdir),
+		jfspb.CommandType_COMMAND_TYPE_CREATE:             handler("create", false, (*txn).applyCreate),
+		jfspb.CommandType_COMMAND_TYPE_UNLINK:             handler("unlink", false, (*txn).applyUnlink),
+		jfspb.CommandType_COMMAND_TYPE_RMDIR:              handler("rmdir", false, (*txn).applyRmdir),
+		jfspb.CommandType_COMMAND_TYPE_RENAME:             handler("rename", false, (*txn).applyRename),
+		jfspb.CommandType_COMMAND_TYPE_LINK:               handler("link", false, (*txn).applyLink),
+		jfspb.CommandType_COMMAND_TYPE_SYMLINK:            handler("symlink", false, (*txn).applySymlink),
+		jfspb.CommandType_COMMAND_TYPE_OPEN:               handler("open", false, (*txn).applyOpen),
+		jfspb.CommandType_COMMAND_TYPE_RELEASE:            handler("release", false, (*txn).applyRelease),
+		jfspb.CommandType_COMMAND_TYPE_WRITE:              handler("write", false, (*txn).applyWrite),
+		jfspb.CommandType_COMMAND_TYPE_SETXATTR:           handler("setxattr", false, (*txn).applySetXattr),
+		jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR:        handler("removexattr", false, (*txn).applyRemoveXattr),
+		jfspb.CommandType_COMMAND_TYPE_SETLK:              handler("setlk", false, (*txn).applySetLk),
+		jfspb.CommandType_COMMAND_TYPE_FLOCK:              handler("flock", false, (*txn).applyFlock),
+		jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER: handler("release_lock_owner", false, (*txn).applyReleaseLockOwner),
+		jfspb.CommandType_COMMAND_TYPE_SET_MEMBER:         handler("set_member", true, (*txn).applySetMember),
+	}
+	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
+		c := m[typ]
+		c.reevaluateEAGAIN = true
+		m[typ] = c
+	}
+	return m
+}
+
+// errnoResponse returns a new response of c's type carrying only errno.
+func (c command) errnoResponse(e syscall.Errno) proto.Message {
+	m := c.newResp()
+	setErrno(m, e)
+	return m
+}
+
+func setErrno(m proto.Message, e syscall.Errno) {
+	r := m.ProtoReflect()
+	fd := r.Descriptor().Fields().ByNumber(1)
+	r.Set(fd, protoreflect.ValueOfInt32(int32(e)))
+}
+
+// ApplyBatch applies entries in one bolt read-write transaction that also
+// records the last applied index: either every entry takes effect or none
+// does. It returns one Result per entry; entries with Index <=
+// AppliedIndex() are ignored (nil Resp), as are unknown command types marked
+// skippable. A non-nil error means the node must stop: an entry that does
+// not decode (ErrCorruptEntry) or an unknown type that is not skippable
+// (ErrUnknownCommand), or a storage failure; nothing of the batch is applied
+// then.
+func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	if f.db == nil {
+		return nil, ErrClosed
+	}
+	results := make([]Result, len(entries))
+	last := f.applied.Load()
+	pending := false
+	for _, e := range entries {
+		if e.Index > last {
+			pending = true
+			break
+		}
+	}
+	if !pending {
+		return results, nil
+	}
+
+	f.tableMu.Lock()
+	defer f.tableMu.Unlock()
+	tx, err := f.db.Begin(true)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: begin batch: %w", err)
+	}
+	fail := func(err error) ([]Result, error) {
+		tx.Rollback()
+		// The lock table may hold changes of the rolled back batch.
+		if t, lerr := loadTable(f.db); lerr == nil {
+			f.table = t
+		} else {
+			err = errors.Join(err, lerr)
+		}
+		return nil, err
+	}
+	for i, e := range entries {
+		if e.Index <= last {
+			continue
+		}
+		resp, err := f.applyEntry(tx, e)
+		if err != nil {
+			return fail(err)
+		}
+		results[i].Resp = resp
+		last = e.Index
+	}
+	t := newTxn(f, tx, last, 0, 0)
+	t.metaPut(metaApplied, last)
+	if t.err != nil {
+		return fail(fmt.Errorf("fsm: record applied index %d: %w", last, t.err))
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(fmt.Errorf("fsm: commit batch ending at index %d: %w", last, err))
+	}
+	f.setApplied(last)
+	return results, nil
+}
+
+// applyEntry applies one entry inside tx.
+func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, error) {
+	var env jfspb.LogEntry
+	if err := proto.Unmarshal(e.Data, &env); err != nil {
+		return nil, fmt.Errorf("%w: index %d term %d: envelope: %v", ErrCorruptEntry, e.Index, e.Term, err)
+	}
+	typ := jfspb.CommandType(env.Type)
+	c, ok := f.commands[typ]
+	if !ok {
+		if env.Skippable {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: index %d term %d: type %d is not known to this version and not skippable", ErrUnknownCommand, e.Index, e.Term, env.Type)
+	}
+	req := c.newReq()
+	if err := proto.Unmarshal(env.Body, req); err != nil {
+		return nil, fmt.Errorf("%w: index %d term %d: %s body: %v", ErrCorruptEntry, e.Index, e.Term, c.name, err)
+	}
+	t := newTxn(f, tx, e.Index, env.TimeNs, env.Session)
+	var resp proto.Message
+	if c.sessionFree {
+		resp = c.apply(t, req)
+	} else {
+		resp = t.applyOnce(c, typ, &env, req)
+	}
+	if t.err != nil {
+		return nil, fmt.Errorf("fsm: index %d term %d: %s: %w", e.Index, e.Term, c.name, t.err)
+	}
+	return resp, nil
+}
+
+// Snapshot is a point-in-time view of the whole state.
+type Snapshot struct {
+	tx   *bolt.Tx
+	once sync.Once
+}
+
+// Snapshot opens a view of the last committed state. It is safe to call
+// concurrently with ApplyBatch. The caller must Release it; Restore and Close
+// wait for open snapshots.
+func (f *FSM) Snapshot() (*Snapshot, error) {
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	if f.db == nil {
+		return nil, ErrClosed
+	}
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: snapshot: %w", err)
+	}
+	return &Snapshot{tx: tx}, nil
+}
+
+// WriteTo streams the whole bolt file of the view to w.
+func (s *Snapshot) WriteTo(w io.Writer) (int64, error) { return s.tx.WriteTo(w) }
+
+// Release ends the view. It may be called more than once.
+func (s *Snapshot) Release() { s.once.Do(func() { s.tx.Rollback() }) }
+
+// Restore replaces the whole state with a snapshot stream written by
+// Snapshot.WriteTo: the stream goes to a temporary file beside the state
+// file, which is synced, checked, renamed over the state file and reopened;
+// the lock table is rebuilt from it.
+func (f *FSM) Restore(r io.Reader) error {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	tmp := f.path + ".restore"
+	if err := writeSynced(tmp, r); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := checkStateFile(tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	f.dbMu.Lock()
+	if f.db == nil {
+		f.dbMu.Unlock()
+		os.Remove(tmp)
+		return ErrClosed
+	}
+	err := f.db.Close()
+	f.db = nil
+	f.dbMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("fsm: restore: close old state: %w", err)
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if err := syncDir(filepath.Dir(f.path)); err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	return f.openDB()
+}
+
+func writeSynced(path string, r io.Reader) error {
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return fmt.Errorf("fsm: restore: read snapshot: %w", err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	return nil
+}
+
+// checkStateFile opens path read-only and checks it is a jfs state file.
+func checkStateFile(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if b == nil {
+			return fmt.Errorf("%w: no meta bucket", ErrBadSnapshot)
+		}
+		v := b.Get(metaVersion)
+		if len(v) != 8 || binary.BigEndian.Uint64(v) != formatVersion {
+			return fmt.Errorf("%w: format version %x, want %d", ErrBadSnapshot, v, formatVersion)
+		}
+		return nil
+	})
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// view runs fn in a read transaction of the current state.
+func (f *FSM) view(fn func(t *txn) error) error {
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return f.db.View(func(tx *bolt.Tx) error {
+		t := newTxn(f, tx, 0, 0, 0)
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.err
+	})
+}
+
+// read runs fn in a read transaction; on a storage failure the response is
+// a fresh one with EIO.
+func read[R any, PR message[R]](f *FSM, fn func(t *txn) PR) PR {
+	var resp PR
+	err := f.view(func(t *txn) error {
+		resp = fn(t)
+		return nil
+	})
+	if err != nil {
+		resp = PR(new(R))
+		setErrno(resp, syscall.EIO)
+	}
+	return resp
+}
+
+// Digest hashes every bucket, key and value of the state except the
+// applied index, so that replicas at the same index can be compared. It
+// returns the applied index of the state it hashed.
+func (f *FSM) Digest() (uint64, [32]byte, error) {
+	var sum [32]byte
+	var applied uint64
+	err := f.view(func(t *txn) error {
+		applied = t.metaGet(metaApplied)
+		h := sha256.New()
+		field := func(b []byte) {
+			h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+			h.Write(b)
+		}
+		err := t.tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			field(name)
+			return b.ForEach(func(k, v []byte) error {
+				if bytes.Equal(name, bucketMeta) && bytes.Equal(k, metaApplied) {
+					return nil
+				}
+				field(k)
+				field(v)
+				return nil
+			})
+		})
+		copy(sum[:], h.Sum(nil))
+		return err
+	})
+	if err != nil {
+		return 0, sum, fmt.Errorf("fsm: digest: %w", err)
+	}
+	return applied, sum, nil
+}

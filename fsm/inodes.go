@@ -1,0 +1,252 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"syscall"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// inode is the stored record of an inode.
+type inode struct {
+	Mode  uint32 // with the S_IFMT type bits
+	Uid   uint32
+	Gid   uint32
+	Rdev  uint32
+	Nlink uint32
+	Size  uint64
+	Atime int64 // Unix nanoseconds
+	Mtime int64
+	Ctime int64
+	// Parent is, for a directory, the directory that holds its entry (the
+	// root is its own parent); 0 for other inodes.
+	Parent uint64
+	// NextCookie is, for a directory, the cookie its next entry gets.
+	NextCookie uint64
+	// Space is the number of bytes of data blocks stored for the inode.
+	Space uint64
+}
+
+const (
+	inodeRecordVersion = 1
+	inodeRecordLen     = 1 + 5*4 + 7*8
+	firstCookie        = 3 // 1 and 2 are "." and ".."
+)
+
+func (n *inode) encode() []byte {
+	b := make([]byte, 0, inodeRecordLen)
+	b = append(b, inodeRecordVersion)
+	for _, v := range []uint32{n.Mode, n.Uid, n.Gid, n.Rdev, n.Nlink} {
+		b = binary.BigEndian.AppendUint32(b, v)
+	}
+	for _, v := range []uint64{n.Size, uint64(n.Atime), uint64(n.Mtime), uint64(n.Ctime), n.Parent, n.NextCookie, n.Space} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	return b
+}
+
+func decodeInode(b []byte) (*inode, bool) {
+	if len(b) != inodeRecordLen || b[0] != inodeRecordVersion {
+		return nil, false
+	}
+	u32 := func(i int) uint32 { return binary.BigEndian.Uint32(b[1+4*i:]) }
+	u64 := func(i int) uint64 { return binary.BigEndian.Uint64(b[21+8*i:]) }
+	return &inode{
+		Mode: u32(0), Uid: u32(1), Gid: u32(2), Rdev: u32(3), Nlink: u32(4),
+		Size: u64(0), Atime: int64(u64(1)), Mtime: int64(u64(2)), Ctime: int64(u64(3)),
+		Parent: u64(4), NextCookie: u64(5), Space: u64(6),
+	}, true
+}
+
+func (n *inode) typ() uint32    { return n.Mode & syscall.S_IFMT }
+func (n *inode) isDir() bool    { return n.typ() == syscall.S_IFDIR }
+func (n *inode) isReg() bool    { return n.typ() == syscall.S_IFREG }
+func (n *inode) isLink() bool   { return n.typ() == syscall.S_IFLNK }
+func (n *inode) blocks() uint64 { return (n.Space + 511) / 512 }
+
+func (n *inode) attr(ino uint64) *jfspb.Attr {
+	return &jfspb.Attr{
+		Ino: ino, Mode: n.Mode, Uid: n.Uid, Gid: n.Gid, Size: n.Size,
+		Nlink: n.Nlink, Rdev: n.Rdev, AtimeNs: n.Atime, MtimeNs: n.Mtime,
+		CtimeNs: n.Ctime, Blocks: n.blocks(),
+	}
+}
+
+// inode returns the record of ino, or nil if there is none. A record that
+// does not decode is a storage error.
+func (t *txn) inode(ino uint64) *inode {
+	v := t.b(bucketInode).Get(u64(ino))
+	if v == nil {
+		return nil
+	}
+	n, ok := decodeInode(v)
+	if !ok {
+		t.fail(errCorruptRecord("inode", ino))
+		return nil
+	}
+	return n
+}
+
+func (t *txn) putInode(ino uint64, n *inode) { t.put(bucketInode, u64(ino), n.encode()) }
+
+// dir returns directory ino, or an errno: ENOENT, ENOTDIR.
+func (t *txn) dir(ino uint64) (*inode, syscall.Errno) {
+	n := t.inode(ino)
+	switch {
+	case n == nil:
+		return nil, syscall.ENOENT
+	case !n.isDir():
+		return nil, syscall.ENOTDIR
+	}
+	return n, 0
+}
+
+// initRoot creates the root directory of a new file system. Its times are
+// zero: no command stamped them.
+func (t *txn) initRoot() error {
+	t.putInode(RootIno, &inode{
+		Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno, NextCookie: firstCookie,
+	})
+	t.metaPut(metaNextIno, RootIno+1)
+	t.metaPut(metaUsedInodes, 1)
+	return t.err
+}
+
+// newInode allocates an inode number for n and stores n: ENOSPC when
+// MaxInodes are in use.
+func (t *txn) newInode(n *inode) (uint64, syscall.Errno) {
+	if t.metaGet(metaUsedInodes) >= t.f.opts.MaxInodes {
+		return 0, syscall.ENOSPC
+	}
+	ino := t.metaGet(metaNextIno)
+	t.metaPut(metaNextIno, ino+1)
+	t.metaAdd(metaUsedInodes, 1)
+	n.Atime, n.Mtime, n.Ctime = t.now, t.now, t.now
+	if n.isDir() {
+		n.NextCookie = firstCookie
+	}
+	t.putInode(ino, n)
+	return ino, 0
+}
+
+// dropLink removes one link of ino (a non-directory whose name was just
+// removed) and frees it when no name and no open remain.
+func (t *txn) dropLink(ino uint64, n *inode) {
+	if n.Nlink > 0 {
+		n.Nlink--
+	}
+	n.Ctime = t.now
+	if n.Nlink > 0 {
+		t.putInode(ino, n)
+		return
+	}
+	if t.isOpen(ino) {
+		t.putInode(ino, n)
+		t.put(bucketSustained, u64(ino), nil)
+		return
+	}
+	t.freeInode(ino, n)
+}
+
+// freeInode deletes ino with its data, attributes, target and locks.
+func (t *txn) freeInode(ino uint64, n *inode) {
+	t.truncateBlocks(ino, n, 0)
+	t.deletePrefix(bucketXattr, u64(ino))
+	t.del(bucketSymlink, u64(ino))
+	t.del(bucketSustained, u64(ino))
+	t.dropLocks(ino)
+	t.del(bucketInode, u64(ino))
+	t.metaAdd(metaUsedInodes, -1)
+}
+
+// GetAttr answers the attributes of an inode: ENOENT if it does not exist.
+func (f *FSM) GetAttr(req *jfspb.GetAttrRequest) *jfspb.GetAttrResponse {
+	return read(f, func(t *txn) *jfspb.GetAttrResponse {
+		n := t.inode(req.GetIno())
+		if n == nil {
+			return &jfspb.GetAttrResponse{Errno: eno(syscall.ENOENT)}
+		}
+		return &jfspb.GetAttrResponse{Attr: n.attr(req.GetIno())}
+	})
+}
+
+const setAttrKnown = uint32(jfspb.SetAttrMask_SET_ATTR_MODE | jfspb.SetAttrMask_SET_ATTR_UID |
+	jfspb.SetAttrMask_SET_ATTR_GID | jfspb.SetAttrMask_SET_ATTR_SIZE | jfspb.SetAttrMask_SET_ATTR_ATIME |
+	jfspb.SetAttrMask_SET_ATTR_MTIME | jfspb.SetAttrMask_SET_ATTR_ATIME_NOW |
+	jfspb.SetAttrMask_SET_ATTR_MTIME_NOW | jfspb.SetAttrMask_SET_ATTR_CTIME)
+
+// applySetAttr changes the fields named by req.Valid: ENOENT; EINVAL for an
+// unknown mask bit or a size change of a special file; EISDIR for a size
+// change of a directory; EFBIG past the largest file size.
+func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
+	ino, valid := req.GetIno(), req.GetValid()
+	n := t.inode(ino)
+	if n == nil {
+		return &jfspb.SetAttrResponse{Errno: eno(syscall.ENOENT)}
+	}
+	if valid&^setAttrKnown != 0 {
+		return &jfspb.SetAttrResponse{Errno: eno(syscall.EINVAL)}
+	}
+	has := func(m jfspb.SetAttrMask) bool { return valid&uint32(m) != 0 }
+	if has(jfspb.SetAttrMask_SET_ATTR_SIZE) {
+		switch {
+		case n.isDir():
+			return &jfspb.SetAttrResponse{Errno: eno(syscall.EISDIR)}
+		case !n.isReg():
+			return &jfspb.SetAttrResponse{Errno: eno(syscall.EINVAL)}
+		case req.GetSize() > maxFileSize:
+			return &jfspb.SetAttrResponse{Errno: eno(syscall.EFBIG)}
+		}
+		if req.GetSize() != n.Size {
+			t.truncate(ino, n, req.GetSize())
+		}
+		n.Mtime = t.now
+	}
+	if has(jfspb.SetAttrMask_SET_ATTR_MODE) {
+		n.Mode = n.typ() | req.GetMode()&0o7777
+	}
+	if has(jfspb.SetAttrMask_SET_ATTR_UID) {
+		n.Uid = req.GetUid()
+	}
+	if has(jfspb.SetAttrMask_SET_ATTR_GID) {
+		n.Gid = req.GetGid()
+	}
+	switch {
+	case has(jfspb.SetAttrMask_SET_ATTR_ATIME_NOW):
+		n.Atime = t.now
+	case has(jfspb.SetAttrMask_SET_ATTR_ATIME):
+		n.Atime = req.GetAtimeNs()
+	}
+	switch {
+	case has(jfspb.SetAttrMask_SET_ATTR_MTIME_NOW):
+		n.Mtime = t.now
+	case has(jfspb.SetAttrMask_SET_ATTR_MTIME):
+		n.Mtime = req.GetMtimeNs()
+	}
+	if has(jfspb.SetAttrMask_SET_ATTR_CTIME) {
+		n.Ctime = req.GetCtimeNs()
+	} else if valid != 0 {
+		n.Ctime = t.now
+	}
+	t.putInode(ino, n)
+	return &jfspb.SetAttrResponse{Attr: n.attr(ino)}
+}
+
+// StatFS reports capacity and use: used bytes are the stored data blocks,
+// used inodes every allocated inode (sustained ones included).
+func (f *FSM) StatFS(*jfspb.StatFSRequest) *jfspb.StatFSResponse {
+	return read(f, func(t *txn) *jfspb.StatFSResponse {
+		o := t.f.opts
+		used, files := t.metaGet(metaUsedBytes), t.metaGet(metaUsedInodes)
+		return &jfspb.StatFSResponse{
+			TotalBytes:  o.Capacity,
+			UsedBytes:   used,
+			FreeBytes:   o.Capacity - min(used, o.Capacity),
+			TotalInodes: o.MaxInodes,
+			UsedInodes:  files,
+			FreeInodes:  o.MaxInodes - min(files, o.MaxInodes),
+			BlockSize:   uint32(o.BlockSize),
+			NameMax:     MaxNameLen,
+		}
+	})
+}

@@ -1,0 +1,234 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"syscall"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// Sessions and exactly-once execution.
+//
+// A session's id is the log index of the entry that registered it. Every
+// command other than Register, CloseSession and ExpireSession names a live
+// session in its envelope, else its answer is ESTALE and it changes nothing.
+//
+// For a command with seq > 0, the response is stored under (session, seq).
+// A repeat of a stored (session, seq) gets the stored response without being
+// applied again. A (session, seq) at or below the highest acked seen from
+// the session whose response is gone gets EALREADY. Each command of the
+// session deletes the stored responses at or below its acked. seq 0 opts
+// out of all this.
+//
+// A SetLk or Flock answered EAGAIN changed nothing (or, for a flock
+// conversion, only dropped the old lock, as Linux does), and its response is
+// not stored: the leader re-proposes a blocking lock request with the same
+// (session, seq) when the lock may have become free, and it must be
+// evaluated again.
+
+var marshalOpts = proto.MarshalOptions{Deterministic: true}
+
+func (t *txn) sessionRecord(sid uint64) *jfspb.Session {
+	if sid == 0 {
+		return nil
+	}
+	v := t.b(bucketSession).Get(u64(sid))
+	if v == nil {
+		return nil
+	}
+	s := new(jfspb.Session)
+	if err := proto.Unmarshal(v, s); err != nil {
+		t.fail(fmt.Errorf("%w: %v", errCorruptRecord("session", sid), err))
+		return nil
+	}
+	return s
+}
+
+func (t *txn) putSession(s *jfspb.Session) {
+	v, err := marshalOpts.Marshal(s)
+	if err != nil {
+		t.fail(err)
+		return
+	}
+	t.put(bucketSession, u64(s.GetId()), v)
+}
+
+func errnoOf(m proto.Message) syscall.Errno {
+	r := m.ProtoReflect()
+	return syscall.Errno(r.Get(r.Descriptor().Fields().ByNumber(1)).Int())
+}
+
+// applyOnce applies a session command with exactly-once bookkeeping.
+func (t *txn) applyOnce(c command, typ jfspb.CommandType, env *jfspb.LogEntry, req proto.Message) proto.Message {
+	sid, seq := env.GetSession(), env.GetSeq()
+	s := t.sessionRecord(sid)
+	if s == nil {
+		if t.err != nil {
+			return nil
+		}
+		return c.errnoResponse(syscall.ESTALE)
+	}
+	var resp proto.Message
+	if seq > 0 {
+		if v := t.b(bucketResult).Get(key2(sid, seq)); v != nil {
+			resp = t.storedResult(sid, seq, v)
+			if resp == nil {
+				return nil
+			}
+		} else if seq <= s.GetAcked() {
+			resp = c.errnoResponse(syscall.EALREADY)
+		}
+	}
+	if resp == nil {
+		if resp = c.apply(t, req); resp == nil {
+			return nil // storage failure, in t.err
+		}
+		if seq > 0 && !(c.reevaluateEAGAIN && errnoOf(resp) == syscall.EAGAIN) {
+			v, err := marshalOpts.Marshal(resp)
+			if err != nil {
+				t.fail(err)
+				return nil
+			}
+			k := binary.BigEndian.AppendUint32(nil, uint32(typ))
+			t.put(bucketResult, key2(sid, seq), append(k, v...))
+		}
+	}
+	if acked := env.GetAcked(); acked > s.GetAcked() {
+		t.forgetResults(sid, acked)
+		s.Acked = acked
+		t.putSession(s)
+	}
+	return resp
+}
+
+// storedResult decodes a stored response: command type, then the message.
+func (t *txn) storedResult(sid, seq uint64, v []byte) proto.Message {
+	if len(v) >= 4 {
+		if c, ok := t.f.commands[jfspb.CommandType(binary.BigEndian.Uint32(v))]; ok {
+			m := c.newResp()
+			if err := proto.Unmarshal(v[4:], m); err == nil {
+				return m
+			}
+		}
+	}
+	t.fail(fmt.Errorf("fsm: corrupt stored result of session %d seq %d", sid, seq))
+	return nil
+}
+
+// forgetResults deletes the stored responses of sid with seq <= acked.
+func (t *txn) forgetResults(sid, acked uint64) {
+	var keys [][]byte
+	t.scan(bucketResult, u64(sid), func(k, _ []byte) bool {
+		if binary.BigEndian.Uint64(k[8:]) > acked {
+			return false
+		}
+		keys = append(keys, k)
+		return true
+	})
+	for _, k := range keys {
+		t.del(bucketResult, k)
+	}
+}
+
+// applyRegister opens a session whose id is this entry's index, or returns
+// the live session already registered under the same client id.
+func (t *txn) applyRegister(req *jfspb.RegisterRequest) *jfspb.RegisterResponse {
+	cid := req.GetClientId()
+	if cid != "" {
+		if v := t.b(bucketClient).Get([]byte(cid)); len(v) == 8 {
+			sid := binary.BigEndian.Uint64(v)
+			if t.sessionRecord(sid) != nil {
+				return &jfspb.RegisterResponse{Session: sid}
+			}
+		}
+	}
+	s := &jfspb.Session{
+		Id: t.index, Host: req.GetHost(), MountPoint: req.GetMountPoint(),
+		Pid: req.GetPid(), Version: req.GetVersion(), ClientId: cid, CreatedNs: t.now,
+	}
+	t.putSession(s)
+	if cid != "" {
+		t.put(bucketClient, []byte(cid), u64(s.Id))
+	}
+	return &jfspb.RegisterResponse{Session: s.Id}
+}
+
+// applyCloseSession ends the session in the envelope; a session that is
+// already gone is success.
+func (t *txn) applyCloseSession(*jfspb.CloseSessionRequest) *jfspb.CloseSessionResponse {
+	if s := t.sessionRecord(t.session); s != nil {
+		t.endSession(s)
+	}
+	return &jfspb.CloseSessionResponse{}
+}
+
+// applyExpireSession ends req.SessionId: ENOENT if there is no such session.
+func (t *txn) applyExpireSession(req *jfspb.ExpireSessionRequest) *jfspb.ExpireSessionResponse {
+	s := t.sessionRecord(req.GetSessionId())
+	if s == nil {
+		return &jfspb.ExpireSessionResponse{Errno: eno(syscall.ENOENT)}
+	}
+	t.endSession(s)
+	return &jfspb.ExpireSessionResponse{}
+}
+
+// endSession releases everything session s holds: its locks, its opens
+// (freeing the sustained inodes nobody else has open), its stored results.
+func (t *txn) endSession(s *jfspb.Session) {
+	sid := s.GetId()
+	t.releaseSessionLocks(sid)
+	var inos []uint64
+	t.scan(bucketSessOpen, u64(sid), func(k, _ []byte) bool {
+		inos = append(inos, binary.BigEndian.Uint64(k[8:]))
+		return true
+	})
+	for _, ino := range inos {
+		t.del(bucketOpen, key2(ino, sid))
+		t.del(bucketSessOpen, key2(sid, ino))
+		if n := t.inode(ino); n != nil && n.Nlink == 0 && !t.isOpen(ino) {
+			t.freeInode(ino, n)
+		}
+	}
+	t.deletePrefix(bucketResult, u64(sid))
+	if cid := s.GetClientId(); cid != "" {
+		if v := t.b(bucketClient).Get([]byte(cid)); len(v) == 8 && binary.BigEndian.Uint64(v) == sid {
+			t.del(bucketClient, []byte(cid))
+		}
+	}
+	t.del(bucketSession, u64(sid))
+}
+
+// Sessions returns every live session, by id. It returns nil if the state
+// cannot be read.
+func (f *FSM) Sessions() []*jfspb.Session {
+	var out []*jfspb.Session
+	err := f.view(func(t *txn) error {
+		out = nil
+		var err error
+		t.scan(bucketSession, nil, func(k, v []byte) bool {
+			s := new(jfspb.Session)
+			if err = proto.Unmarshal(v, s); err != nil {
+				return false
+			}
+			out = append(out, s)
+			return true
+		})
+		return err
+	})
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// Session returns the live session id, or nil.
+func (f *FSM) Session(id uint64) *jfspb.Session {
+	var s *jfspb.Session
+	if err := f.view(func(t *txn) error { s = t.sessionRecord(id); return nil }); err != nil {
+		return nil
+	}
+	return s
+}

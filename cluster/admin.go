@@ -1,0 +1,174 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"syscall"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// ClusterStatus is answered by any node from its own view, so an operator
+// can see a cluster that has no leader.
+func (s *Server) ClusterStatus(ctx context.Context, _ *jfspb.ClusterStatusRequest) (*jfspb.ClusterStatusResponse, error) {
+	r := s.n.raft
+	leaderAddr, leaderID := s.n.LeaderAPIAddr()
+	resp := &jfspb.ClusterStatusResponse{
+		NodeId:       s.n.ID(),
+		State:        r.State().String(),
+		LeaderId:     leaderID,
+		LeaderAddr:   leaderAddr,
+		Term:         r.CurrentTerm(),
+		CommitIndex:  r.CommitIndex(),
+		AppliedIndex: s.n.fsm.AppliedIndex(),
+	}
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, s.toStatus(err)
+	}
+	for _, srv := range cf.Configuration().Servers {
+		m := &jfspb.Member{
+			Id:       string(srv.ID),
+			Address:  string(srv.Address),
+			Voter:    srv.Suffrage == raft.Voter,
+			Leader:   string(srv.ID) == leaderID,
+			Suffrage: srv.Suffrage.String(),
+		}
+		if rec := s.n.fsm.Member(string(srv.ID)); rec != nil {
+			m.ApiAddr = rec.ApiAddr
+		}
+		resp.Members = append(resp.Members, m)
+	}
+	slices.SortFunc(resp.Members, func(a, b *jfspb.Member) int {
+		switch {
+		case a.Id < b.Id:
+			return -1
+		case a.Id > b.Id:
+			return 1
+		}
+		return 0
+	})
+	return resp, nil
+}
+
+const errnoInval = int32(syscall.EINVAL)
+
+func checkHostPort(what, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s %q: %w", what, addr, err)
+	}
+	return nil
+}
+
+// AddMember adds a node to the raft configuration and records its API
+// address. EINVAL for a bad id or address.
+func (s *Server) AddMember(ctx context.Context, r *jfspb.AddMemberRequest) (*jfspb.AddMemberResponse, error) {
+	if r.Id == "" || checkHostPort("raft address", r.Address) != nil ||
+		(r.ApiAddr != "" && checkHostPort("api address", r.ApiAddr) != nil) {
+		return &jfspb.AddMemberResponse{Errno: int32(syscall.EINVAL)}, nil
+	}
+	if !s.n.IsLeader() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	var f raft.IndexFuture
+	if r.Nonvoter {
+		f = s.n.raft.AddNonvoter(raft.ServerID(r.Id), raft.ServerAddress(r.Address), 0, s.n.cfg.ApplyTimeout)
+	} else {
+		f = s.n.raft.AddVoter(raft.ServerID(r.Id), raft.ServerAddress(r.Address), 0, s.n.cfg.ApplyTimeout)
+	}
+	if err := f.Error(); err != nil {
+		return nil, s.toStatus(raftErr(err))
+	}
+	if r.ApiAddr != "" {
+		m := &jfspb.SetMemberRequest{Member: &jfspb.Member{Id: r.Id, Address: r.Address, ApiAddr: r.ApiAddr}}
+		if _, err := propose[*jfspb.SetMemberResponse](ctx, s, cmdSetMember, nil, m); err != nil {
+			return nil, err
+		}
+	}
+	return &jfspb.AddMemberResponse{}, nil
+}
+
+// RemoveMember removes a node from the raft configuration and forgets its
+// address. ENOENT: no such member.
+func (s *Server) RemoveMember(ctx context.Context, r *jfspb.RemoveMemberRequest) (*jfspb.RemoveMemberResponse, error) {
+	if !s.n.IsLeader() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	cf := s.n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, s.toStatus(raftErr(err))
+	}
+	if !slices.ContainsFunc(cf.Configuration().Servers, func(srv raft.Server) bool { return string(srv.ID) == r.Id }) {
+		return &jfspb.RemoveMemberResponse{Errno: int32(syscall.ENOENT)}, nil
+	}
+	if err := s.n.raft.RemoveServer(raft.ServerID(r.Id), 0, s.n.cfg.ApplyTimeout).Error(); err != nil {
+		return nil, s.toStatus(raftErr(err))
+	}
+	m := &jfspb.SetMemberRequest{Member: &jfspb.Member{Id: r.Id}, Remove: true}
+	if _, err := propose[*jfspb.SetMemberResponse](ctx, s, cmdSetMember, nil, m); err != nil {
+		return nil, err
+	}
+	return &jfspb.RemoveMemberResponse{}, nil
+}
+
+// TransferLeader hands leadership to r.Id, or to any voter when it is empty.
+// ENOENT: no such member.
+func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequest) (*jfspb.TransferLeaderResponse, error) {
+	if !s.n.IsLeader() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	var f raft.Future
+	if r.Id == "" {
+		f = s.n.raft.LeadershipTransfer()
+	} else {
+		cf := s.n.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return nil, s.toStatus(raftErr(err))
+		}
+		i := slices.IndexFunc(cf.Configuration().Servers, func(srv raft.Server) bool { return string(srv.ID) == r.Id })
+		if i < 0 {
+			return &jfspb.TransferLeaderResponse{Errno: int32(syscall.ENOENT)}, nil
+		}
+		srv := cf.Configuration().Servers[i]
+		if string(srv.ID) == s.n.ID() {
+			return &jfspb.TransferLeaderResponse{}, nil // already the leader
+		}
+		f = s.n.raft.LeadershipTransferToServer(srv.ID, srv.Address)
+	}
+	if err := f.Error(); err != nil {
+		return nil, s.toStatus(raftErr(err))
+	}
+	return &jfspb.TransferLeaderResponse{}, nil
+}
+
+func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest) (*jfspb.ListSessionsResponse, error) {
+	return read(ctx, s, r, func(*jfspb.ListSessionsRequest) *jfspb.ListSessionsResponse {
+		return &jfspb.ListSessionsResponse{Sessions: s.n.fsm.Sessions()}
+	})
+}
+
+func (s *Server) ListLocks(ctx context.Context, r *jfspb.ListLocksRequest) (*jfspb.ListLocksResponse, error) {
+	return read(ctx, s, r, s.n.fsm.Locks)
+}
+
+func (s *Server) EvictSession(ctx context.Context, r *jfspb.EvictSessionRequest) (*jfspb.EvictSessionResponse, error) {
+	req := &jfspb.ExpireSessionRequest{SessionId: r.Session, Reason: r.Reason}
+	resp, err := propose[*jfspb.ExpireSessionResponse](ctx, s, cmdExpire, nil, req)
+	if err != nil {
+		return nil, err
+	}
+	return &jfspb.EvictSessionResponse{Errno: resp.Errno}, nil
+}
+
+// raftErr marks raft's leadership errors as ErrNotLeader.
+func raftErr(err error) error {
+	switch err {
+	case raft.ErrNotLeader, raft.ErrLeadershipLost, raft.ErrLeadershipTransferInProgress:
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return err
+}

@@ -1,0 +1,231 @@
+// Package clustertest runs a jfs cluster inside one test process, on
+// raft.InmemTransport, with hooks to partition nodes, stop and restart them.
+// Each node keeps its raft log, snapshots and state machine on disk in a
+// temporary directory, so a restarted node comes back with its state.
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/jfs-dev/jfs/cluster"
+)
+
+// Cluster is a set of in-process nodes.
+type Cluster struct {
+	t     testing.TB
+	mu    sync.Mutex
+	ids   []string
+	dirs  map[string]string
+	addrs map[string]raft.ServerAddress
+	trans map[string]*raft.InmemTransport
+	nodes map[string]*cluster.Node // nil while stopped
+	cut   map[[2]string]bool       // links cut by Partition
+	tune  func(*cluster.Config)
+	Rand  *rand.Rand // seeded; tests draw their random choices from it
+	Seed  uint64
+}
+
+// Option changes every node's configuration before it starts.
+type Option func(*cluster.Config)
+
+// Fast is the timing used unless an Option says otherwise: elections within
+// a few hundred milliseconds, to keep tests short.
+func Fast(c *cluster.Config) {
+	c.HeartbeatTimeout = 200 * time.Millisecond
+	c.ElectionTimeout = 200 * time.Millisecond
+	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+}
+
+// NewCluster starts n nodes (n1..nN) bootstrapped as one cluster and stops
+// them when the test ends. The random seed comes from the test name so that a
+// failure replays; it is logged.
+func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	c := &Cluster{
+		t: t, dirs: map[string]string{}, addrs: map[string]raft.ServerAddress{},
+		trans: map[string]*raft.InmemTransport{}, nodes: map[string]*cluster.Node{},
+		cut: map[[2]string]bool{}, Seed: seed, Rand: rand.New(rand.NewPCG(seed, 0)),
+	}
+	t.Logf("clustertest seed %d", seed)
+	c.tune = func(cfg *cluster.Config) {
+		Fast(cfg)
+		for _, o := range opts {
+			o(cfg)
+		}
+	}
+	var peers []cluster.Peer
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("n%d", i)
+		c.ids = append(c.ids, id)
+		c.dirs[id] = t.TempDir()
+		c.addrs[id] = raft.ServerAddress(id)
+		peers = append(peers, cluster.Peer{ID: id, RaftAddr: id})
+	}
+	for _, id := range c.ids {
+		c.start(id, peers)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (c *Cluster) start(id string, peers []cluster.Peer) {
+	c.t.Helper()
+	_, tr := raft.NewInmemTransportWithTimeout(c.addrs[id], 500*time.Millisecond)
+	c.mu.Lock()
+	c.trans[id] = tr
+	c.mu.Unlock()
+	c.relink()
+	cfg := cluster.Config{
+		ID: id, DataDir: c.dirs[id], APIAddr: "inmem-" + id, Transport: tr,
+		InitialCluster: peers,
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Name: id, Level: hclog.Warn, Output: testWriter{c.t},
+		}),
+	}
+	c.tune(&cfg)
+	node, err := cluster.NewNode(cfg)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", id, err)
+	}
+	c.mu.Lock()
+	c.nodes[id] = node
+	c.mu.Unlock()
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// relink connects every pair of running transports whose link is not cut.
+func (c *Cluster) relink() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for a, ta := range c.trans {
+		for _, b := range c.ids {
+			if a == b {
+				continue
+			}
+			tb, running := c.trans[b]
+			if !running || c.cut[[2]string{a, b}] {
+				ta.Disconnect(c.addrs[b])
+			} else {
+				ta.Connect(c.addrs[b], tb)
+			}
+		}
+	}
+}
+
+// IDs are the node ids, n1..nN.
+func (c *Cluster) IDs() []string { return slices.Clone(c.ids) }
+
+// Node returns a running node, or nil if it is stopped.
+func (c *Cluster) Node(id string) *cluster.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// Partition cuts every link between the nodes in group and the others.
+func (c *Cluster) Partition(group ...string) {
+	c.mu.Lock()
+	for _, a := range c.ids {
+		for _, b := range c.ids {
+			if slices.Contains(group, a) != slices.Contains(group, b) {
+				c.cut[[2]string{a, b}] = true
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.relink()
+}
+
+// Heal restores every link.
+func (c *Cluster) Heal() {
+	c.mu.Lock()
+	clear(c.cut)
+	c.mu.Unlock()
+	c.relink()
+}
+
+// Stop shuts a node down, keeping its data dir.
+func (c *Cluster) Stop(id string) {
+	c.t.Helper()
+	c.mu.Lock()
+	node, tr := c.nodes[id], c.trans[id]
+	c.nodes[id] = nil
+	delete(c.trans, id)
+	c.mu.Unlock()
+	if node == nil {
+		return
+	}
+	if err := node.Shutdown(); err != nil {
+		c.t.Logf("stop %s: %v", id, err)
+	}
+	tr.DisconnectAll()
+	c.relink()
+}
+
+// Restart starts a stopped node again from its data dir.
+func (c *Cluster) Restart(id string) {
+	c.t.Helper()
+	c.start(id, nil)
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, id := range c.ids {
+		c.Stop(id)
+	}
+}
+
+// Leader waits up to ten seconds for a node that is leader and ready to serve
+// reads (among those not cut off from a majority) and returns it.
+func (c *Cluster) Leader() *cluster.Node {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, id := range c.ids {
+			n := c.Node(id)
+			if n == nil || !n.IsLeader() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			err := n.ReadIndex(ctx)
+			cancel()
+			if err == nil {
+				return n
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("no ready leader within 10s")
+	return nil
+}
+
+// WaitApplied waits until every running node has applied index.
+func (c *Cluster) WaitApplied(index uint64) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range c.ids {
+		if n := c.Node(id); n != nil {
+			if err := n.FSM().WaitApplied(ctx, index); err != nil {
+				c.t.Fatalf("%s did not apply index %d: %v (at %d)", id, index, err, n.FSM().AppliedIndex())
+			}
+		}
+	}
+}

@@ -1,0 +1,122 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/jfs-dev/jfs/fsm"
+)
+
+// Peer is one member of the initial cluster: its id and raft address.
+type Peer struct {
+	ID       string
+	RaftAddr string
+}
+
+// ParseInitialCluster parses "n1=127.0.0.1:7001,n2=127.0.0.1:7002,...".
+// Ids and addresses must be unique and every address must be host:port.
+func ParseInitialCluster(s string) ([]Peer, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("initial cluster is empty: want ID=HOST:PORT[,ID=HOST:PORT...]")
+	}
+	var peers []Peer
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("initial cluster member %q: want ID=HOST:PORT", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("initial cluster member %q: %w", part, err)
+		}
+		if slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == id }) {
+			return nil, fmt.Errorf("initial cluster names %q twice", id)
+		}
+		if slices.ContainsFunc(peers, func(p Peer) bool { return p.RaftAddr == addr }) {
+			return nil, fmt.Errorf("initial cluster uses address %s twice", addr)
+		}
+		peers = append(peers, Peer{ID: id, RaftAddr: addr})
+	}
+	return peers, nil
+}
+
+// Config configures a Node.
+type Config struct {
+	ID       string // this node's id, as in InitialCluster
+	DataDir  string // raft log, snapshots and the state machine's bolt file
+	RaftAddr string // host:port for raft traffic (ignored with Transport set)
+	APIAddr  string // host:port the gRPC API listens on; clients and other nodes dial it
+
+	// InitialCluster bootstraps a new cluster when the data dir holds no
+	// raft state. It is ignored when the node restarts from its data dir.
+	InitialCluster []Peer
+
+	// Timing; zero values take the LAN defaults described in DESIGN.md.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64 // entries between snapshots
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64 // entries kept after a snapshot, for followers to catch up from
+
+	// ApplyTimeout bounds how long a proposal may wait to be enqueued.
+	ApplyTimeout time.Duration
+
+	FSM fsm.Options
+
+	Logger hclog.Logger
+
+	// Transport replaces the TCP transport (tests use raft.InmemTransport).
+	Transport raft.Transport
+	// InMemory keeps the raft log and snapshots in memory (tests only); the
+	// state machine still lives in DataDir.
+	InMemory bool
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatTimeout, 500*time.Millisecond)
+	def(&c.ElectionTimeout, 500*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, 250*time.Millisecond)
+	def(&c.CommitTimeout, 10*time.Millisecond)
+	def(&c.SnapshotInterval, 30*time.Second)
+	def(&c.ApplyTimeout, 10*time.Second)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+}
+
+func (c *Config) validate() error {
+	if c.ID == "" {
+		return errors.New("node id is empty")
+	}
+	if c.DataDir == "" {
+		return errors.New("data dir is empty")
+	}
+	if c.Transport == nil {
+		if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
+			return fmt.Errorf("raft address %q: %w", c.RaftAddr, err)
+		}
+	}
+	if len(c.InitialCluster) > 0 && !slices.ContainsFunc(c.InitialCluster, func(p Peer) bool { return p.ID == c.ID }) {
+		return fmt.Errorf("initial cluster does not name this node %q", c.ID)
+	}
+	return nil
+}

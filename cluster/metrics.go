@@ -1,0 +1,106 @@
+package cluster
+
+import (
+	"context"
+	"path"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// Metrics are a node's Prometheus metrics. Register them with a registry of
+// the caller's (jfsd serves its own on --metrics-addr).
+type Metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	apply    prometheus.Histogram
+	batch    prometheus.Histogram
+	n        *Node
+}
+
+// NewMetrics creates the metrics of n and registers them with reg.
+func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		n: n,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jfsd_requests_total", Help: "API requests received, by method and gRPC status code.",
+		}, []string{"method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "jfsd_request_duration_seconds", Help: "API request latency, by method.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"method"}),
+		apply: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "jfsd_apply_duration_seconds", Help: "Time to apply one batch of log entries to the state machine.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "jfsd_apply_batch_size", Help: "Log entries applied per state-machine transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, raftCollector{n})
+	n.metrics = m
+	return m
+}
+
+// Interceptor counts and times every unary call.
+func (m *Metrics) Interceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := h(ctx, req)
+		method := path.Base(info.FullMethod)
+		m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
+		return resp, err
+	}
+}
+
+func (m *Metrics) observeApply(entries int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.apply.Observe(d.Seconds())
+	m.batch.Observe(float64(entries))
+}
+
+// raftCollector reads raft's state when scraped.
+type raftCollector struct{ n *Node }
+
+var (
+	descState   = prometheus.NewDesc("jfsd_raft_state", "1 for the node's current raft state.", []string{"state"}, nil)
+	descTerm    = prometheus.NewDesc("jfsd_raft_term", "Current raft term.", nil, nil)
+	descCommit  = prometheus.NewDesc("jfsd_raft_commit_index", "Raft commit index.", nil, nil)
+	descApplied = prometheus.NewDesc("jfsd_fsm_applied_index", "Last log index applied to the state machine.", nil, nil)
+	descLeader  = prometheus.NewDesc("jfsd_is_leader", "1 when this node is the leader.", nil, nil)
+)
+
+func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descState
+	ch <- descTerm
+	ch <- descCommit
+	ch <- descApplied
+	ch <- descLeader
+}
+
+func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.n.raft
+	state := r.State()
+	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, s.String())
+	}
+	leader := 0.0
+	if state == raft.Leader {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(r.CurrentTerm()))
+	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(r.CommitIndex()))
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(c.n.fsm.AppliedIndex()))
+	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
+}

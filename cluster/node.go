@@ -1,0 +1,353 @@
+// Package cluster runs a jfs node: raft over the replicated state machine of
+// package fsm, the gRPC API that clients and other nodes call, membership, and
+// the leader's read path. DESIGN.md says why it is built the way it is.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/fsm"
+)
+
+// Errors of the node. The gRPC layer turns them into status codes.
+var (
+	// ErrNotLeader: this node cannot serve the request because it is not the
+	// leader, or not yet a leader that may serve reads.
+	ErrNotLeader = errors.New("cluster: not the leader")
+	// ErrShutdown: the node is stopping.
+	ErrShutdown = errors.New("cluster: node is shut down")
+)
+
+// Node is one member of a jfs cluster.
+type Node struct {
+	cfg   Config
+	log   hclog.Logger
+	fsm   *fsm.FSM
+	raft  *raft.Raft
+	trans raft.Transport
+	store io.Closer // the raft log store, closed after raft
+
+	metrics *Metrics // nil unless NewMetrics was called
+
+	// readyTerm is the term in which this node, as leader, has applied its
+	// first own command: from then on its commit index covers every entry
+	// of earlier terms, so reads may use it (Raft dissertation §6.4).
+	readyTerm atomic.Uint64
+
+	stopOnce sync.Once
+	stopped  chan struct{}
+	wg       sync.WaitGroup
+}
+
+// NewNode opens the node's state in cfg.DataDir and starts raft. A node with
+// no raft state and an InitialCluster bootstraps a new cluster; one with state
+// rejoins with it.
+func NewNode(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.Named("node"), stopped: make(chan struct{})}
+
+	var err error
+	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), cfg.FSM)
+	if err != nil {
+		return nil, fmt.Errorf("state machine: %w", err)
+	}
+	if err := n.startRaft(); err != nil {
+		n.fsm.Close()
+		return nil, err
+	}
+	n.wg.Add(2)
+	go n.watchLeadership()
+	go n.announceLoop()
+	return n, nil
+}
+
+func (n *Node) raftConfig() *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.ID)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	// The state machine keeps its state on disk and records the index it
+	// applied; restoring the last snapshot over it at every start would only
+	// throw that away. startRaft restores by hand when the state is behind.
+	rc.NoSnapshotRestoreOnStart = true
+	rc.Logger = n.cfg.Logger.Named("raft")
+	return rc
+}
+
+func (n *Node) startRaft() error {
+	cfg := n.cfg
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if cfg.InMemory {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		bs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+		if err != nil {
+			return fmt.Errorf("raft log: %w", err)
+		}
+		n.store = bs
+		logs, stable = bs, bs
+		fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger.Named("snapshot"))
+		if err != nil {
+			bs.Close()
+			return fmt.Errorf("snapshot store: %w", err)
+		}
+		snaps = fss
+	}
+	if err := n.catchUpFromSnapshot(snaps); err != nil {
+		n.closeStore()
+		return err
+	}
+
+	n.trans = cfg.Transport
+	if n.trans == nil {
+		t, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 3, 10*time.Second, cfg.Logger.Named("transport"))
+		if err != nil {
+			n.closeStore()
+			return fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+		}
+		n.trans = t
+	}
+
+	rc := n.raftConfig()
+	existing, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		n.closeAll()
+		return fmt.Errorf("raft state: %w", err)
+	}
+	if !existing && len(cfg.InitialCluster) > 0 {
+		var servers []raft.Server
+		for _, p := range cfg.InitialCluster {
+			addr := raft.ServerAddress(p.RaftAddr)
+			if p.ID == cfg.ID {
+				addr = n.trans.LocalAddr()
+			}
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: addr})
+		}
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
+			n.closeAll()
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, (*stateMachine)(n), logs, stable, snaps, n.trans)
+	if err != nil {
+		n.closeAll()
+		return fmt.Errorf("raft: %w", err)
+	}
+	n.raft = r
+	return nil
+}
+
+// catchUpFromSnapshot restores the newest snapshot when the state machine on
+// disk is older than it (a lost or replaced fsm.db): raft would otherwise
+// replay only the entries after the snapshot.
+func (n *Node) catchUpFromSnapshot(snaps raft.SnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	latest := list[0]
+	if latest.Index <= n.fsm.AppliedIndex() {
+		return nil
+	}
+	n.log.Warn("state machine is behind the newest snapshot; restoring it",
+		"applied", n.fsm.AppliedIndex(), "snapshot", latest.Index)
+	_, rc, err := snaps.Open(latest.ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", latest.ID, err)
+	}
+	defer rc.Close()
+	return n.fsm.Restore(rc)
+}
+
+func (n *Node) closeStore() {
+	if n.store != nil {
+		n.store.Close()
+	}
+}
+
+func (n *Node) closeAll() {
+	if c, ok := n.trans.(io.Closer); ok {
+		c.Close()
+	}
+	n.closeStore()
+}
+
+// Shutdown stops raft, closes the stores and the state machine. It is safe
+// to call more than once.
+func (n *Node) Shutdown() error {
+	var err error
+	n.stopOnce.Do(func() {
+		close(n.stopped)
+		err = n.raft.Shutdown().Error()
+		n.wg.Wait()
+		n.closeAll()
+		if cerr := n.fsm.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Raft exposes the raft instance to the admin service and tests.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// FSM exposes the state machine for reads and tests.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// IsLeader reports whether this node believes it is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// watchLeadership announces this node in the state machine each time it
+// becomes leader; once that command is applied the node serves reads.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stopped:
+			return
+		case isLeader := <-n.raft.LeaderCh():
+			if !isLeader {
+				continue
+			}
+			term := n.raft.CurrentTerm()
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.becomeReady(term)
+			}()
+		}
+	}
+}
+
+func (n *Node) becomeReady(term uint64) {
+	for attempt := 0; ; attempt++ {
+		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+			return
+		}
+		req := &jfspb.SetMemberRequest{Member: n.self()}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		_, err := n.Propose(ctx, cmdSetMember, nil, req)
+		cancel()
+		if err == nil {
+			n.readyTerm.Store(term)
+			n.log.Info("leader ready", "term", term)
+			return
+		}
+		n.log.Warn("announcing leadership failed", "term", term, "error", err)
+		select {
+		case <-n.stopped:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Propose replicates one command and returns the state machine's response.
+// h may be nil for commands that carry no client session. The error is
+// ErrNotLeader when this node cannot propose; a response's errno carries
+// file-system errors.
+func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Header, body proto.Message) (proto.Message, error) {
+	b, err := proto.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("marshal %v: %w", typ, err)
+	}
+	e := &jfspb.LogEntry{Type: uint32(typ), TimeNs: time.Now().UnixNano(), Body: b}
+	if h != nil {
+		e.Session, e.Seq, e.Acked = h.Session, h.Seq, h.Acked
+	}
+	data, err := proto.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("marshal log entry: %w", err)
+	}
+	timeout := n.cfg.ApplyTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := n.raft.Apply(data, timeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// The entry may still commit; a retry with the same (session, seq)
+		// gets its stored result.
+		return nil, ctx.Err()
+	}
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return nil, ErrShutdown
+	case err != nil:
+		return nil, err
+	}
+	res, _ := f.Response().(fsm.Result)
+	return res.Resp, nil
+}
+
+// ReadIndex makes a linearizable read possible: when it returns nil, the
+// state machine has applied every write that completed before it was called,
+// and this node was the leader at that moment.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	term := n.readyTerm.Load()
+	if n.raft.State() != raft.Leader || term == 0 || n.raft.CurrentTerm() != term {
+		return ErrNotLeader
+	}
+	index := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	if n.raft.CurrentTerm() != term {
+		return ErrNotLeader
+	}
+	return n.fsm.WaitApplied(ctx, index)
+}
+
+// LeaderAPIAddr returns the API address of the current leader as recorded in
+// the state machine, and its id; empty when unknown.
+func (n *Node) LeaderAPIAddr() (addr, id string) {
+	_, lid := n.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	if m := n.fsm.Member(string(lid)); m != nil {
+		return m.ApiAddr, string(lid)
+	}
+	return "", string(lid)
+}

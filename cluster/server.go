@@ -1,0 +1,237 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// Server is the gRPC face of a Node: the Meta service for clients and the
+// Admin service for operators. A follower does not forward: it answers
+// UNAVAILABLE with a NotLeader detail naming the leader's API address, and
+// the client goes there (see DESIGN.md).
+type Server struct {
+	jfspb.UnimplementedMetaServer
+	jfspb.UnimplementedAdminServer
+	n *Node
+}
+
+// NewServer returns the services of n.
+func NewServer(n *Node) *Server { return &Server{n: n} }
+
+// RegisterServices registers both services on g.
+func (s *Server) RegisterServices(g *grpc.Server) {
+	jfspb.RegisterMetaServer(g, s)
+	jfspb.RegisterAdminServer(g, s)
+}
+
+// toStatus turns a node error into the gRPC status clients act on.
+func (s *Server) toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotLeader):
+		addr, id := s.n.LeaderAPIAddr()
+		st, derr := status.New(codes.Unavailable, fmt.Sprintf("node %s is not the leader", s.n.ID())).
+			WithDetails(&jfspb.NotLeader{LeaderId: id, LeaderAddr: addr})
+		if derr != nil {
+			return status.Error(codes.Unavailable, err.Error())
+		}
+		return st.Err()
+	case errors.Is(err, ErrShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// propose replicates req as a command of type typ and returns the state
+// machine's response, which must be an R.
+func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandType, h *jfspb.Header, req proto.Message) (R, error) {
+	var zero R
+	resp, err := s.n.Propose(ctx, typ, h, req)
+	if err != nil {
+		return zero, s.toStatus(err)
+	}
+	r, ok := resp.(R)
+	if !ok {
+		return zero, status.Errorf(codes.Internal, "state machine answered %T to %v", resp, typ)
+	}
+	return r, nil
+}
+
+// read answers a read on the leader once every write that completed before
+// it is applied.
+func read[Req, R any](ctx context.Context, s *Server, req Req, f func(Req) R) (R, error) {
+	var zero R
+	if err := s.n.ReadIndex(ctx); err != nil {
+		return zero, s.toStatus(err)
+	}
+	return f(req), nil
+}
+
+const (
+	cmdRegister     = jfspb.CommandType_COMMAND_TYPE_REGISTER
+	cmdCloseSession = jfspb.CommandType_COMMAND_TYPE_CLOSE_SESSION
+	cmdExpire       = jfspb.CommandType_COMMAND_TYPE_EXPIRE_SESSION
+	cmdSetAttr      = jfspb.CommandType_COMMAND_TYPE_SETATTR
+	cmdMknod        = jfspb.CommandType_COMMAND_TYPE_MKNOD
+	cmdMkdir        = jfspb.CommandType_COMMAND_TYPE_MKDIR
+	cmdCreate       = jfspb.CommandType_COMMAND_TYPE_CREATE
+	cmdUnlink       = jfspb.CommandType_COMMAND_TYPE_UNLINK
+	cmdRmdir        = jfspb.CommandType_COMMAND_TYPE_RMDIR
+	cmdRename       = jfspb.CommandType_COMMAND_TYPE_RENAME
+	cmdLink         = jfspb.CommandType_COMMAND_TYPE_LINK
+	cmdSymlink      = jfspb.CommandType_COMMAND_TYPE_SYMLINK
+	cmdOpen         = jfspb.CommandType_COMMAND_TYPE_OPEN
+	cmdRelease      = jfspb.CommandType_COMMAND_TYPE_RELEASE
+	cmdWrite        = jfspb.CommandType_COMMAND_TYPE_WRITE
+	cmdSetXattr     = jfspb.CommandType_COMMAND_TYPE_SETXATTR
+	cmdRemoveXattr  = jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR
+	cmdSetLk        = jfspb.CommandType_COMMAND_TYPE_SETLK
+	cmdFlock        = jfspb.CommandType_COMMAND_TYPE_FLOCK
+	cmdReleaseOwner = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
+	cmdSetMember    = jfspb.CommandType_COMMAND_TYPE_SET_MEMBER
+)
+
+// ---- sessions ----
+
+func (s *Server) Register(ctx context.Context, r *jfspb.RegisterRequest) (*jfspb.RegisterResponse, error) {
+	return propose[*jfspb.RegisterResponse](ctx, s, cmdRegister, r.Header, r)
+}
+
+// Heartbeat is answered by the leader from its own state, without the log.
+func (s *Server) Heartbeat(ctx context.Context, r *jfspb.HeartbeatRequest) (*jfspb.HeartbeatResponse, error) {
+	return read(ctx, s, r, func(r *jfspb.HeartbeatRequest) *jfspb.HeartbeatResponse {
+		if s.n.fsm.Session(r.Session) == nil {
+			return &jfspb.HeartbeatResponse{Errno: int32(syscall.ESTALE)}
+		}
+		return &jfspb.HeartbeatResponse{}
+	})
+}
+
+func (s *Server) CloseSession(ctx context.Context, r *jfspb.CloseSessionRequest) (*jfspb.CloseSessionResponse, error) {
+	return propose[*jfspb.CloseSessionResponse](ctx, s, cmdCloseSession, r.Header, r)
+}
+
+// ---- names and attributes ----
+
+func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.LookupResponse, error) {
+	return read(ctx, s, r, s.n.fsm.Lookup)
+}
+
+func (s *Server) GetAttr(ctx context.Context, r *jfspb.GetAttrRequest) (*jfspb.GetAttrResponse, error) {
+	return read(ctx, s, r, s.n.fsm.GetAttr)
+}
+
+func (s *Server) SetAttr(ctx context.Context, r *jfspb.SetAttrRequest) (*jfspb.SetAttrResponse, error) {
+	return propose[*jfspb.SetAttrResponse](ctx, s, cmdSetAttr, r.Header, r)
+}
+
+func (s *Server) Mknod(ctx context.Context, r *jfspb.MknodRequest) (*jfspb.MknodResponse, error) {
+	return propose[*jfspb.MknodResponse](ctx, s, cmdMknod, r.Header, r)
+}
+
+func (s *Server) Mkdir(ctx context.Context, r *jfspb.MkdirRequest) (*jfspb.MkdirResponse, error) {
+	return propose[*jfspb.MkdirResponse](ctx, s, cmdMkdir, r.Header, r)
+}
+
+func (s *Server) Create(ctx context.Context, r *jfspb.CreateRequest) (*jfspb.CreateResponse, error) {
+	return propose[*jfspb.CreateResponse](ctx, s, cmdCreate, r.Header, r)
+}
+
+func (s *Server) Unlink(ctx context.Context, r *jfspb.UnlinkRequest) (*jfspb.UnlinkResponse, error) {
+	return propose[*jfspb.UnlinkResponse](ctx, s, cmdUnlink, r.Header, r)
+}
+
+func (s *Server) Rmdir(ctx context.Context, r *jfspb.RmdirRequest) (*jfspb.RmdirResponse, error) {
+	return propose[*jfspb.RmdirResponse](ctx, s, cmdRmdir, r.Header, r)
+}
+
+func (s *Server) Rename(ctx context.Context, r *jfspb.RenameRequest) (*jfspb.RenameResponse, error) {
+	return propose[*jfspb.RenameResponse](ctx, s, cmdRename, r.Header, r)
+}
+
+func (s *Server) Link(ctx context.Context, r *jfspb.LinkRequest) (*jfspb.LinkResponse, error) {
+	return propose[*jfspb.LinkResponse](ctx, s, cmdLink, r.Header, r)
+}
+
+func (s *Server) Symlink(ctx context.Context, r *jfspb.SymlinkRequest) (*jfspb.SymlinkResponse, error) {
+	return propose[*jfspb.SymlinkResponse](ctx, s, cmdSymlink, r.Header, r)
+}
+
+func (s *Server) ReadLink(ctx context.Context, r *jfspb.ReadLinkRequest) (*jfspb.ReadLinkResponse, error) {
+	return read(ctx, s, r, s.n.fsm.ReadLink)
+}
+
+func (s *Server) ReadDir(ctx context.Context, r *jfspb.ReadDirRequest) (*jfspb.ReadDirResponse, error) {
+	return read(ctx, s, r, s.n.fsm.ReadDir)
+}
+
+// ---- open files and data ----
+
+func (s *Server) Open(ctx context.Context, r *jfspb.OpenRequest) (*jfspb.OpenResponse, error) {
+	return propose[*jfspb.OpenResponse](ctx, s, cmdOpen, r.Header, r)
+}
+
+func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.ReleaseResponse, error) {
+	return propose[*jfspb.ReleaseResponse](ctx, s, cmdRelease, r.Header, r)
+}
+
+func (s *Server) Read(ctx context.Context, r *jfspb.ReadRequest) (*jfspb.ReadResponse, error) {
+	return read(ctx, s, r, s.n.fsm.Read)
+}
+
+func (s *Server) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.WriteResponse, error) {
+	return propose[*jfspb.WriteResponse](ctx, s, cmdWrite, r.Header, r)
+}
+
+func (s *Server) StatFS(ctx context.Context, r *jfspb.StatFSRequest) (*jfspb.StatFSResponse, error) {
+	return read(ctx, s, r, s.n.fsm.StatFS)
+}
+
+// ---- extended attributes ----
+
+func (s *Server) GetXattr(ctx context.Context, r *jfspb.GetXattrRequest) (*jfspb.GetXattrResponse, error) {
+	return read(ctx, s, r, s.n.fsm.GetXattr)
+}
+
+func (s *Server) SetXattr(ctx context.Context, r *jfspb.SetXattrRequest) (*jfspb.SetXattrResponse, error) {
+	return propose[*jfspb.SetXattrResponse](ctx, s, cmdSetXattr, r.Header, r)
+}
+
+func (s *Server) ListXattr(ctx context.Context, r *jfspb.ListXattrRequest) (*jfspb.ListXattrResponse, error) {
+	return read(ctx, s, r, s.n.fsm.ListXattr)
+}
+
+func (s *Server) RemoveXattr(ctx context.Context, r *jfspb.RemoveXattrRequest) (*jfspb.RemoveXattrResponse, error) {
+	return propose[*jfspb.RemoveXattrResponse](ctx, s, cmdRemoveXattr, r.Header, r)
+}
+
+// ---- locks ----
+
+func (s *Server) GetLk(ctx context.Context, r *jfspb.GetLkRequest) (*jfspb.GetLkResponse, error) {
+	return read(ctx, s, r, s.n.fsm.GetLk)
+}
+
+func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLkResponse, error) {
+	return propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
+}
+
+func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.FlockResponse, error) {
+	return propose[*jfspb.FlockResponse](ctx, s, cmdFlock, r.Header, r)
+}
+
+func (s *Server) ReleaseLockOwner(ctx context.Context, r *jfspb.ReleaseLockOwnerRequest) (*jfspb.ReleaseLockOwnerResponse, error) {
+	return propose[*jfspb.ReleaseLockOwnerResponse](ctx, s, cmdReleaseOwner, r.Header, r)
+}

@@ -1,0 +1,363 @@
+// Package client is the Go client of a jfs cluster. Given any list of node
+// addresses it finds the leader, sends every request there and, when the
+// connection drops or the leader changes, finds the new leader and retries.
+// A mutating request keeps its (session, sequence) across retries, so the
+// cluster applies it exactly once and the caller sees only a pause.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// ErrNoLeader is returned when no leader answered within Config.RetryFor.
+// File-system callers turn it into EIO.
+var ErrNoLeader = errors.New("client: no leader reachable")
+
+// Config configures a Client.
+type Config struct {
+	// Servers are the API addresses (host:port) of some or all nodes.
+	Servers []string
+	// AttemptTimeout bounds one try at one node (default 5s). A blocking
+	// lock request is not bounded by it.
+	AttemptTimeout time.Duration
+	// RetryFor bounds how long a request keeps looking for a leader before
+	// it fails with ErrNoLeader (default 30s).
+	RetryFor time.Duration
+	// MinBackoff and MaxBackoff bound the pause between rounds of tries
+	// (defaults 20ms and 1s); the pause doubles each round.
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 hclog.Logger
+}
+
+// ParseServers splits a comma-separated list of host:port addresses.
+func ParseServers(s string) ([]string, error) {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("server address %q: %w", a, err)
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no server addresses given (want HOST:PORT[,HOST:PORT...])")
+	}
+	return out, nil
+}
+
+// Client talks to a jfs cluster. It is safe for concurrent use.
+type Client struct {
+	cfg Config
+	log hclog.Logger
+
+	mu      sync.Mutex
+	servers []string // known API addresses; the leader's is added when learned
+	leader  string   // best guess, "" when unknown
+	conns   map[string]*grpc.ClientConn
+	closed  bool
+
+	seqMu    sync.Mutex
+	session  uint64
+	nextSeq  uint64
+	inflight map[uint64]struct{}
+}
+
+// New returns a client of the cluster at cfg.Servers. It does not dial until
+// the first request.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("client: no servers")
+	}
+	for _, a := range cfg.Servers {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("client: server address %q: %w", a, err)
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.AttemptTimeout, 5*time.Second)
+	def(&cfg.RetryFor, 30*time.Second)
+	def(&cfg.MinBackoff, 20*time.Millisecond)
+	def(&cfg.MaxBackoff, time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	return &Client{
+		cfg: cfg, log: cfg.Logger.Named("client"),
+		servers: slices.Clone(cfg.Servers), conns: map[string]*grpc.ClientConn{},
+		nextSeq: 1, inflight: map[uint64]struct{}{},
+	}, nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	var first error
+	for a, cc := range c.conns {
+		if err := cc.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(c.conns, a)
+	}
+	return first
+}
+
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("client: closed")
+	}
+	if cc := c.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)))
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// target is the node to try next: the leader if known, else the servers in
+// turn.
+func (c *Client) target(round int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader != "" {
+		return c.leader
+	}
+	return c.servers[round%len(c.servers)]
+}
+
+func (c *Client) setLeader(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if addr != "" && !slices.Contains(c.servers, addr) {
+		c.servers = append(c.servers, addr)
+	}
+	if c.leader != addr {
+		c.log.Debug("leader", "addr", addr)
+	}
+	c.leader = addr
+}
+
+// forget drops addr as the leader guess.
+func (c *Client) forget(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader == addr {
+		c.leader = ""
+	}
+}
+
+// Leader is the current guess of the leader's API address ("" if unknown).
+func (c *Client) Leader() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leader
+}
+
+// retry calls try against the leader until it succeeds, fails with an error
+// that is not about reaching the leader, ctx ends, or RetryFor passes.
+// attemptTimeout 0 leaves an attempt bounded by ctx alone.
+func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try func(ctx context.Context, cc *grpc.ClientConn) error) error {
+	start := time.Now()
+	backoff := c.cfg.MinBackoff
+	var last error
+	for round := 0; ; round++ {
+		if time.Since(start) > c.cfg.RetryFor {
+			return fmt.Errorf("%w within %v: %v", ErrNoLeader, c.cfg.RetryFor, last)
+		}
+		addr := c.target(round)
+		cc, err := c.conn(addr)
+		if err != nil {
+			return err
+		}
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if attemptTimeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, attemptTimeout)
+		}
+		err = try(actx, cc)
+		cancel()
+		if err == nil {
+			c.setLeader(addr)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		last = err
+		st, _ := status.FromError(err)
+		switch st.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		default:
+			return err // the leader answered; not ours to retry
+		}
+		redirected := false
+		for _, d := range st.Details() {
+			if nl, ok := d.(*jfspb.NotLeader); ok && nl.LeaderAddr != "" && nl.LeaderAddr != addr {
+				c.setLeader(nl.LeaderAddr)
+				redirected = true
+			}
+		}
+		if redirected {
+			continue
+		}
+		c.forget(addr)
+		// A full round over every server without success: pause.
+		if (round+1)%len(c.servers) == 0 || c.Leader() == "" {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
+		}
+	}
+}
+
+// ---- exactly-once headers ----
+
+// Session is the session id, 0 before Register.
+func (c *Client) Session() uint64 {
+	c.seqMu.Lock()
+	defer c.seqMu.Unlock()
+	return c.session
+}
+
+// header numbers a new mutating request. done must be called once its
+// result has arrived (or the caller gave up on it).
+func (c *Client) header() (h *jfspb.Header, done func()) {
+	c.seqMu.Lock()
+	defer c.seqMu.Unlock()
+	seq := c.nextSeq
+	c.nextSeq++
+	acked := seq - 1
+	for s := range c.inflight {
+		acked = min(acked, s-1)
+	}
+	c.inflight[seq] = struct{}{}
+	h = &jfspb.Header{Session: c.session, Seq: seq, Acked: acked}
+	return h, func() {
+		c.seqMu.Lock()
+		delete(c.inflight, seq)
+		c.seqMu.Unlock()
+	}
+}
+
+// Register opens a session for this client; every later mutating request
+// carries it. A retried registration returns the same session.
+func (c *Client) Register(ctx context.Context, host, mountPoint string, pid uint32, version string) (*jfspb.RegisterResponse, error) {
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	req := &jfspb.RegisterRequest{Host: host, MountPoint: mountPoint, Pid: pid, Version: version, ClientId: hex.EncodeToString(id[:])}
+	resp, err := write(ctx, c, jfspb.MetaClient.Register, req, func(r *jfspb.RegisterRequest, h *jfspb.Header) { r.Header = h })
+	if err != nil {
+		return nil, err
+	}
+	if resp.Errno == 0 {
+		c.seqMu.Lock()
+		c.session = resp.Session
+		c.seqMu.Unlock()
+	}
+	return resp, nil
+}
+
+// ---- generic calls ----
+
+type method[Req, Resp any] func(jfspb.MetaClient, context.Context, Req, ...grpc.CallOption) (Resp, error)
+
+// read sends a request that changes nothing.
+func read[Req, Resp any](ctx context.Context, c *Client, m method[Req, Resp], req Req) (Resp, error) {
+	var resp Resp
+	err := c.retry(ctx, c.cfg.AttemptTimeout, func(ctx context.Context, cc *grpc.ClientConn) error {
+		var err error
+		resp, err = m(jfspb.NewMetaClient(cc), ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// write sends a mutating request under a new (session, seq) kept across
+// retries.
+func write[Req, Resp any](ctx context.Context, c *Client, m method[Req, Resp], req Req, setHeader func(Req, *jfspb.Header)) (Resp, error) {
+	h, done := c.header()
+	defer done()
+	setHeader(req, h)
+	var resp Resp
+	err := c.retry(ctx, c.cfg.AttemptTimeout, func(ctx context.Context, cc *grpc.ClientConn) error {
+		var err error
+		resp, err = m(jfspb.NewMetaClient(cc), ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// Admin calls fn with the Admin service of the leader, retrying as other
+// requests do.
+func (c *Client) Admin(ctx context.Context, fn func(ctx context.Context, a jfspb.AdminClient) error) error {
+	return c.retry(ctx, c.cfg.AttemptTimeout, func(ctx context.Context, cc *grpc.ClientConn) error {
+		return fn(ctx, jfspb.NewAdminClient(cc))
+	})
+}
+
+// AdminAt calls fn with the Admin service of the node at addr, once.
+func (c *Client) AdminAt(ctx context.Context, addr string, fn func(ctx context.Context, a jfspb.AdminClient) error) error {
+	cc, err := c.conn(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+	defer cancel()
+	return fn(ctx, jfspb.NewAdminClient(cc))
+}
+
+// Servers returns the addresses the client knows.
+func (c *Client) Servers() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.servers)
+}
+
+// Errno turns a response's errno field into an error: nil for 0, else a
+// syscall.Errno.
+func Errno(e int32) error {
+	if e == 0 {
+		return nil
+	}
+	if e < 0 || e > math.MaxUint16 {
+		return syscall.EIO
+	}
+	return syscall.Errno(e)
+}

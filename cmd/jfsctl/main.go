@@ -1,0 +1,415 @@
+// Command jfsctl is the operator's tool for a jfs cluster: its members,
+// leader, sessions and locks.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/client"
+)
+
+func main() {
+	if err := newApp(os.Stdout).Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "jfsctl:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp(out io.Writer) *cli.App {
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+	return &cli.App{
+		Name:           "jfsctl",
+		Usage:          "inspect and operate a jfs cluster",
+		Writer:         out,
+		ExitErrHandler: func(*cli.Context, error) {},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...]"},
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up after this long without a leader"},
+		},
+		Commands: []*cli.Command{
+			{
+				Name:  "cluster",
+				Usage: "the cluster as a whole",
+				Subcommands: []*cli.Command{{
+					Name:   "status",
+					Usage:  "members, their addresses and raft state, leader, term, commit and applied index",
+					Flags:  []cli.Flag{jsonFlag},
+					Action: clusterStatus,
+				}},
+			},
+			{
+				Name:  "members",
+				Usage: "add and remove nodes",
+				Subcommands: []*cli.Command{
+					{
+						Name:      "add",
+						Usage:     "add a node: it must already be running with an empty --data-dir and no --initial-cluster",
+						ArgsUsage: "ID RAFT-ADDR API-ADDR",
+						Flags:     []cli.Flag{&cli.BoolFlag{Name: "nonvoter", Usage: "add the node without a vote"}},
+						Action:    membersAdd,
+					},
+					{Name: "remove", Usage: "remove a node from the cluster", ArgsUsage: "ID", Action: membersRemove},
+				},
+			},
+			{
+				Name:  "leader",
+				Usage: "show or move the leader",
+				Subcommands: []*cli.Command{
+					{Name: "show", Usage: "print the leader's id and API address", Action: leaderShow},
+					{Name: "transfer", Usage: "hand leadership to ID, or to any other voter", ArgsUsage: "[ID]", Action: leaderTransfer},
+				},
+			},
+			{
+				Name:  "sessions",
+				Usage: "client sessions",
+				Subcommands: []*cli.Command{
+					{Name: "ls", Usage: "list sessions", Flags: []cli.Flag{jsonFlag}, Action: sessionsLs},
+				},
+			},
+			{
+				Name:  "locks",
+				Usage: "file locks",
+				Subcommands: []*cli.Command{{
+					Name:  "ls",
+					Usage: "list every flock and POSIX lock",
+					Flags: []cli.Flag{
+						jsonFlag,
+						&cli.Uint64Flag{Name: "inode", Usage: "only locks on this inode"},
+						&cli.Uint64Flag{Name: "session", Usage: "only locks of this session"},
+					},
+					Action: locksLs,
+				}},
+			},
+		},
+	}
+}
+
+func newClient(c *cli.Context) (*client.Client, context.Context, context.CancelFunc, error) {
+	s := c.String("servers")
+	if s == "" {
+		return nil, nil, nil, errors.New("no servers: pass --servers HOST:PORT[,...] or set JFS_SERVERS")
+	}
+	servers, err := client.ParseServers(s)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--servers: %w", err)
+	}
+	cl, err := client.New(client.Config{Servers: servers, RetryFor: c.Duration("timeout"), AttemptTimeout: 3 * time.Second})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout")+5*time.Second)
+	return cl, ctx, cancel, nil
+}
+
+func wantArgs(c *cli.Context, min, max int) error {
+	if n := c.Args().Len(); n < min || n > max {
+		return fmt.Errorf("%s: wrong number of arguments; usage: %s %s", c.Command.FullName(), c.Command.FullName(), c.Command.ArgsUsage)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func errnoErr(what string, e int32) error {
+	if err := client.Errno(e); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// nodeView is one node's own answer to ClusterStatus.
+type nodeView struct {
+	ID           string `json:"id"`
+	RaftAddr     string `json:"raft_addr"`
+	APIAddr      string `json:"api_addr"`
+	Suffrage     string `json:"suffrage"`
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Error        string `json:"error,omitempty"`
+}
+
+type statusView struct {
+	LeaderID   string     `json:"leader_id"`
+	LeaderAddr string     `json:"leader_addr"`
+	Term       uint64     `json:"term"`
+	Members    []nodeView `json:"members"`
+}
+
+// clusterStatus asks the leader for the membership, then every member for
+// its own raft state.
+func clusterStatus(c *cli.Context) error {
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	var st *jfspb.ClusterStatusResponse
+	err = cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) error {
+		var err error
+		st, err = a.ClusterStatus(ctx, &jfspb.ClusterStatusRequest{})
+		if err == nil && st.State != "Leader" {
+			// Any node answers; prefer the leader's view of the members.
+			if st.LeaderAddr != "" && st.LeaderAddr != cl.Leader() {
+				var lst *jfspb.ClusterStatusResponse
+				if cl.AdminAt(ctx, st.LeaderAddr, func(ctx context.Context, a jfspb.AdminClient) error {
+					lst, err = a.ClusterStatus(ctx, &jfspb.ClusterStatusRequest{})
+					return err
+				}) == nil {
+					st = lst
+				}
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	view := statusView{LeaderID: st.LeaderId, LeaderAddr: st.LeaderAddr, Term: st.Term}
+	for _, m := range st.Members {
+		nv := nodeView{ID: m.Id, RaftAddr: m.Address, APIAddr: m.ApiAddr, Suffrage: m.Suffrage}
+		if m.ApiAddr == "" {
+			nv.Error = "API address not known yet"
+		} else {
+			err := cl.AdminAt(ctx, m.ApiAddr, func(ctx context.Context, a jfspb.AdminClient) error {
+				own, err := a.ClusterStatus(ctx, &jfspb.ClusterStatusRequest{})
+				if err == nil {
+					nv.State, nv.Term, nv.CommitIndex, nv.AppliedIndex = own.State, own.Term, own.CommitIndex, own.AppliedIndex
+				}
+				return err
+			})
+			if err != nil {
+				nv.State, nv.Error = "unreachable", err.Error()
+			}
+		}
+		view.Members = append(view.Members, nv)
+	}
+	w := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(view)
+	}
+	leader := "none"
+	if view.LeaderID != "" {
+		leader = fmt.Sprintf("%s (%s)", view.LeaderID, view.LeaderAddr)
+	}
+	fmt.Fprintf(w, "leader %s, term %d\n\n", leader, view.Term)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tAPI ADDRESS\tSUFFRAGE\tSTATE\tTERM\tCOMMIT\tAPPLIED")
+	for _, m := range view.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.ID, m.RaftAddr, m.APIAddr, m.Suffrage, m.State, m.Term, m.CommitIndex, m.AppliedIndex)
+	}
+	return tw.Flush()
+}
+
+func membersAdd(c *cli.Context) error {
+	if err := wantArgs(c, 3, 3); err != nil {
+		return err
+	}
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	a := c.Args()
+	req := &jfspb.AddMemberRequest{Id: a.Get(0), Address: a.Get(1), ApiAddr: a.Get(2), Nonvoter: c.Bool("nonvoter")}
+	if _, err := client.ParseServers(req.Address + "," + req.ApiAddr); err != nil {
+		return err
+	}
+	var resp *jfspb.AddMemberResponse
+	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		resp, err = a.AddMember(ctx, req)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := errnoErr("members add "+req.Id, resp.Errno); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "added %s (raft %s, api %s)\n", req.Id, req.Address, req.ApiAddr)
+	return nil
+}
+
+func membersRemove(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	id := c.Args().First()
+	var resp *jfspb.RemoveMemberResponse
+	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		resp, err = a.RemoveMember(ctx, &jfspb.RemoveMemberRequest{Id: id})
+		return err
+	}); err != nil {
+		return err
+	}
+	if resp.Errno == int32(syscall.ENOENT) {
+		return fmt.Errorf("members remove: no member %q in the cluster", id)
+	}
+	if err := errnoErr("members remove "+id, resp.Errno); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "removed %s\n", id)
+	return nil
+}
+
+func leaderShow(c *cli.Context) error {
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	var st *jfspb.ClusterStatusResponse
+	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		st, err = a.ClusterStatus(ctx, &jfspb.ClusterStatusRequest{})
+		return err
+	}); err != nil {
+		return err
+	}
+	if st.LeaderId == "" {
+		return errors.New("no leader at the moment")
+	}
+	fmt.Fprintf(c.App.Writer, "%s %s term %d\n", st.LeaderId, st.LeaderAddr, st.Term)
+	return nil
+}
+
+func leaderTransfer(c *cli.Context) error {
+	if err := wantArgs(c, 0, 1); err != nil {
+		return err
+	}
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	id := c.Args().First()
+	var resp *jfspb.TransferLeaderResponse
+	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		resp, err = a.TransferLeader(ctx, &jfspb.TransferLeaderRequest{Id: id})
+		return err
+	}); err != nil {
+		return err
+	}
+	if resp.Errno == int32(syscall.ENOENT) {
+		return fmt.Errorf("leader transfer: no member %q in the cluster", id)
+	}
+	if err := errnoErr("leader transfer", resp.Errno); err != nil {
+		return err
+	}
+	// Report who leads now, as seen once the transfer is done.
+	time.Sleep(100 * time.Millisecond)
+	return leaderShow(c)
+}
+
+func sessionsLs(c *cli.Context) error {
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	var resp *jfspb.ListSessionsResponse
+	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		resp, err = a.ListSessions(ctx, &jfspb.ListSessionsRequest{})
+		return err
+	}); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, resp)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tSINCE")
+	for _, s := range resp.Sessions {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version,
+			time.Unix(0, s.CreatedNs).UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func locksLs(c *cli.Context) error {
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	var resp *jfspb.ListLocksResponse
+	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		resp, err = a.ListLocks(ctx, &jfspb.ListLocksRequest{Ino: c.Uint64("inode"), Session: c.Uint64("session")})
+		return err
+	}); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, resp)
+	}
+	locks := slices.Clone(resp.Locks)
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INODE\tKIND\tTYPE\tRANGE\tSESSION\tOWNER\tPID\tSINCE")
+	for _, l := range locks {
+		rng := "whole file"
+		if l.Kind == jfspb.LockKind_LOCK_KIND_POSIX {
+			if l.Len == 0 {
+				rng = fmt.Sprintf("%d-EOF", l.Start)
+			} else {
+				rng = fmt.Sprintf("%d-%d", l.Start, l.Start+l.Len-1)
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%#x\t%d\t%s\n", l.Ino, kindName(l.Kind), typeName(l.Type), rng,
+			l.Owner.GetSession(), l.Owner.GetOwner(), l.Pid, time.Unix(0, l.SinceNs).UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func kindName(k jfspb.LockKind) string {
+	switch k {
+	case jfspb.LockKind_LOCK_KIND_FLOCK:
+		return "flock"
+	case jfspb.LockKind_LOCK_KIND_POSIX:
+		return "posix"
+	}
+	return "?"
+}
+
+func typeName(t jfspb.LockType) string {
+	switch t {
+	case jfspb.LockType_LOCK_TYPE_READ:
+		return "read"
+	case jfspb.LockType_LOCK_TYPE_WRITE:
+		return "write"
+	}
+	return "unlock"
+}

@@ -1,0 +1,333 @@
+// Command jfsd runs a node of a jfs cluster, or (jfsd dev) a whole
+// three-node cluster in one process for trying jfs out.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc"
+
+	"github.com/jfs-dev/jfs/cluster"
+)
+
+// Version is the jfsd version, reported to clients and in --version.
+var Version = "0.1.0-dev"
+
+func main() {
+	app := &cli.App{
+		Name:    "jfsd",
+		Usage:   "run a node of a jfs metadata cluster",
+		Version: Version,
+		Description: `jfsd keeps a share of a jfs file system: inodes, directory entries, file data,
+locks and client sessions, replicated with Raft across three nodes.
+
+Start a new three-node cluster by running, with the same --initial-cluster on all three:
+  jfsd --id n1 --data-dir /var/lib/jfs/n1 --raft-addr 127.0.0.1:7001 --addr 127.0.0.1:7101 \
+       --initial-cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+A node restarted with the same --data-dir rejoins with its state (--initial-cluster is then ignored).
+For a quick try, "jfsd dev" runs a whole cluster in one process.`,
+		Flags:  nodeFlags(),
+		Action: runNode,
+		Commands: []*cli.Command{
+			devCommand(),
+		},
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "jfsd:", err)
+		os.Exit(1)
+	}
+}
+
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn or error", EnvVars: []string{"JFSD_LOG_LEVEL"}},
+	}
+}
+
+func nodeFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "id", Usage: "this node's id, as named in --initial-cluster (required)"},
+		&cli.StringFlag{Name: "data-dir", Usage: "directory for the raft log, snapshots and state (required)"},
+		&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:7001", Usage: "host:port for raft traffic between nodes"},
+		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7101", Usage: "host:port of the gRPC API for clients, jfsctl and other nodes"},
+		&cli.StringFlag{Name: "initial-cluster", Usage: "ID=RAFT-ADDR,... of every node of a new cluster"},
+		&cli.StringFlag{Name: "metrics-addr", Usage: "host:port to serve Prometheus metrics on /metrics (off when empty)"},
+	}, logFlags()...)
+}
+
+func newLogger(c *cli.Context, name string) (hclog.Logger, error) {
+	lvl := hclog.LevelFromString(c.String("log-level"))
+	if lvl == hclog.NoLevel {
+		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", c.String("log-level"))
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: lvl, Output: os.Stderr}), nil
+}
+
+func checkAddr(flag, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--%s %q: %w", flag, addr, err)
+	}
+	if host == "" || port == "" || port == "0" {
+		return fmt.Errorf("--%s %q: want HOST:PORT with an explicit host and port", flag, addr)
+	}
+	return nil
+}
+
+func runNode(c *cli.Context) error {
+	if c.Args().Len() > 0 {
+		return fmt.Errorf("unexpected argument %q (see jfsd --help)", c.Args().First())
+	}
+	for _, f := range []string{"id", "data-dir"} {
+		if c.String(f) == "" {
+			return fmt.Errorf("--%s is required (see jfsd --help)", f)
+		}
+	}
+	for _, f := range []string{"raft-addr", "addr"} {
+		if err := checkAddr(f, c.String(f)); err != nil {
+			return err
+		}
+	}
+	if m := c.String("metrics-addr"); m != "" {
+		if err := checkAddr("metrics-addr", m); err != nil {
+			return err
+		}
+	}
+	var peers []cluster.Peer
+	if s := c.String("initial-cluster"); s != "" {
+		var err error
+		if peers, err = cluster.ParseInitialCluster(s); err != nil {
+			return fmt.Errorf("--initial-cluster: %w", err)
+		}
+	}
+	log, err := newLogger(c, c.String("id"))
+	if err != nil {
+		return err
+	}
+	n, err := startNode(nodeSpec{
+		cfg: cluster.Config{
+			ID: c.String("id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
+			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
+		},
+		metricsAddr: c.String("metrics-addr"),
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "api", c.String("addr"), "raft", c.String("raft-addr"), "data-dir", c.String("data-dir"))
+	waitForSignal()
+	log.Info("stopping")
+	return n.stop()
+}
+
+func waitForSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	<-ch
+	signal.Stop(ch)
+}
+
+type nodeSpec struct {
+	cfg         cluster.Config
+	apiListener net.Listener // nil: listen on cfg.APIAddr
+	metricsAddr string
+}
+
+type runningNode struct {
+	node    *cluster.Node
+	grpc    *grpc.Server
+	metrics *http.Server
+}
+
+// startNode starts a node, its API and its metrics endpoint.
+func startNode(spec nodeSpec) (*runningNode, error) {
+	lis := spec.apiListener
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", spec.cfg.APIAddr); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+	}
+	n, err := cluster.NewNode(spec.cfg)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := cluster.NewMetrics(n, reg)
+	rn := &runningNode{node: n, grpc: cluster.Serve(n, lis, grpc.UnaryInterceptor(m.Interceptor()))}
+	if spec.metricsAddr != "" {
+		mlis, err := net.Listen("tcp", spec.metricsAddr)
+		if err != nil {
+			rn.stop()
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		rn.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go rn.metrics.Serve(mlis)
+	}
+	return rn, nil
+}
+
+func (rn *runningNode) stop() error {
+	if rn.metrics != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		rn.metrics.Shutdown(ctx)
+		cancel()
+	}
+	cluster.StopServer(rn.grpc, 5*time.Second)
+	return rn.node.Shutdown()
+}
+
+// ---- jfsd dev ----
+
+func devCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "run a whole three-node cluster in this process, on free loopback ports",
+		Description: `Starts nodes n1, n2 and n3 on 127.0.0.1, prints their addresses and serves until
+Ctrl-C. With --dir the state is kept there and a later "jfsd dev --dir" with the
+same directory starts the same cluster again (on the same ports); without it a
+temporary directory is used and removed at exit.`,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "dir", Usage: "keep the cluster's state in this directory"},
+		}, logFlags()...),
+		Action: runDev,
+	}
+}
+
+func runDev(c *cli.Context) error {
+	if c.Args().Len() > 0 {
+		return fmt.Errorf("unexpected argument %q (see jfsd dev --help)", c.Args().First())
+	}
+	log, err := newLogger(c, "dev")
+	if err != nil {
+		return err
+	}
+	dir := c.String("dir")
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "jfs-dev-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	nodes, err := startDev(dir, log)
+	if err != nil {
+		return err
+	}
+	var servers []string
+	fmt.Printf("jfs dev cluster (data in %s):\n", dir)
+	for _, rn := range nodes {
+		fmt.Printf("  %s  raft %s  api %s\n", rn.node.ID(), rn.raftAddr, rn.apiAddr)
+		servers = append(servers, rn.apiAddr)
+	}
+	fmt.Printf("\n  export JFS_SERVERS=%s\n  jfsctl cluster status\n\nCtrl-C stops the cluster.\n", strings.Join(servers, ","))
+	waitForSignal()
+	var errs []error
+	for _, rn := range nodes {
+		errs = append(errs, rn.stop())
+	}
+	return errors.Join(errs...)
+}
+
+type devNode struct {
+	*runningNode
+	raftAddr, apiAddr string
+}
+
+// startDev starts three nodes in dir. The addresses of a new cluster are
+// chosen by the kernel and saved in dir/dev-cluster so that a restart from
+// the same dir finds its peers again.
+func startDev(dir string, log hclog.Logger) ([]*devNode, error) {
+	addrFile := dir + "/dev-cluster"
+	ids := []string{"n1", "n2", "n3"}
+	raftAddrs := map[string]string{}
+	apiAddrs := map[string]string{}
+	if b, err := os.ReadFile(addrFile); err == nil {
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 3 {
+				return nil, fmt.Errorf("%s: malformed line %q", addrFile, line)
+			}
+			raftAddrs[f[0]], apiAddrs[f[0]] = f[1], f[2]
+		}
+	}
+	fresh := len(raftAddrs) == 0
+	transports := map[string]*raft.NetworkTransport{}
+	listeners := map[string]net.Listener{}
+	cleanup := func() {
+		for _, t := range transports {
+			t.Close()
+		}
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+	var peers []cluster.Peer
+	var saved strings.Builder
+	for _, id := range ids {
+		ra, aa := raftAddrs[id], apiAddrs[id]
+		if fresh {
+			ra, aa = "127.0.0.1:0", "127.0.0.1:0"
+		}
+		t, err := raft.NewTCPTransportWithLogger(ra, nil, 3, 10*time.Second, log.Named(id))
+		if err != nil {
+			cleanup()
+			return nil, fmt.Errorf("%s raft: %w", id, err)
+		}
+		transports[id] = t
+		l, err := net.Listen("tcp", aa)
+		if err != nil {
+			cleanup()
+			return nil, fmt.Errorf("%s api: %w", id, err)
+		}
+		listeners[id] = l
+		raftAddrs[id], apiAddrs[id] = string(t.LocalAddr()), l.Addr().String()
+		peers = append(peers, cluster.Peer{ID: id, RaftAddr: raftAddrs[id]})
+		fmt.Fprintf(&saved, "%s %s %s\n", id, raftAddrs[id], apiAddrs[id])
+	}
+	if fresh {
+		if err := os.WriteFile(addrFile, []byte(saved.String()), 0o600); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	var nodes []*devNode
+	for _, id := range ids {
+		rn, err := startNode(nodeSpec{
+			cfg: cluster.Config{
+				ID: id, DataDir: dir + "/" + id, APIAddr: apiAddrs[id], InitialCluster: peers,
+				Transport: transports[id], Logger: log.Named(id),
+			},
+			apiListener: listeners[id],
+		})
+		if err != nil {
+			for _, n := range nodes {
+				n.stop()
+			}
+			cleanup()
+			return nil, fmt.Errorf("%s: %w", id, err)
+		}
+		delete(listeners, id)
+		nodes = append(nodes, &devNode{rn, raftAddrs[id], apiAddrs[id]})
+	}
+	return nodes, nil
+}

@@ -1,0 +1,210 @@
+// Package integration starts real jfsd processes (and, later, real mounts)
+// built from this tree, on 127.0.0.1, and checks what users would see.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/client"
+)
+
+// binDir holds jfsd, jfsctl and jfs built once for the whole package.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "jfs-integration-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/...")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the commands:", err)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is one jfsd process.
+type proc struct {
+	id, dataDir, raftAddr, apiAddr string
+	args                           []string
+	logPath                        string
+	cmd                            *exec.Cmd
+	exited                         chan struct{}
+}
+
+// procCluster is three jfsd processes forming one cluster.
+type procCluster struct {
+	t     testing.TB
+	procs []*proc
+}
+
+func startProcCluster(t testing.TB, n int, extra ...string) *procCluster {
+	t.Helper()
+	base := t.TempDir()
+	pc := &procCluster{t: t}
+	var initial []string
+	for i := 1; i <= n; i++ {
+		p := &proc{id: fmt.Sprintf("n%d", i), raftAddr: freeAddr(t), apiAddr: freeAddr(t)}
+		p.dataDir = filepath.Join(base, p.id)
+		p.logPath = filepath.Join(base, p.id+".log")
+		initial = append(initial, p.id+"="+p.raftAddr)
+		pc.procs = append(pc.procs, p)
+	}
+	for _, p := range pc.procs {
+		p.args = append([]string{"--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raftAddr,
+			"--addr", p.apiAddr, "--initial-cluster", strings.Join(initial, ","), "--log-level", "info"}, extra...)
+		pc.start(p)
+	}
+	t.Cleanup(func() {
+		for _, p := range pc.procs {
+			pc.kill(p)
+		}
+		if t.Failed() {
+			for _, p := range pc.procs {
+				b, _ := os.ReadFile(p.logPath)
+				t.Logf("---- log of %s ----\n%s", p.id, tail(b, 60))
+			}
+		}
+	})
+	return pc
+}
+
+func tail(b []byte, lines int) string {
+	ls := bytes.Split(b, []byte("\n"))
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return string(bytes.Join(ls, []byte("\n")))
+}
+
+func (pc *procCluster) start(p *proc) {
+	pc.t.Helper()
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		pc.t.Fatal(err)
+	}
+	p.cmd = exec.Command(filepath.Join(binDir, "jfsd"), p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		pc.t.Fatalf("start %s: %v", p.id, err)
+	}
+	p.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, ch chan struct{}) {
+		cmd.Wait()
+		logf.Close()
+		close(ch)
+	}(p.cmd, p.exited)
+}
+
+// kill sends SIGKILL and waits for the process to go.
+func (pc *procCluster) kill(p *proc) {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	p.cmd = nil
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (pc *procCluster) stop(p *proc) {
+	pc.t.Helper()
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		pc.t.Errorf("%s did not exit within 20s of SIGTERM", p.id)
+		pc.kill(p)
+	}
+	if p.cmd != nil && p.cmd.ProcessState != nil && !p.cmd.ProcessState.Success() {
+		pc.t.Errorf("%s exited with %v after SIGTERM", p.id, p.cmd.ProcessState)
+	}
+	p.cmd = nil
+}
+
+func (pc *procCluster) servers() []string {
+	var s []string
+	for _, p := range pc.procs {
+		s = append(s, p.apiAddr)
+	}
+	return s
+}
+
+func (pc *procCluster) client(t testing.TB) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Config{Servers: pc.servers(), RetryFor: 30 * time.Second, AttemptTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// leader asks every running process for its raft state and returns the one
+// that leads.
+func (pc *procCluster) leader(t testing.TB, c *client.Client) *proc {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, p := range pc.procs {
+			if p.cmd == nil {
+				continue
+			}
+			var st *jfspb.ClusterStatusResponse
+			err := c.AdminAt(context.Background(), p.apiAddr, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+				st, err = a.ClusterStatus(ctx, &jfspb.ClusterStatusRequest{})
+				return err
+			})
+			if err == nil && st.State == "Leader" {
+				return p
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no leader within 30s")
+	return nil
+}
+
+// jfsctl runs the built jfsctl and returns its stdout, stderr and error.
+func jfsctl(t testing.TB, servers []string, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "jfsctl"), append([]string{"--servers", strings.Join(servers, ",")}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}

@@ -3,13 +3,16 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -57,6 +60,7 @@ func freeAddr(t testing.TB) string {
 // proc is one jfsd process.
 type proc struct {
 	id, dataDir, raftAddr, apiAddr string
+	metricsAddr                    string
 	args                           []string
 	logPath                        string
 	cmd                            *exec.Cmd
@@ -75,7 +79,7 @@ func startProcCluster(t testing.TB, n int, extra ...string) *procCluster {
 	pc := &procCluster{t: t}
 	var initial []string
 	for i := 1; i <= n; i++ {
-		p := &proc{id: fmt.Sprintf("n%d", i), raftAddr: freeAddr(t), apiAddr: freeAddr(t)}
+		p := &proc{id: fmt.Sprintf("n%d", i), raftAddr: freeAddr(t), apiAddr: freeAddr(t), metricsAddr: freeAddr(t)}
 		p.dataDir = filepath.Join(base, p.id)
 		p.logPath = filepath.Join(base, p.id+".log")
 		initial = append(initial, p.id+"="+p.raftAddr)
@@ -83,7 +87,8 @@ func startProcCluster(t testing.TB, n int, extra ...string) *procCluster {
 	}
 	for _, p := range pc.procs {
 		p.args = append([]string{"--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raftAddr,
-			"--addr", p.apiAddr, "--initial-cluster", strings.Join(initial, ","), "--log-level", "info"}, extra...)
+			"--addr", p.apiAddr, "--initial-cluster", strings.Join(initial, ","), "--log-level", "info",
+			"--metrics-addr", p.metricsAddr}, extra...)
 		pc.start(p)
 	}
 	t.Cleanup(func() {
@@ -197,6 +202,35 @@ func (pc *procCluster) leader(t testing.TB, c *client.Client) *proc {
 	}
 	t.Fatal("no leader within 30s")
 	return nil
+}
+
+// metrics scrapes p's Prometheus endpoint and returns every sample as
+// "name{labels}" -> value.
+func (p *proc) metrics(t testing.TB) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", p.id, err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
 
 // jfsctl runs the built jfsctl and returns its stdout, stderr and error.

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	gometrics "github.com/armon/go-metrics"
+	armonprom "github.com/armon/go-metrics/prometheus"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -126,6 +128,7 @@ func runNode(c *cli.Context) error {
 			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
 		},
 		metricsAddr: c.String("metrics-addr"),
+		raftMetrics: c.String("metrics-addr") != "",
 	})
 	if err != nil {
 		return err
@@ -147,6 +150,24 @@ type nodeSpec struct {
 	cfg         cluster.Config
 	apiListener net.Listener // nil: listen on cfg.APIAddr
 	metricsAddr string
+	// raftMetrics exports raft's internal timings (commit, log store, FSM
+	// apply) as jfsd_raft_*. They are process-wide, so only a process that
+	// runs one node asks for them.
+	raftMetrics bool
+}
+
+// exportRaftMetrics sends what hashicorp/raft measures through go-metrics
+// to reg.
+func exportRaftMetrics(reg prometheus.Registerer) error {
+	sink, err := armonprom.NewPrometheusSinkFrom(armonprom.PrometheusOpts{Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("raft metrics: %w", err)
+	}
+	conf := gometrics.DefaultConfig("jfsd")
+	conf.EnableHostname = false
+	conf.EnableRuntimeMetrics = false
+	_, err = gometrics.NewGlobal(conf, sink)
+	return err
 }
 
 type runningNode struct {
@@ -171,6 +192,13 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if spec.raftMetrics {
+		if err := exportRaftMetrics(reg); err != nil {
+			n.Shutdown()
+			lis.Close()
+			return nil, err
+		}
+	}
 	m := cluster.NewMetrics(n, reg)
 	rn := &runningNode{node: n, grpc: cluster.Serve(n, lis, grpc.UnaryInterceptor(m.Interceptor()))}
 	if spec.metricsAddr != "" {

@@ -1,0 +1,118 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestJfsdDev runs the README's "run it" command: jfsd dev prints the
+// servers, jfsctl reaches them, SIGINT stops everything with exit 0, and a
+// restart from the same --dir serves the same cluster again.
+func TestJfsdDev(t *testing.T) {
+	dir := t.TempDir()
+	for round := 0; round < 2; round++ {
+		cmd := exec.Command(filepath.Join(binDir, "jfsd"), "dev", "--dir", dir, "--log-level", "warn")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		servers := make(chan string, 1)
+		go func() {
+			re := regexp.MustCompile(`JFS_SERVERS=(\S+)`)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				if m := re.FindStringSubmatch(sc.Text()); m != nil {
+					servers <- m[1]
+				}
+			}
+		}()
+		var list string
+		select {
+		case list = <-servers:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("jfsd dev printed no servers within 30s; stderr:\n%s", stderr.String())
+		}
+		// Right after the start there may be no leader yet.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, errOut, err := jfsctl(t, strings.Split(list, ","), "cluster", "status")
+			if err == nil && strings.Contains(out, "Leader") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: cluster status: %v\n%s%s", round, err, out, errOut)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: jfsd dev exited with %v after SIGINT; stderr:\n%s", round, err, stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("round %d: jfsd dev still running 30s after SIGINT", round)
+		}
+	}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if _, err := os.Stat(filepath.Join(dir, id, "fsm.db")); err != nil {
+			t.Errorf("state of %s not kept in --dir: %v", id, err)
+		}
+	}
+}
+
+// TestJfsdBadInput: bad flags get a clear error and a non-zero exit, before
+// anything is written.
+func TestJfsdBadInput(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	base := []string{"--id", "n1", "--data-dir", dataDir}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data-dir", dataDir}, "--id is required"},
+		{[]string{"--id", "n1"}, "--data-dir is required"},
+		{append(base, "--raft-addr", "nope"), `--raft-addr "nope"`},
+		{append(base, "--addr", "127.0.0.1"), `--addr "127.0.0.1"`},
+		{append(base, "--initial-cluster", "n1"), "want ID=HOST:PORT"},
+		{append(base, "--initial-cluster", "n2=127.0.0.1:7002,n3=127.0.0.1:7003"), `does not name this node "n1"`},
+		{append(base, "--initial-cluster", "n1=127.0.0.1:7001,n1=127.0.0.1:7002"), `names "n1" twice`},
+		{append(base, "--log-level", "loud"), `--log-level "loud"`},
+		{append(base, "--no-such-flag"), "flag provided but not defined"},
+		{append(base, "extra"), `unexpected argument "extra"`},
+	} {
+		cmd := exec.Command(filepath.Join(binDir, "jfsd"), tc.args...)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Errorf("jfsd %v: exit 0, want an error", tc.args)
+			continue
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("jfsd %v: output %q, want it to mention %q", tc.args, out, tc.want)
+		}
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("a rejected command created the data dir (%v)", err)
+	}
+	out, err := exec.Command(filepath.Join(binDir, "jfsd"), "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--initial-cluster") || !strings.Contains(string(out), "dev") {
+		t.Errorf("jfsd --help: %v\n%s", err, out)
+	}
+}

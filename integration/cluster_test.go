@@ -222,3 +222,59 @@ func TestJfsctl(t *testing.T) {
 		t.Errorf("bad --servers: err %v stderr %q", err, errOut)
 	}
 }
+
+// TestMembersAddRemove: a fourth node started without --initial-cluster is
+// added with jfsctl, catches up with the data, and is removed again.
+func TestMembersAddRemove(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	c := pc.client(t)
+	mustRegister(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < 20; i++ {
+		if err := writeFile(ctx, c, fmt.Sprintf("f%d", i), content(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n4 := &proc{id: "n4", raftAddr: freeAddr(t), apiAddr: freeAddr(t), metricsAddr: freeAddr(t)}
+	n4.dataDir = t.TempDir()
+	n4.logPath = n4.dataDir + ".log"
+	n4.args = []string{"--id", "n4", "--data-dir", n4.dataDir, "--raft-addr", n4.raftAddr, "--addr", n4.apiAddr, "--metrics-addr", n4.metricsAddr}
+	pc.procs = append(pc.procs, n4)
+	pc.start(n4)
+
+	if out, errOut, err := jfsctl(t, pc.servers()[:3], "members", "add", "n4", n4.raftAddr, n4.apiAddr); err != nil {
+		t.Fatalf("members add: %v: %s%s", err, out, errOut)
+	}
+	// n4 applies everything the leader has.
+	leader := pc.leader(t, c)
+	want := leader.metrics(t)["jfsd_fsm_applied_index"]
+	deadline := time.Now().Add(20 * time.Second)
+	for n4.metrics(t)["jfsd_fsm_applied_index"] < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("n4 applied %v, leader %v", n4.metrics(t)["jfsd_fsm_applied_index"], want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, _, err := jfsctl(t, pc.servers(), "cluster", "status")
+	if err != nil || !strings.Contains(out, n4.apiAddr) {
+		t.Fatalf("cluster status after add: %v\n%s", err, out)
+	}
+	// A client that knows only n4 finds the leader through it.
+	only4, err := client.New(client.Config{Servers: []string{n4.apiAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer only4.Close()
+	if got := mustReadFile(t, only4, "f7"); !bytes.Equal(got, content(7)) {
+		t.Fatalf("f7 through n4: %d bytes", len(got))
+	}
+
+	if out, errOut, err := jfsctl(t, pc.servers()[:3], "members", "remove", "n4"); err != nil {
+		t.Fatalf("members remove: %v: %s%s", err, out, errOut)
+	}
+	out, _, err = jfsctl(t, pc.servers()[:3], "cluster", "status", "--json")
+	if err != nil || strings.Contains(out, `"n4"`) {
+		t.Fatalf("n4 still listed after remove: %v\n%s", err, out)
+	}
+}

@@ -128,6 +128,38 @@ type FSM struct {
 	closed   chan struct{}
 
 	commands map[jfspb.CommandType]command
+
+	// lockListener hears, after each committed batch, which inodes' locks
+	// may have changed (all: every inode may have). Set before the first
+	// ApplyBatch; see SetLockListener.
+	lockListener func(inos []uint64, all bool)
+}
+
+// SetLockListener installs fn, called after every committed batch with the
+// inodes whose locks the batch may have released or changed (all is set
+// when a session ended, which may touch any inode). The leader wakes its
+// blocked lock requests with it. fn runs on the apply path: it must not
+// block. Call it before the first ApplyBatch.
+func (f *FSM) SetLockListener(fn func(inos []uint64, all bool)) { f.lockListener = fn }
+
+// lockEffect tells which inode a command may change the locks of, for the
+// lock listener.
+func lockEffect(typ jfspb.CommandType, req proto.Message) (ino uint64, all, some bool) {
+	switch r := req.(type) {
+	case *jfspb.SetLkRequest:
+		return r.Ino, false, true
+	case *jfspb.FlockRequest:
+		return r.Ino, false, true
+	case *jfspb.ReleaseLockOwnerRequest:
+		return r.Ino, false, true
+	case *jfspb.ReleaseRequest:
+		return r.Ino, false, r.ReleaseFlock
+	case *jfspb.CloseSessionRequest, *jfspb.ExpireSessionRequest, *jfspb.UnlinkRequest, *jfspb.RenameRequest:
+		// Ending a session releases its locks anywhere; freeing an inode
+		// drops its locks.
+		return 0, true, true
+	}
+	return 0, false, false
 }
 
 // Open opens or creates the state file at path. A new file gets the root
@@ -150,6 +182,10 @@ func (f *FSM) boltOptions() *bolt.Options {
 	return &bolt.Options{
 		NoSync:     f.opts.NoSync,
 		NoGrowSync: f.opts.NoSync,
+		// As etcd does: the freelist is rebuilt on open instead of being
+		// written by every commit, and kept as a map.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
 		// A snapshot holds a read transaction for as long as it streams;
 		// bolt cannot remap the file meanwhile, so a commit that grows it
 		// past the mapping waits. A large initial mapping (address space,
@@ -372,13 +408,19 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 		}
 		return nil, err
 	}
+	var lockInos []uint64
+	lockAll := false
 	for i, e := range entries {
 		if e.Index <= last {
 			continue
 		}
-		resp, err := f.applyEntry(tx, e)
+		resp, req, typ, err := f.applyEntry(tx, e)
 		if err != nil {
 			return fail(err)
+		}
+		if ino, all, some := lockEffect(typ, req); some {
+			lockInos = append(lockInos, ino)
+			lockAll = lockAll || all
 		}
 		results[i].Resp = resp
 		last = e.Index
@@ -392,26 +434,30 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 		return fail(fmt.Errorf("fsm: commit batch ending at index %d: %w", last, err))
 	}
 	f.setApplied(last)
+	if f.lockListener != nil && (len(lockInos) > 0 || lockAll) {
+		f.lockListener(lockInos, lockAll)
+	}
 	return results, nil
 }
 
-// applyEntry applies one entry inside tx.
-func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, error) {
+// applyEntry applies one entry inside tx and returns its response, and its
+// request and type for the lock listener.
+func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jfspb.CommandType, error) {
 	var env jfspb.LogEntry
 	if err := proto.Unmarshal(e.Data, &env); err != nil {
-		return nil, fmt.Errorf("%w: index %d term %d: envelope: %v", ErrCorruptEntry, e.Index, e.Term, err)
+		return nil, nil, 0, fmt.Errorf("%w: index %d term %d: envelope: %v", ErrCorruptEntry, e.Index, e.Term, err)
 	}
 	typ := jfspb.CommandType(env.Type)
 	c, ok := f.commands[typ]
 	if !ok {
 		if env.Skippable {
-			return nil, nil
+			return nil, nil, typ, nil
 		}
-		return nil, fmt.Errorf("%w: index %d term %d: type %d is not known to this version and not skippable", ErrUnknownCommand, e.Index, e.Term, env.Type)
+		return nil, nil, 0, fmt.Errorf("%w: index %d term %d: type %d is not known to this version and not skippable", ErrUnknownCommand, e.Index, e.Term, env.Type)
 	}
 	req := c.newReq()
 	if err := proto.Unmarshal(env.Body, req); err != nil {
-		return nil, fmt.Errorf("%w: index %d term %d: %s body: %v", ErrCorruptEntry, e.Index, e.Term, c.name, err)
+		return nil, nil, 0, fmt.Errorf("%w: index %d term %d: %s body: %v", ErrCorruptEntry, e.Index, e.Term, c.name, err)
 	}
 	t := newTxn(f, tx, e.Index, env.TimeNs, env.Session)
 	var resp proto.Message
@@ -421,9 +467,9 @@ func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, error) {
 		resp = t.applyOnce(c, typ, &env, req)
 	}
 	if t.err != nil {
-		return nil, fmt.Errorf("fsm: index %d term %d: %s: %w", e.Index, e.Term, c.name, t.err)
+		return nil, nil, 0, fmt.Errorf("fsm: index %d term %d: %s: %w", e.Index, e.Term, c.name, t.err)
 	}
-	return resp, nil
+	return resp, req, typ, nil
 }
 
 // Snapshot is a point-in-time view of the whole state.

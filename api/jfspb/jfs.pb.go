@@ -477,9 +477,14 @@ type Session struct {
 	// created_ns is the leader's clock when the session was registered.
 	CreatedNs int64 `protobuf:"varint,7,opt,name=created_ns,json=createdNs,proto3" json:"created_ns,omitempty"`
 	// acked is the highest acknowledged seq seen from the session.
-	Acked         uint64 `protobuf:"varint,8,opt,name=acked,proto3" json:"acked,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Acked uint64 `protobuf:"varint,8,opt,name=acked,proto3" json:"acked,omitempty"`
+	// Filled in by the leader for ListSessions: when it last heard a
+	// heartbeat (0: not since it took office) and how many locks the session
+	// holds.
+	LastHeartbeatNs int64  `protobuf:"varint,9,opt,name=last_heartbeat_ns,json=lastHeartbeatNs,proto3" json:"last_heartbeat_ns,omitempty"`
+	LocksHeld       uint32 `protobuf:"varint,10,opt,name=locks_held,json=locksHeld,proto3" json:"locks_held,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -564,6 +569,20 @@ func (x *Session) GetCreatedNs() int64 {
 func (x *Session) GetAcked() uint64 {
 	if x != nil {
 		return x.Acked
+	}
+	return 0
+}
+
+func (x *Session) GetLastHeartbeatNs() int64 {
+	if x != nil {
+		return x.LastHeartbeatNs
+	}
+	return 0
+}
+
+func (x *Session) GetLocksHeld() uint32 {
+	if x != nil {
+		return x.LocksHeld
 	}
 	return 0
 }
@@ -4068,7 +4087,10 @@ type SetLkRequest struct {
 	Start  int64                  `protobuf:"varint,5,opt,name=start,proto3" json:"start,omitempty"`
 	Len    int64                  `protobuf:"varint,6,opt,name=len,proto3" json:"len,omitempty"`
 	Pid    uint32                 `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
-	// block marks F_SETLKW; the state machine ignores it, the leader waits.
+	// block marks F_SETLKW: the leader queues the request until it can be
+	// granted. It then may also answer EDEADLK (the wait would close a cycle
+	// of waiting processes, or a later one was broken by failing this wait)
+	// and EINTR (CancelLockWait). The state machine itself ignores block.
 	Block         bool `protobuf:"varint,8,opt,name=block,proto3" json:"block,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4213,7 +4235,9 @@ func (x *SetLkResponse) GetConflicts() []*LockOwner {
 }
 
 // FlockRequest is flock(2) for the open file (session, fh). EAGAIN on
-// conflict, with the conflicting owners listed.
+// conflict, with the conflicting owners listed. With block (no LOCK_NB) the
+// leader queues it as for SetLk; a flock wait is never refused with EDEADLK
+// (flock(2) has no such error; Linux blocks forever), only EINTR.
 type FlockRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -4350,6 +4374,108 @@ func (x *FlockResponse) GetConflicts() []*LockOwner {
 	return nil
 }
 
+// CancelLockWaitRequest interrupts the blocking SetLk or Flock request sent
+// with header (session, seq): that request then answers EINTR, unless its
+// grant was already on its way, in which case it answers the grant. The
+// FUSE client sends it on INTERRUPT and keeps waiting for the answer of the
+// original request, so a lock is never granted to a process that was told
+// EINTR.
+type CancelLockWaitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelLockWaitRequest) Reset() {
+	*x = CancelLockWaitRequest{}
+	mi := &file_jfs_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelLockWaitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelLockWaitRequest) ProtoMessage() {}
+
+func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
+func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *CancelLockWaitRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *CancelLockWaitRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type CancelLockWaitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelLockWaitResponse) Reset() {
+	*x = CancelLockWaitResponse{}
+	mi := &file_jfs_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelLockWaitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelLockWaitResponse) ProtoMessage() {}
+
+func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
+func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *CancelLockWaitResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // ReleaseLockOwnerRequest drops every POSIX lock of (session, owner) on ino,
 // as FUSE FLUSH with a lock owner asks.
 type ReleaseLockOwnerRequest struct {
@@ -4363,7 +4489,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4375,7 +4501,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4388,7 +4514,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -4421,7 +4547,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4433,7 +4559,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4446,7 +4572,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -4473,7 +4599,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4485,7 +4611,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4498,7 +4624,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Member) GetId() string {
@@ -4555,7 +4681,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4567,7 +4693,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4580,7 +4706,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -4606,7 +4732,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4618,7 +4744,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4631,7 +4757,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -4649,7 +4775,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4661,7 +4787,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4674,7 +4800,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 type ClusterStatusResponse struct {
@@ -4695,7 +4821,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4707,7 +4833,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4720,7 +4846,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -4800,7 +4926,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4812,7 +4938,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4825,7 +4951,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -4865,7 +4991,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4877,7 +5003,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4890,7 +5016,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -4909,7 +5035,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4921,7 +5047,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4934,7 +5060,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -4953,7 +5079,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4965,7 +5091,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4978,7 +5104,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5000,7 +5126,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5012,7 +5138,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5025,7 +5151,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5051,7 +5177,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5063,7 +5189,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5076,7 +5202,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5094,7 +5220,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5106,7 +5232,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5119,7 +5245,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 type ListSessionsResponse struct {
@@ -5132,7 +5258,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5144,7 +5270,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5157,7 +5283,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -5185,15 +5311,22 @@ type LockInfo struct {
 	Start int64                  `protobuf:"varint,5,opt,name=start,proto3" json:"start,omitempty"`
 	Len   int64                  `protobuf:"varint,6,opt,name=len,proto3" json:"len,omitempty"`
 	Pid   uint32                 `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
-	// since_ns is the leader's clock when the owner took its lock on ino.
-	SinceNs       int64 `protobuf:"varint,8,opt,name=since_ns,json=sinceNs,proto3" json:"since_ns,omitempty"`
+	// since_ns is the leader's clock when the owner took its lock on ino, or,
+	// for a waiter, when it began to wait.
+	SinceNs int64 `protobuf:"varint,8,opt,name=since_ns,json=sinceNs,proto3" json:"since_ns,omitempty"`
+	// waiting: a blocked request queued on the leader, not a held lock.
+	Waiting bool `protobuf:"varint,9,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// host is the host name of the owner's session; path one path of ino
+	// ("" when the inode has no name left).
+	Host          string `protobuf:"bytes,10,opt,name=host,proto3" json:"host,omitempty"`
+	Path          string `protobuf:"bytes,11,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5205,7 +5338,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5218,7 +5351,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -5277,6 +5410,27 @@ func (x *LockInfo) GetSinceNs() int64 {
 	return 0
 }
 
+func (x *LockInfo) GetWaiting() bool {
+	if x != nil {
+		return x.Waiting
+	}
+	return false
+}
+
+func (x *LockInfo) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *LockInfo) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 // ListLocksRequest filters by inode and session; 0 means any.
 type ListLocksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -5288,7 +5442,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5300,7 +5454,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5313,7 +5467,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -5340,7 +5494,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5352,7 +5506,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5365,7 +5519,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -5392,7 +5546,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5404,7 +5558,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5417,7 +5571,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -5443,7 +5597,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5455,7 +5609,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5468,7 +5622,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -5503,7 +5657,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xcc\x01\n" +
+	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\x97\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -5514,7 +5668,11 @@ const file_jfs_proto_rawDesc = "" +
 	"\tclient_id\x18\x06 \x01(\tR\bclientId\x12\x1d\n" +
 	"\n" +
 	"created_ns\x18\a \x01(\x03R\tcreatedNs\x12\x14\n" +
-	"\x05acked\x18\b \x01(\x04R\x05acked\"\xb7\x01\n" +
+	"\x05acked\x18\b \x01(\x04R\x05acked\x12*\n" +
+	"\x11last_heartbeat_ns\x18\t \x01(\x03R\x0flastHeartbeatNs\x12\x1d\n" +
+	"\n" +
+	"locks_held\x18\n" +
+	" \x01(\rR\tlocksHeld\"\xb7\x01\n" +
 	"\x0fRegisterRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -5780,7 +5938,12 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05block\x18\x06 \x01(\bR\x05block\"V\n" +
 	"\rFlockResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
-	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\"i\n" +
+	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\"C\n" +
+	"\x15CancelLockWaitRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\".\n" +
+	"\x16CancelLockWaitResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"i\n" +
 	"\x17ReleaseLockOwnerRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -5830,7 +5993,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x13ListSessionsRequest\"Y\n" +
 	"\x14ListSessionsResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12+\n" +
-	"\bsessions\x18\x02 \x03(\v2\x0f.jfs.v1.SessionR\bsessions\"\xe6\x01\n" +
+	"\bsessions\x18\x02 \x03(\v2\x0f.jfs.v1.SessionR\bsessions\"\xa8\x02\n" +
 	"\bLockInfo\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12$\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x10.jfs.v1.LockKindR\x04kind\x12'\n" +
@@ -5839,7 +6002,11 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05start\x18\x05 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x06 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\a \x01(\rR\x03pid\x12\x19\n" +
-	"\bsince_ns\x18\b \x01(\x03R\asinceNs\">\n" +
+	"\bsince_ns\x18\b \x01(\x03R\asinceNs\x12\x18\n" +
+	"\awaiting\x18\t \x01(\bR\awaiting\x12\x12\n" +
+	"\x04host\x18\n" +
+	" \x01(\tR\x04host\x12\x12\n" +
+	"\x04path\x18\v \x01(\tR\x04path\">\n" +
 	"\x10ListLocksRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\"Q\n" +
@@ -5869,7 +6036,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
-	"\x0fLOCK_KIND_POSIX\x10\x022\xcc\r\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x022\x9d\x0e\n" +
 	"\x04Meta\x12=\n" +
 	"\bRegister\x12\x17.jfs.v1.RegisterRequest\x1a\x18.jfs.v1.RegisterResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.jfs.v1.HeartbeatRequest\x1a\x19.jfs.v1.HeartbeatResponse\x12I\n" +
@@ -5899,7 +6066,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05GetLk\x12\x14.jfs.v1.GetLkRequest\x1a\x15.jfs.v1.GetLkResponse\x124\n" +
 	"\x05SetLk\x12\x14.jfs.v1.SetLkRequest\x1a\x15.jfs.v1.SetLkResponse\x124\n" +
 	"\x05Flock\x12\x14.jfs.v1.FlockRequest\x1a\x15.jfs.v1.FlockResponse\x12U\n" +
-	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse2\xcc\x04\n" +
+	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse\x12O\n" +
+	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse2\xcc\x04\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -5923,7 +6091,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -5992,26 +6160,28 @@ var file_jfs_proto_goTypes = []any{
 	(*SetLkResponse)(nil),            // 64: jfs.v1.SetLkResponse
 	(*FlockRequest)(nil),             // 65: jfs.v1.FlockRequest
 	(*FlockResponse)(nil),            // 66: jfs.v1.FlockResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 67: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 68: jfs.v1.ReleaseLockOwnerResponse
-	(*Member)(nil),                   // 69: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 70: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 71: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 72: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 73: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 74: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 75: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 76: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 77: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 78: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 79: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 80: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 81: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 82: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 83: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 84: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 85: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 86: jfs.v1.EvictSessionResponse
+	(*CancelLockWaitRequest)(nil),    // 67: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 68: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 69: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 70: jfs.v1.ReleaseLockOwnerResponse
+	(*Member)(nil),                   // 71: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 72: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 73: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 74: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 75: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 76: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 77: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 78: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 79: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 80: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 81: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 82: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 83: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 84: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 85: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 86: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 87: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 88: jfs.v1.EvictSessionResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6054,13 +6224,13 @@ var file_jfs_proto_depIdxs = []int32{
 	1,  // 37: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
 	60, // 38: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
 	3,  // 39: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	69, // 40: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	69, // 41: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	71, // 40: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	71, // 41: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
 	6,  // 42: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
 	2,  // 43: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
 	60, // 44: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
 	1,  // 45: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	82, // 46: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	84, // 46: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
 	7,  // 47: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
 	9,  // 48: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
 	11, // 49: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
@@ -6089,54 +6259,56 @@ var file_jfs_proto_depIdxs = []int32{
 	61, // 72: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
 	63, // 73: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
 	65, // 74: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	67, // 75: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	72, // 76: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	74, // 77: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	76, // 78: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	78, // 79: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	80, // 80: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	83, // 81: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	85, // 82: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	70, // 83: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	8,  // 84: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10, // 85: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12, // 86: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16, // 87: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18, // 88: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20, // 89: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22, // 90: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24, // 91: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26, // 92: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28, // 93: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30, // 94: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32, // 95: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34, // 96: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36, // 97: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38, // 98: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41, // 99: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43, // 100: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45, // 101: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47, // 102: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	49, // 103: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	51, // 104: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	53, // 105: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	55, // 106: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	57, // 107: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	59, // 108: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	62, // 109: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	64, // 110: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	66, // 111: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	68, // 112: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	73, // 113: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	75, // 114: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	77, // 115: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	79, // 116: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	81, // 117: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	84, // 118: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	86, // 119: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	71, // 120: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	84, // [84:121] is the sub-list for method output_type
-	47, // [47:84] is the sub-list for method input_type
+	69, // 75: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	67, // 76: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	74, // 77: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	76, // 78: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	78, // 79: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	80, // 80: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	82, // 81: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	85, // 82: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	87, // 83: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	72, // 84: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	8,  // 85: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10, // 86: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12, // 87: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	16, // 88: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	18, // 89: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	20, // 90: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	22, // 91: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	24, // 92: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	26, // 93: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	28, // 94: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	30, // 95: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	32, // 96: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	34, // 97: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	36, // 98: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	38, // 99: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	41, // 100: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	43, // 101: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	45, // 102: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	47, // 103: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	49, // 104: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	51, // 105: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	53, // 106: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	55, // 107: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	57, // 108: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	59, // 109: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	62, // 110: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	64, // 111: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	66, // 112: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	70, // 113: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	68, // 114: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	75, // 115: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	77, // 116: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	79, // 117: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	81, // 118: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	83, // 119: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	86, // 120: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	88, // 121: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	73, // 122: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	85, // [85:123] is the sub-list for method output_type
+	47, // [47:85] is the sub-list for method input_type
 	47, // [47:47] is the sub-list for extension type_name
 	47, // [47:47] is the sub-list for extension extendee
 	0,  // [0:47] is the sub-list for field type_name
@@ -6153,7 +6325,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   84,
+			NumMessages:   86,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -73,6 +73,7 @@ const (
 	Meta_SetLk_FullMethodName            = "/jfs.v1.Meta/SetLk"
 	Meta_Flock_FullMethodName            = "/jfs.v1.Meta/Flock"
 	Meta_ReleaseLockOwner_FullMethodName = "/jfs.v1.Meta/ReleaseLockOwner"
+	Meta_CancelLockWait_FullMethodName   = "/jfs.v1.Meta/CancelLockWait"
 )
 
 // MetaClient is the client API for Meta service.
@@ -108,6 +109,7 @@ type MetaClient interface {
 	SetLk(ctx context.Context, in *SetLkRequest, opts ...grpc.CallOption) (*SetLkResponse, error)
 	Flock(ctx context.Context, in *FlockRequest, opts ...grpc.CallOption) (*FlockResponse, error)
 	ReleaseLockOwner(ctx context.Context, in *ReleaseLockOwnerRequest, opts ...grpc.CallOption) (*ReleaseLockOwnerResponse, error)
+	CancelLockWait(ctx context.Context, in *CancelLockWaitRequest, opts ...grpc.CallOption) (*CancelLockWaitResponse, error)
 }
 
 type metaClient struct {
@@ -408,6 +410,16 @@ func (c *metaClient) ReleaseLockOwner(ctx context.Context, in *ReleaseLockOwnerR
 	return out, nil
 }
 
+func (c *metaClient) CancelLockWait(ctx context.Context, in *CancelLockWaitRequest, opts ...grpc.CallOption) (*CancelLockWaitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelLockWaitResponse)
+	err := c.cc.Invoke(ctx, Meta_CancelLockWait_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -441,6 +453,7 @@ type MetaServer interface {
 	SetLk(context.Context, *SetLkRequest) (*SetLkResponse, error)
 	Flock(context.Context, *FlockRequest) (*FlockResponse, error)
 	ReleaseLockOwner(context.Context, *ReleaseLockOwnerRequest) (*ReleaseLockOwnerResponse, error)
+	CancelLockWait(context.Context, *CancelLockWaitRequest) (*CancelLockWaitResponse, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -537,6 +550,9 @@ func (UnimplementedMetaServer) Flock(context.Context, *FlockRequest) (*FlockResp
 }
 func (UnimplementedMetaServer) ReleaseLockOwner(context.Context, *ReleaseLockOwnerRequest) (*ReleaseLockOwnerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseLockOwner not implemented")
+}
+func (UnimplementedMetaServer) CancelLockWait(context.Context, *CancelLockWaitRequest) (*CancelLockWaitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelLockWait not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -1081,6 +1097,24 @@ func _Meta_ReleaseLockOwner_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_CancelLockWait_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelLockWaitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).CancelLockWait(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_CancelLockWait_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).CancelLockWait(ctx, req.(*CancelLockWaitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1203,6 +1237,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReleaseLockOwner",
 			Handler:    _Meta_ReleaseLockOwner_Handler,
+		},
+		{
+			MethodName: "CancelLockWait",
+			Handler:    _Meta_CancelLockWait_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,159 @@
+package fsm
+
+import (
+	"syscall"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+func TestExactlyOnce(t *testing.T) {
+	h := mustHarness(t, Options{})
+	req := &jfspb.CreateRequest{Parent: RootIno, Name: []byte("f"), Mode: 0o644, Fh: 1}
+	first := h.mustApplyEntry(h.entry(cCreate, req, h.sess, 1, 0)).(*jfspb.CreateResponse)
+	mustOK(t, first)
+	inodes := h.f.StatFS(nil).UsedInodes
+
+	// The retry, under a later index, answers the original success.
+	again := h.mustApplyEntry(h.entry(cCreate, req, h.sess, 1, 0))
+	if !proto.Equal(first, again) {
+		t.Fatalf("retry answered %v, want %v", again, first)
+	}
+	if got := h.f.StatFS(nil).UsedInodes; got != inodes {
+		t.Fatalf("retry changed used inodes %d -> %d", inodes, got)
+	}
+	// A new seq for the same request is a new command: EEXIST.
+	mustErrno(t, h.mustApplyEntry(h.entry(cCreate, &jfspb.CreateRequest{Parent: RootIno, Name: []byte("f"), Flags: syscall.O_EXCL}, h.sess, 2, 0)), syscall.EEXIST)
+	// A write retried does not write twice (it would be visible as a
+	// second open, here as a changed mtime).
+	w := &jfspb.WriteRequest{Ino: first.Attr.Ino, Offset: 0, Data: []byte("x")}
+	w1 := h.mustApplyEntry(h.entry(cWrite, w, h.sess, 3, 0))
+	w2 := h.mustApplyEntry(h.entry(cWrite, w, h.sess, 3, 0))
+	if !proto.Equal(w1, w2) || h.mustAttr(first.Attr.Ino).MtimeNs != w1.(*jfspb.WriteResponse).Attr.MtimeNs {
+		t.Fatalf("write retried: %v then %v", w1, w2)
+	}
+
+	// acked=3 forgets seq 1..3: their retries get EALREADY.
+	mustOK(t, h.mustApplyEntry(h.entry(cMkdir, &jfspb.MkdirRequest{Parent: RootIno, Name: []byte("d")}, h.sess, 4, 3)))
+	mustErrno(t, h.mustApplyEntry(h.entry(cCreate, req, h.sess, 1, 3)), syscall.EALREADY)
+	mustErrno(t, h.mustApplyEntry(h.entry(cWrite, w, h.sess, 3, 3)), syscall.EALREADY)
+	// seq 4 is still remembered.
+	r4 := h.mustApplyEntry(h.entry(cMkdir, &jfspb.MkdirRequest{Parent: RootIno, Name: []byte("d")}, h.sess, 4, 3))
+	mustOK(t, r4)
+	if err := h.f.view(func(tx *txn) error {
+		n := 0
+		tx.scan(bucketResult, u64(h.sess), func(k, v []byte) bool { n++; return true })
+		if n != 1 {
+			t.Errorf("%d stored results, want 1", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Unknown session and no session: ESTALE, nothing changes.
+	mustErrno(t, h.mustApplyEntry(h.entry(cMkdir, &jfspb.MkdirRequest{Parent: RootIno, Name: []byte("x")}, 12345, 1, 0)), syscall.ESTALE)
+	mustErrno(t, h.mustApplyEntry(h.entry(cMkdir, &jfspb.MkdirRequest{Parent: RootIno, Name: []byte("x")}, 0, 0, 0)), syscall.ESTALE)
+	if e := h.lookupErrno(RootIno, "x"); e != syscall.ENOENT {
+		t.Fatalf("stale command applied: %v", e)
+	}
+}
+
+func TestRegister(t *testing.T) {
+	h := mustHarness(t, Options{})
+	if again := h.mustRegister("client-1"); again != h.sess {
+		t.Fatalf("same client id got session %d, want %d", again, h.sess)
+	}
+	other := h.mustRegister("client-2")
+	if other == h.sess {
+		t.Fatal("two clients share a session")
+	}
+	ss := h.f.Sessions()
+	if len(ss) != 2 || ss[0].Id != h.sess || ss[1].Id != other || ss[0].ClientId != "client-1" || ss[0].CreatedNs == 0 {
+		t.Fatalf("sessions %v", ss)
+	}
+	mustOK(t, h.mustApplyEntry(h.entry(cExpire, &jfspb.ExpireSessionRequest{SessionId: other}, 0, 0, 0)))
+	mustErrno(t, h.mustApplyEntry(h.entry(cExpire, &jfspb.ExpireSessionRequest{SessionId: other}, 0, 0, 0)), syscall.ENOENT)
+	if h.f.Session(other) != nil {
+		t.Fatal("expired session still listed")
+	}
+	// A client that comes back after expiry is fenced off.
+	mustErrno(t, h.mustApplyEntry(h.entry(cMkdir, &jfspb.MkdirRequest{Parent: RootIno, Name: []byte("x")}, other, 1, 0)), syscall.ESTALE)
+	// Registering again with the same client id gives a new session.
+	if s := h.mustRegister("client-2"); s == other {
+		t.Fatal("expired session reused")
+	}
+	mustOK(t, h.mustApplyEntry(h.entry(cClose, &jfspb.CloseSessionRequest{}, h.sess, 0, 0)))
+	mustOK(t, h.mustApplyEntry(h.entry(cClose, &jfspb.CloseSessionRequest{}, h.sess, 0, 0)))
+	if len(h.f.Sessions()) != 1 {
+		t.Fatalf("sessions after close: %v", h.f.Sessions())
+	}
+}
+
+func TestSustainedInode(t *testing.T) {
+	for _, end := range []string{"release", "expire", "close"} {
+		t.Run(end, func(t *testing.T) {
+			h := mustHarness(t, Options{BlockSize: 8})
+			other := h.mustRegister("client-2")
+			f := h.mustCreate(RootIno, "f", true) // open in h.sess
+			h.mustWrite(f.Ino, 0, []byte("before unlink"))
+			inodes := h.f.StatFS(nil).UsedInodes
+			mustOK(t, h.do(cUnlink, &jfspb.UnlinkRequest{Parent: RootIno, Name: []byte("f")}))
+
+			if e := h.lookupErrno(RootIno, "f"); e != syscall.ENOENT {
+				t.Fatalf("lookup after unlink: %v", e)
+			}
+			a := h.mustAttr(f.Ino)
+			if a.Nlink != 0 {
+				t.Fatalf("nlink %d", a.Nlink)
+			}
+			h.mustWrite(f.Ino, 7, []byte("AFTER unlink"))
+			mustEqualBytes(t, "sustained data", h.mustRead(f.Ino, 0, 100), []byte("before AFTER unlink"))
+			// Another session's open and release do not free it.
+			mustOK(t, h.mustApplyEntry(h.entry(cOpen, &jfspb.OpenRequest{Ino: f.Ino}, other, 1, 0)))
+			mustOK(t, h.mustApplyEntry(h.entry(cRelease, &jfspb.ReleaseRequest{Ino: f.Ino}, other, 2, 0)))
+			mustEqualBytes(t, "still sustained", h.mustRead(f.Ino, 0, 6), []byte("before"))
+			if got := h.f.StatFS(nil).UsedInodes; got != inodes {
+				t.Fatalf("used inodes %d, want %d while sustained", got, inodes)
+			}
+
+			switch end {
+			case "release":
+				mustOK(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: f.Ino, Fh: 1}))
+			case "expire":
+				mustOK(t, h.mustApplyEntry(h.entry(cExpire, &jfspb.ExpireSessionRequest{SessionId: h.sess}, 0, 0, 0)))
+			case "close":
+				mustOK(t, h.mustApplyEntry(h.entry(cClose, &jfspb.CloseSessionRequest{}, h.sess, 0, 0)))
+			}
+			mustErrno(t, h.f.GetAttr(&jfspb.GetAttrRequest{Ino: f.Ino}), syscall.ENOENT)
+			mustErrno(t, h.f.Read(&jfspb.ReadRequest{Ino: f.Ino, Size: 10}), syscall.ENOENT)
+			st := h.f.StatFS(nil)
+			if st.UsedInodes != inodes-1 || st.UsedBytes != 0 {
+				t.Fatalf("statfs after free: %v", st)
+			}
+			if err := h.f.view(func(tx *txn) error {
+				for _, b := range [][]byte{bucketBlock, bucketOpen, bucketSessOpen, bucketSustained} {
+					if tx.hasPrefix(b, nil) {
+						t.Errorf("bucket %s not empty", b)
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestRenameOverOpenFileSustains(t *testing.T) {
+	h := mustHarness(t, Options{})
+	victim := h.mustCreate(RootIno, "victim", true)
+	h.mustWrite(victim.Ino, 0, []byte("old"))
+	h.mustCreate(RootIno, "new", false)
+	mustOK(t, h.do(cRename, &jfspb.RenameRequest{Parent: RootIno, Name: []byte("new"), NewParent: RootIno, NewName: []byte("victim")}))
+	mustEqualBytes(t, "replaced but open", h.mustRead(victim.Ino, 0, 10), []byte("old"))
+	mustOK(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: victim.Ino, Fh: 1}))
+	mustErrno(t, h.f.GetAttr(&jfspb.GetAttrRequest{Ino: victim.Ino}), syscall.ENOENT)
+}

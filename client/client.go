@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
@@ -139,7 +140,10 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		return cc, nil
 	}
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),
+		// A frozen leader keeps its connections open; pings find out, so a
+		// blocked lock request moves on to the new leader.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second}))
 	if err != nil {
 		return nil, err
 	}
@@ -312,11 +316,18 @@ func read[Req, Resp any](ctx context.Context, c *Client, m method[Req, Resp], re
 // write sends a mutating request under a new (session, seq) kept across
 // retries.
 func write[Req, Resp any](ctx context.Context, c *Client, m method[Req, Resp], req Req, setHeader func(Req, *jfspb.Header)) (Resp, error) {
+	return writeWithin(ctx, c, c.cfg.AttemptTimeout, m, req, setHeader)
+}
+
+// writeWithin is write with an explicit bound on one attempt; 0 leaves it to
+// ctx and the connection (a blocking lock request waits as long as it must,
+// and a retry would lose its place in the queue).
+func writeWithin[Req, Resp any](ctx context.Context, c *Client, attempt time.Duration, m method[Req, Resp], req Req, setHeader func(Req, *jfspb.Header)) (Resp, error) {
 	h, done := c.header()
 	defer done()
 	setHeader(req, h)
 	var resp Resp
-	err := c.retry(ctx, c.cfg.AttemptTimeout, func(ctx context.Context, cc *grpc.ClientConn) error {
+	err := c.retry(ctx, attempt, func(ctx context.Context, cc *grpc.ClientConn) error {
 		var err error
 		resp, err = m(jfspb.NewMetaClient(cc), ctx, req)
 		return err

@@ -138,17 +138,50 @@ func (c *Client) RemoveXattr(ctx context.Context, r *jfspb.RemoveXattrRequest) (
 	return write(ctx, c, jfspb.MetaClient.RemoveXattr, r, func(r *jfspb.RemoveXattrRequest, h *jfspb.Header) { r.Header = h })
 }
 
-// SetLk applies a SetLkRequest exactly once.
-func (c *Client) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLkResponse, error) {
-	return write(ctx, c, jfspb.MetaClient.SetLk, r, func(r *jfspb.SetLkRequest, h *jfspb.Header) { r.Header = h })
+// SetLk applies a SetLkRequest exactly once. With r.Block it waits on the
+// leader until the lock is granted, refused or cancelled (CancelLockWait
+// with the header it was sent with, which onHeader reports before the
+// request leaves), following the leader across failovers.
+func (c *Client) SetLk(ctx context.Context, r *jfspb.SetLkRequest, onHeader ...func(*jfspb.Header)) (*jfspb.SetLkResponse, error) {
+	attempt := c.cfg.AttemptTimeout
+	if r.Block {
+		attempt = 0
+	}
+	return writeWithin(ctx, c, attempt, jfspb.MetaClient.SetLk, r, func(r *jfspb.SetLkRequest, h *jfspb.Header) {
+		r.Header = h
+		for _, fn := range onHeader {
+			fn(h)
+		}
+	})
 }
 
-// Flock applies a FlockRequest exactly once.
-func (c *Client) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.FlockResponse, error) {
-	return write(ctx, c, jfspb.MetaClient.Flock, r, func(r *jfspb.FlockRequest, h *jfspb.Header) { r.Header = h })
+// Flock applies a FlockRequest exactly once. With r.Block it waits on the
+// leader until the lock is granted, refused or cancelled (CancelLockWait
+// with the header it was sent with, which onHeader reports before the
+// request leaves), following the leader across failovers.
+func (c *Client) Flock(ctx context.Context, r *jfspb.FlockRequest, onHeader ...func(*jfspb.Header)) (*jfspb.FlockResponse, error) {
+	attempt := c.cfg.AttemptTimeout
+	if r.Block {
+		attempt = 0
+	}
+	return writeWithin(ctx, c, attempt, jfspb.MetaClient.Flock, r, func(r *jfspb.FlockRequest, h *jfspb.Header) {
+		r.Header = h
+		for _, fn := range onHeader {
+			fn(h)
+		}
+	})
 }
 
 // ReleaseLockOwner applies a ReleaseLockOwnerRequest exactly once.
 func (c *Client) ReleaseLockOwner(ctx context.Context, r *jfspb.ReleaseLockOwnerRequest) (*jfspb.ReleaseLockOwnerResponse, error) {
 	return write(ctx, c, jfspb.MetaClient.ReleaseLockOwner, r, func(r *jfspb.ReleaseLockOwnerRequest, h *jfspb.Header) { r.Header = h })
+}
+
+// CancelLockWait interrupts the blocking request sent with (session, seq).
+func (c *Client) CancelLockWait(ctx context.Context, session, seq uint64) error {
+	resp, err := read(ctx, c, jfspb.MetaClient.CancelLockWait, &jfspb.CancelLockWaitRequest{Session: session, Seq: seq})
+	if err != nil {
+		return err
+	}
+	return Errno(resp.Errno)
 }

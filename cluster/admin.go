@@ -145,14 +145,45 @@ func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequ
 	return &jfspb.TransferLeaderResponse{}, nil
 }
 
+// ListSessions lists every session with, from the leader's timers, when it
+// last sent a heartbeat, and how many locks it holds.
 func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest) (*jfspb.ListSessionsResponse, error) {
 	return read(ctx, s, r, func(*jfspb.ListSessionsRequest) *jfspb.ListSessionsResponse {
-		return &jfspb.ListSessionsResponse{Sessions: s.n.fsm.Sessions()}
+		sessions := s.n.fsm.Sessions()
+		held := map[uint64]uint32{}
+		for _, l := range s.n.fsm.Locks(&jfspb.ListLocksRequest{}).Locks {
+			held[l.GetOwner().GetSession()]++
+		}
+		for _, ss := range sessions {
+			if t := s.n.sessions.lastHeartbeat(ss.Id); !t.IsZero() {
+				ss.LastHeartbeatNs = t.UnixNano()
+			}
+			ss.LocksHeld = held[ss.Id]
+		}
+		return &jfspb.ListSessionsResponse{Sessions: sessions}
 	})
 }
 
+// ListLocks lists held locks and the leader's waiters, each with the host
+// of its session and a path of its inode.
 func (s *Server) ListLocks(ctx context.Context, r *jfspb.ListLocksRequest) (*jfspb.ListLocksResponse, error) {
-	return read(ctx, s, r, s.n.fsm.Locks)
+	return read(ctx, s, r, func(r *jfspb.ListLocksRequest) *jfspb.ListLocksResponse {
+		resp := s.n.fsm.Locks(r)
+		resp.Locks = append(resp.Locks, s.n.locks.snapshot(r.Ino, r.Session)...)
+		hosts := map[uint64]string{}
+		paths := map[uint64]string{}
+		for _, l := range resp.Locks {
+			sid := l.GetOwner().GetSession()
+			if _, ok := hosts[sid]; !ok {
+				hosts[sid] = s.n.fsm.Session(sid).GetHost()
+			}
+			if _, ok := paths[l.Ino]; !ok {
+				paths[l.Ino] = s.n.fsm.Path(l.Ino)
+			}
+			l.Host, l.Path = hosts[sid], paths[l.Ino]
+		}
+		return resp
+	})
 }
 
 func (s *Server) EvictSession(ctx context.Context, r *jfspb.EvictSessionRequest) (*jfspb.EvictSessionResponse, error) {
@@ -160,6 +191,9 @@ func (s *Server) EvictSession(ctx context.Context, r *jfspb.EvictSessionRequest)
 	resp, err := propose[*jfspb.ExpireSessionResponse](ctx, s, cmdExpire, nil, req)
 	if err != nil {
 		return nil, err
+	}
+	if resp.Errno == 0 {
+		s.n.sessions.forget(r.Session)
 	}
 	return &jfspb.EvictSessionResponse{Errno: resp.Errno}, nil
 }

@@ -69,6 +69,14 @@ type Config struct {
 	// ApplyTimeout bounds how long a proposal may wait to be enqueued.
 	ApplyTimeout time.Duration
 
+	// SessionTTL is how long a client session lives without a heartbeat
+	// (default 30s).
+	SessionTTL time.Duration
+	// DeadlockScan is how often the leader searches the whole wait-for
+	// graph for cycles that formed after their waits were admitted
+	// (default 500ms).
+	DeadlockScan time.Duration
+
 	FSM fsm.Options
 
 	Logger hclog.Logger
@@ -92,6 +100,8 @@ func (c *Config) setDefaults() {
 	def(&c.CommitTimeout, 10*time.Millisecond)
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.ApplyTimeout, 10*time.Second)
+	def(&c.SessionTTL, 30*time.Second)
+	def(&c.DeadlockScan, 500*time.Millisecond)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}

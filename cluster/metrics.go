@@ -18,6 +18,8 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 	apply    prometheus.Histogram
 	batch    prometheus.Histogram
+	waits    *prometheus.CounterVec
+	deadlock *prometheus.CounterVec
 	n        *Node
 }
 
@@ -40,9 +42,15 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 			Name: "jfsd_apply_batch_size", Help: "Log entries applied per state-machine transaction.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jfsd_lock_waits_total", Help: "Blocking lock requests that had to wait, by kind (posix, flock).",
+		}, []string{"kind"}),
+		deadlock: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jfsd_deadlocks_total", Help: "Lock waits refused with EDEADLK: immediate (the wait would close a cycle) or background (a cycle formed later).",
+		}, []string{"how"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, raftCollector{n})
-	n.metrics = m
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, raftCollector{n})
+	n.metrics.Store(m)
 	return m
 }
 
@@ -55,6 +63,18 @@ func (m *Metrics) Interceptor() grpc.UnaryServerInterceptor {
 		m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
 		m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
 		return resp, err
+	}
+}
+
+func (m *Metrics) countWait(kind string) {
+	if m != nil {
+		m.waits.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *Metrics) countDeadlock(how string) {
+	if m != nil {
+		m.deadlock.WithLabelValues(how).Inc()
 	}
 }
 
@@ -75,6 +95,7 @@ var (
 	descCommit  = prometheus.NewDesc("jfsd_raft_commit_index", "Raft commit index.", nil, nil)
 	descApplied = prometheus.NewDesc("jfsd_fsm_applied_index", "Last log index applied to the state machine.", nil, nil)
 	descLeader  = prometheus.NewDesc("jfsd_is_leader", "1 when this node is the leader.", nil, nil)
+	descWaiting = prometheus.NewDesc("jfsd_lock_waiters", "Blocking lock requests queued on this node now.", nil, nil)
 )
 
 func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -83,6 +104,7 @@ func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descCommit
 	ch <- descApplied
 	ch <- descLeader
+	ch <- descWaiting
 }
 
 func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
@@ -103,4 +125,8 @@ func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(r.CommitIndex()))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(c.n.fsm.AppliedIndex()))
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
+	c.n.locks.mu.Lock()
+	waiting := len(c.n.locks.byID)
+	c.n.locks.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(waiting))
 }

@@ -41,7 +41,10 @@ type Node struct {
 	trans raft.Transport
 	store io.Closer // the raft log store, closed after raft
 
-	metrics *Metrics // nil unless NewMetrics was called
+	metrics atomic.Pointer[Metrics] // nil unless NewMetrics was called
+
+	locks    *lockWaits     // blocked lock requests (leader only)
+	sessions *sessionTimers // session TTLs (leader only)
 
 	// readyTerm is the term in which this node, as leader, has applied its
 	// first own command: from then on its commit index covers every entry
@@ -71,13 +74,24 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state machine: %w", err)
 	}
+	n.locks = newLockWaits(n)
+	n.sessions = newSessionTimers(n, cfg.SessionTTL)
+	n.fsm.SetLockListener(n.locks.changed)
 	if err := n.startRaft(); err != nil {
 		n.fsm.Close()
 		return nil, err
 	}
-	n.wg.Add(2)
+	n.wg.Add(4)
 	go n.watchLeadership()
 	go n.announceLoop()
+	go func() {
+		defer n.wg.Done()
+		n.locks.run(n.stopped, cfg.DeadlockScan)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.sessions.run(n.stopped)
+	}()
 	return n, nil
 }
 
@@ -242,6 +256,10 @@ func (n *Node) watchLeadership() {
 			return
 		case isLeader := <-n.raft.LeaderCh():
 			if !isLeader {
+				// Waiters queue again at the new leader; it restarts the
+				// session timers.
+				n.sessions.stop()
+				n.locks.failAll(ErrNotLeader)
 				continue
 			}
 			term := n.raft.CurrentTerm()
@@ -265,6 +283,7 @@ func (n *Node) becomeReady(term uint64) {
 		cancel()
 		if err == nil {
 			n.readyTerm.Store(term)
+			n.sessions.start()
 			n.log.Info("leader ready", "term", term)
 			return
 		}
@@ -337,6 +356,12 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 		return ErrNotLeader
 	}
 	return n.fsm.WaitApplied(ctx, index)
+}
+
+// ready reports whether this node leads and may serve in its term.
+func (n *Node) ready() bool {
+	term := n.readyTerm.Load()
+	return term != 0 && n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term
 }
 
 // LeaderAPIAddr returns the API address of the current leader as recorded in

@@ -107,21 +107,32 @@ const (
 // ---- sessions ----
 
 func (s *Server) Register(ctx context.Context, r *jfspb.RegisterRequest) (*jfspb.RegisterResponse, error) {
-	return propose[*jfspb.RegisterResponse](ctx, s, cmdRegister, r.Header, r)
+	resp, err := propose[*jfspb.RegisterResponse](ctx, s, cmdRegister, r.Header, r)
+	if err == nil && resp.Errno == 0 {
+		s.n.sessions.add(resp.Session)
+		resp.TtlMs = s.n.cfg.SessionTTL.Milliseconds()
+	}
+	return resp, err
 }
 
-// Heartbeat is answered by the leader from its own state, without the log.
+// Heartbeat resets the session's timer on the leader, without the log.
+// ESTALE: the session expired or never was.
 func (s *Server) Heartbeat(ctx context.Context, r *jfspb.HeartbeatRequest) (*jfspb.HeartbeatResponse, error) {
-	return read(ctx, s, r, func(r *jfspb.HeartbeatRequest) *jfspb.HeartbeatResponse {
-		if s.n.fsm.Session(r.Session) == nil {
-			return &jfspb.HeartbeatResponse{Errno: int32(syscall.ESTALE)}
-		}
-		return &jfspb.HeartbeatResponse{}
-	})
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	if !s.n.sessions.beat(r.Session) {
+		return &jfspb.HeartbeatResponse{Errno: int32(syscall.ESTALE)}, nil
+	}
+	return &jfspb.HeartbeatResponse{TtlMs: s.n.cfg.SessionTTL.Milliseconds()}, nil
 }
 
 func (s *Server) CloseSession(ctx context.Context, r *jfspb.CloseSessionRequest) (*jfspb.CloseSessionResponse, error) {
-	return propose[*jfspb.CloseSessionResponse](ctx, s, cmdCloseSession, r.Header, r)
+	resp, err := propose[*jfspb.CloseSessionResponse](ctx, s, cmdCloseSession, r.Header, r)
+	if err == nil && resp.Errno == 0 {
+		s.n.sessions.forget(r.GetHeader().GetSession())
+	}
+	return resp, err
 }
 
 // ---- names and attributes ----
@@ -224,12 +235,48 @@ func (s *Server) GetLk(ctx context.Context, r *jfspb.GetLkRequest) (*jfspb.GetLk
 	return read(ctx, s, r, s.n.fsm.GetLk)
 }
 
+// SetLk is F_SETLK, or with block F_SETLKW: see lockWaits.
 func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLkResponse, error) {
-	return propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
+	w, ok := newPosixWaiter(r)
+	if !r.Block || !ok {
+		return propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
+	}
+	errno, conflicts, err := s.n.locks.wait(ctx, w)
+	if err != nil {
+		return nil, s.waitStatus(err)
+	}
+	return &jfspb.SetLkResponse{Errno: int32(errno), Conflicts: conflicts}, nil
 }
 
+// Flock is flock(2), blocking without LOCK_NB: see lockWaits.
 func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.FlockResponse, error) {
-	return propose[*jfspb.FlockResponse](ctx, s, cmdFlock, r.Header, r)
+	w, ok := newFlockWaiter(r)
+	if !r.Block || !ok {
+		return propose[*jfspb.FlockResponse](ctx, s, cmdFlock, r.Header, r)
+	}
+	errno, conflicts, err := s.n.locks.wait(ctx, w)
+	if err != nil {
+		return nil, s.waitStatus(err)
+	}
+	return &jfspb.FlockResponse{Errno: int32(errno), Conflicts: conflicts}, nil
+}
+
+// waitStatus: a wait taken over by a retry of the same request ends with
+// ABORTED; anything else as other errors.
+func (s *Server) waitStatus(err error) error {
+	if errors.Is(err, errInterrupted) {
+		return status.Error(codes.Aborted, "lock wait replaced by a retry of the same request")
+	}
+	return s.toStatus(err)
+}
+
+// CancelLockWait interrupts a blocked SetLk or Flock (FUSE INTERRUPT).
+func (s *Server) CancelLockWait(ctx context.Context, r *jfspb.CancelLockWaitRequest) (*jfspb.CancelLockWaitResponse, error) {
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	s.n.locks.cancel(waitKey{r.Session, r.Seq})
+	return &jfspb.CancelLockWaitResponse{}, nil
 }
 
 func (s *Server) ReleaseLockOwner(ctx context.Context, r *jfspb.ReleaseLockOwnerRequest) (*jfspb.ReleaseLockOwnerResponse, error) {

@@ -49,7 +49,7 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	}
 	start := time.Now()
 	results, err := s.fsm.ApplyBatch(entries)
-	s.metrics.observeApply(len(entries), time.Since(start))
+	s.metrics.Load().observeApply(len(entries), time.Since(start))
 	if err != nil {
 		s.log.Error("cannot apply the raft log; stopping", "error", err)
 		panic(fmt.Sprintf("jfsd %s: cannot apply the raft log: %v", s.cfg.ID, err))

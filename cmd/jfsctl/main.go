@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
+	"strconv"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -77,7 +77,8 @@ func newApp(out io.Writer) *cli.App {
 				Name:  "sessions",
 				Usage: "client sessions",
 				Subcommands: []*cli.Command{
-					{Name: "ls", Usage: "list sessions", Flags: []cli.Flag{jsonFlag}, Action: sessionsLs},
+					{Name: "ls", Usage: "list sessions: id, host, mount point, pid, version, last heartbeat, locks held", Flags: []cli.Flag{jsonFlag}, Action: sessionsLs},
+					{Name: "evict", Usage: "end a session now: its locks are released and its writes refused", ArgsUsage: "ID", Action: sessionsEvict},
 				},
 			},
 			{
@@ -85,7 +86,7 @@ func newApp(out io.Writer) *cli.App {
 				Usage: "file locks",
 				Subcommands: []*cli.Command{{
 					Name:  "ls",
-					Usage: "list every flock and POSIX lock",
+					Usage: "list every flock and POSIX lock, held or waiting",
 					Flags: []cli.Flag{
 						jsonFlag,
 						&cli.Uint64Flag{Name: "inode", Usage: "only locks on this inode"},
@@ -351,12 +352,54 @@ func sessionsLs(c *cli.Context) error {
 		return printJSON(c.App.Writer, resp)
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tSINCE")
+	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tLAST HEARTBEAT\tLOCKS\tSINCE")
 	for _, s := range resp.Sessions {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version,
-			time.Unix(0, s.CreatedNs).UTC().Format(time.RFC3339))
+		beat := "-"
+		if s.LastHeartbeatNs != 0 {
+			beat = time.Since(time.Unix(0, s.LastHeartbeatNs)).Round(100*time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version, beat,
+			s.LocksHeld, stamp(s.CreatedNs))
 	}
 	return tw.Flush()
+}
+
+func sessionsEvict(c *cli.Context) error {
+	if err := wantArgs(c, 1, 1); err != nil {
+		return err
+	}
+	id, err := strconv.ParseUint(c.Args().First(), 10, 64)
+	if err != nil || id == 0 {
+		return fmt.Errorf("sessions evict: %q is not a session id", c.Args().First())
+	}
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	var resp *jfspb.EvictSessionResponse
+	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		resp, err = a.EvictSession(ctx, &jfspb.EvictSessionRequest{Session: id, Reason: "evicted by jfsctl"})
+		return err
+	}); err != nil {
+		return err
+	}
+	if resp.Errno == int32(syscall.ENOENT) {
+		return fmt.Errorf("sessions evict: no session %d", id)
+	}
+	if err := errnoErr("sessions evict", resp.Errno); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "evicted session %d\n", id)
+	return nil
+}
+
+func stamp(ns int64) string {
+	if ns == 0 {
+		return "-"
+	}
+	return time.Unix(0, ns).UTC().Format("2006-01-02T15:04:05.000Z")
 }
 
 func locksLs(c *cli.Context) error {
@@ -376,10 +419,9 @@ func locksLs(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, resp)
 	}
-	locks := slices.Clone(resp.Locks)
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INODE\tKIND\tTYPE\tRANGE\tSESSION\tOWNER\tPID\tSINCE")
-	for _, l := range locks {
+	fmt.Fprintln(tw, "INODE\tPATH\tKIND\tTYPE\tRANGE\tSTATE\tSESSION\tHOST\tPID\tSINCE")
+	for _, l := range resp.Locks {
 		rng := "whole file"
 		if l.Kind == jfspb.LockKind_LOCK_KIND_POSIX {
 			if l.Len == 0 {
@@ -388,8 +430,16 @@ func locksLs(c *cli.Context) error {
 				rng = fmt.Sprintf("%d-%d", l.Start, l.Start+l.Len-1)
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%#x\t%d\t%s\n", l.Ino, kindName(l.Kind), typeName(l.Type), rng,
-			l.Owner.GetSession(), l.Owner.GetOwner(), l.Pid, time.Unix(0, l.SinceNs).UTC().Format(time.RFC3339))
+		state := "held"
+		if l.Waiting {
+			state = "waiting"
+		}
+		path := l.Path
+		if path == "" {
+			path = "(unlinked)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", l.Ino, path, kindName(l.Kind), typeName(l.Type), rng,
+			state, l.Owner.GetSession(), l.Host, l.Pid, stamp(l.SinceNs))
 	}
 	return tw.Flush()
 }

@@ -70,6 +70,12 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7101", Usage: "host:port of the gRPC API for clients, jfsctl and other nodes"},
 		&cli.StringFlag{Name: "initial-cluster", Usage: "ID=RAFT-ADDR,... of every node of a new cluster"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "host:port to serve Prometheus metrics on /metrics (off when empty)"},
+	}, sessionFlags()...)
+}
+
+func sessionFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.DurationFlag{Name: "session-ttl", Value: 30 * time.Second, Usage: "a client session without a heartbeat for this long expires: its locks are released and its writes refused"},
 	}, logFlags()...)
 }
 
@@ -106,6 +112,9 @@ func runNode(c *cli.Context) error {
 			return err
 		}
 	}
+	if c.Duration("session-ttl") < 100*time.Millisecond {
+		return fmt.Errorf("--session-ttl %v: must be at least 100ms", c.Duration("session-ttl"))
+	}
 	if m := c.String("metrics-addr"); m != "" {
 		if err := checkAddr("metrics-addr", m); err != nil {
 			return err
@@ -126,6 +135,7 @@ func runNode(c *cli.Context) error {
 		cfg: cluster.Config{
 			ID: c.String("id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
 			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
+			SessionTTL: c.Duration("session-ttl"),
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",
@@ -237,7 +247,7 @@ same directory starts the same cluster again (on the same ports); without it a
 temporary directory is used and removed at exit.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "keep the cluster's state in this directory"},
-		}, logFlags()...),
+		}, sessionFlags()...),
 		Action: runDev,
 	}
 }
@@ -257,7 +267,7 @@ func runDev(c *cli.Context) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	nodes, err := startDev(dir, log)
+	nodes, err := startDev(dir, c.Duration("session-ttl"), log)
 	if err != nil {
 		return err
 	}
@@ -284,7 +294,7 @@ type devNode struct {
 // startDev starts three nodes in dir. The addresses of a new cluster are
 // chosen by the kernel and saved in dir/dev-cluster so that a restart from
 // the same dir finds its peers again.
-func startDev(dir string, log hclog.Logger) ([]*devNode, error) {
+func startDev(dir string, ttl time.Duration, log hclog.Logger) ([]*devNode, error) {
 	addrFile := dir + "/dev-cluster"
 	ids := []string{"n1", "n2", "n3"}
 	raftAddrs := map[string]string{}
@@ -343,7 +353,7 @@ func startDev(dir string, log hclog.Logger) ([]*devNode, error) {
 		rn, err := startNode(nodeSpec{
 			cfg: cluster.Config{
 				ID: id, DataDir: dir + "/" + id, APIAddr: apiAddrs[id], InitialCluster: peers,
-				Transport: transports[id], Logger: log.Named(id),
+				Transport: transports[id], Logger: log.Named(id), SessionTTL: ttl,
 			},
 			apiListener: listeners[id],
 		})

@@ -1,0 +1,64 @@
+package client
+
+import (
+	"context"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// MaxDataRequest bounds the data of one Read or Write request sent by
+// ReadAt and WriteAt, so that one raft log entry stays small.
+const MaxDataRequest = 1 << 20
+
+// WriteAt writes data at off into ino for the open file fh, in requests of
+// at most MaxDataRequest bytes, each applied exactly once. It returns how
+// many bytes were written and the attributes after the last request that
+// succeeded. A file-system error of a request ends the write and comes back
+// as a syscall.Errno (see Errno); n counts the bytes of the requests before
+// it. data is not kept after WriteAt returns.
+func (c *Client) WriteAt(ctx context.Context, ino, fh uint64, off int64, data []byte) (n int, attr *jfspb.Attr, err error) {
+	for {
+		chunk := data[n:min(len(data), n+MaxDataRequest)]
+		r, err := c.Write(ctx, &jfspb.WriteRequest{Ino: ino, Offset: off + int64(n), Data: chunk, Fh: fh})
+		if err != nil {
+			return n, attr, err
+		}
+		if err := Errno(r.Errno); err != nil {
+			return n, attr, err
+		}
+		n += int(r.Written)
+		attr = r.Attr
+		if n >= len(data) || r.Written == 0 {
+			return n, attr, nil
+		}
+	}
+}
+
+// ReadAt reads up to size bytes of ino at off, in requests of at most
+// MaxDataRequest bytes. The answer is shorter than size only at the end of
+// the file; holes read as zeros. A file-system error comes back as a
+// syscall.Errno, and the data read before it is dropped.
+func (c *Client) ReadAt(ctx context.Context, ino uint64, off int64, size int) ([]byte, error) {
+	var out []byte
+	for len(out) < size {
+		want := min(size-len(out), MaxDataRequest)
+		r, err := c.Read(ctx, &jfspb.ReadRequest{Ino: ino, Offset: off + int64(len(out)), Size: uint32(want)})
+		if err != nil {
+			return nil, err
+		}
+		if err := Errno(r.Errno); err != nil {
+			return nil, err
+		}
+		if out == nil && len(r.Data) >= size {
+			return r.Data, nil // the common case: one request
+		}
+		out = append(out, r.Data...)
+		if len(r.Data) < want {
+			break // end of file
+		}
+	}
+	if out == nil {
+		out = []byte{}
+	}
+	return out, nil
+}

@@ -1,0 +1,369 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/cluster"
+	"github.com/jfs-dev/jfs/cluster/clustertest"
+)
+
+// lockClient is one session talking to a node's services in process, the
+// way a mount would.
+type lockClient struct {
+	t       *testing.T
+	srv     *cluster.Server
+	session uint64
+	host    string
+	mu      sync.Mutex
+	seq     uint64
+}
+
+func newLockClient(t *testing.T, n *cluster.Node, host string) *lockClient {
+	t.Helper()
+	s := cluster.NewServer(n)
+	r, err := s.Register(context.Background(), &jfspb.RegisterRequest{Host: host, MountPoint: "/mnt", ClientId: host + t.Name()})
+	if err != nil || r.Errno != 0 {
+		t.Fatalf("register %s: %v %v", host, err, r)
+	}
+	return &lockClient{t: t, srv: s, session: r.Session, host: host}
+}
+
+func (c *lockClient) header() *jfspb.Header {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	return &jfspb.Header{Session: c.session, Seq: c.seq}
+}
+
+func (c *lockClient) mustCreate(name string) uint64 {
+	c.t.Helper()
+	r, err := c.srv.Create(context.Background(), &jfspb.CreateRequest{Header: c.header(), Parent: 1, Name: []byte(name),
+		Mode: 0o644, Flags: uint32(syscall.O_CREAT | syscall.O_RDWR), Fh: 1})
+	if err != nil || r.Errno != 0 {
+		c.t.Fatalf("create %s: %v %v", name, err, r)
+	}
+	return r.Attr.Ino
+}
+
+// setlk sends F_SETLK (block false) or F_SETLKW for process pid, whose lock
+// owner is pid too, over [start, start+len).
+func (c *lockClient) setlk(ctx context.Context, ino uint64, pid uint32, typ jfspb.LockType, start, length int64, block bool) (syscall.Errno, error) {
+	r, err := c.srv.SetLk(ctx, &jfspb.SetLkRequest{Header: c.header(), Ino: ino, Owner: uint64(pid), Type: typ,
+		Start: start, Len: length, Pid: pid, Block: block})
+	if err != nil {
+		return 0, err
+	}
+	return syscall.Errno(r.Errno), nil
+}
+
+func (c *lockClient) mustLock(ino uint64, pid uint32, typ jfspb.LockType, start, length int64) {
+	c.t.Helper()
+	if e, err := c.setlk(context.Background(), ino, pid, typ, start, length, false); err != nil || e != 0 {
+		c.t.Fatalf("%s pid %d lock %v [%d,+%d): %v %v", c.host, pid, typ, start, length, err, e)
+	}
+}
+
+const (
+	rd = jfspb.LockType_LOCK_TYPE_READ
+	wr = jfspb.LockType_LOCK_TYPE_WRITE
+	un = jfspb.LockType_LOCK_TYPE_UNLOCK
+)
+
+// waitResult is the outcome of a blocking request run in the background.
+type waitResult struct {
+	errno syscall.Errno
+	err   error
+	at    time.Time
+}
+
+func (c *lockClient) setlkwAsync(ctx context.Context, ino uint64, pid uint32, typ jfspb.LockType, start, length int64) <-chan waitResult {
+	ch := make(chan waitResult, 1)
+	go func() {
+		e, err := c.setlk(ctx, ino, pid, typ, start, length, true)
+		ch <- waitResult{e, err, time.Now()}
+	}()
+	return ch
+}
+
+func mustStillWaiting(t *testing.T, ch <-chan waitResult, what string) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		t.Fatalf("%s returned %v %v, want it still waiting", what, r.errno, r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+func mustGet(t *testing.T, ch <-chan waitResult, what string) waitResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s still waiting after 10s", what)
+	}
+	return waitResult{}
+}
+
+// TestBlockingWaitGranted: F_SETLKW waits while another host holds the
+// range and returns as soon as the holder unlocks.
+func TestBlockingWaitGranted(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	a.mustLock(ino, 100, wr, 0, 10)
+	w := b.setlkwAsync(context.Background(), ino, 200, wr, 5, 10)
+	mustStillWaiting(t, w, "F_SETLKW over a held range")
+	// Locks elsewhere in the file do not wake it.
+	a.mustLock(ino, 100, wr, 100, 10)
+	mustStillWaiting(t, w, "F_SETLKW after an unrelated lock")
+	unlocked := time.Now()
+	a.mustLock(ino, 100, un, 0, 0)
+	r := mustGet(t, w, "F_SETLKW after unlock")
+	if r.err != nil || r.errno != 0 {
+		t.Fatalf("F_SETLKW: %v %v", r.err, r.errno)
+	}
+	t.Logf("woken %v after the unlock returned", r.at.Sub(unlocked))
+	if e, _ := a.setlk(context.Background(), ino, 100, wr, 5, 1, false); e != syscall.EAGAIN {
+		t.Fatalf("after the grant, A's F_SETLK over B's range: %v, want EAGAIN", e)
+	}
+}
+
+// TestDeadlockAcrossHosts: A holds X and waits for Y, B holds Y; B asking
+// for X would close the cycle: EDEADLK at once, and A still waits.
+func TestDeadlockAcrossHosts(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	x, y := a.mustCreate("x"), a.mustCreate("y")
+	a.mustLock(x, 1, wr, 0, 0)
+	b.mustLock(y, 2, wr, 0, 0)
+	wa := a.setlkwAsync(context.Background(), y, 1, wr, 0, 0)
+	mustStillWaiting(t, wa, "A waiting for Y")
+	e, err := b.setlk(context.Background(), x, 2, wr, 0, 0, true)
+	if err != nil || e != syscall.EDEADLK {
+		t.Fatalf("B F_SETLKW on X: %v %v, want EDEADLK", err, e)
+	}
+	mustStillWaiting(t, wa, "A after B's EDEADLK")
+	b.mustLock(y, 2, un, 0, 0)
+	if r := mustGet(t, wa, "A after B unlocks Y"); r.err != nil || r.errno != 0 {
+		t.Fatalf("A: %v %v", r.err, r.errno)
+	}
+}
+
+// TestDeadlockCycles: rings of 3 and 20 processes on as many hosts; each
+// holds its file and waits for the next one's; the last wait closes the
+// ring and is refused; nobody else is refused.
+func TestDeadlockCycles(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	for _, n := range []int{3, 20} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			var clients []*lockClient
+			var files []uint64
+			for i := 0; i < n; i++ {
+				cl := newLockClient(t, leader, fmt.Sprintf("ring%d-host%d", n, i))
+				clients = append(clients, cl)
+				files = append(files, cl.mustCreate(fmt.Sprintf("ring%d-%d", n, i)))
+				cl.mustLock(files[i], uint32(1000+i), wr, 0, 0)
+			}
+			var waits []<-chan waitResult
+			for i := 0; i < n-1; i++ {
+				waits = append(waits, clients[i].setlkwAsync(context.Background(), files[i+1], uint32(1000+i), wr, 0, 0))
+			}
+			for i, w := range waits {
+				mustStillWaiting(t, w, fmt.Sprintf("process %d", i))
+			}
+			e, err := clients[n-1].setlk(context.Background(), files[0], uint32(1000+n-1), wr, 0, 0, true)
+			if err != nil || e != syscall.EDEADLK {
+				t.Fatalf("closing wait: %v %v, want EDEADLK", err, e)
+			}
+			// Unwind: the last releases its file, and the chain drains.
+			clients[n-1].mustLock(files[n-1], uint32(1000+n-1), un, 0, 0)
+			for i := n - 2; i >= 0; i-- {
+				if r := mustGet(t, waits[i], fmt.Sprintf("process %d", i)); r.err != nil || r.errno != 0 {
+					t.Fatalf("process %d: %v %v", i, r.err, r.errno)
+				}
+				clients[i].mustLock(files[i], uint32(1000+i), un, 0, 0)
+				clients[i].mustLock(files[i+1], uint32(1000+i), un, 0, 0)
+			}
+		})
+	}
+}
+
+// TestQueueFIFONoFalseDeadlock: many processes queue on one lock; none is
+// refused, and they are granted in arrival order; a writer waiting behind
+// a reader is not overtaken by readers that come later.
+func TestQueueFIFONoFalseDeadlock(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	holder := newLockClient(t, leader, "holder")
+	ino := holder.mustCreate("f")
+	holder.mustLock(ino, 1, wr, 0, 0)
+	const n = 12
+	var order []int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	waiters := make([]*lockClient, n)
+	for i := 0; i < n; i++ {
+		waiters[i] = newLockClient(t, leader, fmt.Sprintf("w%d", i))
+	}
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		ch := waiters[i].setlkwAsync(context.Background(), ino, uint32(10+i), wr, 0, 0)
+		go func(i int) {
+			defer wg.Done()
+			r := <-ch
+			if r.err != nil || r.errno != 0 {
+				t.Errorf("waiter %d: %v %v", i, r.err, r.errno)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+			waiters[i].mustLock(ino, uint32(10+i), un, 0, 0)
+		}(i)
+		time.Sleep(30 * time.Millisecond) // arrival order
+	}
+	holder.mustLock(ino, 1, un, 0, 0)
+	wg.Wait()
+	for i, got := range order {
+		if got != i {
+			t.Fatalf("grant order %v, want arrival order", order)
+		}
+	}
+
+	// Reader holds; a writer queues; a later reader must queue behind it.
+	r1, w, r2 := waiters[0], waiters[1], waiters[2]
+	r1.mustLock(ino, 10, rd, 0, 0)
+	ww := w.setlkwAsync(context.Background(), ino, 11, wr, 0, 0)
+	mustStillWaiting(t, ww, "writer behind a reader")
+	rr := r2.setlkwAsync(context.Background(), ino, 12, rd, 0, 0)
+	mustStillWaiting(t, rr, "a later reader behind the waiting writer")
+	r1.mustLock(ino, 10, un, 0, 0)
+	if r := mustGet(t, ww, "writer"); r.err != nil || r.errno != 0 {
+		t.Fatalf("writer: %v %v", r.err, r.errno)
+	}
+	mustStillWaiting(t, rr, "reader while the writer holds")
+	w.mustLock(ino, 11, un, 0, 0)
+	if r := mustGet(t, rr, "reader"); r.err != nil || r.errno != 0 {
+		t.Fatalf("reader: %v %v", r.err, r.errno)
+	}
+}
+
+// TestCancelLeavesNoGhost: a cancelled wait answers EINTR and is never
+// granted afterwards.
+func TestCancelLeavesNoGhost(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	a.mustLock(ino, 1, wr, 0, 0)
+	h := b.header()
+	ch := make(chan waitResult, 1)
+	go func() {
+		r, err := b.srv.SetLk(context.Background(), &jfspb.SetLkRequest{Header: h, Ino: ino, Owner: 2, Type: wr, Pid: 2, Block: true})
+		ch <- waitResult{errno: syscall.Errno(r.GetErrno()), err: err}
+	}()
+	mustStillWaiting(t, ch, "B's wait")
+	if _, err := b.srv.CancelLockWait(context.Background(), &jfspb.CancelLockWaitRequest{Session: b.session, Seq: h.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustGet(t, ch, "cancelled wait"); r.err != nil || r.errno != syscall.EINTR {
+		t.Fatalf("cancelled wait: %v %v, want EINTR", r.err, r.errno)
+	}
+	a.mustLock(ino, 1, un, 0, 0)
+	time.Sleep(200 * time.Millisecond)
+	// Nobody holds the file: a third owner gets a write lock at once.
+	if e, err := a.setlk(context.Background(), ino, 3, wr, 0, 0, false); err != nil || e != 0 {
+		t.Fatalf("after the cancel, the lock is held by a ghost: %v %v", err, e)
+	}
+}
+
+// TestSessionExpiryWakesWaiter: a holder that stops sending heartbeats
+// loses its locks after the TTL, and the waiter gets the lock; the expired
+// session's requests are refused with ESTALE.
+func TestSessionExpiryWakesWaiter(t *testing.T) {
+	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.SessionTTL = time.Second })
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	a.mustLock(ino, 1, wr, 0, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // B keeps its session alive; A does not.
+		for ctx.Err() == nil {
+			b.srv.Heartbeat(ctx, &jfspb.HeartbeatRequest{Session: b.session})
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	start := time.Now()
+	w := b.setlkwAsync(context.Background(), ino, 2, wr, 0, 0)
+	if r := mustGet(t, w, "waiter on an expiring holder"); r.err != nil || r.errno != 0 {
+		t.Fatalf("waiter: %v %v", r.err, r.errno)
+	}
+	t.Logf("granted %v after A stopped heartbeating (TTL 1s)", time.Since(start))
+	if e, err := a.setlk(context.Background(), ino, 1, wr, 100, 1, false); err != nil || e != syscall.ESTALE {
+		t.Fatalf("expired session's lock request: %v %v, want ESTALE", err, e)
+	}
+	r, err := a.srv.Heartbeat(context.Background(), &jfspb.HeartbeatRequest{Session: a.session})
+	if err != nil || r.Errno != int32(syscall.ESTALE) {
+		t.Fatalf("expired session's heartbeat: %v %v, want ESTALE", err, r)
+	}
+}
+
+// TestWaitFollowsLeaderChange: a waiter whose leader goes away hears
+// UNAVAILABLE, re-sends the same request to the new leader and is granted
+// there when the holder unlocks; never two writers at once.
+func TestWaitFollowsLeaderChange(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	a.mustLock(ino, 1, wr, 0, 0)
+	req := &jfspb.SetLkRequest{Header: b.header(), Ino: ino, Owner: 2, Type: wr, Pid: 2, Block: true}
+	ch := make(chan error, 1)
+	go func() {
+		_, err := b.srv.SetLk(context.Background(), req)
+		ch <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	c.Stop(leader.ID())
+	select {
+	case err := <-ch:
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("wait on a stopped leader: %v, want UNAVAILABLE", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("wait did not end when its leader stopped")
+	}
+	nl := c.Leader()
+	a.srv, b.srv = cluster.NewServer(nl), cluster.NewServer(nl)
+	for _, cl := range []*lockClient{a, b} { // the new leader's timers start with the full TTL
+		cl.srv.Heartbeat(context.Background(), &jfspb.HeartbeatRequest{Session: cl.session})
+	}
+	w := make(chan waitResult, 1)
+	go func() {
+		r, err := b.srv.SetLk(context.Background(), req) // same (session, seq)
+		w <- waitResult{errno: syscall.Errno(r.GetErrno()), err: err}
+	}()
+	mustStillWaiting(t, w, "re-sent wait at the new leader")
+	a.mustLock(ino, 1, un, 0, 0)
+	if r := mustGet(t, w, "re-sent wait"); r.err != nil || r.errno != 0 {
+		t.Fatalf("re-sent wait: %v %v", r.err, r.errno)
+	}
+	if e, _ := a.setlk(context.Background(), ino, 1, wr, 0, 0, false); e != syscall.EAGAIN {
+		t.Fatalf("A got the lock B holds: %v", e)
+	}
+}

@@ -148,7 +148,7 @@ func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequ
 // ListSessions lists every session with, from the leader's timers, when it
 // last sent a heartbeat, and how many locks it holds.
 func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest) (*jfspb.ListSessionsResponse, error) {
-	return read(ctx, s, r, func(*jfspb.ListSessionsRequest) *jfspb.ListSessionsResponse {
+	return read(ctx, s, "list_sessions", r, func(*jfspb.ListSessionsRequest) *jfspb.ListSessionsResponse {
 		sessions := s.n.fsm.Sessions()
 		held := map[uint64]uint32{}
 		for _, l := range s.n.fsm.Locks(&jfspb.ListLocksRequest{}).Locks {
@@ -167,7 +167,7 @@ func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest)
 // ListLocks lists held locks and the leader's waiters, each with the host
 // of its session and a path of its inode.
 func (s *Server) ListLocks(ctx context.Context, r *jfspb.ListLocksRequest) (*jfspb.ListLocksResponse, error) {
-	return read(ctx, s, r, func(r *jfspb.ListLocksRequest) *jfspb.ListLocksResponse {
+	return read(ctx, s, "list_locks", r, func(r *jfspb.ListLocksRequest) *jfspb.ListLocksResponse {
 		resp := s.n.fsm.Locks(r)
 		resp.Locks = append(resp.Locks, s.n.locks.snapshot(r.Ino, r.Session)...)
 		hosts := map[uint64]string{}

@@ -69,6 +69,9 @@ type Config struct {
 	// ApplyTimeout bounds how long a proposal may wait to be enqueued.
 	ApplyTimeout time.Duration
 
+	// ReadMode is how the leader serves reads (default ReadBatched).
+	ReadMode ReadMode
+
 	// SessionTTL is how long a client session lives without a heartbeat
 	// (default 30s).
 	SessionTTL time.Duration

@@ -20,6 +20,9 @@ type Metrics struct {
 	batch    prometheus.Histogram
 	waits    *prometheus.CounterVec
 	deadlock *prometheus.CounterVec
+	reads    *prometheus.CounterVec
+	fsmReads *prometheus.CounterVec
+	rbatch   prometheus.Histogram
 	n        *Node
 }
 
@@ -48,8 +51,18 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 		deadlock: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jfsd_deadlocks_total", Help: "Lock waits refused with EDEADLK: immediate (the wait would close a cycle) or background (a cycle formed later).",
 		}, []string{"how"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jfsd_reads_total", Help: "Read requests received by the leader, by method.",
+		}, []string{"method"}),
+		fsmReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jfsd_fsm_reads_total", Help: "Distinct state-machine reads done, by method: identical reads of one batch count once.",
+		}, []string{"method"}),
+		rbatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "jfsd_read_batch_size", Help: "Reads served per batch (one leadership check each).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, raftCollector{n})
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, raftCollector{n})
 	n.metrics.Store(m)
 	return m
 }
@@ -63,6 +76,24 @@ func (m *Metrics) Interceptor() grpc.UnaryServerInterceptor {
 		m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
 		m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
 		return resp, err
+	}
+}
+
+func (m *Metrics) countRead(method string) {
+	if m != nil {
+		m.reads.WithLabelValues(method).Inc()
+	}
+}
+
+func (m *Metrics) countFSMRead(method string) {
+	if m != nil {
+		m.fsmReads.WithLabelValues(method).Inc()
+	}
+}
+
+func (m *Metrics) observeReadBatch(n int) {
+	if m != nil {
+		m.rbatch.Observe(float64(n))
 	}
 }
 

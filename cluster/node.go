@@ -43,6 +43,7 @@ type Node struct {
 
 	metrics atomic.Pointer[Metrics] // nil unless NewMetrics was called
 
+	reads    *readBatcher   // batched reads (leader only)
 	locks    *lockWaits     // blocked lock requests (leader only)
 	sessions *sessionTimers // session TTLs (leader only)
 
@@ -74,6 +75,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state machine: %w", err)
 	}
+	n.reads = newReadBatcher(n)
 	n.locks = newLockWaits(n)
 	n.sessions = newSessionTimers(n, cfg.SessionTTL)
 	n.fsm.SetLockListener(n.locks.changed)

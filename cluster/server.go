@@ -70,14 +70,16 @@ func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandT
 	return r, nil
 }
 
-// read answers a read on the leader once every write that completed before
-// it is applied.
-func read[Req, R any](ctx context.Context, s *Server, req Req, f func(Req) R) (R, error) {
+// read answers a read on the leader, in a batch that sees every write that
+// completed before the read arrived (reads.go). method names it in metrics
+// and the access log's terms.
+func read[Req proto.Message, R proto.Message](ctx context.Context, s *Server, method string, req Req, f func(Req) R) (R, error) {
 	var zero R
-	if err := s.n.ReadIndex(ctx); err != nil {
+	resp, err := s.n.reads.do(ctx, method, req, func() proto.Message { return f(req) })
+	if err != nil {
 		return zero, s.toStatus(err)
 	}
-	return f(req), nil
+	return resp.(R), nil
 }
 
 const (
@@ -138,11 +140,11 @@ func (s *Server) CloseSession(ctx context.Context, r *jfspb.CloseSessionRequest)
 // ---- names and attributes ----
 
 func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.LookupResponse, error) {
-	return read(ctx, s, r, s.n.fsm.Lookup)
+	return read(ctx, s, "lookup", r, s.n.fsm.Lookup)
 }
 
 func (s *Server) GetAttr(ctx context.Context, r *jfspb.GetAttrRequest) (*jfspb.GetAttrResponse, error) {
-	return read(ctx, s, r, s.n.fsm.GetAttr)
+	return read(ctx, s, "getattr", r, s.n.fsm.GetAttr)
 }
 
 func (s *Server) SetAttr(ctx context.Context, r *jfspb.SetAttrRequest) (*jfspb.SetAttrResponse, error) {
@@ -182,11 +184,11 @@ func (s *Server) Symlink(ctx context.Context, r *jfspb.SymlinkRequest) (*jfspb.S
 }
 
 func (s *Server) ReadLink(ctx context.Context, r *jfspb.ReadLinkRequest) (*jfspb.ReadLinkResponse, error) {
-	return read(ctx, s, r, s.n.fsm.ReadLink)
+	return read(ctx, s, "readlink", r, s.n.fsm.ReadLink)
 }
 
 func (s *Server) ReadDir(ctx context.Context, r *jfspb.ReadDirRequest) (*jfspb.ReadDirResponse, error) {
-	return read(ctx, s, r, s.n.fsm.ReadDir)
+	return read(ctx, s, "readdir", r, s.n.fsm.ReadDir)
 }
 
 // ---- open files and data ----
@@ -200,7 +202,7 @@ func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.R
 }
 
 func (s *Server) Read(ctx context.Context, r *jfspb.ReadRequest) (*jfspb.ReadResponse, error) {
-	return read(ctx, s, r, s.n.fsm.Read)
+	return read(ctx, s, "read", r, s.n.fsm.Read)
 }
 
 func (s *Server) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.WriteResponse, error) {
@@ -208,13 +210,13 @@ func (s *Server) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.Write
 }
 
 func (s *Server) StatFS(ctx context.Context, r *jfspb.StatFSRequest) (*jfspb.StatFSResponse, error) {
-	return read(ctx, s, r, s.n.fsm.StatFS)
+	return read(ctx, s, "statfs", r, s.n.fsm.StatFS)
 }
 
 // ---- extended attributes ----
 
 func (s *Server) GetXattr(ctx context.Context, r *jfspb.GetXattrRequest) (*jfspb.GetXattrResponse, error) {
-	return read(ctx, s, r, s.n.fsm.GetXattr)
+	return read(ctx, s, "getxattr", r, s.n.fsm.GetXattr)
 }
 
 func (s *Server) SetXattr(ctx context.Context, r *jfspb.SetXattrRequest) (*jfspb.SetXattrResponse, error) {
@@ -222,7 +224,7 @@ func (s *Server) SetXattr(ctx context.Context, r *jfspb.SetXattrRequest) (*jfspb
 }
 
 func (s *Server) ListXattr(ctx context.Context, r *jfspb.ListXattrRequest) (*jfspb.ListXattrResponse, error) {
-	return read(ctx, s, r, s.n.fsm.ListXattr)
+	return read(ctx, s, "listxattr", r, s.n.fsm.ListXattr)
 }
 
 func (s *Server) RemoveXattr(ctx context.Context, r *jfspb.RemoveXattrRequest) (*jfspb.RemoveXattrResponse, error) {
@@ -232,7 +234,7 @@ func (s *Server) RemoveXattr(ctx context.Context, r *jfspb.RemoveXattrRequest) (
 // ---- locks ----
 
 func (s *Server) GetLk(ctx context.Context, r *jfspb.GetLkRequest) (*jfspb.GetLkResponse, error) {
-	return read(ctx, s, r, s.n.fsm.GetLk)
+	return read(ctx, s, "getlk", r, s.n.fsm.GetLk)
 }
 
 // SetLk is F_SETLK, or with block F_SETLKW: see lockWaits.

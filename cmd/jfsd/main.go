@@ -76,6 +76,7 @@ func nodeFlags() []cli.Flag {
 func sessionFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.DurationFlag{Name: "session-ttl", Value: 30 * time.Second, Usage: "a client session without a heartbeat for this long expires: its locks are released and its writes refused"},
+		&cli.BoolFlag{Name: "read-batching", Value: true, Usage: "serve concurrent reads in batches that share one leadership check and compute identical reads once (false: check and read for every request, for comparison)"},
 	}, logFlags()...)
 }
 
@@ -135,7 +136,7 @@ func runNode(c *cli.Context) error {
 		cfg: cluster.Config{
 			ID: c.String("id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
 			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
-			SessionTTL: c.Duration("session-ttl"),
+			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c),
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",
@@ -147,6 +148,13 @@ func runNode(c *cli.Context) error {
 	waitForSignal()
 	log.Info("stopping")
 	return n.stop()
+}
+
+func readMode(c *cli.Context) cluster.ReadMode {
+	if c.Bool("read-batching") {
+		return cluster.ReadBatched
+	}
+	return cluster.ReadEach
 }
 
 func waitForSignal() {
@@ -267,7 +275,7 @@ func runDev(c *cli.Context) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	nodes, err := startDev(dir, c.Duration("session-ttl"), log)
+	nodes, err := startDev(dir, c.Duration("session-ttl"), readMode(c), log)
 	if err != nil {
 		return err
 	}
@@ -294,7 +302,7 @@ type devNode struct {
 // startDev starts three nodes in dir. The addresses of a new cluster are
 // chosen by the kernel and saved in dir/dev-cluster so that a restart from
 // the same dir finds its peers again.
-func startDev(dir string, ttl time.Duration, log hclog.Logger) ([]*devNode, error) {
+func startDev(dir string, ttl time.Duration, mode cluster.ReadMode, log hclog.Logger) ([]*devNode, error) {
 	addrFile := dir + "/dev-cluster"
 	ids := []string{"n1", "n2", "n3"}
 	raftAddrs := map[string]string{}
@@ -353,7 +361,7 @@ func startDev(dir string, ttl time.Duration, log hclog.Logger) ([]*devNode, erro
 		rn, err := startNode(nodeSpec{
 			cfg: cluster.Config{
 				ID: id, DataDir: dir + "/" + id, APIAddr: apiAddrs[id], InitialCluster: peers,
-				Transport: transports[id], Logger: log.Named(id), SessionTTL: ttl,
+				Transport: transports[id], Logger: log.Named(id), SessionTTL: ttl, ReadMode: mode,
 			},
 			apiListener: listeners[id],
 		})

@@ -1,0 +1,190 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// Reads are batched on the leader (DESIGN.md § Reads):
+//
+//  1. A read that arrives while a batch is being served waits for the next
+//     batch: joining a batch that started earlier could miss a write that
+//     completed after that batch noted its commit index but before this read
+//     was sent.
+//  2. A batch notes the commit index, confirms leadership once, checks the
+//     term, and waits until the state machine has applied the index.
+//  3. Then it serves every read of the batch, computing each distinct request
+//     (method and request bytes: getattr of one inode, lookup of one name in
+//     one directory, ...) once and sharing the answer.
+//
+// So N processes asking for the same attributes at once cost about one
+// state-machine read and one round of heartbeats, and every read still sees
+// every write that completed before it was sent.
+
+// ReadMode selects how the leader serves reads.
+type ReadMode int
+
+const (
+	// ReadBatched is the default described above.
+	ReadBatched ReadMode = iota
+	// ReadEach confirms leadership and reads the state machine for every
+	// request (jfsd --read-batching=false, for comparison).
+	ReadEach
+	// ReadSingleFlightUnsafe lets a read join any identical read in flight,
+	// even one that started before the read was sent. It can return stale
+	// data; it exists only so that tests can show that they catch it.
+	ReadSingleFlightUnsafe
+)
+
+// singleFlightHold is how long an unsafe flight stays open after it read.
+const singleFlightHold = 20 * time.Millisecond
+
+type readKey struct {
+	method string
+	req    string // deterministic encoding of the request
+}
+
+type readCall struct {
+	key  readKey
+	fn   func() proto.Message
+	resp proto.Message
+	err  error
+	done chan struct{}
+}
+
+// readBatcher groups reads into batches that share one ReadIndex.
+type readBatcher struct {
+	n *Node
+
+	mu      sync.Mutex
+	pending []*readCall
+	running bool
+
+	// ReadSingleFlightUnsafe only: the flights in progress.
+	flights map[readKey]*readCall
+}
+
+func newReadBatcher(n *Node) *readBatcher {
+	return &readBatcher{n: n, flights: map[readKey]*readCall{}}
+}
+
+// do answers fn (a read of the state machine for request req of method) as
+// the node's read mode says.
+func (b *readBatcher) do(ctx context.Context, method string, req proto.Message, fn func() proto.Message) (proto.Message, error) {
+	m := b.n.metrics.Load()
+	m.countRead(method)
+	switch b.n.cfg.ReadMode {
+	case ReadEach:
+		if err := b.n.ReadIndex(ctx); err != nil {
+			return nil, err
+		}
+		m.countFSMRead(method)
+		m.observeReadBatch(1)
+		return fn(), nil
+	case ReadSingleFlightUnsafe:
+		return b.singleFlight(ctx, method, req, fn)
+	}
+	c, err := newReadCall(method, req, fn)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.pending = append(b.pending, c)
+	if !b.running {
+		b.running = true
+		go b.serve()
+	}
+	b.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.resp, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func newReadCall(method string, req proto.Message, fn func() proto.Message) (*readCall, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	return &readCall{key: readKey{method, string(b)}, fn: fn, done: make(chan struct{})}, nil
+}
+
+// serve runs batches until no read is pending.
+func (b *readBatcher) serve() {
+	for {
+		b.mu.Lock()
+		batch := b.pending
+		b.pending = nil
+		if len(batch) == 0 {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.serveBatch(batch)
+	}
+}
+
+func (b *readBatcher) serveBatch(batch []*readCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.n.cfg.ApplyTimeout)
+	err := b.n.ReadIndex(ctx)
+	cancel()
+	m := b.n.metrics.Load()
+	m.observeReadBatch(len(batch))
+	answers := make(map[readKey]proto.Message, len(batch))
+	for _, c := range batch {
+		if err != nil {
+			c.err = err
+			close(c.done)
+			continue
+		}
+		// Callers of one key share the response: nothing modifies a
+		// response after its read function returned.
+		resp, ok := answers[c.key]
+		if !ok {
+			resp = c.fn()
+			answers[c.key] = resp
+			m.countFSMRead(c.key.method)
+		}
+		c.resp = resp
+		close(c.done)
+	}
+}
+
+// singleFlight is the unsafe mode: join an identical read in flight
+// whenever there is one.
+func (b *readBatcher) singleFlight(ctx context.Context, method string, req proto.Message, fn func() proto.Message) (proto.Message, error) {
+	c, err := newReadCall(method, req, fn)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	if f := b.flights[c.key]; f != nil {
+		b.mu.Unlock()
+		<-f.done
+		return f.resp, f.err
+	}
+	b.flights[c.key] = c
+	b.mu.Unlock()
+	if c.err = b.n.ReadIndex(ctx); c.err == nil {
+		c.resp = fn()
+		b.n.metrics.Load().countFSMRead(method)
+		// Hold the flight open a little, as a slow read would: the window
+		// in which a joiner can be handed an answer older than a write it
+		// saw complete.
+		select {
+		case <-ctx.Done():
+		case <-time.After(singleFlightHold):
+		}
+	}
+	b.mu.Lock()
+	delete(b.flights, c.key)
+	b.mu.Unlock()
+	close(c.done)
+	return c.resp, c.err
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/fsm"
 	"github.com/jfs-dev/jfs/rangelock"
 )
 
@@ -486,7 +487,7 @@ func (lw *lockWaits) snapshot(ino, session uint64) []*jfspb.LockInfo {
 		}
 		li := &jfspb.LockInfo{
 			Ino: w.ino, Owner: &jfspb.LockOwner{Session: w.owner.Session, Owner: w.owner.ID},
-			Type: wireType(w.typ), Pid: w.pid(), SinceNs: w.since.UnixNano(), Waiting: true,
+			Type: fsm.WireLockType(w.typ), Pid: w.pid(), SinceNs: w.since.UnixNano(), Waiting: true,
 			Kind: jfspb.LockKind_LOCK_KIND_POSIX,
 		}
 		if w.flock {
@@ -499,33 +500,11 @@ func (lw *lockWaits) snapshot(ino, session uint64) []*jfspb.LockInfo {
 	return out
 }
 
-func wireType(t rangelock.Type) jfspb.LockType {
-	switch t {
-	case rangelock.Read:
-		return jfspb.LockType_LOCK_TYPE_READ
-	case rangelock.Write:
-		return jfspb.LockType_LOCK_TYPE_WRITE
-	}
-	return jfspb.LockType_LOCK_TYPE_UNLOCK
-}
-
-func lockType(t jfspb.LockType) (rangelock.Type, bool) {
-	switch t {
-	case jfspb.LockType_LOCK_TYPE_READ:
-		return rangelock.Read, true
-	case jfspb.LockType_LOCK_TYPE_WRITE:
-		return rangelock.Write, true
-	case jfspb.LockType_LOCK_TYPE_UNLOCK:
-		return rangelock.Unlock, true
-	}
-	return 0, false
-}
-
 // newPosixWaiter prepares a blocking F_SETLKW; ok is false for a request
 // the state machine will refuse anyway (bad type or range, unlock), which is
 // then simply proposed.
 func newPosixWaiter(r *jfspb.SetLkRequest) (*waiter, bool) {
-	typ, ok := lockType(r.Type)
+	typ, ok := fsm.LockType(r.Type)
 	if !ok || typ == rangelock.Unlock || r.Header == nil {
 		return nil, false
 	}
@@ -542,7 +521,7 @@ func newPosixWaiter(r *jfspb.SetLkRequest) (*waiter, bool) {
 
 // newFlockWaiter prepares a blocking flock.
 func newFlockWaiter(r *jfspb.FlockRequest) (*waiter, bool) {
-	typ, ok := lockType(r.Type)
+	typ, ok := fsm.LockType(r.Type)
 	if !ok || typ == rangelock.Unlock || r.Header == nil {
 		return nil, false
 	}

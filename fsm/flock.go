@@ -35,8 +35,8 @@ func decodeFlock(v []byte) (flockRecord, bool) {
 	return flockRecord{rangelock.Type(v[0]), binary.BigEndian.Uint32(v[1:]), int64(binary.BigEndian.Uint64(v[5:]))}, true
 }
 
-// lockType converts a wire lock type: false if unknown.
-func lockType(t jfspb.LockType) (rangelock.Type, bool) {
+// LockType converts a wire lock type: false if unknown.
+func LockType(t jfspb.LockType) (rangelock.Type, bool) {
 	switch t {
 	case jfspb.LockType_LOCK_TYPE_UNLOCK:
 		return rangelock.Unlock, true
@@ -48,7 +48,8 @@ func lockType(t jfspb.LockType) (rangelock.Type, bool) {
 	return 0, false
 }
 
-func wireLockType(t rangelock.Type) jfspb.LockType {
+// WireLockType converts a lock type to its wire form.
+func WireLockType(t rangelock.Type) jfspb.LockType {
 	switch t {
 	case rangelock.Read:
 		return jfspb.LockType_LOCK_TYPE_READ
@@ -84,7 +85,7 @@ func (t *txn) applyFlock(req *jfspb.FlockRequest) *jfspb.FlockResponse {
 	if t.inode(ino) == nil {
 		return &jfspb.FlockResponse{Errno: eno(syscall.ENOENT)}
 	}
-	typ, ok := lockType(req.GetType())
+	typ, ok := LockType(req.GetType())
 	if !ok {
 		return &jfspb.FlockResponse{Errno: eno(syscall.EINVAL)}
 	}

@@ -109,7 +109,7 @@ func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 	if t.inode(ino) == nil {
 		return &jfspb.SetLkResponse{Errno: eno(syscall.ENOENT)}
 	}
-	typ, ok := lockType(req.GetType())
+	typ, ok := LockType(req.GetType())
 	if !ok {
 		return &jfspb.SetLkResponse{Errno: eno(syscall.EINVAL)}
 	}
@@ -169,7 +169,7 @@ func (f *FSM) GetLk(req *jfspb.GetLkRequest) *jfspb.GetLkResponse {
 		if t.inode(req.GetIno()) == nil {
 			return fail(syscall.ENOENT)
 		}
-		typ, ok := lockType(req.GetType())
+		typ, ok := LockType(req.GetType())
 		if !ok || typ == rangelock.Unlock {
 			return fail(syscall.EINVAL)
 		}
@@ -187,7 +187,7 @@ func (f *FSM) GetLk(req *jfspb.GetLkRequest) *jfspb.GetLkResponse {
 			return &jfspb.GetLkResponse{Type: jfspb.LockType_LOCK_TYPE_UNLOCK}
 		}
 		return &jfspb.GetLkResponse{
-			Type: wireLockType(l.Type), Start: l.Start, Len: l.Len(), Pid: l.Pid,
+			Type: WireLockType(l.Type), Start: l.Start, Len: l.Len(), Pid: l.Pid,
 			Holder: &jfspb.LockOwner{Session: l.Owner.Session, Owner: l.Owner.ID},
 		}
 	})
@@ -216,7 +216,7 @@ func (f *FSM) Locks(req *jfspb.ListLocksRequest) *jfspb.ListLocksResponse {
 				out = append(out, &jfspb.LockInfo{
 					Ino: ino, Kind: jfspb.LockKind_LOCK_KIND_FLOCK,
 					Owner: &jfspb.LockOwner{Session: sid, Owner: binary.BigEndian.Uint64(k[16:])},
-					Type:  wireLockType(r.typ), Pid: r.pid, SinceNs: r.since,
+					Type:  WireLockType(r.typ), Pid: r.pid, SinceNs: r.since,
 				})
 			}
 			return true
@@ -233,7 +233,7 @@ func (f *FSM) Locks(req *jfspb.ListLocksRequest) *jfspb.ListLocksResponse {
 					out = append(out, &jfspb.LockInfo{
 						Ino: ino, Kind: jfspb.LockKind_LOCK_KIND_POSIX,
 						Owner: &jfspb.LockOwner{Session: r.lock.Owner.Session, Owner: r.lock.Owner.ID},
-						Type:  wireLockType(r.lock.Type), Start: r.lock.Start, Len: r.lock.Len(),
+						Type:  WireLockType(r.lock.Type), Start: r.lock.Start, Len: r.lock.Len(),
 						Pid: r.lock.Pid, SinceNs: r.since,
 					})
 				}

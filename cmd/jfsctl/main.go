@@ -116,6 +116,22 @@ func newClient(c *cli.Context) (*client.Client, context.Context, context.CancelF
 	return cl, ctx, cancel, nil
 }
 
+// admin makes one Admin call on the leader, following redirects.
+func admin[R any](c *cli.Context, call func(ctx context.Context, a jfspb.AdminClient) (R, error)) (R, error) {
+	var resp R
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return resp, err
+	}
+	defer cancel()
+	defer cl.Close()
+	err = cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		resp, err = call(ctx, a)
+		return err
+	})
+	return resp, err
+}
+
 func wantArgs(c *cli.Context, min, max int) error {
 	if n := c.Args().Len(); n < min || n > max {
 		return fmt.Errorf("%s: wrong number of arguments; usage: %s %s", c.Command.FullName(), c.Command.FullName(), c.Command.ArgsUsage)
@@ -231,22 +247,15 @@ func membersAdd(c *cli.Context) error {
 	if err := wantArgs(c, 3, 3); err != nil {
 		return err
 	}
-	cl, ctx, cancel, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer cl.Close()
 	a := c.Args()
 	req := &jfspb.AddMemberRequest{Id: a.Get(0), Address: a.Get(1), ApiAddr: a.Get(2), Nonvoter: c.Bool("nonvoter")}
 	if _, err := client.ParseServers(req.Address + "," + req.ApiAddr); err != nil {
 		return err
 	}
-	var resp *jfspb.AddMemberResponse
-	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
-		resp, err = a.AddMember(ctx, req)
-		return err
-	}); err != nil {
+	resp, err := admin(c, func(ctx context.Context, a jfspb.AdminClient) (*jfspb.AddMemberResponse, error) {
+		return a.AddMember(ctx, req)
+	})
+	if err != nil {
 		return err
 	}
 	if err := errnoErr("members add "+req.Id, resp.Errno); err != nil {
@@ -260,18 +269,11 @@ func membersRemove(c *cli.Context) error {
 	if err := wantArgs(c, 1, 1); err != nil {
 		return err
 	}
-	cl, ctx, cancel, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer cl.Close()
 	id := c.Args().First()
-	var resp *jfspb.RemoveMemberResponse
-	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
-		resp, err = a.RemoveMember(ctx, &jfspb.RemoveMemberRequest{Id: id})
-		return err
-	}); err != nil {
+	resp, err := admin(c, func(ctx context.Context, a jfspb.AdminClient) (*jfspb.RemoveMemberResponse, error) {
+		return a.RemoveMember(ctx, &jfspb.RemoveMemberRequest{Id: id})
+	})
+	if err != nil {
 		return err
 	}
 	if resp.Errno == int32(syscall.ENOENT) {
@@ -285,17 +287,10 @@ func membersRemove(c *cli.Context) error {
 }
 
 func leaderShow(c *cli.Context) error {
-	cl, ctx, cancel, err := newClient(c)
+	st, err := admin(c, func(ctx context.Context, a jfspb.AdminClient) (*jfspb.ClusterStatusResponse, error) {
+		return a.ClusterStatus(ctx, &jfspb.ClusterStatusRequest{})
+	})
 	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer cl.Close()
-	var st *jfspb.ClusterStatusResponse
-	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
-		st, err = a.ClusterStatus(ctx, &jfspb.ClusterStatusRequest{})
-		return err
-	}); err != nil {
 		return err
 	}
 	if st.LeaderId == "" {
@@ -309,18 +304,11 @@ func leaderTransfer(c *cli.Context) error {
 	if err := wantArgs(c, 0, 1); err != nil {
 		return err
 	}
-	cl, ctx, cancel, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer cl.Close()
 	id := c.Args().First()
-	var resp *jfspb.TransferLeaderResponse
-	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
-		resp, err = a.TransferLeader(ctx, &jfspb.TransferLeaderRequest{Id: id})
-		return err
-	}); err != nil {
+	resp, err := admin(c, func(ctx context.Context, a jfspb.AdminClient) (*jfspb.TransferLeaderResponse, error) {
+		return a.TransferLeader(ctx, &jfspb.TransferLeaderRequest{Id: id})
+	})
+	if err != nil {
 		return err
 	}
 	if resp.Errno == int32(syscall.ENOENT) {
@@ -335,17 +323,10 @@ func leaderTransfer(c *cli.Context) error {
 }
 
 func sessionsLs(c *cli.Context) error {
-	cl, ctx, cancel, err := newClient(c)
+	resp, err := admin(c, func(ctx context.Context, a jfspb.AdminClient) (*jfspb.ListSessionsResponse, error) {
+		return a.ListSessions(ctx, &jfspb.ListSessionsRequest{})
+	})
 	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer cl.Close()
-	var resp *jfspb.ListSessionsResponse
-	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
-		resp, err = a.ListSessions(ctx, &jfspb.ListSessionsRequest{})
-		return err
-	}); err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -372,17 +353,10 @@ func sessionsEvict(c *cli.Context) error {
 	if err != nil || id == 0 {
 		return fmt.Errorf("sessions evict: %q is not a session id", c.Args().First())
 	}
-	cl, ctx, cancel, err := newClient(c)
+	resp, err := admin(c, func(ctx context.Context, a jfspb.AdminClient) (*jfspb.EvictSessionResponse, error) {
+		return a.EvictSession(ctx, &jfspb.EvictSessionRequest{Session: id, Reason: "evicted by jfsctl"})
+	})
 	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer cl.Close()
-	var resp *jfspb.EvictSessionResponse
-	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
-		resp, err = a.EvictSession(ctx, &jfspb.EvictSessionRequest{Session: id, Reason: "evicted by jfsctl"})
-		return err
-	}); err != nil {
 		return err
 	}
 	if resp.Errno == int32(syscall.ENOENT) {
@@ -403,17 +377,10 @@ func stamp(ns int64) string {
 }
 
 func locksLs(c *cli.Context) error {
-	cl, ctx, cancel, err := newClient(c)
+	resp, err := admin(c, func(ctx context.Context, a jfspb.AdminClient) (*jfspb.ListLocksResponse, error) {
+		return a.ListLocks(ctx, &jfspb.ListLocksRequest{Ino: c.Uint64("inode"), Session: c.Uint64("session")})
+	})
 	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer cl.Close()
-	var resp *jfspb.ListLocksResponse
-	if err := cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
-		resp, err = a.ListLocks(ctx, &jfspb.ListLocksRequest{Ino: c.Uint64("inode"), Session: c.Uint64("session")})
-		return err
-	}); err != nil {
 		return err
 	}
 	if c.Bool("json") {

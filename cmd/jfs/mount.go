@@ -1,0 +1,412 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/jfs-dev/jfs/client"
+	"github.com/jfs-dev/jfs/fuse"
+)
+
+// readyFDEnv names the descriptor on which a mount started by "jfs mount -d"
+// reports to its parent: "ready" once mounted, or "error: ..." before it
+// exits.
+const readyFDEnv = "JFS_MOUNT_READY_FD"
+
+const unmountDetach = syscall.MNT_DETACH
+
+func unmount(mnt string, flags int) error { return syscall.Unmount(mnt, flags) }
+
+func mountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount a jfs file system",
+		ArgsUsage: "MOUNTPOINT",
+		Description: `Mounts the cluster at --servers on MOUNTPOINT, an existing directory, and serves
+it until it is unmounted (jfs umount) or the process gets SIGINT or SIGTERM,
+which unmount it. The mount registers a session with the cluster (host, mount
+point, pid, version), keeps it alive with heartbeats and closes it at unmount;
+the session's locks and open files end with it.
+
+The kernel may cache attributes and names for the --*-cache durations; 0 turns
+a cache off, so that every stat and lookup sees the changes of other mounts at
+once. File data is never cached across an open or a lock: a file opened, or
+locked, after another mount wrote and closed (or unlocked) it shows that write.
+
+As root the file system is mounted directly, with allow_other; otherwise with
+fusermount3. Prometheus metrics are served on --metrics /metrics.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...] (required)"},
+			&cli.BoolFlag{Name: "background", Aliases: []string{"d"}, Usage: "serve in the background; return once mounted, printing the mount process's pid"},
+			&cli.DurationFlag{Name: "attr-cache", Value: time.Second, Usage: "how long the kernel may cache attributes (0: off)"},
+			&cli.DurationFlag{Name: "entry-cache", Value: time.Second, Usage: "how long the kernel may cache names of files (0: off)"},
+			&cli.DurationFlag{Name: "dir-entry-cache", Value: time.Second, Usage: "how long the kernel may cache names of directories (0: off)"},
+			&cli.DurationFlag{Name: "negative-entry-cache", Value: 0, Usage: "how long the kernel may remember that a name does not exist (0: off)"},
+			&cli.DurationFlag{Name: "retry-for", Value: 30 * time.Second, Usage: "how long a request looks for a leader before it fails (EIO; at mount: the mount fails)"},
+			&cli.StringFlag{Name: "metrics", Value: "127.0.0.1:9567", Usage: "HOST:PORT to serve Prometheus metrics on; a free port when taken; empty: off"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn or error", EnvVars: []string{"JFS_LOG_LEVEL"}},
+			&cli.StringFlag{Name: "log-file", Usage: "append logs to this file (default: stderr; with --background /var/log/jfs.log as root, else ~/.jfs/jfs.log)"},
+			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and answer"},
+		},
+		Action: runMount,
+	}
+}
+
+// mountConfig is what runMount checked.
+type mountConfig struct {
+	mountPoint string
+	servers    []string
+	log        hclog.Logger
+}
+
+func runMount(c *cli.Context) error {
+	var readyFD *os.File
+	if s := os.Getenv(readyFDEnv); s != "" {
+		fd, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%s=%q: not a descriptor", readyFDEnv, s)
+		}
+		readyFD = os.NewFile(uintptr(fd), "ready")
+		os.Unsetenv(readyFDEnv)
+	}
+	err := mount(c, readyFD)
+	if err != nil && readyFD != nil {
+		fmt.Fprintf(readyFD, "error: %v\n", err)
+		readyFD.Close()
+	}
+	return err
+}
+
+func checkMount(c *cli.Context) (*mountConfig, error) {
+	if c.Args().Len() != 1 {
+		return nil, errors.New("want exactly one argument, the mount point (see jfs mount --help)")
+	}
+	if c.String("servers") == "" {
+		return nil, errors.New("--servers (or JFS_SERVERS) is required: the API addresses of the cluster's nodes")
+	}
+	servers, err := client.ParseServers(c.String("servers"))
+	if err != nil {
+		return nil, fmt.Errorf("--servers: %w", err)
+	}
+	mnt, err := filepath.Abs(c.Args().First())
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(mnt)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("mount point %s does not exist", mnt)
+	case err != nil:
+		return nil, fmt.Errorf("mount point: %w", err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("mount point %s is not a directory", mnt)
+	}
+	for _, f := range []string{"attr-cache", "entry-cache", "dir-entry-cache", "negative-entry-cache", "retry-for"} {
+		if c.Duration(f) < 0 {
+			return nil, fmt.Errorf("--%s %v: must not be negative", f, c.Duration(f))
+		}
+	}
+	if m := c.String("metrics"); m != "" {
+		if _, _, err := net.SplitHostPort(m); err != nil {
+			return nil, fmt.Errorf("--metrics %q: %w", m, err)
+		}
+	}
+	if hclog.LevelFromString(c.String("log-level")) == hclog.NoLevel {
+		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", c.String("log-level"))
+	}
+	return &mountConfig{mountPoint: mnt, servers: servers}, nil
+}
+
+func mount(c *cli.Context, readyFD *os.File) error {
+	mc, err := checkMount(c)
+	if err != nil {
+		return err
+	}
+	if c.Bool("background") && readyFD == nil {
+		return background(c, mc)
+	}
+	out := io.Writer(os.Stderr)
+	if f := c.String("log-file"); f != "" {
+		lf, err := openLog(f)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		out = lf
+	}
+	mc.log = hclog.New(&hclog.LoggerOptions{Name: "jfs", Level: hclog.LevelFromString(c.String("log-level")), Output: out})
+	return serve(c, mc, readyFD)
+}
+
+func openLog(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	return f, nil
+}
+
+// background starts this same command again, in the foreground, in a new
+// session, and waits for it to report that the file system is mounted.
+func background(c *cli.Context, mc *mountConfig) error {
+	logPath := c.String("log-file")
+	if logPath == "" {
+		logPath = "/var/log/jfs.log"
+		if os.Geteuid() != 0 {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return fmt.Errorf("no --log-file and no home directory: %w", err)
+			}
+			logPath = filepath.Join(home, ".jfs", "jfs.log")
+		}
+	}
+	logf, err := openLog(logPath)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start the mount process: %w", err)
+	}
+	w.Close()
+	msg, _ := io.ReadAll(r) // ends when the child closes its end or exits
+	answer := strings.TrimSpace(string(msg))
+	switch {
+	case answer == "ready":
+		fmt.Fprintln(c.App.Writer, cmd.Process.Pid)
+		return cmd.Process.Release()
+	case strings.HasPrefix(answer, "error: "):
+		cmd.Wait()
+		return errors.New(strings.TrimPrefix(answer, "error: "))
+	}
+	cmd.Wait()
+	return fmt.Errorf("the mount process exited (%v) before %s was mounted; see %s", cmd.ProcessState, mc.mountPoint, logPath)
+}
+
+// serve mounts and serves until the file system is unmounted or a signal
+// asks for it.
+func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
+	log := mc.log
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	retryFor := c.Duration("retry-for")
+	cl, err := client.New(client.Config{Servers: mc.servers, RetryFor: retryFor, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	host, _ := os.Hostname()
+	ctx, cancel := context.WithTimeout(context.Background(), retryFor+10*time.Second)
+	go func() { // a signal while the cluster is sought ends the wait
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	sess, err := cl.StartSession(ctx, client.SessionInfo{Host: host, MountPoint: mc.mountPoint, Pid: uint32(os.Getpid()), Version: Version})
+	cancel()
+	if err != nil {
+		if errors.Is(err, client.ErrNoLeader) {
+			return fmt.Errorf("cannot reach the jfs cluster at %s: %w", strings.Join(mc.servers, ","), err)
+		}
+		return fmt.Errorf("open a session with the cluster: %w", err)
+	}
+	closeSession := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := sess.Close(ctx); err != nil {
+			log.Warn("closing the session", "error", err)
+		}
+	}
+	log.Info("session opened", "session", sess.ID(), "ttl", sess.TTL())
+
+	m := newMetrics()
+	stopMetrics, err := m.serve(c.String("metrics"), log)
+	if err != nil {
+		closeSession()
+		return err
+	}
+	defer stopMetrics()
+
+	fs := fuse.New(cl, fuse.Options{
+		AttrTimeout: c.Duration("attr-cache"), EntryTimeout: c.Duration("entry-cache"),
+		DirEntryTimeout: c.Duration("dir-entry-cache"), NegativeTimeout: c.Duration("negative-entry-cache"),
+		Session: sess, Observer: m, Logger: log,
+	})
+	root := os.Geteuid() == 0
+	srv, err := fs.NewServer(mc.mountPoint, gofuse.MountOptions{
+		FsName:      "jfs:" + mc.servers[0],
+		Name:        "jfs",
+		Options:     []string{"default_permissions"},
+		AllowOther:  root,
+		DirectMount: root,
+		MaxWrite:    client.MaxDataRequest,
+		Debug:       c.Bool("debug-fuse"),
+		Logger:      log.Named("go-fuse").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	})
+	if err != nil {
+		closeSession()
+		return fmt.Errorf("mount %s: %w", mc.mountPoint, err)
+	}
+	served := make(chan struct{})
+	go func() {
+		srv.Serve()
+		close(served)
+	}()
+	if err := srv.WaitMount(); err != nil {
+		closeSession()
+		return fmt.Errorf("mount %s: %w", mc.mountPoint, err)
+	}
+	log.Info("mounted", "mountpoint", mc.mountPoint, "servers", strings.Join(mc.servers, ","))
+	if readyFD != nil {
+		fmt.Fprintln(readyFD, "ready")
+		readyFD.Close()
+	}
+
+	select {
+	case <-served:
+		log.Info("unmounted", "mountpoint", mc.mountPoint)
+	case s := <-sigs:
+		log.Info("unmounting", "signal", s)
+		stopServing(srv, mc.mountPoint, served, sigs, log)
+	}
+	closeSession()
+	log.Info("session closed", "session", sess.ID())
+	return nil
+}
+
+// stopServing unmounts; a busy mount is detached, and its open files fail
+// once this process exits. A second signal stops the wait.
+func stopServing(srv *gofuse.Server, mnt string, served chan struct{}, sigs chan os.Signal, log hclog.Logger) {
+	if err := srv.Unmount(); err != nil {
+		log.Warn("mount point busy; detaching it", "error", err)
+		if err := unmount(mnt, unmountDetach); err != nil {
+			log.Error("detaching the mount point", "error", err)
+		}
+	}
+	select {
+	case <-served:
+	case <-sigs:
+	case <-time.After(5 * time.Second):
+		log.Warn("files still open on the detached mount; they fail from now on")
+	}
+}
+
+// metrics counts FUSE operations for Prometheus.
+type metrics struct {
+	reg      *prometheus.Registry
+	ops      *prometheus.CounterVec
+	errs     *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jfs_fuse_ops_total", Help: "FUSE operations served, by method.",
+		}, []string{"method"}),
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jfs_fuse_errors_total", Help: "FUSE operations answered with an error, by method and errno.",
+		}, []string{"method", "errno"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "jfs_fuse_op_duration_seconds", Help: "Time to serve a FUSE operation, by method.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}, []string{"method"}),
+	}
+	m.reg.MustRegister(m.ops, m.errs, m.duration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Observe implements fuse.Observer.
+func (m *metrics) Observe(method string, st gofuse.Status, d time.Duration) {
+	m.ops.WithLabelValues(method).Inc()
+	m.duration.WithLabelValues(method).Observe(d.Seconds())
+	if !st.Ok() {
+		m.errs.WithLabelValues(method, errnoName(st)).Inc()
+	}
+}
+
+func errnoName(st gofuse.Status) string {
+	if name := unix.ErrnoName(syscall.Errno(st)); name != "" {
+		return name
+	}
+	return strconv.Itoa(int(st))
+}
+
+// serve listens on addr ("" is off); when its port is taken, on a free port
+// of the same host.
+func (m *metrics) serve(addr string, log hclog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		host, _, _ := net.SplitHostPort(addr)
+		l, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err == nil {
+			log.Warn("metrics address taken; using a free port", "wanted", addr, "addr", l.Addr().String())
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	log.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: stdLogger(log)}
+	go s.Serve(l)
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	}, nil
+}
+
+func stdLogger(l hclog.Logger) *log.Logger {
+	return l.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+}

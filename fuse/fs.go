@@ -1,0 +1,209 @@
+// Package fuse is the FUSE file system of a jfs mount. It converts each
+// kernel request into one or a few calls of the jfs client and converts the
+// answer back; it keeps no file data and no metadata of its own, so what a
+// mount shows is what the cluster holds (see DESIGN.md).
+package fuse
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/client"
+)
+
+// Options configures an FS.
+type Options struct {
+	// AttrTimeout is how long the kernel may cache attributes; 0 makes it
+	// ask for them on every use.
+	AttrTimeout time.Duration
+	// EntryTimeout is how long the kernel may cache a name that resolves to
+	// a non-directory, DirEntryTimeout one that resolves to a directory.
+	EntryTimeout, DirEntryTimeout time.Duration
+	// NegativeTimeout is how long the kernel may remember that a name does
+	// not exist.
+	NegativeTimeout time.Duration
+	// Session, when set, is the mount's session; once it has expired every
+	// change and lock request fails with EIO.
+	Session Session
+	// Observer, when set, is told about every operation.
+	Observer Observer
+	Logger   hclog.Logger
+}
+
+// Session is the part of client.Session the file system looks at.
+type Session interface {
+	Expired() bool
+}
+
+// Observer receives the method name (as in RawFileSystem), result and
+// duration of every operation. It is called concurrently.
+type Observer interface {
+	Observe(method string, st fuse.Status, d time.Duration)
+}
+
+// FS implements fuse.RawFileSystem on a jfs client. The cluster's inode
+// numbers are the FUSE node ids (the root is 1 in both). Its methods are
+// called concurrently by the go-fuse server.
+type FS struct {
+	fuse.RawFileSystem
+
+	c    *client.Client
+	opts Options
+	log  hclog.Logger
+
+	server atomic.Pointer[fuse.Server] // set by Init, for notifications
+
+	// nextFh numbers open files; the number is also the flock owner.
+	nextFh atomic.Uint64
+
+	// plocks holds the (inode, lock owner) pairs for which this mount took
+	// a POSIX lock, so that a close (FLUSH) without locks costs no request.
+	plockMu sync.Mutex
+	plocks  map[plockKey]struct{}
+}
+
+type plockKey struct{ ino, owner uint64 }
+
+var _ fuse.RawFileSystem = (*FS)(nil)
+
+// New returns the file system of the cluster behind c. c must have a
+// registered session (see client.Client.StartSession).
+func New(c *client.Client, opts Options) *FS {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	return &FS{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		c:             c, opts: opts, log: opts.Logger.Named("fuse"),
+		plocks: map[plockKey]struct{}{},
+	}
+}
+
+// NewServer mounts fs at mountPoint with opts, adding what fs needs:
+// locks forwarded to it, and O_TRUNC passed to Open. The caller serves the
+// returned server (Serve) and unmounts it.
+func (fs *FS) NewServer(mountPoint string, opts fuse.MountOptions) (*fuse.Server, error) {
+	opts.EnableLocks = true
+	opts.ExtraCapabilities |= fuse.CAP_ATOMIC_O_TRUNC
+	return fuse.NewServer(fs, mountPoint, &opts)
+}
+
+// String names the file system.
+func (fs *FS) String() string { return "jfs" }
+
+// Init keeps the server for inode notifications.
+func (fs *FS) Init(s *fuse.Server) { fs.server.Store(s) }
+
+// errSessionExpired is returned instead of sending a change under a
+// session the cluster has ended.
+var errSessionExpired = client.ErrSessionExpired
+
+// status is the one place where results become errnos: a client error, or
+// else a response's errno. A file-system errno passes through; an
+// interrupted call is EINTR; the cluster being unreachable, an expired
+// session and anything unknown are EIO, and are logged.
+func (fs *FS) status(op string, err error, errno int32) fuse.Status {
+	if err == nil {
+		if errno == 0 {
+			return fuse.OK
+		}
+		err = client.Errno(errno)
+	}
+	var e syscall.Errno
+	switch {
+	case errors.As(err, &e):
+		return fuse.Status(e)
+	case errors.Is(err, context.Canceled):
+		return fuse.EINTR
+	case errors.Is(err, client.ErrNoLeader):
+		fs.log.Error("cluster unreachable", "op", op, "error", err)
+	case errors.Is(err, client.ErrSessionExpired):
+		fs.log.Error("session expired", "op", op)
+	default:
+		fs.log.Error("request failed", "op", op, "error", err)
+	}
+	return fuse.EIO
+}
+
+// byIno is status for a request that names an inode by number alone: when
+// the inode is gone, ENOENT becomes ESTALE. The kernel then looks the path
+// up again instead of failing on a name it cached before another mount
+// removed it (the way NFS does); stat(2), open(2) and their kin retry once.
+func (fs *FS) byIno(op string, err error, errno int32) fuse.Status {
+	st := fs.status(op, err, errno)
+	if st == fuse.ENOENT {
+		return fuse.Status(syscall.ESTALE)
+	}
+	return st
+}
+
+// writable fails changes once the session has expired.
+func (fs *FS) writable(op string) fuse.Status {
+	if s := fs.opts.Session; s != nil && s.Expired() {
+		return fs.status(op, errSessionExpired, 0)
+	}
+	return fuse.OK
+}
+
+// observe reports an operation to the Observer; use as
+// defer fs.observe("Lookup", time.Now(), &st).
+func (fs *FS) observe(method string, start time.Time, st *fuse.Status) {
+	if o := fs.opts.Observer; o != nil {
+		o.Observe(method, *st, time.Since(start))
+	}
+}
+
+// ctx is the context of a request. Interrupts are not passed on: an
+// interrupted change may still be applied, and saying EINTR would then be
+// wrong. Only the wait of a blocking lock honours them (see SetLkw).
+func ctx() context.Context { return context.Background() }
+
+// blockSize is the st_blksize reported, the preferred I/O size.
+const blockSize = 1 << 16
+
+func fillAttr(a *jfspb.Attr, out *fuse.Attr) {
+	*out = fuse.Attr{
+		Ino: a.GetIno(), Size: a.GetSize(), Blocks: a.GetBlocks(),
+		Mode: a.GetMode(), Nlink: a.GetNlink(), Rdev: a.GetRdev(),
+		Owner:   fuse.Owner{Uid: a.GetUid(), Gid: a.GetGid()},
+		Blksize: blockSize,
+	}
+	out.Atime, out.Atimensec = splitNs(a.GetAtimeNs())
+	out.Mtime, out.Mtimensec = splitNs(a.GetMtimeNs())
+	out.Ctime, out.Ctimensec = splitNs(a.GetCtimeNs())
+}
+
+func splitNs(ns int64) (uint64, uint32) {
+	sec, nsec := ns/1e9, ns%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	return uint64(sec), uint32(nsec)
+}
+
+// fillEntry answers a lookup (or a create) of a with the configured
+// timeouts.
+func (fs *FS) fillEntry(a *jfspb.Attr, out *fuse.EntryOut) {
+	out.NodeId = a.GetIno()
+	out.Generation = 0
+	fillAttr(a, &out.Attr)
+	if a.GetMode()&syscall.S_IFMT == syscall.S_IFDIR {
+		out.SetEntryTimeout(fs.opts.DirEntryTimeout)
+	} else {
+		out.SetEntryTimeout(fs.opts.EntryTimeout)
+	}
+	out.SetAttrTimeout(fs.opts.AttrTimeout)
+}
+
+func (fs *FS) fillAttrOut(a *jfspb.Attr, out *fuse.AttrOut) {
+	fillAttr(a, &out.Attr)
+	out.SetTimeout(fs.opts.AttrTimeout)
+}

@@ -1,0 +1,176 @@
+package fuse
+
+import (
+	"math"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// Locks. flock(2) arrives as SetLk/SetLkw with FUSE_LK_FLOCK and is owned by
+// the open file (its fh); fcntl(2) record locks are owned by the kernel's
+// lock owner (in.Owner, one per process and file table) within this
+// mount's session, so locks taken through two mounts always conflict.
+//
+// After every lock acquisition the kernel's cached data and attributes of
+// the inode are dropped, so that reads under the lock see what the previous
+// holder wrote before it unlocked, from whichever mount.
+
+// toEOF is the end of a FileLock that runs to the end of the file; Linux
+// lock ends are inclusive.
+const toEOF = math.MaxInt64
+
+func wireType(typ uint32) (jfspb.LockType, bool) {
+	switch typ {
+	case syscall.F_RDLCK:
+		return jfspb.LockType_LOCK_TYPE_READ, true
+	case syscall.F_WRLCK:
+		return jfspb.LockType_LOCK_TYPE_WRITE, true
+	case syscall.F_UNLCK:
+		return jfspb.LockType_LOCK_TYPE_UNLOCK, true
+	}
+	return 0, false
+}
+
+func kernelType(t jfspb.LockType) uint32 {
+	switch t {
+	case jfspb.LockType_LOCK_TYPE_READ:
+		return syscall.F_RDLCK
+	case jfspb.LockType_LOCK_TYPE_WRITE:
+		return syscall.F_WRLCK
+	}
+	return syscall.F_UNLCK
+}
+
+// fcntlRange turns an inclusive kernel range into fcntl's start and length
+// (0: to the end of the file).
+func fcntlRange(lk *fuse.FileLock) (start, length int64) {
+	if lk.End >= toEOF {
+		return int64(lk.Start), 0
+	}
+	return int64(lk.Start), int64(lk.End-lk.Start) + 1
+}
+
+// GetLk is F_GETLK: the first lock that would conflict with in.Lk, or
+// F_UNLCK. The holder's pid is reported only when the holder is a process
+// on this mount; a pid of another host means nothing here, so it is 0.
+func (fs *FS) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) (st fuse.Status) {
+	defer fs.observe("GetLk", time.Now(), &st)
+	typ, ok := wireType(in.Lk.Typ)
+	if !ok || typ == jfspb.LockType_LOCK_TYPE_UNLOCK {
+		return fuse.EINVAL
+	}
+	start, length := fcntlRange(&in.Lk)
+	session := fs.c.Session()
+	r, err := fs.c.GetLk(ctx(), &jfspb.GetLkRequest{Session: session, Ino: in.NodeId, Owner: in.Owner,
+		Type: typ, Start: start, Len: length, Pid: in.Lk.Pid})
+	if st = fs.status("getlk", err, r.GetErrno()); !st.Ok() {
+		return st
+	}
+	if r.Type == jfspb.LockType_LOCK_TYPE_UNLOCK {
+		out.Lk = fuse.FileLock{Typ: syscall.F_UNLCK}
+		return fuse.OK
+	}
+	out.Lk = fuse.FileLock{Typ: kernelType(r.Type), Start: uint64(r.Start), End: toEOF}
+	if r.Len > 0 {
+		out.Lk.End = uint64(r.Start + r.Len - 1)
+	}
+	if r.Holder.GetSession() == session {
+		out.Lk.Pid = r.Pid
+	}
+	return fuse.OK
+}
+
+// SetLk is F_SETLK, or flock(2) with LOCK_NB: EAGAIN on conflict.
+func (fs *FS) SetLk(cancel <-chan struct{}, in *fuse.LkIn) (st fuse.Status) {
+	defer fs.observe("SetLk", time.Now(), &st)
+	return fs.setLk(in)
+}
+
+// Backoff of a blocking lock request between tries.
+const (
+	minLockBackoff = 10 * time.Millisecond
+	maxLockBackoff = 200 * time.Millisecond
+)
+
+// SetLkw is F_SETLKW, or flock(2) without LOCK_NB: it waits until the lock
+// is granted or the request is interrupted (EINTR; the kernel restarts the
+// call when the signal's handler asks for it). For now it retries the
+// non-blocking request with a bounded backoff.
+func (fs *FS) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) (st fuse.Status) {
+	defer fs.observe("SetLkw", time.Now(), &st)
+	backoff := minLockBackoff
+	for {
+		if st = fs.setLk(in); st != fuse.EAGAIN {
+			return st
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-cancel:
+			t.Stop()
+			return fuse.EINTR
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxLockBackoff)
+	}
+}
+
+func (fs *FS) setLk(in *fuse.LkIn) fuse.Status {
+	if st := fs.writable("setlk"); !st.Ok() {
+		return st
+	}
+	typ, ok := wireType(in.Lk.Typ)
+	if !ok {
+		return fuse.EINVAL
+	}
+	var st fuse.Status
+	if in.LkFlags&fuse.FUSE_LK_FLOCK != 0 {
+		r, err := fs.c.Flock(ctx(), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid})
+		st = fs.status("flock", err, r.GetErrno())
+	} else {
+		if typ != jfspb.LockType_LOCK_TYPE_UNLOCK {
+			// Noted before asking: if the answer is lost, the close still
+			// releases whatever was granted.
+			fs.notePlockOwner(in.NodeId, in.Owner)
+		}
+		start, length := fcntlRange(&in.Lk)
+		r, err := fs.c.SetLk(ctx(), &jfspb.SetLkRequest{Ino: in.NodeId, Owner: in.Owner, Type: typ,
+			Start: start, Len: length, Pid: in.Lk.Pid})
+		st = fs.status("setlk", err, r.GetErrno())
+	}
+	if st.Ok() && typ != jfspb.LockType_LOCK_TYPE_UNLOCK {
+		fs.invalidate(in.NodeId)
+	}
+	return st
+}
+
+// invalidate drops the kernel's cached data and attributes of ino.
+func (fs *FS) invalidate(ino uint64) {
+	s := fs.server.Load()
+	if s == nil {
+		return
+	}
+	if st := s.InodeNotify(ino, 0, -1); !st.Ok() && st != fuse.ENOENT {
+		fs.log.Warn("dropping the kernel's cache failed", "ino", ino, "status", st)
+	}
+}
+
+func (fs *FS) notePlockOwner(ino, owner uint64) {
+	fs.plockMu.Lock()
+	fs.plocks[plockKey{ino, owner}] = struct{}{}
+	fs.plockMu.Unlock()
+}
+
+// forgetPlockOwner reports whether owner may hold POSIX locks on ino taken
+// through this mount, and forgets it.
+func (fs *FS) forgetPlockOwner(ino, owner uint64) bool {
+	fs.plockMu.Lock()
+	defer fs.plockMu.Unlock()
+	k := plockKey{ino, owner}
+	_, ok := fs.plocks[k]
+	delete(fs.plocks, k)
+	return ok
+}

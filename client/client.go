@@ -83,6 +83,7 @@ type Client struct {
 	session  uint64
 	nextSeq  uint64
 	inflight map[uint64]struct{}
+	lost     func(session uint64) // told when a write answers ESTALE
 }
 
 // New returns a client of the cluster at cfg.Servers. It does not dial until
@@ -298,6 +299,31 @@ func (c *Client) Register(ctx context.Context, host, mountPoint string, pid uint
 	return resp, nil
 }
 
+// onSessionLost installs fn, called with the session id of every mutating
+// request the cluster answered ESTALE: that session no longer exists.
+func (c *Client) onSessionLost(fn func(session uint64)) {
+	c.seqMu.Lock()
+	c.lost = fn
+	c.seqMu.Unlock()
+}
+
+// errnoer is every response: each carries an errno.
+type errnoer interface{ GetErrno() int32 }
+
+// noteStale reports an ESTALE answer to a request of session sid.
+func (c *Client) noteStale(sid uint64, resp any) {
+	r, ok := resp.(errnoer)
+	if !ok || sid == 0 || r.GetErrno() != int32(syscall.ESTALE) {
+		return
+	}
+	c.seqMu.Lock()
+	fn := c.lost
+	c.seqMu.Unlock()
+	if fn != nil {
+		fn(sid)
+	}
+}
+
 // ---- generic calls ----
 
 type method[Req, Resp any] func(jfspb.MetaClient, context.Context, Req, ...grpc.CallOption) (Resp, error)
@@ -332,6 +358,9 @@ func writeWithin[Req, Resp any](ctx context.Context, c *Client, attempt time.Dur
 		resp, err = m(jfspb.NewMetaClient(cc), ctx, req)
 		return err
 	})
+	if err == nil {
+		c.noteStale(h.Session, resp)
+	}
 	return resp, err
 }
 

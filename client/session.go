@@ -28,13 +28,17 @@ type SessionInfo struct {
 }
 
 // Session keeps a registered session alive: it sends a heartbeat every
-// third of the session's TTL until Close. Its methods are safe for
-// concurrent use.
+// third of the session's TTL until Close. When the cluster has ended the
+// session (its TTL lapsed while this process was paused, or an operator
+// evicted it), the keeper registers a new one: requests sent from then on
+// carry the new id, while whatever belonged to the old one (open files,
+// locks) is gone. Its methods are safe for concurrent use.
 type Session struct {
-	c       *Client
-	id      uint64
-	ttl     time.Duration
-	expired atomic.Bool
+	c    *Client
+	info SessionInfo
+	id   atomic.Uint64
+	ttl  time.Duration
+	lost chan uint64 // ids the cluster answered ESTALE for
 
 	ctx       context.Context // ends at Close
 	cancel    context.CancelFunc
@@ -58,49 +62,77 @@ func (c *Client) StartSession(ctx context.Context, info SessionInfo) (*Session, 
 	if ttl <= 0 {
 		ttl = DefaultSessionTTL
 	}
-	s := &Session{c: c, id: r.Session, ttl: ttl, done: make(chan struct{})}
+	s := &Session{c: c, info: info, ttl: ttl, lost: make(chan uint64, 1), done: make(chan struct{})}
+	s.id.Store(r.Session)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	c.onSessionLost(s.markLost)
 	go s.loop()
 	return s, nil
 }
 
-// ID is the session id.
-func (s *Session) ID() uint64 { return s.id }
+// ID is the current session id.
+func (s *Session) ID() uint64 { return s.id.Load() }
 
 // TTL is how long the session lives without a heartbeat.
 func (s *Session) TTL() time.Duration { return s.ttl }
 
-// Expired reports whether a heartbeat was answered with ESTALE: the cluster
-// has ended the session, and with it this client's locks and open files.
-func (s *Session) Expired() bool { return s.expired.Load() }
+// markLost tells the keeper that the cluster answered ESTALE for id.
+func (s *Session) markLost(id uint64) {
+	select {
+	case s.lost <- id:
+	default:
+	}
+}
 
 func (s *Session) loop() {
 	defer close(s.done)
-	interval := s.ttl / 3
-	t := time.NewTicker(interval)
+	t := time.NewTicker(s.ttl / 3)
 	defer t.Stop()
 	for {
+		var gone uint64
 		select {
 		case <-s.ctx.Done():
 			return
+		case gone = <-s.lost:
 		case <-t.C:
+			// A heartbeat that takes longer than the TTL is pointless:
+			// the session is gone by then or the next one will tell.
+			id := s.ID()
+			ctx, cancel := context.WithTimeout(s.ctx, s.ttl)
+			r, err := s.c.Heartbeat(ctx, &jfspb.HeartbeatRequest{Session: id})
+			cancel()
+			switch {
+			case s.ctx.Err() != nil:
+				return
+			case err != nil:
+				s.c.log.Warn("heartbeat failed", "session", id, "error", err)
+			case r.Errno == int32(syscall.ESTALE):
+				gone = id
+			case r.Errno != 0:
+				s.c.log.Warn("heartbeat refused", "session", id, "errno", syscall.Errno(r.Errno))
+			}
 		}
-		// A heartbeat that takes longer than the TTL is pointless: the
-		// session is gone by then or the next one will tell.
-		ctx, cancel := context.WithTimeout(s.ctx, s.ttl)
-		r, err := s.c.Heartbeat(ctx, &jfspb.HeartbeatRequest{Session: s.id})
-		cancel()
-		switch {
-		case s.ctx.Err() != nil:
+		if gone != 0 && gone == s.ID() {
+			s.renew(gone)
+		}
+	}
+}
+
+// renew registers a new session after the cluster ended session old,
+// retrying until it succeeds or the keeper is closed.
+func (s *Session) renew(old uint64) {
+	s.c.log.Error("session ended by the cluster: its open files and locks are gone and fail with EIO; registering a new session", "session", old)
+	for backoff := 100 * time.Millisecond; s.ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		r, err := s.c.Register(s.ctx, s.info.Host, s.info.MountPoint, s.info.Pid, s.info.Version)
+		if err == nil && r.Errno == 0 {
+			s.id.Store(r.Session)
+			s.c.log.Info("new session", "session", r.Session, "previous", old)
 			return
-		case err != nil:
-			s.c.log.Warn("heartbeat failed", "session", s.id, "error", err)
-		case r.Errno == int32(syscall.ESTALE):
-			s.expired.Store(true)
-			s.c.log.Error("session expired: its locks and open files are gone; the mount fails further changes with EIO", "session", s.id)
-			return
-		case r.Errno != 0:
-			s.c.log.Warn("heartbeat refused", "session", s.id, "errno", syscall.Errno(r.Errno))
+		}
+		s.c.log.Warn("registering a new session failed", "error", err, "errno", r.GetErrno())
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(backoff):
 		}
 	}
 }
@@ -111,15 +143,12 @@ func (s *Session) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		<-s.done
-		if s.Expired() {
-			return
-		}
 		r, err := s.c.CloseSession(ctx, &jfspb.CloseSessionRequest{})
 		if err == nil {
 			err = Errno(r.Errno)
 		}
 		if err != nil {
-			s.closeErr = fmt.Errorf("close session %d: %w", s.id, err)
+			s.closeErr = fmt.Errorf("close session %d: %w", s.ID(), err)
 		}
 	})
 	return s.closeErr

@@ -19,15 +19,13 @@ import (
 // Create creates and opens a file as one request.
 func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) (st fuse.Status) {
 	defer fs.observe("Create", time.Now(), &st)
-	if st = fs.writable("create"); !st.Ok() {
-		return st
-	}
 	fh := fs.nextFh.Add(1)
 	r, err := fs.c.Create(ctx(), &jfspb.CreateRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh})
 	if st = fs.status("create", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
+	fs.opened(fh)
 	fs.fillEntry(r.Attr, &out.EntryOut)
 	out.OpenOut = fuse.OpenOut{Fh: fh}
 	return fuse.OK
@@ -36,14 +34,12 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 // Open opens a file; O_TRUNC truncates it in the same request.
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("Open", time.Now(), &st)
-	if st = fs.writable("open"); !st.Ok() {
-		return st
-	}
 	fh := fs.nextFh.Add(1)
 	r, err := fs.c.Open(ctx(), &jfspb.OpenRequest{Ino: in.NodeId, Flags: in.Flags, Fh: fh})
 	if st = fs.byIno("open", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
+	fs.opened(fh)
 	*out = fuse.OpenOut{Fh: fh}
 	return fuse.OK
 }
@@ -51,6 +47,9 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 // Read reads from the cluster; nothing is cached here.
 func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fuse.ReadResult, st fuse.Status) {
 	defer fs.observe("Read", time.Now(), &st)
+	if st = fs.live("read", in.Fh); !st.Ok() {
+		return nil, st
+	}
 	data, err := fs.c.ReadAt(ctx(), in.NodeId, int64(in.Offset), int(in.Size))
 	if st = fs.status("read", err, 0); !st.Ok() {
 		return nil, st
@@ -62,7 +61,7 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fus
 // committed.
 func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (written uint32, st fuse.Status) {
 	defer fs.observe("Write", time.Now(), &st)
-	if st = fs.writable("write"); !st.Ok() {
+	if st = fs.live("write", in.Fh); !st.Ok() {
 		return 0, st
 	}
 	n, _, err := fs.c.WriteAt(ctx(), in.NodeId, in.Fh, int64(in.Offset), data)
@@ -77,8 +76,9 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 // does on a local file system. Writes need no flushing.
 func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) (st fuse.Status) {
 	defer fs.observe("Flush", time.Now(), &st)
-	if !fs.forgetPlockOwner(in.NodeId, in.LockOwner) {
-		return fuse.OK
+	held := fs.forgetPlockOwner(in.NodeId, in.LockOwner)
+	if st = fs.live("flush", in.Fh); !st.Ok() || !held {
+		return st
 	}
 	r, err := fs.c.ReleaseLockOwner(ctx(), &jfspb.ReleaseLockOwnerRequest{Ino: in.NodeId, Owner: in.LockOwner})
 	return fs.status("flush", err, r.GetErrno())
@@ -94,6 +94,11 @@ func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	var st fuse.Status
 	defer fs.observe("Release", time.Now(), &st)
+	st = fs.live("release", in.Fh)
+	fs.handles.Delete(in.Fh)
+	if !st.Ok() {
+		return // the ended session's opens are gone with it
+	}
 	r, err := fs.c.Release(ctx(), &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
 		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0})
 	st = fs.status("release", err, r.GetErrno())

@@ -30,17 +30,20 @@ type Options struct {
 	// NegativeTimeout is how long the kernel may remember that a name does
 	// not exist.
 	NegativeTimeout time.Duration
-	// Session, when set, is the mount's session; once it has expired every
-	// change and lock request fails with EIO.
+	// Session, when set, is the mount's session. Files opened under a
+	// session the cluster has since ended fail every operation with EIO
+	// (their opens and locks are gone); files opened later work under the
+	// new session.
 	Session Session
 	// Observer, when set, is told about every operation.
 	Observer Observer
 	Logger   hclog.Logger
 }
 
-// Session is the part of client.Session the file system looks at.
+// Session is the part of client.Session the file system looks at: the id
+// requests are sent under now.
 type Session interface {
-	Expired() bool
+	ID() uint64
 }
 
 // Observer receives the method name (as in RawFileSystem), result and
@@ -68,6 +71,9 @@ type FS struct {
 	// a POSIX lock, so that a close (FLUSH) without locks costs no request.
 	plockMu sync.Mutex
 	plocks  map[plockKey]struct{}
+
+	// handles maps an open file's fh to the session it was opened under.
+	handles sync.Map
 }
 
 type plockKey struct{ ino, owner uint64 }
@@ -102,10 +108,6 @@ func (fs *FS) String() string { return "jfs" }
 // Init keeps the server for inode notifications.
 func (fs *FS) Init(s *fuse.Server) { fs.server.Store(s) }
 
-// errSessionExpired is returned instead of sending a change under a
-// session the cluster has ended.
-var errSessionExpired = client.ErrSessionExpired
-
 // status is the one place where results become errnos: a client error, or
 // else a response's errno. A file-system errno passes through; an
 // interrupted call is EINTR; the cluster being unreachable, an expired
@@ -119,14 +121,17 @@ func (fs *FS) status(op string, err error, errno int32) fuse.Status {
 	}
 	var e syscall.Errno
 	switch {
+	case errors.As(err, &e) && e == syscall.ESTALE:
+		// The cluster ended the session the request was sent under; the
+		// session keeper registers a new one.
+		fs.log.Error("request refused: its session was ended by the cluster", "op", op)
+		return fuse.EIO
 	case errors.As(err, &e):
 		return fuse.Status(e)
 	case errors.Is(err, context.Canceled):
 		return fuse.EINTR
 	case errors.Is(err, client.ErrNoLeader):
 		fs.log.Error("cluster unreachable", "op", op, "error", err)
-	case errors.Is(err, client.ErrSessionExpired):
-		fs.log.Error("session expired", "op", op)
 	default:
 		fs.log.Error("request failed", "op", op, "error", err)
 	}
@@ -145,10 +150,24 @@ func (fs *FS) byIno(op string, err error, errno int32) fuse.Status {
 	return st
 }
 
-// writable fails changes once the session has expired.
-func (fs *FS) writable(op string) fuse.Status {
-	if s := fs.opts.Session; s != nil && s.Expired() {
-		return fs.status(op, errSessionExpired, 0)
+// opened records that fh was opened under the current session.
+func (fs *FS) opened(fh uint64) {
+	if s := fs.opts.Session; s != nil {
+		fs.handles.Store(fh, s.ID())
+	}
+}
+
+// live fails an operation on a file opened under a session the cluster has
+// since ended: the file's open and its locks are gone, and the process must
+// not go on as if it held them.
+func (fs *FS) live(op string, fh uint64) fuse.Status {
+	s := fs.opts.Session
+	if s == nil {
+		return fuse.OK
+	}
+	if sid, ok := fs.handles.Load(fh); ok && sid.(uint64) != s.ID() {
+		fs.log.Warn("file opened under an ended session", "op", op, "fh", fh, "session", sid)
+		return fuse.EIO
 	}
 	return fuse.OK
 }

@@ -59,6 +59,9 @@ func fcntlRange(lk *fuse.FileLock) (start, length int64) {
 // on this mount; a pid of another host means nothing here, so it is 0.
 func (fs *FS) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) (st fuse.Status) {
 	defer fs.observe("GetLk", time.Now(), &st)
+	if st = fs.live("getlk", in.Fh); !st.Ok() {
+		return st
+	}
 	typ, ok := wireType(in.Lk.Typ)
 	if !ok || typ == jfspb.LockType_LOCK_TYPE_UNLOCK {
 		return fuse.EINVAL
@@ -87,50 +90,39 @@ func (fs *FS) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) (st 
 // SetLk is F_SETLK, or flock(2) with LOCK_NB: EAGAIN on conflict.
 func (fs *FS) SetLk(cancel <-chan struct{}, in *fuse.LkIn) (st fuse.Status) {
 	defer fs.observe("SetLk", time.Now(), &st)
-	return fs.setLk(in)
+	return fs.setLk(in, false, nil)
 }
 
-// Backoff of a blocking lock request between tries.
-const (
-	minLockBackoff = 10 * time.Millisecond
-	maxLockBackoff = 200 * time.Millisecond
-)
-
-// SetLkw is F_SETLKW, or flock(2) without LOCK_NB: it waits until the lock
-// is granted or the request is interrupted (EINTR; the kernel restarts the
-// call when the signal's handler asks for it). For now it retries the
-// non-blocking request with a bounded backoff.
+// SetLkw is F_SETLKW, or flock(2) without LOCK_NB. The request waits on the
+// leader, which grants it when the lock is freed, or answers EDEADLK when
+// the wait would close a cycle of waiting processes. An interrupt (a signal
+// to the waiting process) asks the leader to cancel the wait and keeps
+// waiting for the request's own answer: EINTR, or, when the grant was
+// already on its way, the grant. So a process is never told EINTR while it
+// holds the lock.
 func (fs *FS) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) (st fuse.Status) {
 	defer fs.observe("SetLkw", time.Now(), &st)
-	backoff := minLockBackoff
-	for {
-		if st = fs.setLk(in); st != fuse.EAGAIN {
-			return st
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-cancel:
-			t.Stop()
-			return fuse.EINTR
-		case <-t.C:
-		}
-		backoff = min(2*backoff, maxLockBackoff)
-	}
+	return fs.setLk(in, true, cancel)
 }
 
-func (fs *FS) setLk(in *fuse.LkIn) fuse.Status {
-	if st := fs.writable("setlk"); !st.Ok() {
+func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Status {
+	if st := fs.live("setlk", in.Fh); !st.Ok() {
 		return st
 	}
 	typ, ok := wireType(in.Lk.Typ)
 	if !ok {
 		return fuse.EINVAL
 	}
-	var st fuse.Status
-	if in.LkFlags&fuse.FUSE_LK_FLOCK != 0 {
-		r, err := fs.c.Flock(ctx(), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid})
-		st = fs.status("flock", err, r.GetErrno())
-	} else {
+	block = block && typ != jfspb.LockType_LOCK_TYPE_UNLOCK
+	sent := make(chan *jfspb.Header, 1)
+	onHeader := func(h *jfspb.Header) { sent <- h }
+	done := make(chan fuse.Status, 1)
+	go func() {
+		if in.LkFlags&fuse.FUSE_LK_FLOCK != 0 {
+			r, err := fs.c.Flock(ctx(), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid, Block: block}, onHeader)
+			done <- fs.status("flock", err, r.GetErrno())
+			return
+		}
 		if typ != jfspb.LockType_LOCK_TYPE_UNLOCK {
 			// Noted before asking: if the answer is lost, the close still
 			// releases whatever was granted.
@@ -138,13 +130,26 @@ func (fs *FS) setLk(in *fuse.LkIn) fuse.Status {
 		}
 		start, length := fcntlRange(&in.Lk)
 		r, err := fs.c.SetLk(ctx(), &jfspb.SetLkRequest{Ino: in.NodeId, Owner: in.Owner, Type: typ,
-			Start: start, Len: length, Pid: in.Lk.Pid})
-		st = fs.status("setlk", err, r.GetErrno())
+			Start: start, Len: length, Pid: in.Lk.Pid, Block: block}, onHeader)
+		done <- fs.status("setlk", err, r.GetErrno())
+	}()
+	for {
+		select {
+		case st := <-done:
+			if st.Ok() && typ != jfspb.LockType_LOCK_TYPE_UNLOCK {
+				fs.invalidate(in.NodeId)
+			}
+			return st
+		case <-cancel:
+			cancel = nil // once
+			h := <-sent
+			go func() {
+				if err := fs.c.CancelLockWait(ctx(), h.Session, h.Seq); err != nil {
+					fs.log.Warn("cancelling a lock wait failed", "ino", in.NodeId, "error", err)
+				}
+			}()
+		}
 	}
-	if st.Ok() && typ != jfspb.LockType_LOCK_TYPE_UNLOCK {
-		fs.invalidate(in.NodeId)
-	}
-	return st
 }
 
 // invalidate drops the kernel's cached data and attributes of ino.

@@ -41,9 +41,6 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 // cluster's clock.
 func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
 	defer fs.observe("SetAttr", time.Now(), &st)
-	if st = fs.writable("setattr"); !st.Ok() {
-		return st
-	}
 	req := &jfspb.SetAttrRequest{Ino: in.NodeId}
 	set := func(m jfspb.SetAttrMask) { req.Valid |= uint32(m) }
 	if in.Valid&fuse.FATTR_MODE != 0 {
@@ -91,9 +88,6 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 // Mknod creates a regular file, fifo, socket or device node.
 func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Mknod", time.Now(), &st)
-	if st = fs.writable("mknod"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.Mknod(ctx(), &jfspb.MknodRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Rdev: in.Rdev, Uid: in.Uid, Gid: in.Gid, Umask: in.Umask})
 	if st = fs.status("mknod", err, r.GetErrno()); !st.Ok() {
@@ -106,9 +100,6 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 // Mkdir creates a directory.
 func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Mkdir", time.Now(), &st)
-	if st = fs.writable("mkdir"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.Mkdir(ctx(), &jfspb.MkdirRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask})
 	if st = fs.status("mkdir", err, r.GetErrno()); !st.Ok() {
@@ -122,9 +113,6 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 // last close.
 func (fs *FS) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name string) (st fuse.Status) {
 	defer fs.observe("Unlink", time.Now(), &st)
-	if st = fs.writable("unlink"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.Unlink(ctx(), &jfspb.UnlinkRequest{Parent: header.NodeId, Name: []byte(name)})
 	return fs.status("unlink", err, r.GetErrno())
 }
@@ -132,9 +120,6 @@ func (fs *FS) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name string)
 // Rmdir removes an empty directory.
 func (fs *FS) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name string) (st fuse.Status) {
 	defer fs.observe("Rmdir", time.Now(), &st)
-	if st = fs.writable("rmdir"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.Rmdir(ctx(), &jfspb.RmdirRequest{Parent: header.NodeId, Name: []byte(name)})
 	return fs.status("rmdir", err, r.GetErrno())
 }
@@ -142,9 +127,6 @@ func (fs *FS) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name string) 
 // Rename is renameat2(2), with RENAME_NOREPLACE and RENAME_EXCHANGE.
 func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) (st fuse.Status) {
 	defer fs.observe("Rename", time.Now(), &st)
-	if st = fs.writable("rename"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.Rename(ctx(), &jfspb.RenameRequest{Parent: in.NodeId, Name: []byte(oldName),
 		NewParent: in.Newdir, NewName: []byte(newName), Flags: in.Flags})
 	return fs.status("rename", err, r.GetErrno())
@@ -153,9 +135,6 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, 
 // Link adds the name newName in header.NodeId for in.Oldnodeid.
 func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, newName string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Link", time.Now(), &st)
-	if st = fs.writable("link"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.Link(ctx(), &jfspb.LinkRequest{Ino: in.Oldnodeid, NewParent: in.NodeId, NewName: []byte(newName)})
 	if st = fs.status("link", err, r.GetErrno()); !st.Ok() {
 		return st
@@ -167,9 +146,6 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, newName string, out 
 // Symlink creates linkName pointing to target.
 func (fs *FS) Symlink(cancel <-chan struct{}, header *fuse.InHeader, target string, linkName string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Symlink", time.Now(), &st)
-	if st = fs.writable("symlink"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.Symlink(ctx(), &jfspb.SymlinkRequest{Parent: header.NodeId, Name: []byte(linkName),
 		Target: []byte(target), Uid: header.Uid, Gid: header.Gid})
 	if st = fs.status("symlink", err, r.GetErrno()); !st.Ok() {
@@ -254,9 +230,6 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, dest []by
 // SetXAttr sets attr; in.Flags may hold XATTR_CREATE or XATTR_REPLACE.
 func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) (st fuse.Status) {
 	defer fs.observe("SetXAttr", time.Now(), &st)
-	if st = fs.writable("setxattr"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.SetXattr(ctx(), &jfspb.SetXattrRequest{Ino: in.NodeId, Name: []byte(attr), Value: data, Flags: in.Flags})
 	return fs.byIno("setxattr", err, r.GetErrno())
 }
@@ -264,9 +237,6 @@ func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string,
 // RemoveXAttr removes attr: ENODATA if it is not set.
 func (fs *FS) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string) (st fuse.Status) {
 	defer fs.observe("RemoveXAttr", time.Now(), &st)
-	if st = fs.writable("removexattr"); !st.Ok() {
-		return st
-	}
 	r, err := fs.c.RemoveXattr(ctx(), &jfspb.RemoveXattrRequest{Ino: header.NodeId, Name: []byte(attr)})
 	return fs.byIno("removexattr", err, r.GetErrno())
 }

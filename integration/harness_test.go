@@ -26,6 +26,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(lockerEnv) == "1" {
+		os.Exit(lockerMain())
+	}
 	os.Exit(run(m))
 }
 

@@ -20,6 +20,7 @@ type jfsMount struct {
 	metricsAddr string
 	cmd         *exec.Cmd
 	exited      chan struct{}
+	killed      bool // by kill: its exit status is expected
 }
 
 // noCache turns every kernel cache of a mount off.
@@ -83,10 +84,24 @@ func (m *jfsMount) log() string {
 	return tail(b, 80)
 }
 
+// kill ends the mount process with SIGKILL, as a crash would, and detaches
+// the dead mount point.
+func (m *jfsMount) kill() {
+	m.killed = true
+	m.cmd.Process.Kill()
+	<-m.exited
+	if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
+		m.t.Errorf("lazy unmount of the killed mount %s: %v", m.dir, err)
+	}
+}
+
 // stop unmounts with SIGTERM, as a user would, and makes sure nothing stays
 // mounted even when that fails.
 func (m *jfsMount) stop() {
 	t := m.t
+	if m.killed {
+		return
+	}
 	if m.cmd.Process != nil {
 		m.cmd.Process.Signal(syscall.SIGTERM)
 	}

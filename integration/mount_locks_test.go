@@ -98,6 +98,14 @@ func TestMountOneProcessTwoMounts(t *testing.T) {
 	if r, _ := q.answer(10 * time.Second); r != "ok" {
 		t.Fatalf("Q after P let go: %q", r)
 	}
+	// Waiting through B for a lock it holds through A, P would wait for
+	// itself: refused too.
+	q.must("lk 1 setlk u 0 0")
+	p.must("open 3 %s", b.path("f1"))
+	p.must("lk 1 setlk w 0 0")
+	if r := p.do("lk 3 setlkw w 0 0"); r != errAnswer(syscall.EDEADLK) {
+		t.Fatalf("P waiting for its own lock through another mount: %q, want EDEADLK", r)
+	}
 }
 
 // TestMountFIFOFairness: a writer waiting behind a reader is not overtaken

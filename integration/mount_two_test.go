@@ -129,7 +129,16 @@ func TestMountTwoSessions(t *testing.T) {
 		if _, err := fcntlLock(fb, syscall.F_SETLK, syscall.F_WRLCK, 0, 0); err != nil {
 			t.Fatalf("b after a unlocked: %v", err)
 		}
-		// F_SETLKW waits until b unlocks.
+		if _, err := fcntlLock(fb, syscall.F_SETLK, syscall.F_UNLCK, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		// F_SETLKW waits until the holder on b unlocks. The holder is
+		// another process: this one waiting through a for a lock it holds
+		// itself through b would be a deadlock (EDEADLK), since a process
+		// is one owner whichever mount it uses.
+		holder := startLocker(t, "holder on b")
+		holder.must("open 1 %s", b.path("plock"))
+		holder.must("lk 1 setlk w 0 0")
 		done := make(chan error, 1)
 		go func() {
 			_, err := fcntlLock(fa, syscall.F_SETLKW, syscall.F_WRLCK, 0, 1)
@@ -140,9 +149,7 @@ func TestMountTwoSessions(t *testing.T) {
 			t.Fatalf("a's F_SETLKW returned %v while b holds the lock", err)
 		case <-time.After(300 * time.Millisecond):
 		}
-		if _, err := fcntlLock(fb, syscall.F_SETLK, syscall.F_UNLCK, 0, 0); err != nil {
-			t.Fatal(err)
-		}
+		holder.must("lk 1 setlk u 0 0")
 		select {
 		case err := <-done:
 			if err != nil {

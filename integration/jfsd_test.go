@@ -17,9 +17,10 @@ import (
 // servers, jfsctl reaches them, SIGINT stops everything with exit 0, and a
 // restart from the same --dir serves the same cluster again.
 func TestJfsdDev(t *testing.T) {
-	dir := t.TempDir()
+	mustHaveFUSE(t)
+	dir, mnt := t.TempDir(), t.TempDir()
 	for round := 0; round < 2; round++ {
-		cmd := exec.Command(filepath.Join(binDir, "jfsd"), "dev", "--dir", dir, "--log-level", "warn")
+		cmd := exec.Command(filepath.Join(binDir, "jfsd"), "dev", "--dir", dir, "--mount", mnt, "--log-level", "warn")
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -58,6 +59,15 @@ func TestJfsdDev(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+		// --mount: the cluster is mounted; what round 0 wrote, round 1 reads.
+		if !isMounted(mnt) {
+			t.Fatalf("round %d: %s not mounted", round, mnt)
+		}
+		if round == 0 {
+			mustWriteFile(t, filepath.Join(mnt, "hello"), []byte("kept"))
+		} else if got := string(mustReadPath(t, filepath.Join(mnt, "hello"))); got != "kept" {
+			t.Fatalf("round 1 reads %q through the mount, want what round 0 wrote", got)
+		}
 		cmd.Process.Signal(syscall.SIGINT)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -70,6 +80,10 @@ func TestJfsdDev(t *testing.T) {
 			cmd.Process.Kill()
 			t.Fatalf("round %d: jfsd dev still running 30s after SIGINT", round)
 		}
+	}
+	if isMounted(mnt) {
+		syscall.Unmount(mnt, syscall.MNT_DETACH)
+		t.Fatalf("%s still mounted after jfsd dev exited", mnt)
 	}
 	for _, id := range []string{"n1", "n2", "n3"} {
 		if _, err := os.Stat(filepath.Join(dir, id, "fsm.db")); err != nil {

@@ -237,7 +237,6 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 	}
 	defer cl.Close()
 
-	host, _ := os.Hostname()
 	ctx, cancel := context.WithTimeout(context.Background(), retryFor+10*time.Second)
 	go func() { // a signal while the cluster is sought ends the wait
 		select {
@@ -246,59 +245,27 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		case <-ctx.Done():
 		}
 	}()
-	sess, err := cl.StartSession(ctx, client.SessionInfo{Host: host, MountPoint: mc.mountPoint, Pid: uint32(os.Getpid()), Version: Version})
-	cancel()
-	if err != nil {
-		if errors.Is(err, client.ErrNoLeader) {
-			return fmt.Errorf("cannot reach the jfs cluster at %s: %w", strings.Join(mc.servers, ","), err)
-		}
-		return fmt.Errorf("open a session with the cluster: %w", err)
-	}
-	closeSession := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := sess.Close(ctx); err != nil {
-			log.Warn("closing the session", "error", err)
-		}
-	}
-	log.Info("session opened", "session", sess.ID(), "ttl", sess.TTL())
-
 	m := newMetrics()
 	stopMetrics, err := m.serve(c.String("metrics"), log)
 	if err != nil {
-		closeSession()
+		cancel()
 		return err
 	}
 	defer stopMetrics()
-
-	fs := fuse.New(cl, fuse.Options{
-		AttrTimeout: c.Duration("attr-cache"), EntryTimeout: c.Duration("entry-cache"),
-		DirEntryTimeout: c.Duration("dir-entry-cache"), NegativeTimeout: c.Duration("negative-entry-cache"),
-		Session: sess, Observer: m, Logger: log,
+	mounted, err := fuse.Mount(ctx, cl, fuse.MountConfig{
+		MountPoint: mc.mountPoint, FsName: "jfs:" + mc.servers[0], Version: Version, Debug: c.Bool("debug-fuse"),
+		Options: fuse.Options{
+			AttrTimeout: c.Duration("attr-cache"), EntryTimeout: c.Duration("entry-cache"),
+			DirEntryTimeout: c.Duration("dir-entry-cache"), NegativeTimeout: c.Duration("negative-entry-cache"),
+			Observer: m, Logger: log,
+		},
 	})
-	root := os.Geteuid() == 0
-	srv, err := fs.NewServer(mc.mountPoint, gofuse.MountOptions{
-		FsName:      "jfs:" + mc.servers[0],
-		Name:        "jfs",
-		Options:     []string{"default_permissions"},
-		AllowOther:  root,
-		DirectMount: root,
-		MaxWrite:    client.MaxDataRequest,
-		Debug:       c.Bool("debug-fuse"),
-		Logger:      log.Named("go-fuse").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-	})
-	if err != nil {
-		closeSession()
-		return fmt.Errorf("mount %s: %w", mc.mountPoint, err)
-	}
-	served := make(chan struct{})
-	go func() {
-		srv.Serve()
-		close(served)
-	}()
-	if err := srv.WaitMount(); err != nil {
-		closeSession()
-		return fmt.Errorf("mount %s: %w", mc.mountPoint, err)
+	cancel()
+	switch {
+	case errors.Is(err, client.ErrNoLeader):
+		return fmt.Errorf("cannot reach the jfs cluster at %s: %w", strings.Join(mc.servers, ","), err)
+	case err != nil:
+		return err
 	}
 	log.Info("mounted", "mountpoint", mc.mountPoint, "servers", strings.Join(mc.servers, ","))
 	if readyFD != nil {
@@ -307,32 +274,14 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 	}
 
 	select {
-	case <-served:
+	case <-mounted.Done():
 		log.Info("unmounted", "mountpoint", mc.mountPoint)
+		mounted.Unmount(0)
 	case s := <-sigs:
 		log.Info("unmounting", "signal", s)
-		stopServing(srv, mc.mountPoint, served, sigs, log)
+		mounted.Unmount(5 * time.Second)
 	}
-	closeSession()
-	log.Info("session closed", "session", sess.ID())
 	return nil
-}
-
-// stopServing unmounts; a busy mount is detached, and its open files fail
-// once this process exits. A second signal stops the wait.
-func stopServing(srv *gofuse.Server, mnt string, served chan struct{}, sigs chan os.Signal, log hclog.Logger) {
-	if err := srv.Unmount(); err != nil {
-		log.Warn("mount point busy; detaching it", "error", err)
-		if err := unmount(mnt, unmountDetach); err != nil {
-			log.Error("detaching the mount point", "error", err)
-		}
-	}
-	select {
-	case <-served:
-	case <-sigs:
-	case <-time.After(5 * time.Second):
-		log.Warn("files still open on the detached mount; they fail from now on")
-	}
 }
 
 // metrics counts FUSE operations for Prometheus.

@@ -24,7 +24,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
 
+	"github.com/jfs-dev/jfs/client"
 	"github.com/jfs-dev/jfs/cluster"
+	"github.com/jfs-dev/jfs/fuse"
 )
 
 // Version is the jfsd version, reported to clients and in --version.
@@ -252,9 +254,11 @@ func devCommand() *cli.Command {
 		Description: `Starts nodes n1, n2 and n3 on 127.0.0.1, prints their addresses and serves until
 Ctrl-C. With --dir the state is kept there and a later "jfsd dev --dir" with the
 same directory starts the same cluster again (on the same ports); without it a
-temporary directory is used and removed at exit.`,
+temporary directory is used and removed at exit. With --mount the cluster is
+also mounted there (FUSE; as root, or with fusermount3), and unmounted at exit.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "keep the cluster's state in this directory"},
+			&cli.StringFlag{Name: "mount", Usage: "also mount the cluster on this existing directory"},
 		}, sessionFlags()...),
 		Action: runDev,
 	}
@@ -268,6 +272,12 @@ func runDev(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	mnt := c.String("mount")
+	if mnt != "" {
+		if fi, err := os.Stat(mnt); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--mount %s: not an existing directory", mnt)
+		}
+	}
 	dir := c.String("dir")
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "jfs-dev-"); err != nil {
@@ -280,13 +290,41 @@ func runDev(c *cli.Context) error {
 		return err
 	}
 	var servers []string
+	for _, rn := range nodes {
+		servers = append(servers, rn.apiAddr)
+	}
+	var mounted *fuse.Mounted
+	if mnt != "" {
+		cl, err := client.New(client.Config{Servers: servers, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		mounted, err = fuse.Mount(ctx, cl, fuse.MountConfig{MountPoint: mnt, FsName: "jfs:" + servers[0], Version: Version,
+			Options: fuse.Options{AttrTimeout: time.Second, EntryTimeout: time.Second, DirEntryTimeout: time.Second, Logger: log}})
+		cancel()
+		if err != nil {
+			for _, rn := range nodes {
+				rn.stop()
+			}
+			return err
+		}
+	}
+	// Printed once everything is up: scripts may wait for these lines.
 	fmt.Printf("jfs dev cluster (data in %s):\n", dir)
 	for _, rn := range nodes {
 		fmt.Printf("  %s  raft %s  api %s\n", rn.node.ID(), rn.raftAddr, rn.apiAddr)
-		servers = append(servers, rn.apiAddr)
 	}
-	fmt.Printf("\n  export JFS_SERVERS=%s\n  jfsctl cluster status\n\nCtrl-C stops the cluster.\n", strings.Join(servers, ","))
+	if mounted != nil {
+		fmt.Printf("\n  mounted on %s\n", mnt)
+	}
+	fmt.Printf("\n  export JFS_SERVERS=%s\n  jfsctl cluster status\n", strings.Join(servers, ","))
+	fmt.Printf("\nCtrl-C stops the cluster.\n")
 	waitForSignal()
+	if mounted != nil {
+		mounted.Unmount(5 * time.Second)
+	}
 	var errs []error
 	for _, rn := range nodes {
 		errs = append(errs, rn.stop())

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A locker is a child process (this test binary, re-executed) that opens
@@ -27,6 +29,10 @@ const lockerEnv = "JFS_LOCKER"
 //	flock N OP                flock OP: sh, ex, un, shnb, exnb
 //	write N OFF TEXT          pwrite TEXT at OFF
 //	read N OFF LEN            pread, answered "data TEXT"
+//	handoff N ROUNDS          ROUNDS times: F_SETLKW a write lock on the
+//	                          whole file, then unlock; answered "times G:U ..."
+//	                          with the CLOCK_MONOTONIC nanoseconds at which
+//	                          each grant returned and each unlock returned
 //
 // Each answer is "ok", "err ERRNO", or for getlk "lk TYPE START LEN PID".
 func lockerMain() int {
@@ -102,11 +108,38 @@ func lockerMain() int {
 				continue
 			}
 			reply("data %s", buf[:n])
+		case "handoff":
+			fd := fds[f[1]]
+			var times []string
+			var err error
+			for i := int64(0); i < num(2) && err == nil; i++ {
+				lk := syscall.Flock_t{Type: syscall.F_WRLCK}
+				if err = syscall.FcntlFlock(uintptr(fd), syscall.F_SETLKW, &lk); err != nil {
+					break
+				}
+				granted := monotonic()
+				lk.Type = syscall.F_UNLCK
+				err = syscall.FcntlFlock(uintptr(fd), syscall.F_SETLK, &lk)
+				times = append(times, fmt.Sprintf("%d:%d", granted, monotonic()))
+			}
+			if err != nil {
+				fail(err)
+				continue
+			}
+			reply("times %s", strings.Join(times, " "))
 		default:
 			reply("err %q", "unknown command "+f[0])
 		}
 	}
 	return 0
+}
+
+// monotonic is CLOCK_MONOTONIC in nanoseconds: comparable between the
+// processes of one machine.
+func monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // locker is the test's handle on a locker process.

@@ -256,6 +256,9 @@ func TestMountFencing(t *testing.T) {
 	if r := p.do("read 1 0 2"); r != eio {
 		t.Fatalf("read through a file of the expired session: %q, want EIO", r)
 	}
+	if r := p.do("close 1"); r != eio {
+		t.Fatalf("close of a file of the expired session: %q, want EIO", r)
+	}
 	// New opens work again, under a new session, and see W2.
 	deadline := time.Now().Add(20 * time.Second)
 	for {

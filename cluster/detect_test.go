@@ -12,8 +12,8 @@ import (
 
 // TestDetectBreaksLateCycle: a cycle that formed after its waits were
 // admitted (here put into the graph directly) is broken by failing the
-// youngest POSIX wait in it with EDEADLK; flock waits and waits outside the
-// cycle are left alone.
+// youngest POSIX wait that makes one of its edges with EDEADLK; flock waits,
+// waits outside the cycle and other waits of its processes are left alone.
 func TestDetectBreaksLateCycle(t *testing.T) {
 	lw := newLockWaits(&Node{log: hclog.NewNullLogger()})
 	p := func(i uint64) rangelock.Owner { return rangelock.Owner{Session: 7, ID: i} }
@@ -34,6 +34,8 @@ func TestDetectBreaksLateCycle(t *testing.T) {
 	flock := add(2, 11, p(2), p(3), 0, true) // youngest, but a flock wait
 	young := add(3, 12, p(3), p(1), time.Second, false)
 	outside := add(4, 13, p(4), p(1), 0, false)
+	// p1 also waits, youngest of all, for p9: not an edge of the cycle.
+	unrelated := add(5, 14, p(1), p(9), -time.Second, false)
 
 	lw.detect()
 
@@ -45,7 +47,7 @@ func TestDetectBreaksLateCycle(t *testing.T) {
 	default:
 		t.Fatal("the youngest POSIX wait in the cycle was not failed")
 	}
-	for _, w := range []*waiter{oldest, flock, outside} {
+	for _, w := range []*waiter{oldest, flock, outside, unrelated} {
 		select {
 		case r := <-w.done:
 			t.Fatalf("wait %d failed with %v; only the victim should be", w.id, r.errno)

@@ -117,29 +117,63 @@ func (lw *lockWaits) run(stop <-chan struct{}, detectEvery time.Duration) {
 		case <-tick.C:
 			lw.detect()
 		case <-lw.kick:
-			lw.dirtyMu.Lock()
-			inos := make([]uint64, 0, len(lw.dirty))
-			for ino := range lw.dirty {
-				inos = append(inos, ino)
-			}
-			all := lw.allDirty
-			clear(lw.dirty)
-			lw.allDirty = false
-			lw.dirtyMu.Unlock()
 			lw.mu.Lock()
-			if all {
-				for ino := range lw.queues {
-					inos = append(inos, ino)
-				}
-			}
-			slices.Sort(inos)
-			inos = slices.Compact(inos)
-			for _, ino := range inos {
-				lw.reconsider(ino)
-			}
+			lw.refresh()
 			lw.mu.Unlock()
 		}
 	}
+}
+
+// refresh reconsiders the queues of every inode whose locks changed since
+// the last look. Every search of the graph is preceded by it: a waiter's
+// edges point at the holders of when it was last considered, and a holder
+// that unlocked and at once asked again would otherwise find the stale edge
+// of the waiter it just freed and be refused a deadlock that is not there.
+// The lock listener marks an inode before the change's RPC returns, so no
+// request can see the graph older than the changes it knows of. Called with
+// lw.mu held.
+func (lw *lockWaits) refresh() {
+	lw.dirtyMu.Lock()
+	inos := make([]uint64, 0, len(lw.dirty))
+	for ino := range lw.dirty {
+		inos = append(inos, ino)
+	}
+	all := lw.allDirty
+	clear(lw.dirty)
+	lw.allDirty = false
+	lw.dirtyMu.Unlock()
+	if all {
+		for ino := range lw.queues {
+			inos = append(inos, ino)
+		}
+	}
+	slices.Sort(inos)
+	var renewed []*waiter
+	for _, ino := range slices.Compact(inos) {
+		renewed = append(renewed, lw.reconsider(ino)...)
+	}
+	// Only now, with every changed edge renewed, look for cycles that the
+	// renewals closed.
+	for _, w := range renewed {
+		if lw.byID[w.id] == w && !w.granting {
+			if cycle := lw.cycleThrough(w); cycle != nil {
+				lw.breakCycle(cycle)
+			}
+		}
+	}
+}
+
+// cycleThrough returns a cycle through w's wait, or nil. Called with lw.mu
+// held.
+func (lw *lockWaits) cycleThrough(w *waiter) []rangelock.Owner {
+	_, blockers, ok := lw.graph.Wait(w.id)
+	if !ok {
+		return nil
+	}
+	lw.graph.Remove(w.id)
+	cycle := lw.graph.WouldCycle(w.node, blockers)
+	lw.graph.Add(w.id, w.node, blockers)
+	return cycle
 }
 
 // hostHash is the graph's name for the host of session sid.
@@ -221,6 +255,7 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 		lw.mu.Unlock()
 		return syscall.EINTR, nil, nil
 	}
+	lw.refresh()
 	if old := lw.byKey[w.key]; old != nil {
 		// The client re-sent a wait it already has here (a retry after a
 		// lost connection): the newer call takes it over.
@@ -301,9 +336,10 @@ func (lw *lockWaits) attempt(ctx context.Context, w *waiter) (syscall.Errno, []*
 
 // reconsider walks ino's queue in arrival order and starts a grant for every
 // waiter that neither conflicts with a held lock nor may not overtake an
-// earlier waiter; the others get their wait-for edges renewed. Called with
-// lw.mu held.
-func (lw *lockWaits) reconsider(ino uint64) {
+// earlier waiter; the others get their wait-for edges renewed, and are
+// returned (POSIX ones) for refresh to check for cycles. Called with lw.mu
+// held.
+func (lw *lockWaits) reconsider(ino uint64) (renewed []*waiter) {
 	var earlier []*waiter
 	for _, w := range slices.Clone(lw.queues[ino]) {
 		if w.granting {
@@ -316,20 +352,15 @@ func (lw *lockWaits) reconsider(ino uint64) {
 			w.granting = true
 			lw.graph.Add(w.id, w.node, nil)
 			go lw.grant(w)
-			earlier = append(earlier, w)
-			continue
-		}
-		if !w.flock {
-			if cycle := lw.graph.WouldCycle(w.node, nodes); cycle != nil {
-				lw.n.metrics.Load().countDeadlock("immediate")
-				lw.n.log.Info("deadlock refused", "ino", w.ino, "owner", w.owner, "cycle", cycle)
-				lw.finish(w, waitResult{errno: syscall.EDEADLK})
-				continue
+		} else {
+			lw.graph.Add(w.id, w.node, nodes)
+			if !w.flock {
+				renewed = append(renewed, w)
 			}
 		}
-		lw.graph.Add(w.id, w.node, nodes)
 		earlier = append(earlier, w)
 	}
+	return renewed
 }
 
 // grant proposes a waiter's request now that nothing seemed to stand in its
@@ -441,39 +472,53 @@ func (lw *lockWaits) all() []*waiter {
 
 // detect is the background detector: a cycle can form after its waits were
 // admitted, when a grant changes who waits for whom (threads of one process
-// share a POSIX owner and can wait on several locks at once). It breaks each
-// cycle by failing the youngest POSIX wait of the cycle's processes with
-// EDEADLK; the longest-waiting requests keep their place.
+// share a POSIX owner and can wait on several locks at once). refresh finds
+// the cycles that the changes it renews close; this scan of the whole graph
+// finds any other. Each cycle is broken by breakCycle.
 func (lw *lockWaits) detect() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
+	lw.refresh()
 	for {
-		cycles := lw.graph.Cycles()
 		broke := false
-		for _, cycle := range cycles {
-			var victim *waiter
-			for _, node := range cycle {
-				for _, id := range lw.graph.WaitsOf(node) {
-					w := lw.byID[id]
-					if w == nil || w.flock || w.granting {
-						continue
-					}
-					if victim == nil || w.since.After(victim.since) || (w.since.Equal(victim.since) && w.id > victim.id) {
-						victim = w
-					}
-				}
-			}
-			if victim != nil {
-				lw.n.metrics.Load().countDeadlock("background")
-				lw.n.log.Info("deadlock broken", "ino", victim.ino, "owner", victim.owner, "cycle", cycle)
-				lw.finish(victim, waitResult{errno: syscall.EDEADLK})
-				broke = true
-			}
+		for _, cycle := range lw.graph.Cycles() {
+			broke = lw.breakCycle(cycle) || broke
 		}
 		if !broke {
 			return
 		}
 	}
+}
+
+// breakCycle fails the youngest POSIX wait that makes one of the cycle's
+// edges with EDEADLK: the longest-waiting requests keep their places, and
+// no wait outside the cycle is touched. A cycle of flock waits alone is left
+// waiting, as Linux leaves it. It reports whether it failed a wait. Called
+// with lw.mu held.
+func (lw *lockWaits) breakCycle(cycle []rangelock.Owner) bool {
+	var victim *waiter
+	for i, from := range cycle {
+		to := cycle[(i+1)%len(cycle)]
+		for _, id := range lw.graph.WaitsOf(from) {
+			w := lw.byID[id]
+			if w == nil || w.flock || w.granting {
+				continue
+			}
+			if _, blockers, _ := lw.graph.Wait(id); !slices.Contains(blockers, to) {
+				continue
+			}
+			if victim == nil || w.since.After(victim.since) || (w.since.Equal(victim.since) && w.id > victim.id) {
+				victim = w
+			}
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	lw.n.metrics.Load().countDeadlock("background")
+	lw.n.log.Info("deadlock broken", "ino", victim.ino, "owner", victim.owner, "cycle", cycle)
+	lw.finish(victim, waitResult{errno: syscall.EDEADLK})
+	return true
 }
 
 // snapshot lists the waiters for jfsctl locks ls.

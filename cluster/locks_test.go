@@ -367,3 +367,28 @@ func TestWaitFollowsLeaderChange(t *testing.T) {
 		t.Fatalf("A got the lock B holds: %v", e)
 	}
 }
+
+// TestNoFalseDeadlockOnQuickRelock: a holder that unlocks and at once asks
+// for the lock again queues behind the waiter it freed; the waiter's edge
+// to it is gone by then, so no deadlock is reported.
+func TestNoFalseDeadlockOnQuickRelock(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	h, w := newLockClient(t, leader, "hostH"), newLockClient(t, leader, "hostW")
+	ino := h.mustCreate("f")
+	for round := 0; round < 30; round++ {
+		h.mustLock(ino, 1, wr, 0, 0)
+		ww := w.setlkwAsync(context.Background(), ino, 2, wr, 0, 0)
+		mustStillWaiting(t, ww, "waiter")
+		h.mustLock(ino, 1, un, 0, 0)
+		hw := h.setlkwAsync(context.Background(), ino, 1, wr, 0, 0)
+		if r := mustGet(t, ww, "waiter"); r.err != nil || r.errno != 0 {
+			t.Fatalf("round %d: waiter: %v %v", round, r.err, r.errno)
+		}
+		w.mustLock(ino, 2, un, 0, 0)
+		if r := mustGet(t, hw, "holder asking again"); r.err != nil || r.errno != 0 {
+			t.Fatalf("round %d: the holder asking again right after its unlock: %v %v", round, r.err, r.errno)
+		}
+		h.mustLock(ino, 1, un, 0, 0)
+	}
+}

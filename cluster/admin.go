@@ -206,3 +206,14 @@ func raftErr(err error) error {
 	}
 	return err
 }
+
+// Digest is answered by any node from its own state machine, leader or not:
+// a hash of every key and value but the applied index, and that index, so
+// that replicas at the same index can be compared.
+func (s *Server) Digest(ctx context.Context, _ *jfspb.DigestRequest) (*jfspb.DigestResponse, error) {
+	applied, sum, err := s.n.fsm.Digest()
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return &jfspb.DigestResponse{AppliedIndex: applied, Digest: sum[:], NodeId: s.n.ID()}, nil
+}

@@ -5632,6 +5632,116 @@ func (x *EvictSessionResponse) GetErrno() int32 {
 	return 0
 }
 
+// DigestRequest asks a node for a hash of its own state machine.
+type DigestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestRequest) Reset() {
+	*x = DigestRequest{}
+	mi := &file_jfs_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestRequest) ProtoMessage() {}
+
+func (x *DigestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
+func (*DigestRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{86}
+}
+
+type DigestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// applied_index is the index of the state that was hashed.
+	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// digest is a SHA-256 over every bucket, key and value of the state
+	// machine except the applied index: replicas at the same applied index
+	// must have the same digest.
+	Digest []byte `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// node_id is the node that answered.
+	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestResponse) Reset() {
+	*x = DigestResponse{}
+	mi := &file_jfs_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestResponse) ProtoMessage() {}
+
+func (x *DigestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
+func (*DigestResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *DigestResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *DigestResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *DigestResponse) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *DigestResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 var File_jfs_proto protoreflect.FileDescriptor
 
 const file_jfs_proto_rawDesc = "" +
@@ -6017,7 +6127,13 @@ const file_jfs_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
 	"\x14EvictSessionResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno*\xd8\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\x0f\n" +
+	"\rDigestRequest\"|\n" +
+	"\x0eDigestResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId*\xd8\x01\n" +
 	"\vSetAttrMask\x12\x11\n" +
 	"\rSET_ATTR_NONE\x10\x00\x12\x11\n" +
 	"\rSET_ATTR_MODE\x10\x01\x12\x10\n" +
@@ -6067,7 +6183,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05SetLk\x12\x14.jfs.v1.SetLkRequest\x1a\x15.jfs.v1.SetLkResponse\x124\n" +
 	"\x05Flock\x12\x14.jfs.v1.FlockRequest\x1a\x15.jfs.v1.FlockResponse\x12U\n" +
 	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse\x12O\n" +
-	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse2\xcc\x04\n" +
+	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse2\x85\x05\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -6076,7 +6192,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\fListSessions\x12\x1b.jfs.v1.ListSessionsRequest\x1a\x1c.jfs.v1.ListSessionsResponse\x12@\n" +
 	"\tListLocks\x12\x18.jfs.v1.ListLocksRequest\x1a\x19.jfs.v1.ListLocksResponse\x12I\n" +
 	"\fEvictSession\x12\x1b.jfs.v1.EvictSessionRequest\x1a\x1c.jfs.v1.EvictSessionResponse\x12?\n" +
-	"\bAnnounce\x12\x18.jfs.v1.SetMemberRequest\x1a\x19.jfs.v1.SetMemberResponseB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\bAnnounce\x12\x18.jfs.v1.SetMemberRequest\x1a\x19.jfs.v1.SetMemberResponse\x127\n" +
+	"\x06Digest\x12\x15.jfs.v1.DigestRequest\x1a\x16.jfs.v1.DigestResponseB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_jfs_proto_rawDescOnce sync.Once
@@ -6091,7 +6208,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 88)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -6182,6 +6299,8 @@ var file_jfs_proto_goTypes = []any{
 	(*ListLocksResponse)(nil),        // 86: jfs.v1.ListLocksResponse
 	(*EvictSessionRequest)(nil),      // 87: jfs.v1.EvictSessionRequest
 	(*EvictSessionResponse)(nil),     // 88: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 89: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 90: jfs.v1.DigestResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6269,46 +6388,48 @@ var file_jfs_proto_depIdxs = []int32{
 	85, // 82: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
 	87, // 83: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
 	72, // 84: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	8,  // 85: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10, // 86: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12, // 87: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16, // 88: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18, // 89: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20, // 90: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22, // 91: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24, // 92: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26, // 93: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28, // 94: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30, // 95: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32, // 96: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34, // 97: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36, // 98: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38, // 99: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41, // 100: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43, // 101: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45, // 102: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47, // 103: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	49, // 104: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	51, // 105: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	53, // 106: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	55, // 107: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	57, // 108: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	59, // 109: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	62, // 110: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	64, // 111: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	66, // 112: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	70, // 113: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	68, // 114: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	75, // 115: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	77, // 116: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	79, // 117: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	81, // 118: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	83, // 119: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	86, // 120: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	88, // 121: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	73, // 122: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	85, // [85:123] is the sub-list for method output_type
-	47, // [47:85] is the sub-list for method input_type
+	89, // 85: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	8,  // 86: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10, // 87: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12, // 88: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	16, // 89: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	18, // 90: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	20, // 91: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	22, // 92: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	24, // 93: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	26, // 94: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	28, // 95: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	30, // 96: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	32, // 97: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	34, // 98: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	36, // 99: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	38, // 100: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	41, // 101: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	43, // 102: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	45, // 103: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	47, // 104: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	49, // 105: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	51, // 106: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	53, // 107: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	55, // 108: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	57, // 109: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	59, // 110: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	62, // 111: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	64, // 112: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	66, // 113: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	70, // 114: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	68, // 115: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	75, // 116: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	77, // 117: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	79, // 118: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	81, // 119: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	83, // 120: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	86, // 121: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	88, // 122: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	73, // 123: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	90, // 124: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	86, // [86:125] is the sub-list for method output_type
+	47, // [47:86] is the sub-list for method input_type
 	47, // [47:47] is the sub-list for extension type_name
 	47, // [47:47] is the sub-list for extension extendee
 	0,  // [0:47] is the sub-list for field type_name
@@ -6325,7 +6446,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   86,
+			NumMessages:   88,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

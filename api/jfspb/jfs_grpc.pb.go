@@ -1256,6 +1256,7 @@ const (
 	Admin_ListLocks_FullMethodName      = "/jfs.v1.Admin/ListLocks"
 	Admin_EvictSession_FullMethodName   = "/jfs.v1.Admin/EvictSession"
 	Admin_Announce_FullMethodName       = "/jfs.v1.Admin/Announce"
+	Admin_Digest_FullMethodName         = "/jfs.v1.Admin/Digest"
 )
 
 // AdminClient is the client API for Admin service.
@@ -1271,6 +1272,9 @@ type AdminClient interface {
 	EvictSession(ctx context.Context, in *EvictSessionRequest, opts ...grpc.CallOption) (*EvictSessionResponse, error)
 	// Announce is called by a node on the leader to record its own addresses.
 	Announce(ctx context.Context, in *SetMemberRequest, opts ...grpc.CallOption) (*SetMemberResponse, error)
+	// Digest is answered by any node from its own state machine, leader or
+	// not, so that replicas can be compared.
+	Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error)
 }
 
 type adminClient struct {
@@ -1361,6 +1365,16 @@ func (c *adminClient) Announce(ctx context.Context, in *SetMemberRequest, opts .
 	return out, nil
 }
 
+func (c *adminClient) Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DigestResponse)
+	err := c.cc.Invoke(ctx, Admin_Digest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -1374,6 +1388,9 @@ type AdminServer interface {
 	EvictSession(context.Context, *EvictSessionRequest) (*EvictSessionResponse, error)
 	// Announce is called by a node on the leader to record its own addresses.
 	Announce(context.Context, *SetMemberRequest) (*SetMemberResponse, error)
+	// Digest is answered by any node from its own state machine, leader or
+	// not, so that replicas can be compared.
+	Digest(context.Context, *DigestRequest) (*DigestResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -1407,6 +1424,9 @@ func (UnimplementedAdminServer) EvictSession(context.Context, *EvictSessionReque
 }
 func (UnimplementedAdminServer) Announce(context.Context, *SetMemberRequest) (*SetMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Announce not implemented")
+}
+func (UnimplementedAdminServer) Digest(context.Context, *DigestRequest) (*DigestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Digest not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1573,6 +1593,24 @@ func _Admin_Announce_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Digest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DigestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Digest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Digest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Digest(ctx, req.(*DigestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1611,6 +1649,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Announce",
 			Handler:    _Admin_Announce_Handler,
+		},
+		{
+			MethodName: "Digest",
+			Handler:    _Admin_Digest_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,11 @@ func newApp(out io.Writer) *cli.App {
 					Usage:  "members, their addresses and raft state, leader, term, commit and applied index",
 					Flags:  []cli.Flag{jsonFlag},
 					Action: clusterStatus,
+				}, {
+					Name:   "digest",
+					Usage:  "every member's applied index and a hash of its state machine: members at the same index must agree",
+					Flags:  []cli.Flag{jsonFlag},
+					Action: clusterDigest,
 				}},
 			},
 			{
@@ -239,6 +245,71 @@ func clusterStatus(c *cli.Context) error {
 	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tAPI ADDRESS\tSUFFRAGE\tSTATE\tTERM\tCOMMIT\tAPPLIED")
 	for _, m := range view.Members {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.ID, m.RaftAddr, m.APIAddr, m.Suffrage, m.State, m.Term, m.CommitIndex, m.AppliedIndex)
+	}
+	return tw.Flush()
+}
+
+// digestView is one member's answer to Digest.
+type digestView struct {
+	ID           string `json:"id"`
+	APIAddr      string `json:"api_addr"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Digest       string `json:"digest"`
+	Error        string `json:"error,omitempty"`
+}
+
+// clusterDigest asks any node for the membership, then every member for the
+// digest of its own state machine.
+func clusterDigest(c *cli.Context) error {
+	cl, ctx, cancel, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	var st *jfspb.ClusterStatusResponse
+	err = cl.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
+		st, err = a.ClusterStatus(ctx, &jfspb.ClusterStatusRequest{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var views []digestView
+	for _, m := range st.Members {
+		v := digestView{ID: m.Id, APIAddr: m.ApiAddr}
+		if m.ApiAddr == "" {
+			v.Error = "API address not known yet"
+		} else {
+			err := cl.AdminAt(ctx, m.ApiAddr, func(ctx context.Context, a jfspb.AdminClient) error {
+				d, err := a.Digest(ctx, &jfspb.DigestRequest{})
+				if err == nil {
+					if err = errnoErr("digest", d.Errno); err == nil {
+						v.AppliedIndex, v.Digest = d.AppliedIndex, hex.EncodeToString(d.Digest)
+					}
+				}
+				return err
+			})
+			if err != nil {
+				v.Error = err.Error()
+			}
+		}
+		views = append(views, v)
+	}
+	w := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(views)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAPI ADDRESS\tAPPLIED\tDIGEST")
+	for _, v := range views {
+		if v.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\t-\tunreachable: %s\n", v.ID, v.APIAddr, v.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", v.ID, v.APIAddr, v.AppliedIndex, v.Digest)
 	}
 	return tw.Flush()
 }

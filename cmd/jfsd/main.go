@@ -72,6 +72,9 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7101", Usage: "host:port of the gRPC API for clients, jfsctl and other nodes"},
 		&cli.StringFlag{Name: "initial-cluster", Usage: "ID=RAFT-ADDR,... of every node of a new cluster"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "host:port to serve Prometheus metrics on /metrics (off when empty)"},
+		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, Usage: "take a snapshot once this many log entries were applied since the last one"},
+		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
+		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
 	}, sessionFlags()...)
 }
 
@@ -123,6 +126,12 @@ func runNode(c *cli.Context) error {
 			return err
 		}
 	}
+	if c.Uint64("snapshot-threshold") == 0 || c.Uint64("trailing-logs") == 0 {
+		return errors.New("--snapshot-threshold and --trailing-logs must be at least 1")
+	}
+	if c.Duration("snapshot-interval") < 10*time.Millisecond {
+		return fmt.Errorf("--snapshot-interval %v: must be at least 10ms", c.Duration("snapshot-interval"))
+	}
 	var peers []cluster.Peer
 	if s := c.String("initial-cluster"); s != "" {
 		var err error
@@ -139,6 +148,8 @@ func runNode(c *cli.Context) error {
 			ID: c.String("id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
 			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
 			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c),
+			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
+			SnapshotInterval: c.Duration("snapshot-interval"),
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",

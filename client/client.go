@@ -37,9 +37,13 @@ var ErrNoLeader = errors.New("client: no leader reachable")
 type Config struct {
 	// Servers are the API addresses (host:port) of some or all nodes.
 	Servers []string
-	// AttemptTimeout bounds one try at one node (default 5s). A blocking
-	// lock request is not bounded by it.
+	// AttemptTimeout bounds one try at one node (default 2s). A blocking
+	// lock request is not bounded by it. A node whose try timed out or
+	// failed to connect is passed over for SuspectFor (default 2s), even
+	// when another node names it as the leader: a frozen leader is still
+	// named so until the others notice.
 	AttemptTimeout time.Duration
+	SuspectFor     time.Duration
 	// RetryFor bounds how long a request keeps looking for a leader before
 	// it fails with ErrNoLeader (default 30s).
 	RetryFor time.Duration
@@ -76,6 +80,7 @@ type Client struct {
 	mu      sync.Mutex
 	servers []string // known API addresses; the leader's is added when learned
 	leader  string   // best guess, "" when unknown
+	suspect map[string]time.Time // nodes passed over until then
 	conns   map[string]*grpc.ClientConn
 	closed  bool
 
@@ -102,7 +107,8 @@ func New(cfg Config) (*Client, error) {
 			*d = v
 		}
 	}
-	def(&cfg.AttemptTimeout, 5*time.Second)
+	def(&cfg.AttemptTimeout, 2*time.Second)
+	def(&cfg.SuspectFor, 2*time.Second)
 	def(&cfg.RetryFor, 30*time.Second)
 	def(&cfg.MinBackoff, 20*time.Millisecond)
 	def(&cfg.MaxBackoff, time.Second)
@@ -111,7 +117,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{
 		cfg: cfg, log: cfg.Logger.Named("client"),
-		servers: slices.Clone(cfg.Servers), conns: map[string]*grpc.ClientConn{},
+		servers: slices.Clone(cfg.Servers), conns: map[string]*grpc.ClientConn{}, suspect: map[string]time.Time{},
 		nextSeq: 1, inflight: map[uint64]struct{}{},
 	}, nil
 }
@@ -153,14 +159,38 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 }
 
 // target is the node to try next: the leader if known, else the servers in
-// turn.
+// turn, passing over suspect ones while any other is left.
 func (c *Client) target(round int) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.leader != "" {
 		return c.leader
 	}
+	now := time.Now()
+	for i := range c.servers {
+		a := c.servers[(round+i)%len(c.servers)]
+		if !now.Before(c.suspect[a]) {
+			return a
+		}
+	}
 	return c.servers[round%len(c.servers)]
+}
+
+// suspectNode passes addr over for a while, and forgets it as the leader.
+func (c *Client) suspectNode(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.suspect[addr] = time.Now().Add(c.cfg.SuspectFor)
+	if c.leader == addr {
+		c.leader = ""
+	}
+}
+
+// suspected reports whether addr is passed over now.
+func (c *Client) suspected(addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Before(c.suspect[addr])
 }
 
 func (c *Client) setLeader(addr string) {
@@ -229,7 +259,7 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 		}
 		redirected := false
 		for _, d := range st.Details() {
-			if nl, ok := d.(*jfspb.NotLeader); ok && nl.LeaderAddr != "" && nl.LeaderAddr != addr {
+			if nl, ok := d.(*jfspb.NotLeader); ok && nl.LeaderAddr != "" && nl.LeaderAddr != addr && !c.suspected(nl.LeaderAddr) {
 				c.setLeader(nl.LeaderAddr)
 				redirected = true
 			}
@@ -237,7 +267,11 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 		if redirected {
 			continue
 		}
-		c.forget(addr)
+		if st.Code() == codes.DeadlineExceeded || (st.Code() == codes.Unavailable && !isNotLeader(st)) {
+			c.suspectNode(addr) // timed out, or could not connect
+		} else {
+			c.forget(addr)
+		}
 		// A full round over every server without success: pause.
 		if (round+1)%len(c.servers) == 0 || c.Leader() == "" {
 			select {
@@ -248,6 +282,17 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 			backoff = min(2*backoff, c.cfg.MaxBackoff)
 		}
 	}
+}
+
+// isNotLeader reports whether st is a node's "not the leader" answer, as
+// opposed to a failed connection.
+func isNotLeader(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if _, ok := d.(*jfspb.NotLeader); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // ---- exactly-once headers ----

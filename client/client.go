@@ -78,8 +78,8 @@ type Client struct {
 	log hclog.Logger
 
 	mu      sync.Mutex
-	servers []string // known API addresses; the leader's is added when learned
-	leader  string   // best guess, "" when unknown
+	servers []string             // known API addresses; the leader's is added when learned
+	leader  string               // best guess, "" when unknown
 	suspect map[string]time.Time // nodes passed over until then
 	conns   map[string]*grpc.ClientConn
 	closed  bool
@@ -89,6 +89,8 @@ type Client struct {
 	nextSeq  uint64
 	inflight map[uint64]struct{}
 	lost     func(session uint64) // told when a write answers ESTALE
+
+	merge *merger // identical reads in flight (merge.go)
 }
 
 // New returns a client of the cluster at cfg.Servers. It does not dial until
@@ -118,7 +120,7 @@ func New(cfg Config) (*Client, error) {
 	return &Client{
 		cfg: cfg, log: cfg.Logger.Named("client"),
 		servers: slices.Clone(cfg.Servers), conns: map[string]*grpc.ClientConn{}, suspect: map[string]time.Time{},
-		nextSeq: 1, inflight: map[uint64]struct{}{},
+		nextSeq: 1, inflight: map[uint64]struct{}{}, merge: newMerger(),
 	}, nil
 }
 

@@ -13,14 +13,20 @@ import (
 // error return is for the cluster being unreachable (ErrNoLeader) and other
 // transport failures.
 
-// Lookup sends a LookupRequest to the leader.
+// Lookup sends a LookupRequest to the leader. Identical lookups in flight
+// at once share RPCs (see merge.go).
 func (c *Client) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.LookupResponse, error) {
-	return read(ctx, c, jfspb.MetaClient.Lookup, r)
+	return merge(ctx, c, "lookup", r, func(ctx context.Context) (*jfspb.LookupResponse, error) {
+		return read(ctx, c, jfspb.MetaClient.Lookup, r)
+	})
 }
 
-// GetAttr sends a GetAttrRequest to the leader.
+// GetAttr sends a GetAttrRequest to the leader. Identical getattrs in
+// flight at once share RPCs (see merge.go).
 func (c *Client) GetAttr(ctx context.Context, r *jfspb.GetAttrRequest) (*jfspb.GetAttrResponse, error) {
-	return read(ctx, c, jfspb.MetaClient.GetAttr, r)
+	return merge(ctx, c, "getattr", r, func(ctx context.Context) (*jfspb.GetAttrResponse, error) {
+		return read(ctx, c, jfspb.MetaClient.GetAttr, r)
+	})
 }
 
 // ReadLink sends a ReadLinkRequest to the leader.

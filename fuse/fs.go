@@ -37,7 +37,9 @@ type Options struct {
 	Session Session
 	// Observer, when set, is told about every operation.
 	Observer Observer
-	Logger   hclog.Logger
+	// Metrics counts operations (see metrics.go); nil: New makes them.
+	Metrics *Metrics
+	Logger  hclog.Logger
 }
 
 // Session is the part of client.Session the file system looks at: the id
@@ -86,6 +88,9 @@ func New(c *client.Client, opts Options) *FS {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
 	return &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		c:             c, opts: opts, log: opts.Logger.Named("fuse"),
@@ -94,12 +99,14 @@ func New(c *client.Client, opts Options) *FS {
 }
 
 // NewServer mounts fs at mountPoint with opts, adding what fs needs:
-// locks forwarded to it, and O_TRUNC passed to Open. The caller serves the
-// returned server (Serve) and unmounts it.
+// locks forwarded to it, and O_TRUNC passed to Open. The server also
+// answers .accesslog and .stats, writes the access log and counts
+// operations (special.go). The caller serves the returned server (Serve)
+// and unmounts it.
 func (fs *FS) NewServer(mountPoint string, opts fuse.MountOptions) (*fuse.Server, error) {
 	opts.EnableLocks = true
 	opts.ExtraCapabilities |= fuse.CAP_ATOMIC_O_TRUNC
-	return fuse.NewServer(fs, mountPoint, &opts)
+	return fuse.NewServer(newFront(fs), mountPoint, &opts)
 }
 
 // String names the file system.

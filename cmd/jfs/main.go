@@ -1,5 +1,6 @@
 // Command jfs is the client of a jfs cluster: "jfs mount" mounts the file
-// system with FUSE, "jfs umount" unmounts it.
+// system with FUSE, "jfs umount" unmounts it, "jfs stats" and "jfs profile"
+// show what a mount does.
 package main
 
 import (
@@ -28,11 +29,13 @@ attributes only for the configured times.
   export JFS_SERVERS=10.0.0.1:7101,10.0.0.2:7101,10.0.0.3:7101
   jfs mount /mnt/jfs            # serves until unmounted or interrupted
   jfs mount -d /mnt/jfs         # the same, in the background
-  jfs umount /mnt/jfs`,
-		Commands:       []*cli.Command{mountCommand(), umountCommand()},
+  jfs umount /mnt/jfs
+  jfs stats /mnt/jfs            # operations per second, live
+  jfs profile /mnt/jfs          # the access log, summarized live`,
+		Commands:       []*cli.Command{mountCommand(), umountCommand(), benchCommand(), statsCommand(), profileCommand()},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	if err := app.Run(os.Args); err != nil {
+	if err := app.Run(flagsFirst(os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "jfs:", err)
 		os.Exit(1)
 	}

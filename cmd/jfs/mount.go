@@ -17,13 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hashicorp/go-hclog"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/jfs-dev/jfs/client"
 	"github.com/jfs-dev/jfs/fuse"
@@ -55,7 +50,9 @@ once. File data is never cached across an open or a lock: a file opened, or
 locked, after another mount wrote and closed (or unlocked) it shows that write.
 
 As root the file system is mounted directly, with allow_other; otherwise with
-fusermount3. Prometheus metrics are served on --metrics /metrics.`,
+fusermount3. Prometheus metrics are served on --metrics /metrics and read from
+MOUNTPOINT/.stats; MOUNTPOINT/.accesslog streams the access log while it is
+read (see jfs stats and jfs profile).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...] (required)"},
 			&cli.BoolFlag{Name: "background", Aliases: []string{"d"}, Usage: "serve in the background; return once mounted, printing the mount process's pid"},
@@ -68,6 +65,7 @@ fusermount3. Prometheus metrics are served on --metrics /metrics.`,
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn or error", EnvVars: []string{"JFS_LOG_LEVEL"}},
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to this file (default: stderr; with --background /var/log/jfs.log as root, else ~/.jfs/jfs.log)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and answer"},
+			&cli.BoolFlag{Name: "read-merging", Value: true, Usage: "let identical getattr and lookup requests in flight at once share one request to the cluster (false: one each, for comparison)"},
 		},
 		Action: runMount,
 	}
@@ -245,6 +243,9 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		case <-ctx.Done():
 		}
 	}()
+	if !c.Bool("read-merging") {
+		cl.SetReadMerging(false)
+	}
 	m := newMetrics()
 	stopMetrics, err := m.serve(c.String("metrics"), log)
 	if err != nil {
@@ -257,7 +258,7 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		Options: fuse.Options{
 			AttrTimeout: c.Duration("attr-cache"), EntryTimeout: c.Duration("entry-cache"),
 			DirEntryTimeout: c.Duration("dir-entry-cache"), NegativeTimeout: c.Duration("negative-entry-cache"),
-			Observer: m, Logger: log,
+			Metrics: m.Metrics, Logger: log,
 		},
 	})
 	cancel()
@@ -284,48 +285,11 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 	return nil
 }
 
-// metrics counts FUSE operations for Prometheus.
-type metrics struct {
-	reg      *prometheus.Registry
-	ops      *prometheus.CounterVec
-	errs     *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-}
+// metrics serves a mount's metrics (fuse.Metrics, the same that
+// MOUNTPOINT/.stats shows) over HTTP.
+type metrics struct{ *fuse.Metrics }
 
-func newMetrics() *metrics {
-	m := &metrics{
-		reg: prometheus.NewRegistry(),
-		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jfs_fuse_ops_total", Help: "FUSE operations served, by method.",
-		}, []string{"method"}),
-		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jfs_fuse_errors_total", Help: "FUSE operations answered with an error, by method and errno.",
-		}, []string{"method", "errno"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "jfs_fuse_op_duration_seconds", Help: "Time to serve a FUSE operation, by method.",
-			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
-		}, []string{"method"}),
-	}
-	m.reg.MustRegister(m.ops, m.errs, m.duration,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
-}
-
-// Observe implements fuse.Observer.
-func (m *metrics) Observe(method string, st gofuse.Status, d time.Duration) {
-	m.ops.WithLabelValues(method).Inc()
-	m.duration.WithLabelValues(method).Observe(d.Seconds())
-	if !st.Ok() {
-		m.errs.WithLabelValues(method, errnoName(st)).Inc()
-	}
-}
-
-func errnoName(st gofuse.Status) string {
-	if name := unix.ErrnoName(syscall.Errno(st)); name != "" {
-		return name
-	}
-	return strconv.Itoa(int(st))
-}
+func newMetrics() *metrics { return &metrics{fuse.NewMetrics()} }
 
 // serve listens on addr ("" is off); when its port is taken, on a free port
 // of the same host.
@@ -346,7 +310,7 @@ func (m *metrics) serve(addr string, log hclog.Logger) (stop func(), err error) 
 	}
 	log.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", m.Handler())
 	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: stdLogger(log)}
 	go s.Serve(l)
 	return func() {

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"syscall"
@@ -150,29 +149,15 @@ func TestJfsctl(t *testing.T) {
 			APIAddr   string `json:"api_addr"`
 		} `json:"members"`
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, errOut, err := jfsctl(t, pc.servers(), "cluster", "status", "--json")
-		if err != nil {
-			t.Fatalf("cluster status: %v: %s", err, errOut)
-		}
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			t.Fatalf("cluster status --json: %v\n%s", err, out)
-		}
+	mustJfsctlJSON(t, pc.servers(), 20*time.Second, &st, func() bool {
 		known := 0
 		for _, m := range st.Members {
 			if m.APIAddr != "" && m.State != "unreachable" {
 				known++
 			}
 		}
-		if known == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("members not all known after 20s: %s", out)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return known == 3
+	}, "cluster", "status", "--json")
 	if st.LeaderID != first.id {
 		t.Fatalf("status says leader %s, the leader is %s", st.LeaderID, first.id)
 	}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -244,4 +245,28 @@ func jfsctl(t testing.TB, servers []string, args ...string) (string, string, err
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	return out.String(), errb.String(), err
+}
+
+// mustJfsctlJSON runs jfsctl with args (ending in --json) until until(v)
+// holds for its decoded output, or fails after d. It returns the last
+// output.
+func mustJfsctlJSON(t testing.TB, servers []string, d time.Duration, v any, until func() bool, args ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		out, errOut, err := jfsctl(t, servers, args...)
+		if err != nil {
+			t.Fatalf("jfsctl %v: %v: %s", args, err, errOut)
+		}
+		if err := json.Unmarshal([]byte(out), v); err != nil {
+			t.Fatalf("jfsctl %v: %v\n%s", args, err, out)
+		}
+		if until() {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jfsctl %v: not as expected after %v:\n%s", args, d, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"syscall"
@@ -65,23 +64,7 @@ func TestJfsctlLocksAndSessions(t *testing.T) {
 			Path    string `json:"path"`
 		} `json:"locks"`
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, errOut, err := jfsctl(t, pc.servers(), "locks", "ls", "--json")
-		if err != nil {
-			t.Fatalf("locks ls: %v %s", err, errOut)
-		}
-		if err := json.Unmarshal([]byte(out), &locks); err != nil {
-			t.Fatalf("locks ls --json: %v\n%s", err, out)
-		}
-		if len(locks.Locks) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("want a held lock and a waiter:\n%s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	mustJfsctlJSON(t, pc.servers(), 10*time.Second, &locks, func() bool { return len(locks.Locks) == 2 }, "locks", "ls", "--json")
 	held, waiting := locks.Locks[0], locks.Locks[1]
 	if held.Waiting || !waiting.Waiting {
 		held, waiting = waiting, held

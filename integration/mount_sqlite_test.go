@@ -32,7 +32,7 @@ func TestMountSQLite(t *testing.T) {
 	pc := startProcCluster(t, 3)
 	a := startMount(t, pc)
 	b := startMount(t, pc)
-	const workers, increments = 4, 100
+	const workers, increments = 4, 300
 	if _, err := sqlite3(a.path("db"), "PRAGMA journal_mode=DELETE;\nCREATE TABLE counter(n INTEGER);\nINSERT INTO counter VALUES(0);\n"); err != nil {
 		t.Fatal(err)
 	}

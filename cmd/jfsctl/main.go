@@ -154,6 +154,15 @@ func printJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
+// memberErr is errnoErr for a request about member id: ENOENT means there
+// is no such member.
+func memberErr(what, id string, e int32) error {
+	if e == int32(syscall.ENOENT) {
+		return fmt.Errorf("%s: no member %q in the cluster", what, id)
+	}
+	return errnoErr(what, e)
+}
+
 func errnoErr(what string, e int32) error {
 	if err := client.Errno(e); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
@@ -347,10 +356,7 @@ func membersRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if resp.Errno == int32(syscall.ENOENT) {
-		return fmt.Errorf("members remove: no member %q in the cluster", id)
-	}
-	if err := errnoErr("members remove "+id, resp.Errno); err != nil {
+	if err := memberErr("members remove", id, resp.Errno); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "removed %s\n", id)
@@ -382,10 +388,7 @@ func leaderTransfer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if resp.Errno == int32(syscall.ENOENT) {
-		return fmt.Errorf("leader transfer: no member %q in the cluster", id)
-	}
-	if err := errnoErr("leader transfer", resp.Errno); err != nil {
+	if err := memberErr("leader transfer", id, resp.Errno); err != nil {
 		return err
 	}
 	// Report who leads now, as seen once the transfer is done.

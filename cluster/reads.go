@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
 // Reads are batched on the leader (DESIGN.md § Reads):
@@ -18,7 +20,8 @@ import (
 //     term, and waits until the state machine has applied the index.
 //  3. Then it serves every read of the batch, computing each distinct request
 //     (method and request bytes: getattr of one inode, lookup of one name in
-//     one directory, ...) once and sharing the answer.
+//     one directory, ...) once and sharing the answer; a getattr of an inode
+//     that a lookup of the batch found shares the lookup's read.
 //
 // So N processes asking for the same attributes at once cost about one
 // state-machine read and one round of heartbeats, and every read still sees
@@ -49,6 +52,7 @@ type readKey struct {
 
 type readCall struct {
 	key  readKey
+	ino  uint64 // the inode of a getattr; 0 for other reads
 	fn   func() proto.Message
 	resp proto.Message
 	err  error
@@ -111,7 +115,11 @@ func newReadCall(method string, req proto.Message, fn func() proto.Message) (*re
 	if err != nil {
 		return nil, err
 	}
-	return &readCall{key: readKey{method, string(b)}, fn: fn, done: make(chan struct{})}, nil
+	c := &readCall{key: readKey{method, string(b)}, fn: fn, done: make(chan struct{})}
+	if g, ok := req.(*jfspb.GetAttrRequest); ok {
+		c.ino = g.Ino
+	}
+	return c, nil
 }
 
 // serve runs batches until no read is pending.
@@ -136,23 +144,48 @@ func (b *readBatcher) serveBatch(batch []*readCall) {
 	cancel()
 	m := b.n.metrics.Load()
 	m.observeReadBatch(len(batch))
-	answers := make(map[readKey]proto.Message, len(batch))
-	for _, c := range batch {
-		if err != nil {
+	if err != nil {
+		for _, c := range batch {
 			c.err = err
 			close(c.done)
-			continue
 		}
+		return
+	}
+	answers := make(map[readKey]proto.Message, len(batch))
+	// A lookup reads the attributes of the inode it finds; a getattr of
+	// that inode in the same batch shares the read. Every read of a batch
+	// happens after the batch noted its commit index, within the lifetime
+	// of each of its requests, so the shared answer is as fresh as its own
+	// would be. Lookups go first so that getattrs can use them.
+	attrs := map[uint64]*jfspb.Attr{}
+	serve := func(c *readCall) {
 		// Callers of one key share the response: nothing modifies a
 		// response after its read function returned.
 		resp, ok := answers[c.key]
+		if !ok && c.ino != 0 && attrs[c.ino] != nil {
+			resp, ok = &jfspb.GetAttrResponse{Attr: attrs[c.ino]}, true
+			answers[c.key] = resp
+		}
 		if !ok {
 			resp = c.fn()
 			answers[c.key] = resp
 			m.countFSMRead(c.key.method)
+			if r, isLookup := resp.(*jfspb.LookupResponse); isLookup && r.Errno == 0 && r.Attr != nil {
+				attrs[r.Attr.Ino] = r.Attr
+			}
 		}
 		c.resp = resp
 		close(c.done)
+	}
+	for _, c := range batch {
+		if c.ino == 0 {
+			serve(c)
+		}
+	}
+	for _, c := range batch {
+		if c.ino != 0 {
+			serve(c)
+		}
 	}
 }
 

@@ -33,8 +33,22 @@ func main() {
 func newApp(out io.Writer) *cli.App {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
 	return &cli.App{
-		Name:           "jfsctl",
-		Usage:          "inspect and operate a jfs cluster",
+		Name:  "jfsctl",
+		Usage: "inspect and operate a jfs cluster",
+		Description: `jfsctl talks to the cluster's Admin service. Any node's API address will do:
+requests that need the leader follow it.
+
+  export JFS_SERVERS=10.0.0.1:7101,10.0.0.2:7101,10.0.0.3:7101
+  jfsctl cluster status          # members, raft state, leader, term, indexes
+  jfsctl cluster digest          # each replica's applied index and state digest
+  jfsctl locks ls                # every held and waiting lock, with path, host, pid
+  jfsctl sessions ls             # client sessions: last heartbeat, locks held
+  jfsctl sessions evict ID       # end a session now; its locks are released
+  jfsctl leader transfer [ID]    # move the leadership
+  jfsctl members add ID RAFT-ADDR API-ADDR
+  jfsctl members remove ID
+
+Most commands take --json for scripts.`,
 		Writer:         out,
 		ExitErrHandler: func(*cli.Context, error) {},
 		Flags: []cli.Flag{

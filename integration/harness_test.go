@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,15 +51,32 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// handedOut holds every address freeAddr returned: the kernel may offer a
+// port again once its listener is closed, and two processes of one test
+// must not be told to bind the same one.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago and that no earlier call returned.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is one jfsd process.
@@ -95,6 +113,7 @@ func startProcCluster(t testing.TB, n int, extra ...string) *procCluster {
 			"--metrics-addr", p.metricsAddr}, extra...)
 		pc.start(p)
 	}
+	pc.mustAllUp()
 	t.Cleanup(func() {
 		for _, p := range pc.procs {
 			pc.kill(p)
@@ -107,6 +126,32 @@ func startProcCluster(t testing.TB, n int, extra ...string) *procCluster {
 		}
 	})
 	return pc
+}
+
+// mustAllUp waits until every process listens on its metrics address,
+// which jfsd binds last, and fails at once, with the process's log, if one
+// exited.
+func (pc *procCluster) mustAllUp() {
+	pc.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range pc.procs {
+		for {
+			select {
+			case <-p.exited:
+				b, _ := os.ReadFile(p.logPath)
+				pc.t.Fatalf("%s exited at start:\n%s", p.id, tail(b, 20))
+			default:
+			}
+			if c, err := net.DialTimeout("tcp", p.metricsAddr, time.Second); err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				pc.t.Fatalf("%s does not listen on %s after 30s", p.id, p.metricsAddr)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 func tail(b []byte, lines int) string {

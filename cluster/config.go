@@ -86,6 +86,9 @@ type Config struct {
 
 	// Transport replaces the TCP transport (tests use raft.InmemTransport).
 	Transport raft.Transport
+	// ConfirmPeer replaces the gRPC call by which a leader asks another
+	// voter for its term before serving reads (tests without gRPC).
+	ConfirmPeer PeerConfirmer
 	// InMemory keeps the raft log and snapshots in memory (tests only); the
 	// state machine still lives in DataDir.
 	InMemory bool

@@ -698,7 +698,10 @@ func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uin
 		}()
 	}
 
-	// Readers: ids 3-10 getattr, 11-12 lookup.
+	// Readers: ids 3-10 getattr, 11-12 lookup. Each stops after
+	// maxReadsPerReader answers too, so that the history stays small enough
+	// to check in time however fast the reads are.
+	const maxReadsPerReader = 2500
 	for i := range 10 {
 		cl := h.newClient(3+i, seed)
 		wg.Add(1)
@@ -707,7 +710,7 @@ func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uin
 			var ops []porcupine.Operation
 			nreads, ndropped := 0, 0
 			defer func() { record(ops, nreads, ndropped, 0, 0, nil) }()
-			for time.Now().Before(deadline) {
+			for time.Now().Before(deadline) && nreads < maxReadsPerReader {
 				var in linIn
 				var out linOut
 				call := h.now()

@@ -44,6 +44,7 @@ type Node struct {
 	metrics atomic.Pointer[Metrics] // nil unless NewMetrics was called
 
 	reads    *readBatcher   // batched reads (leader only)
+	peers    peerConns      // connections to the other nodes' APIs
 	locks    *lockWaits     // blocked lock requests (leader only)
 	sessions *sessionTimers // session TTLs (leader only)
 
@@ -228,6 +229,7 @@ func (n *Node) Shutdown() error {
 		close(n.stopped)
 		err = n.raft.Shutdown().Error()
 		n.wg.Wait()
+		n.peers.close()
 		n.closeAll()
 		if cerr := n.fsm.Close(); err == nil {
 			err = cerr
@@ -351,10 +353,10 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 		return ErrNotLeader
 	}
 	index := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	if err := n.confirmLeadership(ctx, term); err != nil {
+		return err
 	}
-	if n.raft.CurrentTerm() != term {
+	if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
 		return ErrNotLeader
 	}
 	return n.fsm.WaitApplied(ctx, index)

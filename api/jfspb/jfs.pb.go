@@ -5742,6 +5742,123 @@ func (x *DigestResponse) GetNodeId() string {
 	return ""
 }
 
+// ConfirmTermRequest asks a node whether its current raft term is still
+// term. A leader asks a majority before it serves reads: an answer to a
+// request sent after the reads arrived cannot be stale, unlike the
+// responses to heartbeats sent before a pause.
+type ConfirmTermRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmTermRequest) Reset() {
+	*x = ConfirmTermRequest{}
+	mi := &file_jfs_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmTermRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmTermRequest) ProtoMessage() {}
+
+func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *ConfirmTermRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ConfirmTermRequest) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+type ConfirmTermResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// term is the node's current term; same is term == request.term.
+	Term          uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Same          bool   `protobuf:"varint,3,opt,name=same,proto3" json:"same,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmTermResponse) Reset() {
+	*x = ConfirmTermResponse{}
+	mi := &file_jfs_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmTermResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmTermResponse) ProtoMessage() {}
+
+func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *ConfirmTermResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *ConfirmTermResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ConfirmTermResponse) GetSame() bool {
+	if x != nil {
+		return x.Same
+	}
+	return false
+}
+
 var File_jfs_proto protoreflect.FileDescriptor
 
 const file_jfs_proto_rawDesc = "" +
@@ -6133,7 +6250,14 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x17\n" +
-	"\anode_id\x18\x04 \x01(\tR\x06nodeId*\xd8\x01\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"E\n" +
+	"\x12ConfirmTermRequest\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"S\n" +
+	"\x13ConfirmTermResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04same\x18\x03 \x01(\bR\x04same*\xd8\x01\n" +
 	"\vSetAttrMask\x12\x11\n" +
 	"\rSET_ATTR_NONE\x10\x00\x12\x11\n" +
 	"\rSET_ATTR_MODE\x10\x01\x12\x10\n" +
@@ -6183,7 +6307,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05SetLk\x12\x14.jfs.v1.SetLkRequest\x1a\x15.jfs.v1.SetLkResponse\x124\n" +
 	"\x05Flock\x12\x14.jfs.v1.FlockRequest\x1a\x15.jfs.v1.FlockResponse\x12U\n" +
 	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse\x12O\n" +
-	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse2\x85\x05\n" +
+	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse2\xcd\x05\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -6192,7 +6316,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\fListSessions\x12\x1b.jfs.v1.ListSessionsRequest\x1a\x1c.jfs.v1.ListSessionsResponse\x12@\n" +
 	"\tListLocks\x12\x18.jfs.v1.ListLocksRequest\x1a\x19.jfs.v1.ListLocksResponse\x12I\n" +
 	"\fEvictSession\x12\x1b.jfs.v1.EvictSessionRequest\x1a\x1c.jfs.v1.EvictSessionResponse\x12?\n" +
-	"\bAnnounce\x12\x18.jfs.v1.SetMemberRequest\x1a\x19.jfs.v1.SetMemberResponse\x127\n" +
+	"\bAnnounce\x12\x18.jfs.v1.SetMemberRequest\x1a\x19.jfs.v1.SetMemberResponse\x12F\n" +
+	"\vConfirmTerm\x12\x1a.jfs.v1.ConfirmTermRequest\x1a\x1b.jfs.v1.ConfirmTermResponse\x127\n" +
 	"\x06Digest\x12\x15.jfs.v1.DigestRequest\x1a\x16.jfs.v1.DigestResponseB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
@@ -6208,7 +6333,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 88)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -6301,6 +6426,8 @@ var file_jfs_proto_goTypes = []any{
 	(*EvictSessionResponse)(nil),     // 88: jfs.v1.EvictSessionResponse
 	(*DigestRequest)(nil),            // 89: jfs.v1.DigestRequest
 	(*DigestResponse)(nil),           // 90: jfs.v1.DigestResponse
+	(*ConfirmTermRequest)(nil),       // 91: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 92: jfs.v1.ConfirmTermResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6388,48 +6515,50 @@ var file_jfs_proto_depIdxs = []int32{
 	85, // 82: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
 	87, // 83: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
 	72, // 84: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	89, // 85: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	8,  // 86: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10, // 87: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12, // 88: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16, // 89: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18, // 90: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20, // 91: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22, // 92: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24, // 93: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26, // 94: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28, // 95: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30, // 96: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32, // 97: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34, // 98: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36, // 99: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38, // 100: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41, // 101: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43, // 102: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45, // 103: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47, // 104: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	49, // 105: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	51, // 106: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	53, // 107: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	55, // 108: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	57, // 109: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	59, // 110: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	62, // 111: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	64, // 112: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	66, // 113: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	70, // 114: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	68, // 115: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	75, // 116: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	77, // 117: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	79, // 118: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	81, // 119: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	83, // 120: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	86, // 121: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	88, // 122: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	73, // 123: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	90, // 124: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	86, // [86:125] is the sub-list for method output_type
-	47, // [47:86] is the sub-list for method input_type
+	91, // 85: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	89, // 86: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	8,  // 87: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10, // 88: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12, // 89: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	16, // 90: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	18, // 91: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	20, // 92: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	22, // 93: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	24, // 94: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	26, // 95: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	28, // 96: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	30, // 97: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	32, // 98: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	34, // 99: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	36, // 100: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	38, // 101: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	41, // 102: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	43, // 103: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	45, // 104: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	47, // 105: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	49, // 106: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	51, // 107: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	53, // 108: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	55, // 109: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	57, // 110: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	59, // 111: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	62, // 112: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	64, // 113: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	66, // 114: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	70, // 115: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	68, // 116: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	75, // 117: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	77, // 118: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	79, // 119: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	81, // 120: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	83, // 121: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	86, // 122: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	88, // 123: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	73, // 124: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	92, // 125: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	90, // 126: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	87, // [87:127] is the sub-list for method output_type
+	47, // [47:87] is the sub-list for method input_type
 	47, // [47:47] is the sub-list for extension type_name
 	47, // [47:47] is the sub-list for extension extendee
 	0,  // [0:47] is the sub-list for field type_name
@@ -6446,7 +6575,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   88,
+			NumMessages:   90,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

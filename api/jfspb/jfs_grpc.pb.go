@@ -1256,6 +1256,7 @@ const (
 	Admin_ListLocks_FullMethodName      = "/jfs.v1.Admin/ListLocks"
 	Admin_EvictSession_FullMethodName   = "/jfs.v1.Admin/EvictSession"
 	Admin_Announce_FullMethodName       = "/jfs.v1.Admin/Announce"
+	Admin_ConfirmTerm_FullMethodName    = "/jfs.v1.Admin/ConfirmTerm"
 	Admin_Digest_FullMethodName         = "/jfs.v1.Admin/Digest"
 )
 
@@ -1272,6 +1273,8 @@ type AdminClient interface {
 	EvictSession(ctx context.Context, in *EvictSessionRequest, opts ...grpc.CallOption) (*EvictSessionResponse, error)
 	// Announce is called by a node on the leader to record its own addresses.
 	Announce(ctx context.Context, in *SetMemberRequest, opts ...grpc.CallOption) (*SetMemberResponse, error)
+	// ConfirmTerm is called by a leader on the other voters (reads.go).
+	ConfirmTerm(ctx context.Context, in *ConfirmTermRequest, opts ...grpc.CallOption) (*ConfirmTermResponse, error)
 	// Digest is answered by any node from its own state machine, leader or
 	// not, so that replicas can be compared.
 	Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error)
@@ -1365,6 +1368,16 @@ func (c *adminClient) Announce(ctx context.Context, in *SetMemberRequest, opts .
 	return out, nil
 }
 
+func (c *adminClient) ConfirmTerm(ctx context.Context, in *ConfirmTermRequest, opts ...grpc.CallOption) (*ConfirmTermResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfirmTermResponse)
+	err := c.cc.Invoke(ctx, Admin_ConfirmTerm_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DigestResponse)
@@ -1388,6 +1401,8 @@ type AdminServer interface {
 	EvictSession(context.Context, *EvictSessionRequest) (*EvictSessionResponse, error)
 	// Announce is called by a node on the leader to record its own addresses.
 	Announce(context.Context, *SetMemberRequest) (*SetMemberResponse, error)
+	// ConfirmTerm is called by a leader on the other voters (reads.go).
+	ConfirmTerm(context.Context, *ConfirmTermRequest) (*ConfirmTermResponse, error)
 	// Digest is answered by any node from its own state machine, leader or
 	// not, so that replicas can be compared.
 	Digest(context.Context, *DigestRequest) (*DigestResponse, error)
@@ -1424,6 +1439,9 @@ func (UnimplementedAdminServer) EvictSession(context.Context, *EvictSessionReque
 }
 func (UnimplementedAdminServer) Announce(context.Context, *SetMemberRequest) (*SetMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Announce not implemented")
+}
+func (UnimplementedAdminServer) ConfirmTerm(context.Context, *ConfirmTermRequest) (*ConfirmTermResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConfirmTerm not implemented")
 }
 func (UnimplementedAdminServer) Digest(context.Context, *DigestRequest) (*DigestResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Digest not implemented")
@@ -1593,6 +1611,24 @@ func _Admin_Announce_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ConfirmTerm_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfirmTermRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ConfirmTerm(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ConfirmTerm_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ConfirmTerm(ctx, req.(*ConfirmTermRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_Digest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DigestRequest)
 	if err := dec(in); err != nil {
@@ -1649,6 +1685,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Announce",
 			Handler:    _Admin_Announce_Handler,
+		},
+		{
+			MethodName: "ConfirmTerm",
+			Handler:    _Admin_ConfirmTerm_Handler,
 		},
 		{
 			MethodName: "Digest",

@@ -89,6 +89,16 @@ func (c *Cluster) start(id string, peers []cluster.Peer) {
 	cfg := cluster.Config{
 		ID: id, DataDir: c.dirs[id], APIAddr: "inmem-" + id, Transport: tr,
 		InitialCluster: peers,
+		ConfirmPeer: func(ctx context.Context, peer raft.Server, term uint64) (uint64, error) {
+			to := string(peer.ID)
+			c.mu.Lock()
+			n, cut := c.nodes[to], c.cut[[2]string{id, to}]
+			c.mu.Unlock()
+			if cut || n == nil {
+				return 0, fmt.Errorf("%s cannot reach %s", id, to)
+			}
+			return n.Raft().CurrentTerm(), nil
+		},
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name: id, Level: hclog.Warn, Output: testWriter{c.t},
 		}),

@@ -11,8 +11,11 @@ import (
 )
 
 // sqlite3 runs the sqlite3 shell on db with sql on its standard input.
+// sqlite3 runs the sqlite3 shell on db. SQLite waits for a busy database by
+// polling with non-blocking locks and sleeping, which is not fair: with four
+// writers one may wait long, so the busy timeout is generous.
 func sqlite3(db, sql string) (string, error) {
-	cmd := exec.Command("sqlite3", "-bail", "-cmd", ".timeout 20000", db)
+	cmd := exec.Command("sqlite3", "-bail", "-cmd", ".timeout 120000", db)
 	cmd.Stdin = strings.NewReader(sql)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -11,7 +11,7 @@ import (
 )
 
 // sqlite3 runs the sqlite3 shell on db with sql on its standard input.
-// sqlite3 runs the sqlite3 shell on db. SQLite waits for a busy database by
+// SQLite waits for a busy database by
 // polling with non-blocking locks and sleeping, which is not fair: with four
 // writers one may wait long, so the busy timeout is generous.
 func sqlite3(db, sql string) (string, error) {

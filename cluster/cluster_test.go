@@ -158,9 +158,14 @@ func TestFollowerCatchUpBySnapshot(t *testing.T) {
 	mustSameDigests(t, c)
 	n := c.Node(follower)
 	// The log it missed was compacted away: only a snapshot could bring it
-	// up to date.
-	if got := n.Raft().Stats()["last_snapshot_index"]; got == "0" {
-		t.Fatalf("follower caught up without installing a snapshot (last_snapshot_index %s)", got)
+	// up to date. Raft records the installed snapshot just after it has
+	// restored the state machine, so give it a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Raft().Stats()["last_snapshot_index"] == "0" {
+		if time.Now().After(deadline) {
+			t.Fatal("follower caught up without installing a snapshot (last_snapshot_index 0)")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if r := n.FSM().Lookup(&jfspb.LookupRequest{Parent: 1, Name: []byte("d300")}); r.Errno != 0 {
 		t.Fatalf("follower lacks d300: errno %d", r.Errno)

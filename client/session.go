@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -11,11 +10,6 @@ import (
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
-
-// ErrSessionExpired is returned for a session the cluster no longer knows:
-// its TTL lapsed or an operator evicted it, so its locks and open files are
-// gone. File-system callers turn it into EIO.
-var ErrSessionExpired = errors.New("client: session expired")
 
 // DefaultSessionTTL is the TTL assumed when the cluster does not name one.
 const DefaultSessionTTL = 10 * time.Second

@@ -183,8 +183,6 @@ func startLocker(t testing.TB, name string) *locker {
 	return l
 }
 
-func (l *locker) pid() int { return l.cmd.Process.Pid }
-
 // send sends a command without waiting for its answer.
 func (l *locker) send(format string, args ...any) {
 	l.t.Helper()

@@ -70,9 +70,10 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 	}
 	if fs.appendMode(in) {
 		_, _, err := fs.c.Append(ctx(), in.NodeId, in.Fh, data)
-		// The kernel will record a size computed from the offset it chose;
-		// drop its attributes so that the next stat, read or append asks
-		// the cluster.
+		// The kernel records a size computed from the offset it chose.
+		// Recent kernels mark the size stale after every write anyway;
+		// for the others, drop the attributes so that the next stat or
+		// read asks the cluster.
 		fs.invalidateAttr(in.NodeId)
 		if st = fs.status("write", err, 0); !st.Ok() {
 			return 0, st
@@ -128,8 +129,8 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) (st fuse.S
 		Offset: int64(in.Offset), Length: int64(in.Length), Mode: in.Mode})
 	if st = fs.byIno("fallocate", err, r.GetErrno()); st.Ok() {
 		// The kernel trims its page cache of a punched or zeroed range
-		// itself; the stored size and blocks changed under its cached
-		// attributes.
+		// itself. The size and blocks changed under its cached attributes,
+		// which not every kernel drops after a fallocate.
 		fs.invalidateAttr(in.NodeId)
 	}
 	return st

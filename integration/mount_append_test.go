@@ -239,3 +239,55 @@ func TestMountAppendFlags(t *testing.T) {
 	appendLine(t, fa, "D")
 	want("0B23456789ACD")
 }
+
+// TestMountAppendLargeRecords appends records of 1 MiB less a page, the
+// largest write(2) that the kernel always sends as one FUSE write, from two
+// mounts at once: each record must land whole, never cut by the other
+// mount's.
+func TestMountAppendLargeRecords(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	mounts := []*jfsMount{startMount(t, pc), startMount(t, pc)}
+	const (
+		perMount = 6
+		size     = 1<<20 - 4096
+	)
+	mustWriteFile(t, mounts[0].path("big"), nil)
+	fill := func(m, i int) byte { return byte('A' + m*perMount + i) }
+	start := make(chan struct{})
+	errs := make(chan error, len(mounts))
+	var wg sync.WaitGroup
+	for m, mnt := range mounts {
+		fd := mustOpen(t, mnt.path("big"), syscall.O_WRONLY|syscall.O_APPEND)
+		defer syscall.Close(fd)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := range perMount {
+				rec := bytes.Repeat([]byte{fill(m, i)}, size)
+				if n, err := syscall.Write(fd, rec); err != nil || n != size {
+					errs <- fmt.Errorf("mount %d record %d: wrote %d bytes, %v", m, i, n, err)
+					return
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	data := mustReadPath(t, mounts[1].path("big"))
+	if len(data) != len(mounts)*perMount*size {
+		t.Fatalf("%d bytes, want %d", len(data), len(mounts)*perMount*size)
+	}
+	seen := map[byte]bool{}
+	for off := 0; off < len(data); off += size {
+		rec := data[off : off+size]
+		if c := rec[0]; bytes.Count(rec, []byte{c}) != size || seen[c] {
+			t.Fatalf("the record at %d is cut or repeated (starts with %q)", off, c)
+		}
+		seen[rec[0]] = true
+	}
+}

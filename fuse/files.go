@@ -29,7 +29,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	}
 	fs.opened(fh)
 	fs.fillEntry(r.Attr, &out.EntryOut)
-	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: fs.openFlags(fh, in.Flags)}
+	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
 }
 
@@ -42,7 +42,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 		return st
 	}
 	fs.opened(fh)
-	*out = fuse.OpenOut{Fh: fh, OpenFlags: fs.openFlags(fh, in.Flags)}
+	*out = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
 }
 
@@ -68,7 +68,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 	if st = fs.live("write", in.Fh); !st.Ok() {
 		return 0, st
 	}
-	if fs.appendMode(in) {
+	if appendMode(in) {
 		_, _, err := fs.c.Append(ctx(), in.NodeId, in.Fh, data)
 		// The kernel records a size computed from the offset it chose.
 		// Recent kernels mark the size stale after every write anyway;
@@ -87,30 +87,26 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 	return uint32(n), fuse.OK
 }
 
-// openFlags remembers whether fh was opened with O_APPEND and returns the
-// FOPEN flags of the answer: such a file is opened for direct I/O, so the
-// kernel does not copy appended data into its page cache at the offset it
-// guessed from a cached size, which may not be where the data lands.
-func (fs *FS) openFlags(fh uint64, flags uint32) uint32 {
+// openFlags returns the FOPEN flags of the answer to an open with flags: a
+// file opened with O_APPEND is opened for direct I/O, so the kernel does not
+// copy appended data into its page cache at the offset it guessed from a
+// cached size, which may not be where the data lands.
+func openFlags(flags uint32) uint32 {
 	if flags&syscall.O_APPEND == 0 {
 		return 0
 	}
-	fs.appends.Store(fh, struct{}{})
 	return fuse.FOPEN_DIRECT_IO
 }
 
-// appendMode reports whether a write is an append. The write's own flags
-// are the descriptor's current file status flags (struct fuse_write_in
-// carries them since protocol 7.9), which follow fcntl(F_SETFL) changes
-// after the open; a kernel that sends none is answered from the flags the
-// file was opened with. A pwrite(2) on an O_APPEND descriptor appends too,
-// as Linux does.
-func (fs *FS) appendMode(in *fuse.WriteIn) bool {
-	if in.Flags != 0 {
-		return in.Flags&syscall.O_APPEND != 0
-	}
-	_, ok := fs.appends.Load(in.Fh)
-	return ok
+// appendMode reports whether a write is an append: a write(2) or pwrite(2)
+// (as on Linux, pwrite appends too) through a descriptor whose file status
+// flags include O_APPEND. struct fuse_write_in carries the descriptor's
+// current flags, so an fcntl(F_SETFL) after the open counts, which the flags
+// given at open would miss. The kernel's write-back of a shared mapping is
+// never an append: it names the pages' place, and it may go through any
+// writable open file of the inode, an O_APPEND one included.
+func appendMode(in *fuse.WriteIn) bool {
+	return in.WriteFlags&fuse.WRITE_CACHE == 0 && in.Flags&syscall.O_APPEND != 0
 }
 
 // Fallocate is fallocate(2), applied as one command (see
@@ -162,7 +158,6 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
 	fs.handles.Delete(in.Fh)
-	fs.appends.Delete(in.Fh)
 	if !st.Ok() {
 		return // the ended session's opens are gone with it
 	}

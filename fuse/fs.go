@@ -76,8 +76,6 @@ type FS struct {
 
 	// handles maps an open file's fh to the session it was opened under.
 	handles sync.Map
-	// appends holds the fh of every file opened with O_APPEND.
-	appends sync.Map
 }
 
 type plockKey struct{ ino, owner uint64 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"syscall"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
@@ -32,6 +33,28 @@ func (c *Client) WriteAt(ctx context.Context, ino, fh uint64, off int64, data []
 			return n, attr, nil
 		}
 	}
+}
+
+// Append writes data at the end of ino for the open file fh, as write(2)
+// does on an O_APPEND descriptor, in one request applied exactly once: the
+// cluster places it at the file's size when it applies it, so it lands
+// whole and contiguous whatever other clients write or append meanwhile.
+// It returns the offset the data went to and the attributes after it. An
+// append is atomic only as one request, so data longer than
+// MaxDataRequest is refused with EFBIG rather than split. A file-system
+// error comes back as a syscall.Errno (see Errno).
+func (c *Client) Append(ctx context.Context, ino, fh uint64, data []byte) (off int64, attr *jfspb.Attr, err error) {
+	if len(data) > MaxDataRequest {
+		return 0, nil, syscall.EFBIG
+	}
+	r, err := c.Write(ctx, &jfspb.WriteRequest{Ino: ino, Data: data, Fh: fh, Append: true})
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := Errno(r.Errno); err != nil {
+		return 0, nil, err
+	}
+	return r.Offset, r.Attr, nil
 }
 
 // ReadAt reads up to size bytes of ino at off, in requests of at most

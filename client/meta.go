@@ -134,6 +134,11 @@ func (c *Client) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.Write
 	return write(ctx, c, jfspb.MetaClient.Write, r, func(r *jfspb.WriteRequest, h *jfspb.Header) { r.Header = h })
 }
 
+// Fallocate applies a FallocateRequest exactly once.
+func (c *Client) Fallocate(ctx context.Context, r *jfspb.FallocateRequest) (*jfspb.FallocateResponse, error) {
+	return write(ctx, c, jfspb.MetaClient.Fallocate, r, func(r *jfspb.FallocateRequest, h *jfspb.Header) { r.Header = h })
+}
+
 // SetXattr applies a SetXattrRequest exactly once.
 func (c *Client) SetXattr(ctx context.Context, r *jfspb.SetXattrRequest) (*jfspb.SetXattrResponse, error) {
 	return write(ctx, c, jfspb.MetaClient.SetXattr, r, func(r *jfspb.SetXattrRequest, h *jfspb.Header) { r.Header = h })

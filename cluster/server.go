@@ -209,6 +209,10 @@ func (s *Server) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.Write
 	return propose[*jfspb.WriteResponse](ctx, s, cmdWrite, r.Header, r)
 }
 
+func (s *Server) Fallocate(ctx context.Context, r *jfspb.FallocateRequest) (*jfspb.FallocateResponse, error) {
+	return propose[*jfspb.FallocateResponse](ctx, s, jfspb.CommandType_COMMAND_TYPE_FALLOCATE, r.Header, r)
+}
+
 func (s *Server) StatFS(ctx context.Context, r *jfspb.StatFSRequest) (*jfspb.StatFSResponse, error) {
 	return read(ctx, s, "statfs", r, s.n.fsm.StatFS)
 }

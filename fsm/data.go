@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"syscall"
@@ -66,13 +67,20 @@ func (t *txn) truncateBlocks(ino uint64, n *inode, size uint64) {
 	}
 }
 
-// applyWrite writes data at offset: ENOENT; EISDIR for a directory, EINVAL
-// for another non-regular file or a negative offset; EFBIG for more than
-// MaxWrite bytes or past the largest file size; ENOSPC past the capacity.
+// applyWrite writes data at offset, or with req.Append at the file's size
+// as of this apply (offset is then ignored), so that concurrent appends
+// from any number of clients each land whole and contiguous at the real
+// end. The response's offset is where the data went. Errors: ENOENT;
+// EISDIR for a directory, EINVAL for another non-regular file or a negative
+// offset; EFBIG for more than MaxWrite bytes or past the largest file size;
+// ENOSPC past the capacity.
 func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 	fail := func(e syscall.Errno) *jfspb.WriteResponse { return &jfspb.WriteResponse{Errno: eno(e)} }
 	ino, off, data := req.GetIno(), req.GetOffset(), req.GetData()
 	n := t.inode(ino)
+	if n != nil && req.GetAppend() {
+		off = int64(n.Size)
+	}
 	switch {
 	case n == nil:
 		return fail(syscall.ENOENT)
@@ -84,7 +92,7 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 		return fail(syscall.EFBIG)
 	}
 	if len(data) == 0 {
-		return &jfspb.WriteResponse{Attr: n.attr(ino)}
+		return &jfspb.WriteResponse{Attr: n.attr(ino), Offset: off}
 	}
 	bs := uint64(t.f.opts.BlockSize)
 	// A write stores at most its own length plus the zeros that fill a
@@ -106,7 +114,142 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 	n.Size = max(n.Size, uint64(off)+uint64(len(data)))
 	n.Mtime, n.Ctime = t.now, t.now
 	t.putInode(ino, n)
-	return &jfspb.WriteResponse{Written: uint32(len(data)), Attr: n.attr(ino)}
+	return &jfspb.WriteResponse{Written: uint32(len(data)), Attr: n.attr(ino), Offset: off}
+}
+
+// The fallocate(2) modes that applyFallocate knows (linux/falloc.h).
+const (
+	fallocKeepSize  = 0x01
+	fallocPunchHole = 0x02
+	fallocZeroRange = 0x10
+)
+
+// applyFallocate is fallocate(2) on a regular file (see FallocateRequest):
+//
+//   - mode 0 allocates [offset, offset+length): the holes in it become
+//     stored zeros, and the size grows to its end;
+//   - KEEP_SIZE does the same without changing the size. Blocks are only
+//     ever stored below the size, so the part of the range at or past the
+//     size is not reserved: it succeeds and stores nothing;
+//   - PUNCH_HOLE|KEEP_SIZE makes the range below the size read as zeros and
+//     frees the blocks wholly inside it (a block partly inside keeps its
+//     other bytes, and is trimmed when the hole reaches its stored end);
+//   - ZERO_RANGE, with or without KEEP_SIZE, makes the range read as zeros,
+//     stored (allocated) like mode 0.
+//
+// The space accounting (blocks, used bytes) follows what is stored. Mode 0
+// and ZERO_RANGE store at most MaxFallocate bytes in one command (EFBIG
+// above), as one command is applied in one transaction.
+func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateResponse {
+	fail := func(e syscall.Errno) *jfspb.FallocateResponse { return &jfspb.FallocateResponse{Errno: eno(e)} }
+	ino, off, length, mode := req.GetIno(), req.GetOffset(), req.GetLength(), req.GetMode()
+	n := t.inode(ino)
+	switch {
+	case n == nil:
+		return fail(syscall.ENOENT)
+	case mode != 0 && mode != fallocKeepSize && mode != fallocPunchHole|fallocKeepSize &&
+		mode != fallocZeroRange && mode != fallocZeroRange|fallocKeepSize:
+		return fail(syscall.EOPNOTSUPP)
+	case off < 0 || length <= 0:
+		return fail(syscall.EINVAL)
+	case n.isDir():
+		return fail(syscall.EISDIR)
+	case !n.isReg():
+		return fail(syscall.ENODEV)
+	case uint64(off)+uint64(length) > maxFileSize:
+		return fail(syscall.EFBIG)
+	}
+	lo, end := uint64(off), uint64(off)+uint64(length)
+	if mode&fallocPunchHole != 0 {
+		if hi := min(end, n.Size); lo < hi {
+			t.punchHole(ino, n, lo, hi)
+		}
+		n.Mtime, n.Ctime = t.now, t.now
+		t.putInode(ino, n)
+		return &jfspb.FallocateResponse{Attr: n.attr(ino)}
+	}
+	size := n.Size
+	if mode&fallocKeepSize == 0 {
+		size = max(size, end)
+	}
+	hi := min(end, size)
+	if lo < hi {
+		if hi-lo > MaxFallocate {
+			return fail(syscall.EFBIG)
+		}
+		// At most the range plus the zeros that fill a block up to it.
+		if t.metaGet(metaUsedBytes)+(hi-lo)+uint64(t.f.opts.BlockSize) > t.f.opts.Capacity {
+			return fail(syscall.ENOSPC)
+		}
+		t.storeZeros(ino, n, lo, hi, mode&fallocZeroRange != 0)
+	}
+	if mode&fallocZeroRange != 0 || size != n.Size {
+		n.Mtime = t.now
+	}
+	n.Size = size
+	n.Ctime = t.now
+	t.putInode(ino, n)
+	return &jfspb.FallocateResponse{Attr: n.attr(ino)}
+}
+
+// storeZeros makes every byte of [lo, hi) of ino stored: holes become
+// stored zeros, and with overwrite the stored bytes are zeroed too. hi must
+// not be past the size the caller leaves n with.
+func (t *txn) storeZeros(ino uint64, n *inode, lo, hi uint64, overwrite bool) {
+	bs := uint64(t.f.opts.BlockSize)
+	for at := lo; at < hi; {
+		blk, bo := at/bs, at%bs
+		to := min(bs, bo+(hi-at)) // the range's end within the block
+		at += to - bo
+		old := t.block(ino, blk)
+		if !overwrite && uint64(len(old)) >= to {
+			continue // already stored
+		}
+		buf := make([]byte, max(uint64(len(old)), to))
+		copy(buf, old)
+		if overwrite {
+			clear(buf[bo:to])
+		}
+		t.putBlock(ino, n, blk, old, buf)
+	}
+}
+
+// punchHole makes [lo, hi) of ino read as zeros while storing as little as
+// it can: blocks whose stored bytes all fall inside are deleted, a block
+// whose stored end falls inside is trimmed, and the bytes inside a block
+// that keeps data after the hole are zeroed.
+func (t *txn) punchHole(ino uint64, n *inode, lo, hi uint64) {
+	bs := uint64(t.f.opts.BlockSize)
+	type stored struct {
+		blk  uint64
+		data []byte
+	}
+	var hit []stored
+	t.scanFrom(bucketBlock, u64(ino), key2(ino, lo/bs), func(k, v []byte) bool {
+		blk := binary.BigEndian.Uint64(k[8:])
+		if blk*bs >= hi {
+			return false
+		}
+		hit = append(hit, stored{blk, v})
+		return true
+	})
+	for _, s := range hit {
+		base := s.blk * bs
+		a, b := max(lo, base)-base, min(hi, base+bs)-base // the hole within the block
+		switch L := uint64(len(s.data)); {
+		case a >= L:
+			// The hole starts past the stored bytes: nothing to do.
+		case a == 0 && b >= L:
+			t.del(bucketBlock, key2(ino, s.blk))
+			t.account(n, -int64(L))
+		case b >= L:
+			t.putBlock(ino, n, s.blk, s.data, s.data[:a:a])
+		default:
+			buf := bytes.Clone(s.data)
+			clear(buf[a:b])
+			t.putBlock(ino, n, s.blk, s.data, buf)
+		}
+	}
 }
 
 // Read answers up to req.Size bytes (at most MaxRead) at req.Offset,

@@ -58,6 +58,9 @@ const (
 	RootIno = 1
 	// MaxWrite is the most data one Write command may carry.
 	MaxWrite = 4 << 20
+	// MaxFallocate is the most bytes one Fallocate command may allocate
+	// (store as zeros): one command is applied in one transaction.
+	MaxFallocate = 64 << 20
 	// MaxRead is the most data one Read answers.
 	MaxRead = 64 << 20
 	// MaxNameLen is the longest name, in bytes.
@@ -341,6 +344,7 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_FLOCK:              handler("flock", false, (*txn).applyFlock),
 		jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER: handler("release_lock_owner", false, (*txn).applyReleaseLockOwner),
 		jfspb.CommandType_COMMAND_TYPE_SET_MEMBER:         handler("set_member", true, (*txn).applySetMember),
+		jfspb.CommandType_COMMAND_TYPE_FALLOCATE:          handler("fallocate", false, (*txn).applyFallocate),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
 		c := m[typ]

@@ -1,6 +1,8 @@
 package fuse
 
 import (
+	"math"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -27,7 +29,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	}
 	fs.opened(fh)
 	fs.fillEntry(r.Attr, &out.EntryOut)
-	out.OpenOut = fuse.OpenOut{Fh: fh}
+	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
 }
 
@@ -40,7 +42,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 		return st
 	}
 	fs.opened(fh)
-	*out = fuse.OpenOut{Fh: fh}
+	*out = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
 }
 
@@ -58,17 +60,76 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fus
 }
 
 // Write writes through to the cluster: when it returns, the data is
-// committed.
+// committed. A write through a descriptor in O_APPEND mode is sent as an
+// append (see appendMode): the leader places it at the file's real end,
+// and in.Offset, which the kernel took from its cached size, is ignored.
 func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (written uint32, st fuse.Status) {
 	defer fs.observe("Write", time.Now(), &st)
 	if st = fs.live("write", in.Fh); !st.Ok() {
 		return 0, st
+	}
+	if appendMode(in) {
+		_, _, err := fs.c.Append(ctx(), in.NodeId, in.Fh, data)
+		// The kernel records a size computed from the offset it chose.
+		// Recent kernels mark the size stale after every write anyway;
+		// for the others, drop the attributes so that the next stat or
+		// read asks the cluster.
+		fs.invalidateAttr(in.NodeId)
+		if st = fs.status("write", err, 0); !st.Ok() {
+			return 0, st
+		}
+		return uint32(len(data)), fuse.OK
 	}
 	n, _, err := fs.c.WriteAt(ctx(), in.NodeId, in.Fh, int64(in.Offset), data)
 	if st = fs.status("write", err, 0); !st.Ok() && n == 0 {
 		return 0, st
 	}
 	return uint32(n), fuse.OK
+}
+
+// openFlags returns the FOPEN flags of the answer to an open with flags: a
+// file opened with O_APPEND is opened for direct I/O, so the kernel does not
+// copy appended data into its page cache at the offset it guessed from a
+// cached size, which may not be where the data lands.
+func openFlags(flags uint32) uint32 {
+	if flags&syscall.O_APPEND == 0 {
+		return 0
+	}
+	return fuse.FOPEN_DIRECT_IO
+}
+
+// appendMode reports whether a write is an append: a write(2) or pwrite(2)
+// (as on Linux, pwrite appends too) through a descriptor whose file status
+// flags include O_APPEND. struct fuse_write_in carries the descriptor's
+// current flags, so an fcntl(F_SETFL) after the open counts, which the flags
+// given at open would miss. The kernel's write-back of a shared mapping is
+// never an append: it names the pages' place, and it may go through any
+// writable open file of the inode, an O_APPEND one included.
+func appendMode(in *fuse.WriteIn) bool {
+	return in.WriteFlags&fuse.WRITE_CACHE == 0 && in.Flags&syscall.O_APPEND != 0
+}
+
+// Fallocate is fallocate(2), applied as one command (see
+// jfspb.FallocateRequest for the modes and errnos): 0, KEEP_SIZE,
+// PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE with or without KEEP_SIZE; any other
+// mode is EOPNOTSUPP.
+func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) (st fuse.Status) {
+	defer fs.observe("Fallocate", time.Now(), &st)
+	if st = fs.live("fallocate", in.Fh); !st.Ok() {
+		return st
+	}
+	if in.Offset > math.MaxInt64 || in.Length > math.MaxInt64 {
+		return fuse.EINVAL
+	}
+	r, err := fs.c.Fallocate(ctx(), &jfspb.FallocateRequest{Ino: in.NodeId, Fh: in.Fh,
+		Offset: int64(in.Offset), Length: int64(in.Length), Mode: in.Mode})
+	if st = fs.byIno("fallocate", err, r.GetErrno()); st.Ok() {
+		// The kernel trims its page cache of a punched or zeroed range
+		// itself. The size and blocks changed under its cached attributes,
+		// which not every kernel drops after a fallocate.
+		fs.invalidateAttr(in.NodeId)
+	}
+	return st
 }
 
 // Flush is called at every close(2) of a descriptor: the POSIX locks of the

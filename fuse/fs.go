@@ -99,13 +99,14 @@ func New(c *client.Client, opts Options) *FS {
 }
 
 // NewServer mounts fs at mountPoint with opts, adding what fs needs:
-// locks forwarded to it, and O_TRUNC passed to Open. The server also
+// locks forwarded to it, O_TRUNC passed to Open, and shared mmap allowed
+// on the files opened for direct I/O (O_APPEND, see Open). The server also
 // answers .accesslog and .stats, writes the access log and counts
 // operations (special.go). The caller serves the returned server (Serve)
 // and unmounts it.
 func (fs *FS) NewServer(mountPoint string, opts fuse.MountOptions) (*fuse.Server, error) {
 	opts.EnableLocks = true
-	opts.ExtraCapabilities |= fuse.CAP_ATOMIC_O_TRUNC
+	opts.ExtraCapabilities |= fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP
 	return fuse.NewServer(newFront(fs), mountPoint, &opts)
 }
 
@@ -177,6 +178,19 @@ func (fs *FS) live(op string, fh uint64) fuse.Status {
 		return fuse.EIO
 	}
 	return fuse.OK
+}
+
+// invalidateAttr drops the kernel's cached attributes of ino, keeping its
+// cached data. Unlike invalidate it locks no page, so it may be called
+// while the kernel waits for a write or fallocate of ino.
+func (fs *FS) invalidateAttr(ino uint64) {
+	s := fs.server.Load()
+	if s == nil {
+		return
+	}
+	if st := s.InodeNotify(ino, -1, 0); !st.Ok() && st != fuse.ENOENT {
+		fs.log.Warn("dropping the kernel's attributes failed", "ino", ino, "status", st)
+	}
 }
 
 // observe reports an operation to the Observer; use as

@@ -373,6 +373,19 @@ func (f *front) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (ui
 	return n, st
 }
 
+func (f *front) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	if isVirtual(in.NodeId) {
+		return fuse.EPERM
+	}
+	start := time.Now()
+	st := f.FS.Fallocate(cancel, in)
+	d := f.done("Fallocate", "fallocate", start, st)
+	if f.alog.active() {
+		f.alog.add(start, d, &in.Caller, "fallocate", st, "", "%d,%d,%d,%d", in.NodeId, in.Mode, in.Offset, in.Length)
+	}
+	return st
+}
+
 func (f *front) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	if isVirtual(in.NodeId) {
 		return fuse.OK

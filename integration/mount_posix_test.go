@@ -11,8 +11,6 @@ import (
 
 // posixSkips are the posixtest cases that cannot pass on jfs, and why.
 var posixSkips = map[string]string{
-	"Fallocate":         "fallocate(2) is not supported: the Meta API has no request to reserve space (EOPNOTSUPP)",
-	"FallocateKeepSize": "fallocate(2) is not supported: the Meta API has no request to reserve space (EOPNOTSUPP)",
 	// The case takes a write lock and then a read lock through two
 	// descriptors of the same process and expects EAGAIN. POSIX record
 	// locks belong to the process, so the second request converts the

@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/jfs-dev/jfs/bench"
 )
 
 // The seed scenario (seeds/000): many processes stat one file through one
@@ -286,6 +288,10 @@ func TestMountObserveStatStorm(t *testing.T) {
 func TestMountObserveVirtualFiles(t *testing.T) {
 	pc := startProcCluster(t, 3)
 	m := startMount(t, pc, noCache...)
+	// jfs bench knows the mount by its type in the mount table.
+	if fs, err := bench.DetectFS(m.dir); err != nil || !fs.JFS || fs.Type != bench.JFSMountType || fs.Stats != m.path(".stats") {
+		t.Errorf("bench.DetectFS(%s) = %+v, %v; want a %s mount with .stats", m.dir, fs, err, bench.JFSMountType)
+	}
 	if err := os.WriteFile(m.path(".stats"), []byte("x"), 0o644); err == nil {
 		t.Error("wrote .stats")
 	}

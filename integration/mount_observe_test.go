@@ -32,6 +32,26 @@ import (
 // errno's text, seconds.
 var accessLogLine = regexp.MustCompile(`^\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}:\d{2}\.\d{6} \[uid:\d+,gid:\d+,pid:\d+\] [a-z_]+ \(.*\).* - (OK|[a-z][a-z ]+) <\d+\.\d{6}>$`)
 
+// mustHaveOpen waits until process pid has path open (a link in
+// /proc/PID/fd), so that what the test does next happens after the open.
+func mustHaveOpen(t testing.TB, pid int, path string) {
+	t.Helper()
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ents, _ := os.ReadDir(fdDir)
+		for _, e := range ents {
+			if target, err := os.Readlink(filepath.Join(fdDir, e.Name())); err == nil && target == path {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d did not open %s within 30s", pid, path)
+		}
+		time.Sleep(10 * time.Millisecond) // polling /proc
+	}
+}
+
 // statStorm runs procs processes that each stat path reps×perCall times
 // (reps runs of stat(1) with perCall arguments), all at once, and returns
 // how long they took.
@@ -189,7 +209,7 @@ func TestMountObserveStatStorm(t *testing.T) {
 		out.Close()
 	})
 	defer stopCat()
-	time.Sleep(200 * time.Millisecond) // let cat open it
+	mustHaveOpen(t, cat.Process.Pid, m.path(".accesslog"))
 
 	// jfs stats --count 2, at the same time.
 	var statsOut bytes.Buffer
@@ -307,7 +327,7 @@ func TestMountObserveVirtualFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { idle.Process.Kill(); idle.Wait() }()
-	time.Sleep(200 * time.Millisecond)
+	mustHaveOpen(t, idle.Process.Pid, m.path(".accesslog"))
 	mustWriteFile(t, m.path("f"), []byte("x"))
 	done := make(chan struct{})
 	go func() {

@@ -17,7 +17,7 @@ import (
 
 func mustPropose[R proto.Message](t *testing.T, n *cluster.Node, typ jfspb.CommandType, h *jfspb.Header, req proto.Message) R {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := n.Propose(ctx, typ, h, req)
 	if err != nil {
@@ -42,7 +42,7 @@ func mustRegister(t *testing.T, n *cluster.Node, name string) uint64 {
 
 func mustLookup(t *testing.T, n *cluster.Node, parent uint64, name string) *jfspb.LookupResponse {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := n.ReadIndex(ctx); err != nil {
 		t.Fatalf("read index on %s: %v", n.ID(), err)
@@ -116,7 +116,7 @@ func TestExactlyOnceAcrossLeaderChange(t *testing.T) {
 	if r := mustPropose[*jfspb.CreateResponse](t, leader, jfspb.CommandType_COMMAND_TYPE_CREATE, h2, req2); r.Errno != int32(syscall.EEXIST) {
 		t.Fatalf("second create with O_EXCL: errno %d, want EEXIST", r.Errno)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := leader.ReadIndex(ctx); err != nil {
 		t.Fatal(err)

@@ -107,11 +107,11 @@ func mustStillWaiting(t *testing.T, c *lockClient, ch <-chan waitResult, ino uin
 		default:
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !c.isWaiting(ino, pid) {
 		notReturned()
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not among the leader's waiters after 10s", what)
+			t.Fatalf("%s: not among the leader's waiters after 30s", what)
 		}
 		time.Sleep(5 * time.Millisecond) // polling the leader's waiters
 	}
@@ -122,10 +122,10 @@ func mustStillWaiting(t *testing.T, c *lockClient, ch <-chan waitResult, ino uin
 // among its waiters.
 func mustQueued(t *testing.T, c *lockClient, ino uint64, pid uint32, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !c.isWaiting(ino, pid) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not among the leader's waiters after 10s", what)
+			t.Fatalf("%s: not among the leader's waiters after 30s", what)
 		}
 		time.Sleep(5 * time.Millisecond) // polling the leader's waiters
 	}
@@ -151,8 +151,8 @@ func mustGet(t *testing.T, ch <-chan waitResult, what string) waitResult {
 	select {
 	case r := <-ch:
 		return r
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s still waiting after 10s", what)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still waiting after 30s", what)
 	}
 	return waitResult{}
 }
@@ -391,7 +391,7 @@ func TestWaitFollowsLeaderChange(t *testing.T) {
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("wait on a stopped leader: %v, want UNAVAILABLE", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("wait did not end when its leader stopped")
 	}
 	nl := c.Leader()

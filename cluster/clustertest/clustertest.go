@@ -228,10 +228,11 @@ func (c *Cluster) Leader() *cluster.Node {
 	return nil
 }
 
-// WaitApplied waits until every running node has applied index.
+// WaitApplied waits up to thirty seconds until every running node has
+// applied index.
 func (c *Cluster) WaitApplied(index uint64) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, id := range c.ids {
 		if n := c.Node(id); n != nil {

@@ -30,7 +30,7 @@ import (
 // accessLogLine is the exact format of a line of .accesslog, JuiceFS's:
 // time, caller, operation, (arguments) and details, " - ", OK or the
 // errno's text, seconds.
-var accessLogLine = regexp.MustCompile(`^\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}:\d{2}\.\d{6} \[uid:\d+,gid:\d+,pid:\d+\] [a-z_]+ \(.*\).* - (OK|[a-z][a-z ]+) <\d+\.\d{6}>$`)
+var accessLogLine = regexp.MustCompile(`^\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}:\d{2}\.\d{6} \[uid:\d+,gid:\d+,pid:\d+\] [a-z_]+ \(.*\).* - (OK|[a-z][^<]*) <\d+\.\d{6}>$`)
 
 // mustHaveOpen waits until process pid has path open (a link in
 // /proc/PID/fd), so that what the test does next happens after the open.

@@ -31,7 +31,9 @@ func TestBenchWorkloadsOnALocalDir(t *testing.T) {
 	const procs = 3
 	var progress bytes.Buffer
 	rep, err := Run(context.Background(), Config{
-		Dir: dir, Workloads: Workloads, Procs: procs, Duration: 300 * time.Millisecond,
+		// Long enough that every process gets some operations done even
+		// when a loaded machine starves it for a while.
+		Dir: dir, Workloads: Workloads, Procs: procs, Duration: time.Second,
 		MaxFiles: 2000, Command: workerCommand, Progress: &progress,
 	})
 	if err != nil {
@@ -58,9 +60,10 @@ func TestBenchWorkloadsOnALocalDir(t *testing.T) {
 			t.Errorf("%s: %d ops (present %v), want at least one per process", k, r.Ops, ok)
 		}
 	}
-	// The timed phases ran for about their share of the duration.
+	// The timed phases ran for at least their share of the duration (no
+	// upper bound but a sanity one: a loaded machine stretches them).
 	for _, k := range []string{"stat-storm/stat", "meta/create", "lock-pairs/flock lock+unlock"} {
-		if el := byOp[k].ElapsedSeconds; el < 0.09 || el > 5 {
+		if el := byOp[k].ElapsedSeconds; el < 0.3 || el > 120 {
 			t.Errorf("%s ran for %.2fs", k, el)
 		}
 	}

@@ -21,9 +21,15 @@ type FSInfo struct {
 	Source     string `json:"source"`
 	// JFS: the directory is on a jfs mount.
 	JFS bool `json:"jfs"`
-	// Stats is the mount's .stats file when it has one.
+	// Stats is a jfs mount's .stats file.
 	Stats string `json:"stats,omitempty"`
 }
+
+// JFSMountType is the type a jfs mount has in the mount table: jfs mount
+// names its FUSE file system "jfs" (fuse/mount.go), and the kernel shows
+// FUSE types as fuse.NAME. Other FUSE file systems have .stats files too
+// (JuiceFS's is fuse.juicefs), so the type, not the file, says jfs.
+const JFSMountType = "fuse.jfs"
 
 // DetectFS finds the mount that holds dir in /proc/self/mountinfo.
 func DetectFS(dir string) (FSInfo, error) {
@@ -42,16 +48,20 @@ func DetectFS(dir string) (FSInfo, error) {
 	if info.MountPoint == "" {
 		return info, fmt.Errorf("no mount holds %s", abs)
 	}
-	if info.Type == "fuse.jfs" || (strings.HasPrefix(info.Type, "fuse") && strings.HasPrefix(info.Source, "jfs:")) {
-		info.JFS = true
+	return classify(info, func(p string) bool {
+		_, err := os.Lstat(p)
+		return err == nil
+	}), nil
+}
+
+// classify sets JFS from the mount's type and, for a jfs mount, Stats
+// when exists says its .stats is there.
+func classify(info FSInfo, exists func(path string) bool) FSInfo {
+	info.JFS = info.Type == JFSMountType
+	if p := filepath.Join(info.MountPoint, ".stats"); info.JFS && exists(p) {
+		info.Stats = p
 	}
-	if p := filepath.Join(info.MountPoint, ".stats"); info.JFS || strings.HasPrefix(info.Type, "fuse") {
-		if _, err := os.Lstat(p); err == nil {
-			info.Stats = p
-			info.JFS = true
-		}
-	}
-	return info, nil
+	return info
 }
 
 // findMount returns the mount of mountinfo whose mount point is the

@@ -197,3 +197,28 @@ jfsd_reads_total 7 1700000000
 		}
 	}
 }
+
+// A mount is jfs by its type only: a JuiceFS mount has a .stats file too
+// and must not get jfs's cluster columns.
+func TestBenchClassifyByMountType(t *testing.T) {
+	mi := []byte(`22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:50 / /mnt/jfs rw,nosuid - fuse.jfs jfs:127.0.0.1:7101 rw,user_id=0
+41 22 0:51 / /mnt/juicefs rw,nosuid - fuse.juicefs JuiceFS:vol rw,user_id=0
+42 22 0:52 / /mnt/other rw,nosuid - fuse jfs:looks-like-it rw,user_id=0
+`)
+	everyStats := func(string) bool { return true }
+	for path, want := range map[string]FSInfo{
+		"/mnt/jfs/a":     {MountPoint: "/mnt/jfs", Type: "fuse.jfs", Source: "jfs:127.0.0.1:7101", JFS: true, Stats: "/mnt/jfs/.stats"},
+		"/mnt/juicefs/a": {MountPoint: "/mnt/juicefs", Type: "fuse.juicefs", Source: "JuiceFS:vol"},
+		"/mnt/other":     {MountPoint: "/mnt/other", Type: "fuse", Source: "jfs:looks-like-it"},
+		"/home":          {MountPoint: "/", Type: "ext4", Source: "/dev/sda1"},
+	} {
+		if got := classify(findMount(mi, path), everyStats); got != want {
+			t.Errorf("%s: %+v, want %+v", path, got, want)
+		}
+	}
+	got := classify(findMount(mi, "/mnt/jfs"), func(string) bool { return false })
+	if !got.JFS || got.Stats != "" {
+		t.Errorf("jfs mount without .stats: %+v", got)
+	}
+}

@@ -17,7 +17,7 @@ import (
 
 func mustPropose[R proto.Message](t *testing.T, n *cluster.Node, typ jfspb.CommandType, h *jfspb.Header, req proto.Message) R {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := n.Propose(ctx, typ, h, req)
 	if err != nil {
@@ -42,7 +42,7 @@ func mustRegister(t *testing.T, n *cluster.Node, name string) uint64 {
 
 func mustLookup(t *testing.T, n *cluster.Node, parent uint64, name string) *jfspb.LookupResponse {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := n.ReadIndex(ctx); err != nil {
 		t.Fatalf("read index on %s: %v", n.ID(), err)
@@ -116,7 +116,7 @@ func TestExactlyOnceAcrossLeaderChange(t *testing.T) {
 	if r := mustPropose[*jfspb.CreateResponse](t, leader, jfspb.CommandType_COMMAND_TYPE_CREATE, h2, req2); r.Errno != int32(syscall.EEXIST) {
 		t.Fatalf("second create with O_EXCL: errno %d, want EEXIST", r.Errno)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := leader.ReadIndex(ctx); err != nil {
 		t.Fatal(err)
@@ -160,7 +160,7 @@ func TestFollowerCatchUpBySnapshot(t *testing.T) {
 	// The log it missed was compacted away: only a snapshot could bring it
 	// up to date. Raft records the installed snapshot just after it has
 	// restored the state machine, so give it a moment.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for n.Raft().Stats()["last_snapshot_index"] == "0" {
 		if time.Now().After(deadline) {
 			t.Fatal("follower caught up without installing a snapshot (last_snapshot_index 0)")
@@ -183,7 +183,7 @@ func TestPartitionedLeaderServesNoReads(t *testing.T) {
 	c.Partition(old.ID())
 	// The majority side elects a leader and takes writes.
 	var leader *cluster.Node
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for leader == nil && time.Now().Before(deadline) {
 		for _, id := range c.IDs() {
 			if n := c.Node(id); id != old.ID() && n.IsLeader() {
@@ -199,7 +199,7 @@ func TestPartitionedLeaderServesNoReads(t *testing.T) {
 	h, req := mkdir(sess, 1, "x")
 	mustPropose[*jfspb.MkdirResponse](t, leader, jfspb.CommandType_COMMAND_TYPE_MKDIR, h, req)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := old.ReadIndex(ctx); !errors.Is(err, cluster.ErrNotLeader) {
 		t.Fatalf("isolated old leader ReadIndex: %v, want ErrNotLeader", err)

@@ -94,13 +94,56 @@ func (c *lockClient) setlkwAsync(ctx context.Context, ino uint64, pid uint32, ty
 	return ch
 }
 
-func mustStillWaiting(t *testing.T, ch <-chan waitResult, what string) {
+// mustStillWaiting waits until the leader lists c's request on ino by
+// owner pid among its waiters, and checks that the request has not
+// returned: it is queued, neither granted nor refused.
+func mustStillWaiting(t *testing.T, c *lockClient, ch <-chan waitResult, ino uint64, pid uint32, what string) {
 	t.Helper()
-	select {
-	case r := <-ch:
-		t.Fatalf("%s returned %v %v, want it still waiting", what, r.errno, r.err)
-	case <-time.After(300 * time.Millisecond):
+	notReturned := func() {
+		t.Helper()
+		select {
+		case r := <-ch:
+			t.Fatalf("%s returned %v %v, want it still waiting", what, r.errno, r.err)
+		default:
+		}
 	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !c.isWaiting(ino, pid) {
+		notReturned()
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not among the leader's waiters after 30s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the leader's waiters
+	}
+	notReturned()
+}
+
+// mustQueued waits until the leader lists c's request on ino by owner pid
+// among its waiters.
+func mustQueued(t *testing.T, c *lockClient, ino uint64, pid uint32, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !c.isWaiting(ino, pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not among the leader's waiters after 30s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the leader's waiters
+	}
+}
+
+// isWaiting reports whether the leader lists a waiting request of c by
+// owner pid on ino.
+func (c *lockClient) isWaiting(ino uint64, pid uint32) bool {
+	r, err := c.srv.ListLocks(context.Background(), &jfspb.ListLocksRequest{Ino: ino, Session: c.session})
+	if err != nil {
+		return false
+	}
+	for _, l := range r.Locks {
+		if l.Waiting && l.GetOwner().GetOwner() == uint64(pid) {
+			return true
+		}
+	}
+	return false
 }
 
 func mustGet(t *testing.T, ch <-chan waitResult, what string) waitResult {
@@ -108,8 +151,8 @@ func mustGet(t *testing.T, ch <-chan waitResult, what string) waitResult {
 	select {
 	case r := <-ch:
 		return r
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s still waiting after 10s", what)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still waiting after 30s", what)
 	}
 	return waitResult{}
 }
@@ -123,10 +166,10 @@ func TestBlockingWaitGranted(t *testing.T) {
 	ino := a.mustCreate("f")
 	a.mustLock(ino, 100, wr, 0, 10)
 	w := b.setlkwAsync(context.Background(), ino, 200, wr, 5, 10)
-	mustStillWaiting(t, w, "F_SETLKW over a held range")
+	mustStillWaiting(t, b, w, ino, 200, "F_SETLKW over a held range")
 	// Locks elsewhere in the file do not wake it.
 	a.mustLock(ino, 100, wr, 100, 10)
-	mustStillWaiting(t, w, "F_SETLKW after an unrelated lock")
+	mustStillWaiting(t, b, w, ino, 200, "F_SETLKW after an unrelated lock")
 	unlocked := time.Now()
 	a.mustLock(ino, 100, un, 0, 0)
 	r := mustGet(t, w, "F_SETLKW after unlock")
@@ -149,12 +192,12 @@ func TestDeadlockAcrossHosts(t *testing.T) {
 	a.mustLock(x, 1, wr, 0, 0)
 	b.mustLock(y, 2, wr, 0, 0)
 	wa := a.setlkwAsync(context.Background(), y, 1, wr, 0, 0)
-	mustStillWaiting(t, wa, "A waiting for Y")
+	mustStillWaiting(t, a, wa, y, 1, "A waiting for Y")
 	e, err := b.setlk(context.Background(), x, 2, wr, 0, 0, true)
 	if err != nil || e != syscall.EDEADLK {
 		t.Fatalf("B F_SETLKW on X: %v %v, want EDEADLK", err, e)
 	}
-	mustStillWaiting(t, wa, "A after B's EDEADLK")
+	mustStillWaiting(t, a, wa, y, 1, "A after B's EDEADLK")
 	b.mustLock(y, 2, un, 0, 0)
 	if r := mustGet(t, wa, "A after B unlocks Y"); r.err != nil || r.errno != 0 {
 		t.Fatalf("A: %v %v", r.err, r.errno)
@@ -182,7 +225,7 @@ func TestDeadlockCycles(t *testing.T) {
 				waits = append(waits, clients[i].setlkwAsync(context.Background(), files[i+1], uint32(1000+i), wr, 0, 0))
 			}
 			for i, w := range waits {
-				mustStillWaiting(t, w, fmt.Sprintf("process %d", i))
+				mustStillWaiting(t, clients[i], w, files[i+1], uint32(1000+i), fmt.Sprintf("process %d", i))
 			}
 			e, err := clients[n-1].setlk(context.Background(), files[0], uint32(1000+n-1), wr, 0, 0, true)
 			if err != nil || e != syscall.EDEADLK {
@@ -231,10 +274,10 @@ func TestQueueFIFONoFalseDeadlock(t *testing.T) {
 			mu.Lock()
 			order = append(order, i)
 			mu.Unlock()
-			time.Sleep(20 * time.Millisecond)
 			waiters[i].mustLock(ino, uint32(10+i), un, 0, 0)
 		}(i)
-		time.Sleep(30 * time.Millisecond) // arrival order
+		// Arrival order: the next waiter asks once this one is queued.
+		mustQueued(t, waiters[i], ino, uint32(10+i), fmt.Sprintf("waiter %d", i))
 	}
 	holder.mustLock(ino, 1, un, 0, 0)
 	wg.Wait()
@@ -248,14 +291,14 @@ func TestQueueFIFONoFalseDeadlock(t *testing.T) {
 	r1, w, r2 := waiters[0], waiters[1], waiters[2]
 	r1.mustLock(ino, 10, rd, 0, 0)
 	ww := w.setlkwAsync(context.Background(), ino, 11, wr, 0, 0)
-	mustStillWaiting(t, ww, "writer behind a reader")
+	mustStillWaiting(t, w, ww, ino, 11, "writer behind a reader")
 	rr := r2.setlkwAsync(context.Background(), ino, 12, rd, 0, 0)
-	mustStillWaiting(t, rr, "a later reader behind the waiting writer")
+	mustStillWaiting(t, r2, rr, ino, 12, "a later reader behind the waiting writer")
 	r1.mustLock(ino, 10, un, 0, 0)
 	if r := mustGet(t, ww, "writer"); r.err != nil || r.errno != 0 {
 		t.Fatalf("writer: %v %v", r.err, r.errno)
 	}
-	mustStillWaiting(t, rr, "reader while the writer holds")
+	mustStillWaiting(t, r2, rr, ino, 12, "reader while the writer holds")
 	w.mustLock(ino, 11, un, 0, 0)
 	if r := mustGet(t, rr, "reader"); r.err != nil || r.errno != 0 {
 		t.Fatalf("reader: %v %v", r.err, r.errno)
@@ -276,7 +319,7 @@ func TestCancelLeavesNoGhost(t *testing.T) {
 		r, err := b.srv.SetLk(context.Background(), &jfspb.SetLkRequest{Header: h, Ino: ino, Owner: 2, Type: wr, Pid: 2, Block: true})
 		ch <- waitResult{errno: syscall.Errno(r.GetErrno()), err: err}
 	}()
-	mustStillWaiting(t, ch, "B's wait")
+	mustStillWaiting(t, b, ch, ino, 2, "B's wait")
 	if _, err := b.srv.CancelLockWait(context.Background(), &jfspb.CancelLockWaitRequest{Session: b.session, Seq: h.Seq}); err != nil {
 		t.Fatal(err)
 	}
@@ -284,6 +327,9 @@ func TestCancelLeavesNoGhost(t *testing.T) {
 		t.Fatalf("cancelled wait: %v %v, want EINTR", r.err, r.errno)
 	}
 	a.mustLock(ino, 1, un, 0, 0)
+	// Not for ordering: a ghost grant, if the cancel left one, would be
+	// proposed after the unlock; this gives it time to land. The check
+	// below passes at once on a correct cluster.
 	time.Sleep(200 * time.Millisecond)
 	// Nobody holds the file: a third owner gets a write lock at once.
 	if e, err := a.setlk(context.Background(), ino, 3, wr, 0, 0, false); err != nil || e != 0 {
@@ -295,7 +341,7 @@ func TestCancelLeavesNoGhost(t *testing.T) {
 // loses its locks after the TTL, and the waiter gets the lock; the expired
 // session's requests are refused with ESTALE.
 func TestSessionExpiryWakesWaiter(t *testing.T) {
-	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.SessionTTL = time.Second })
+	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.SessionTTL = 2 * time.Second })
 	leader := c.Leader()
 	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
 	ino := a.mustCreate("f")
@@ -313,7 +359,7 @@ func TestSessionExpiryWakesWaiter(t *testing.T) {
 	if r := mustGet(t, w, "waiter on an expiring holder"); r.err != nil || r.errno != 0 {
 		t.Fatalf("waiter: %v %v", r.err, r.errno)
 	}
-	t.Logf("granted %v after A stopped heartbeating (TTL 1s)", time.Since(start))
+	t.Logf("granted %v after A stopped heartbeating (TTL 2s)", time.Since(start))
 	if e, err := a.setlk(context.Background(), ino, 1, wr, 100, 1, false); err != nil || e != syscall.ESTALE {
 		t.Fatalf("expired session's lock request: %v %v, want ESTALE", err, e)
 	}
@@ -338,14 +384,14 @@ func TestWaitFollowsLeaderChange(t *testing.T) {
 		_, err := b.srv.SetLk(context.Background(), req)
 		ch <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	mustQueued(t, b, ino, 2, "B's wait")
 	c.Stop(leader.ID())
 	select {
 	case err := <-ch:
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("wait on a stopped leader: %v, want UNAVAILABLE", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("wait did not end when its leader stopped")
 	}
 	nl := c.Leader()
@@ -358,7 +404,7 @@ func TestWaitFollowsLeaderChange(t *testing.T) {
 		r, err := b.srv.SetLk(context.Background(), req) // same (session, seq)
 		w <- waitResult{errno: syscall.Errno(r.GetErrno()), err: err}
 	}()
-	mustStillWaiting(t, w, "re-sent wait at the new leader")
+	mustStillWaiting(t, b, w, ino, 2, "re-sent wait at the new leader")
 	a.mustLock(ino, 1, un, 0, 0)
 	if r := mustGet(t, w, "re-sent wait"); r.err != nil || r.errno != 0 {
 		t.Fatalf("re-sent wait: %v %v", r.err, r.errno)
@@ -379,7 +425,7 @@ func TestNoFalseDeadlockOnQuickRelock(t *testing.T) {
 	for round := 0; round < 30; round++ {
 		h.mustLock(ino, 1, wr, 0, 0)
 		ww := w.setlkwAsync(context.Background(), ino, 2, wr, 0, 0)
-		mustStillWaiting(t, ww, "waiter")
+		mustStillWaiting(t, w, ww, ino, 2, "waiter")
 		h.mustLock(ino, 1, un, 0, 0)
 		hw := h.setlkwAsync(context.Background(), ino, 1, wr, 0, 0)
 		if r := mustGet(t, ww, "waiter"); r.err != nil || r.errno != 0 {

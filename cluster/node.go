@@ -303,8 +303,15 @@ func (n *Node) becomeReady(term uint64) {
 // Propose replicates one command and returns the state machine's response.
 // h may be nil for commands that carry no client session. The error is
 // ErrNotLeader when this node cannot propose; a response's errno carries
-// file-system errors.
+// file-system errors. Propose returns ctx's error as soon as ctx is done: a
+// context already done proposes nothing, and one that ends later leaves the
+// entry enqueued or in flight (it may still commit; a retry with the same
+// (session, seq) gets its stored result). Enqueueing waits at most until
+// ctx's deadline, or Config.ApplyTimeout when ctx has none.
 func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Header, body proto.Message) (proto.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	b, err := proto.Marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("marshal %v: %w", typ, err)
@@ -317,21 +324,32 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	if err != nil {
 		return nil, fmt.Errorf("marshal log entry: %w", err)
 	}
+	// raft.Apply waits to enqueue without any limit when its timeout is
+	// not positive, so a deadline already past must not reach it.
 	timeout := n.cfg.ApplyTimeout
 	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+		if timeout = time.Until(d); timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
 	}
-	f := n.raft.Apply(data, timeout)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
+	// Apply itself runs in the goroutine: enqueueing can wait (a busy
+	// leader loop) and the caller's context must end that wait for it.
+	type outcome struct {
+		f   raft.ApplyFuture
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		f := n.raft.Apply(data, timeout)
+		done <- outcome{f, f.Error()}
+	}()
+	var out outcome
 	select {
-	case err = <-done:
+	case out = <-done:
 	case <-ctx.Done():
-		// The entry may still commit; a retry with the same (session, seq)
-		// gets its stored result.
 		return nil, ctx.Err()
 	}
-	switch {
+	switch err = out.err; {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
@@ -340,7 +358,7 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	case err != nil:
 		return nil, err
 	}
-	res, _ := f.Response().(fsm.Result)
+	res, _ := out.f.Response().(fsm.Result)
 	return res.Resp, nil
 }
 

@@ -29,7 +29,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/rangelock"
@@ -295,14 +294,23 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 type command struct {
 	name    string
 	newReq  func() proto.Message
-	newResp func() proto.Message
+	newResp func() response
 	// sessionFree commands run without a live session in the envelope
 	// and bypass exactly-once bookkeeping.
 	sessionFree bool
 	// reevaluateEAGAIN: an EAGAIN response is not stored for exactly-once
 	// (see sessions.go).
 	reevaluateEAGAIN bool
-	apply            func(*txn, proto.Message) proto.Message
+	apply            func(*txn, proto.Message) response
+}
+
+// response is what apply and the reads return: a protobuf message whose
+// errno is set and read through jfspb.Errno, never by field number, so a
+// response type without an errno field is a compile error in handler or
+// read instead of a panic in apply on every node.
+type response interface {
+	proto.Message
+	jfspb.Errno
 }
 
 type message[T any] interface {
@@ -310,13 +318,24 @@ type message[T any] interface {
 	proto.Message
 }
 
-func handler[Q, R any, PQ message[Q], PR message[R]](name string, sessionFree bool, fn func(*txn, PQ) PR) command {
+type responseMessage[T any] interface {
+	*T
+	response
+}
+
+func handler[Q, R any, PQ message[Q], PR responseMessage[R]](name string, sessionFree bool, fn func(*txn, PQ) PR) command {
 	return command{
 		name:        name,
 		newReq:      func() proto.Message { return PQ(new(Q)) },
-		newResp:     func() proto.Message { return PR(new(R)) },
+		newResp:     func() response { return PR(new(R)) },
 		sessionFree: sessionFree,
-		apply:       func(t *txn, m proto.Message) proto.Message { return fn(t, m.(PQ)) },
+		apply: func(t *txn, m proto.Message) response {
+			// A nil PR (storage failure) must stay a nil interface.
+			if r := fn(t, m.(PQ)); r != nil {
+				return r
+			}
+			return nil
+		},
 	}
 }
 
@@ -355,17 +374,13 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 }
 
 // errnoResponse returns a new response of c's type carrying only errno.
-func (c command) errnoResponse(e syscall.Errno) proto.Message {
+func (c command) errnoResponse(e syscall.Errno) response {
 	m := c.newResp()
 	setErrno(m, e)
 	return m
 }
 
-func setErrno(m proto.Message, e syscall.Errno) {
-	r := m.ProtoReflect()
-	fd := r.Descriptor().Fields().ByNumber(1)
-	r.Set(fd, protoreflect.ValueOfInt32(int32(e)))
-}
+func setErrno(m jfspb.Errno, e syscall.Errno) { m.SetErrno(int32(e)) }
 
 // ApplyBatch applies entries in one bolt read-write transaction that also
 // records the last applied index: either every entry takes effect or none
@@ -607,7 +622,7 @@ func (f *FSM) view(fn func(t *txn) error) error {
 
 // read runs fn in a read transaction; on a storage failure the response is
 // a fresh one with EIO.
-func read[R any, PR message[R]](f *FSM, fn func(t *txn) PR) PR {
+func read[R any, PR responseMessage[R]](f *FSM, fn func(t *txn) PR) PR {
 	var resp PR
 	err := f.view(func(t *txn) error {
 		resp = fn(t)

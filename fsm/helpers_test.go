@@ -112,16 +112,26 @@ func (h *harness) mustRegister(clientID string) uint64 {
 	return r.Session
 }
 
+// mustErrnoOf returns the errno of a response message.
+func mustErrnoOf(t testing.TB, m proto.Message) syscall.Errno {
+	t.Helper()
+	r, ok := m.(jfspb.Errno)
+	if !ok {
+		t.Fatalf("%T is not a response with an errno", m)
+	}
+	return errnoOf(r)
+}
+
 func mustOK(t testing.TB, m proto.Message) {
 	t.Helper()
-	if e := errnoOf(m); e != 0 {
+	if e := mustErrnoOf(t, m); e != 0 {
 		t.Fatalf("%T: errno %v (%d)", m, e, int(e))
 	}
 }
 
 func mustErrno(t testing.TB, m proto.Message, want syscall.Errno) {
 	t.Helper()
-	if got := errnoOf(m); got != want {
+	if got := mustErrnoOf(t, m); got != want {
 		t.Fatalf("%T: errno %v (%d), want %v (%d)", m, got, int(got), want, int(want))
 	}
 }

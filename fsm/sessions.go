@@ -56,13 +56,10 @@ func (t *txn) putSession(s *jfspb.Session) {
 	t.put(bucketSession, u64(s.GetId()), v)
 }
 
-func errnoOf(m proto.Message) syscall.Errno {
-	r := m.ProtoReflect()
-	return syscall.Errno(r.Get(r.Descriptor().Fields().ByNumber(1)).Int())
-}
+func errnoOf(m jfspb.Errno) syscall.Errno { return syscall.Errno(m.GetErrno()) }
 
 // applyOnce applies a session command with exactly-once bookkeeping.
-func (t *txn) applyOnce(c command, typ jfspb.CommandType, env *jfspb.LogEntry, req proto.Message) proto.Message {
+func (t *txn) applyOnce(c command, typ jfspb.CommandType, env *jfspb.LogEntry, req proto.Message) response {
 	sid, seq := env.GetSession(), env.GetSeq()
 	s := t.sessionRecord(sid)
 	if s == nil {
@@ -71,7 +68,7 @@ func (t *txn) applyOnce(c command, typ jfspb.CommandType, env *jfspb.LogEntry, r
 		}
 		return c.errnoResponse(syscall.ESTALE)
 	}
-	var resp proto.Message
+	var resp response
 	if seq > 0 {
 		if v := t.b(bucketResult).Get(key2(sid, seq)); v != nil {
 			resp = t.storedResult(sid, seq, v)
@@ -105,7 +102,7 @@ func (t *txn) applyOnce(c command, typ jfspb.CommandType, env *jfspb.LogEntry, r
 }
 
 // storedResult decodes a stored response: command type, then the message.
-func (t *txn) storedResult(sid, seq uint64, v []byte) proto.Message {
+func (t *txn) storedResult(sid, seq uint64, v []byte) response {
 	if len(v) >= 4 {
 		if c, ok := t.f.commands[jfspb.CommandType(binary.BigEndian.Uint32(v))]; ok {
 			m := c.newResp()

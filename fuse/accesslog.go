@@ -3,25 +3,29 @@ package fuse
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 )
 
 // The access log: MOUNTPOINT/.accesslog streams one line per operation, in
-// JuiceFS's format, to whoever has it open:
+// the format of JuiceFS (pkg/vfs logit), to whoever has it open:
 //
-//	2024.01.15 10:23:45.123456 [uid:1000,gid:1000,pid:12345] getattr (12345): OK (12345,[-rw-r--r--:0100644,1,1000,1000,1705310625,1705310625,1705310625,6]) <0.001234>
+//	2024.01.15 10:23:45.123456 [uid:1000,gid:1000,pid:12345] getattr (12345): (12345,[-rw-r--r--:0100644,1,1000,1000,1705310625,1705310625,1705310625,6]) - OK <0.001234>
+//	2024.01.15 10:23:45.123456 [uid:0,gid:0,pid:1] lookup (1,x): - no such file or directory <0.000321>
 //
-// that is: the local time the operation started, the caller from the FUSE
-// request header, the operation and its arguments, the result (OK or an
-// errno name), sometimes details, and the seconds it took. Lines are made
-// only while someone reads; each reader has a bounded buffer, and a reader
-// that falls behind loses lines instead of slowing the file system.
+// that is: the local time, the caller from the FUSE request header, the
+// operation, its arguments in parentheses and, per operation, what it
+// answered; then " - ", the result (OK or the errno's text, as
+// syscall.Errno.Error writes it) and the seconds it took. The details of
+// each operation follow JuiceFS's own logit calls (see FS methods in
+// special.go). Lines are made only while someone reads; each reader has a
+// bounded buffer, and a reader that falls behind loses lines instead of
+// slowing the file system.
 
 // accessLogTimeFormat is the time format of a line.
 const accessLogTimeFormat = "2006.01.02 15:04:05.000000"
@@ -63,8 +67,17 @@ func (l *accessLog) close(r *logReader) {
 }
 
 // add formats a line and hands it to every reader that has room for it.
-func (l *accessLog) add(start time.Time, d time.Duration, c *fuse.Caller, op string, st fuse.Status, details string, format string, args ...any) {
-	line := []byte(formatLine(start, d, c, op, fmt.Sprintf(format, args...), st, details))
+// format and args make what follows the operation's name and precedes
+// " - result": the arguments in parentheses and the operation's details.
+// A string argument that strconv.CanBackquote refuses (control
+// characters, a backquote) is escaped, as JuiceFS does.
+func (l *accessLog) add(start time.Time, d time.Duration, c *fuse.Caller, op string, st fuse.Status, format string, args ...any) {
+	for i, a := range args {
+		if s, ok := a.(string); ok && !strconv.CanBackquote(s) {
+			args[i] = strings.Trim(strconv.Quote(s), `"`)
+		}
+	}
+	line := []byte(formatLine(start, d, c, op, fmt.Sprintf(format, args...), st))
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	for r := range l.readers {
@@ -76,32 +89,30 @@ func (l *accessLog) add(start time.Time, d time.Duration, c *fuse.Caller, op str
 	}
 }
 
-// formatLine is one access-log line, with its newline. args are the
-// operation's arguments without parentheses; details, when not empty, start
-// with a space.
-func formatLine(start time.Time, d time.Duration, c *fuse.Caller, op, args string, st fuse.Status, details string) string {
-	return fmt.Sprintf("%s [uid:%d,gid:%d,pid:%d] %s (%s): %s%s <%.6f>\n",
-		start.Format(accessLogTimeFormat), c.Uid, c.Gid, c.Pid, op, args, errnoName(st), details, d.Seconds())
+// formatLine is one access-log line, with its newline. body is what
+// follows the operation's name: "(args)" and the details.
+func formatLine(start time.Time, d time.Duration, c *fuse.Caller, op, body string, st fuse.Status) string {
+	return fmt.Sprintf("%s [uid:%d,gid:%d,pid:%d] %s %s - %s <%.6f>\n",
+		start.Format(accessLogTimeFormat), c.Uid, c.Gid, c.Pid, op, body, resultText(st), d.Seconds())
 }
 
-// errnoName is OK or the errno's name, as JuiceFS writes results.
-func errnoName(st fuse.Status) string {
+// resultText is OK or the errno's text ("no such file or directory"), as
+// JuiceFS writes results.
+func resultText(st fuse.Status) string {
 	if st == fuse.OK {
 		return "OK"
 	}
-	if name := unix.ErrnoName(syscall.Errno(st)); name != "" {
-		return name
-	}
-	return "errno " + strconv.Itoa(int(st))
+	return syscall.Errno(st).Error()
 }
 
-// attrDetails are the details of an answer that carries attributes:
-// " (ino,[-rw-r--r--:0100644,nlink,uid,gid,atime,mtime,ctime,size])".
-func attrDetails(st fuse.Status, a *fuse.Attr) string {
+// entryDetails are the details of an answer that carries an entry's
+// attributes: " (ino,[-rw-r--r--:0100644,nlink,uid,gid,atime,mtime,ctime,size])",
+// the mode in seven octal digits; empty on an error.
+func entryDetails(st fuse.Status, a *fuse.Attr) string {
 	if st != fuse.OK {
 		return ""
 	}
-	return fmt.Sprintf(" (%d,[%s:0%o,%d,%d,%d,%d,%d,%d,%d])", a.Ino, modeString(a.Mode), a.Mode,
+	return fmt.Sprintf(" (%d,[%s:0%06o,%d,%d,%d,%d,%d,%d,%d])", a.Ino, modeString(a.Mode), a.Mode,
 		a.Nlink, a.Uid, a.Gid, a.Atime, a.Mtime, a.Ctime, a.Size)
 }
 
@@ -116,7 +127,7 @@ func modeString(mode uint32) string {
 	case syscall.S_IFLNK:
 		b[0] = 'l'
 	case syscall.S_IFIFO:
-		b[0] = 'p'
+		b[0] = 'f' // as JuiceFS writes a FIFO
 	case syscall.S_IFSOCK:
 		b[0] = 's'
 	case syscall.S_IFCHR:
@@ -144,9 +155,11 @@ func modeString(mode uint32) string {
 	return string(b)
 }
 
-// typeMode is how JuiceFS prints a mode argument: "d:0755", "-:0644".
-func typeMode(mode uint32) string {
-	return fmt.Sprintf("%c:%04o", modeString(mode)[0], mode&0o7777)
+// argMode is how JuiceFS prints a mode argument of mknod, mkdir and
+// create: ls's rendering and at least four octal digits, "-rw-r--r--:0100644"
+// or, for mkdir, whose mode has no file type, "?rwxr-xr-x:00755".
+func argMode(mode uint32) string {
+	return fmt.Sprintf("%s:0%04o", modeString(mode), mode)
 }
 
 // logReader is one open .accesslog.

@@ -8,37 +8,60 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
+// TestAccessLogLine pins lines to JuiceFS's format (pkg/vfs logit): the
+// operation, its arguments and details, then " - ", the result as the
+// errno's text, and the seconds.
 func TestAccessLogLine(t *testing.T) {
 	start := time.Date(2024, 1, 15, 10, 23, 45, 123456789, time.Local)
 	c := &fuse.Caller{Owner: fuse.Owner{Uid: 1000, Gid: 100}, Pid: 12345}
-	a := &fuse.Attr{Ino: 12345, Mode: syscall.S_IFREG | 0o644, Nlink: 1, Owner: fuse.Owner{Uid: 1000, Gid: 100},
+	file := &fuse.Attr{Ino: 12345, Mode: syscall.S_IFREG | 0o644, Nlink: 1, Owner: fuse.Owner{Uid: 1000, Gid: 100},
 		Atime: 1705310625, Mtime: 1705310626, Ctime: 1705310627, Size: 6}
+	root := &fuse.Attr{Ino: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Atime: 1, Mtime: 2, Ctime: 3, Size: 4096}
+	const prefix = "2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] "
 	for _, tc := range []struct {
-		op, args string
-		st       fuse.Status
-		details  string
-		d        time.Duration
-		want     string
+		op     string
+		st     fuse.Status
+		d      time.Duration
+		format string
+		args   []any
+		want   string
 	}{
-		{"getattr", "12345", fuse.OK, "", 123 * time.Microsecond,
-			"2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] getattr (12345): OK <0.000123>\n"},
-		{"lookup", "1,name", fuse.ENOENT, "", 1234567 * time.Nanosecond,
-			"2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] lookup (1,name): ENOENT <0.001235>\n"},
-		{"read", "12345,4096,0", fuse.OK, " (6)", 2 * time.Second,
-			"2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] read (12345,4096,0): OK (6) <2.000000>\n"},
-		{"getattr", "12345", fuse.OK, attrDetails(fuse.OK, a), 10 * time.Microsecond,
-			"2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] getattr (12345): OK (12345,[-rw-r--r--:0100644,1,1000,100,1705310625,1705310626,1705310627,6]) <0.000010>\n"},
-		{"unlink", "1,f", fuse.Status(syscall.ESTALE), "", 0,
-			"2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] unlink (1,f): ESTALE <0.000000>\n"},
-		{"setlk", "2,7,W,0,-1,99,true", fuse.Status(syscall.EDEADLK), "", time.Millisecond,
-			"2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] setlk (2,7,W,0,-1,99,true): EDEADLK <0.001000>\n"},
+		{"getattr", fuse.OK, 213 * time.Microsecond, "(%d):%s", []any{1, entryDetails(fuse.OK, root)},
+			"getattr (1): (1,[drwxr-xr-x:0040755,2,0,0,1,2,3,4096]) - OK <0.000213>"},
+		{"getattr", fuse.OK, 10 * time.Microsecond, "(%d):%s", []any{12345, entryDetails(fuse.OK, file)},
+			"getattr (12345): (12345,[-rw-r--r--:0100644,1,1000,100,1705310625,1705310626,1705310627,6]) - OK <0.000010>"},
+		{"lookup", fuse.ENOENT, 1234567 * time.Nanosecond, "(%d,%s):%s", []any{1, "a b", entryDetails(fuse.ENOENT, file)},
+			"lookup (1,a b): - no such file or directory <0.001235>"},
+		{"flush", fuse.OK, 9 * time.Microsecond, "(%d,%d,%016X)", []any{16388, 3, uint64(0xabc)},
+			"flush (16388,3,0000000000000ABC) - OK <0.000009>"},
+		{"read", fuse.OK, 2 * time.Second, "(%d,%d,%d,%d): (%d)", []any{12345, 4096, 0, 7, 6},
+			"read (12345,4096,0,7): (6) - OK <2.000000>"},
+		{"mkdir", fuse.OK, 0, "(%d,%s,%s):%s", []any{1, "d", argMode(0o755), entryDetails(fuse.OK, root)},
+			"mkdir (1,d,?rwxr-xr-x:00755): (1,[drwxr-xr-x:0040755,2,0,0,1,2,3,4096]) - OK <0.000000>"},
+		{"create", fuse.OK, 0, "(%d,%s,%s):%s [fh:%d]", []any{1, "f", argMode(syscall.S_IFREG | 0o644), entryDetails(fuse.OK, file), 9},
+			"create (1,f,-rw-r--r--:0100644): (12345,[-rw-r--r--:0100644,1,1000,100,1705310625,1705310626,1705310627,6]) [fh:9] - OK <0.000000>"},
+		{"unlink", fuse.Status(syscall.ESTALE), 0, "(%d,%s)", []any{1, "new\nline"},
+			"unlink (1,new\\nline) - stale file handle <0.000000>"},
+		{"unlink", fuse.OK, 0, "(%d,%s)", []any{1, "new\nline"},
+			"unlink (1,new\\nline) - OK <0.000000>"},
+		{"setlk", fuse.Status(syscall.EDEADLK), time.Millisecond, "%s",
+			[]any{lockArgs(&fuse.LkIn{InHeader: fuse.InHeader{NodeId: 2}, Fh: 5, Owner: 7, Lk: fuse.FileLock{End: 1<<63 - 1, Typ: syscall.F_WRLCK, Pid: 99}}, true)},
+			"setlk (2,5,0000000000000007,0,9223372036854775807,W,true,99) - resource deadlock avoided <0.001000>"},
+		{"flock", fuse.OK, 0, "%s",
+			[]any{lockArgs(&fuse.LkIn{InHeader: fuse.InHeader{NodeId: 2}, Fh: 5, Owner: 7, LkFlags: fuse.FUSE_LK_FLOCK, Lk: fuse.FileLock{Typ: syscall.F_RDLCK}}, false)},
+			"flock (2,5,0000000000000007,LOCKSH,false) - OK <0.000000>"},
+		{"setattr", fuse.OK, 0, "(%d[%d],0x%X,[%s]):%s", []any{12345, 0, uint32(fuse.FATTR_MODE | fuse.FATTR_MTIME_NOW | fuse.FATTR_SIZE),
+			setattrArgs(&fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE | fuse.FATTR_MTIME_NOW | fuse.FATTR_SIZE, Mode: syscall.S_IFREG | 0o600, Size: 0}}), ""},
+			"setattr (12345[0],0x109,[mode=-rw-------:00600,mtime=NOW,size=0]): - OK <0.000000>"},
 	} {
-		if got := formatLine(start, tc.d, c, tc.op, tc.args, tc.st, tc.details); got != tc.want {
-			t.Errorf("got  %q\nwant %q", got, tc.want)
+		l := newAccessLog()
+		r := l.open()
+		l.add(start, tc.d, c, tc.op, tc.st, tc.format, tc.args...)
+		buf := make([]byte, 4096)
+		n, _ := r.read(nil, buf)
+		if got, want := string(buf[:n]), prefix+tc.want+"\n"; got != want {
+			t.Errorf("got  %q\nwant %q", got, want)
 		}
-	}
-	if d := attrDetails(fuse.ENOENT, a); d != "" {
-		t.Errorf("details of an error: %q", d)
 	}
 }
 
@@ -50,14 +73,12 @@ func TestModeString(t *testing.T) {
 		syscall.S_IFDIR | 0o1777:                  "drwxrwxrwt",
 		syscall.S_IFREG | syscall.S_ISUID | 0o644: "-rwSr--r--",
 		syscall.S_IFREG | syscall.S_ISGID | 0o755: "-rwxr-sr-x",
-		syscall.S_IFIFO | 0o644:                   "prw-r--r--",
+		syscall.S_IFIFO | 0o644:                   "frw-r--r--",
+		0o755:                                     "?rwxr-xr-x",
 	} {
 		if got := modeString(mode); got != want {
 			t.Errorf("modeString(%o) = %q, want %q", mode, got, want)
 		}
-	}
-	if got := typeMode(syscall.S_IFDIR | 0o755); got != "d:0755" {
-		t.Errorf("typeMode = %q", got)
 	}
 }
 
@@ -72,10 +93,10 @@ func TestAccessLogReaders(t *testing.T) {
 	r1, r2 := l.open(), l.open()
 	c := &fuse.Caller{}
 	at := time.Date(2024, 1, 1, 0, 0, 0, 0, time.Local)
-	l.add(at, 0, c, "getattr", fuse.OK, "", "%d", 1)
-	l.add(at, 0, c, "getattr", fuse.OK, "", "%d", 2)
-	line1 := formatLine(at, 0, c, "getattr", "1", fuse.OK, "")
-	line2 := formatLine(at, 0, c, "getattr", "2", fuse.OK, "")
+	l.add(at, 0, c, "getattr", fuse.OK, "(%d)", 1)
+	l.add(at, 0, c, "getattr", fuse.OK, "(%d)", 2)
+	line1 := formatLine(at, 0, c, "getattr", "(1)", fuse.OK)
+	line2 := formatLine(at, 0, c, "getattr", "(2)", fuse.OK)
 
 	buf := make([]byte, 4096)
 	n, st := r1.read(nil, buf)
@@ -94,7 +115,7 @@ func TestAccessLogReaders(t *testing.T) {
 
 	l.close(r2)
 	for i := range readerBuffer + 100 {
-		l.add(at, 0, c, "getattr", fuse.OK, "", "%d", i)
+		l.add(at, 0, c, "getattr", fuse.OK, "(%d)", i)
 	}
 	if d := r1.dropped.Load(); d != 100 {
 		t.Errorf("dropped %d lines, want 100", d)

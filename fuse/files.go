@@ -184,15 +184,26 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) {}
 
 // ReadDir lists a directory from in.Offset on.
-func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
-	defer fs.observe("ReadDir", time.Now(), &st)
-	return fs.readDir(in, out, false)
+func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	_, st := fs.listDir(in, out, false)
+	return st
 }
 
 // ReadDirPlus lists a directory with the attributes of its entries.
-func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
-	defer fs.observe("ReadDirPlus", time.Now(), &st)
-	return fs.readDir(in, out, true)
+func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	_, st := fs.listDir(in, out, true)
+	return st
+}
+
+// listDir is ReadDir (plus false) or ReadDirPlus, and also returns how
+// many entries it added.
+func (fs *FS) listDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) (n int, st fuse.Status) {
+	method := "ReadDir"
+	if plus {
+		method = "ReadDirPlus"
+	}
+	defer fs.observe(method, time.Now(), &st)
+	return fs.readDir(in, out, plus)
 }
 
 // Directory offsets are the cluster's entry cookies: "." is 1, ".." is 2,
@@ -204,16 +215,23 @@ const (
 )
 
 // readDir fills out with the entries after in.Offset until it is full or
-// the directory ends, asking the cluster a page at a time.
-func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+// the directory ends, asking the cluster a page at a time. It returns how
+// many entries it added.
+func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) (int, fuse.Status) {
+	n := 0
 	add := func(e fuse.DirEntry, a *jfspb.Attr) bool {
 		if !plus {
-			return out.AddDirEntry(e)
+			if !out.AddDirEntry(e) {
+				return false
+			}
+			n++
+			return true
 		}
 		eo := out.AddDirLookupEntry(e)
 		if eo == nil {
 			return false
 		}
+		n++
 		if a != nil {
 			fs.fillEntry(a, eo)
 		}
@@ -221,10 +239,10 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.S
 	}
 	off := in.Offset
 	if off < dotCookie && !add(fuse.DirEntry{Name: ".", Mode: fuse.S_IFDIR, Ino: in.NodeId, Off: dotCookie}, nil) {
-		return fuse.OK
+		return n, fuse.OK
 	}
 	if off < dotdotCookie && !add(fuse.DirEntry{Name: "..", Mode: fuse.S_IFDIR, Off: dotdotCookie}, nil) {
-		return fuse.OK
+		return n, fuse.OK
 	}
 	cookie := max(off, dotdotCookie)
 	// A page of about what fits: a dirent is 24 bytes and a name, and
@@ -237,17 +255,17 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.S
 	for {
 		r, err := fs.c.ReadDir(ctx(), &jfspb.ReadDirRequest{Ino: in.NodeId, Cookie: cookie, Limit: limit})
 		if st := fs.status("readdir", err, r.GetErrno()); !st.Ok() {
-			return st
+			return n, st
 		}
 		for _, e := range r.Entries {
 			de := fuse.DirEntry{Name: string(e.Name), Mode: e.Attr.GetMode(), Ino: e.Attr.GetIno(), Off: e.Cookie}
 			if !add(de, e.Attr) {
-				return fuse.OK
+				return n, fuse.OK
 			}
 			cookie = e.Cookie
 		}
 		if r.Eof || len(r.Entries) == 0 {
-			return fuse.OK
+			return n, fuse.OK
 		}
 	}
 }

@@ -3,6 +3,8 @@ package fuse
 import (
 	"bytes"
 	"net/http"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -10,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
+	"golang.org/x/sys/unix"
 )
 
 // Metrics are a mount's Prometheus metrics, served by "jfs mount --metrics"
@@ -114,3 +117,11 @@ func (m *Metrics) ObserveMerged(method string) { m.merged.WithLabelValues(method
 
 // Metrics are the mount's metrics.
 func (m *Mounted) Metrics() *Metrics { return m.fs.opts.Metrics }
+
+// errnoName is the errno's name for a metric label: "ENOENT".
+func errnoName(st fuse.Status) string {
+	if name := unix.ErrnoName(syscall.Errno(st)); name != "" {
+		return name
+	}
+	return "errno " + strconv.Itoa(int(st))
+}

@@ -14,6 +14,11 @@ import (
 	"github.com/jfs-dev/jfs/client"
 )
 
+// mountName names the FUSE file system: the mount table shows a jfs mount's
+// type as fuse.jfs (go-fuse mounts with that type, or passes subtype=jfs to
+// fusermount), and jfs bench recognizes jfs mounts by it.
+const mountName = "jfs"
+
 // MountConfig describes a mount of the cluster behind a client.
 type MountConfig struct {
 	MountPoint string
@@ -58,7 +63,7 @@ func Mount(ctx context.Context, c *client.Client, cfg MountConfig) (*Mounted, er
 	root := os.Geteuid() == 0
 	m.srv, err = m.fs.NewServer(cfg.MountPoint, fuse.MountOptions{
 		FsName:      cfg.FsName,
-		Name:        "jfs",
+		Name:        mountName,
 		Options:     []string{"default_permissions"},
 		AllowOther:  root,
 		DirectMount: root,

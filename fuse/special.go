@@ -2,7 +2,7 @@ package fuse
 
 import (
 	"fmt"
-	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -97,7 +97,7 @@ func (f *front) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, ou
 	}
 	d := f.done("Lookup", "", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &h.Caller, "lookup", st, attrDetails(st, &out.Attr), "%d,%s", h.NodeId, name)
+		f.alog.add(start, d, &h.Caller, "lookup", st, "(%d,%s):%s", h.NodeId, name, entryDetails(st, &out.Attr))
 	}
 	return st
 }
@@ -112,7 +112,7 @@ func (f *front) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.At
 	st := f.FS.GetAttr(cancel, in, out)
 	d := f.done("GetAttr", "", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "getattr", st, attrDetails(st, &out.Attr), "%d", in.NodeId)
+		f.alog.add(start, d, &in.Caller, "getattr", st, "(%d):%s", in.NodeId, entryDetails(st, &out.Attr))
 	}
 	return st
 }
@@ -125,7 +125,7 @@ func (f *front) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	st := f.FS.SetAttr(cancel, in, out)
 	d := f.done("SetAttr", "setattr", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "setattr", st, attrDetails(st, &out.Attr), "%d,0x%X", in.NodeId, in.Valid)
+		f.alog.add(start, d, &in.Caller, "setattr", st, "(%d[%d],0x%X,[%s]):%s", in.NodeId, in.Fh, in.Valid, setattrArgs(in), entryDetails(st, &out.Attr))
 	}
 	return st
 }
@@ -138,7 +138,7 @@ func (f *front) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out
 	}
 	d := f.done("Mknod", "mknod", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "mknod", st, attrDetails(st, &out.Attr), "%d,%s,%s,0x%08X", in.NodeId, name, typeMode(in.Mode), in.Rdev)
+		f.alog.add(start, d, &in.Caller, "mknod", st, "(%d,%s,%s,0x%08X):%s", in.NodeId, name, argMode(in.Mode), in.Rdev, entryDetails(st, &out.Attr))
 	}
 	return st
 }
@@ -151,7 +151,7 @@ func (f *front) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out
 	}
 	d := f.done("Mkdir", "mkdir", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "mkdir", st, attrDetails(st, &out.Attr), "%d,%s,%s", in.NodeId, name, typeMode(in.Mode|syscall.S_IFDIR))
+		f.alog.add(start, d, &in.Caller, "mkdir", st, "(%d,%s,%s):%s", in.NodeId, name, argMode(in.Mode), entryDetails(st, &out.Attr))
 	}
 	return st
 }
@@ -164,7 +164,7 @@ func (f *front) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	}
 	d := f.done("Unlink", "unlink", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &h.Caller, "unlink", st, "", "%d,%s", h.NodeId, name)
+		f.alog.add(start, d, &h.Caller, "unlink", st, "(%d,%s)", h.NodeId, name)
 	}
 	return st
 }
@@ -177,7 +177,7 @@ func (f *front) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fus
 	}
 	d := f.done("Rmdir", "rmdir", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &h.Caller, "rmdir", st, "", "%d,%s", h.NodeId, name)
+		f.alog.add(start, d, &h.Caller, "rmdir", st, "(%d,%s)", h.NodeId, name)
 	}
 	return st
 }
@@ -190,7 +190,7 @@ func (f *front) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newNa
 	}
 	d := f.done("Rename", "rename", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "rename", st, "", "%d,%s,%d,%s,%d", in.NodeId, oldName, in.Newdir, newName, in.Flags)
+		f.alog.add(start, d, &in.Caller, "rename", st, "(%d,%s,%d,%s,%d)", in.NodeId, oldName, in.Newdir, newName, in.Flags)
 	}
 	return st
 }
@@ -203,7 +203,7 @@ func (f *front) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *
 	}
 	d := f.done("Link", "link", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "link", st, attrDetails(st, &out.Attr), "%d,%d,%s", in.Oldnodeid, in.NodeId, name)
+		f.alog.add(start, d, &in.Caller, "link", st, "(%d,%d,%s):%s", in.Oldnodeid, in.NodeId, name, entryDetails(st, &out.Attr))
 	}
 	return st
 }
@@ -216,7 +216,7 @@ func (f *front) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name s
 	}
 	d := f.done("Symlink", "symlink", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &h.Caller, "symlink", st, attrDetails(st, &out.Attr), "%d,%s,%s", h.NodeId, name, target)
+		f.alog.add(start, d, &h.Caller, "symlink", st, "(%d,%s,%s):%s", h.NodeId, name, target, entryDetails(st, &out.Attr))
 	}
 	return st
 }
@@ -229,11 +229,7 @@ func (f *front) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse
 	target, st := f.FS.Readlink(cancel, h)
 	d := f.done("Readlink", "readlink", start, st)
 	if f.alog.active() {
-		details := ""
-		if st.Ok() {
-			details = " (" + string(target) + ")"
-		}
-		f.alog.add(start, d, &h.Caller, "readlink", st, details, "%d", h.NodeId)
+		f.alog.add(start, d, &h.Caller, "readlink", st, "(%d): (%s)", h.NodeId, string(target))
 	}
 	return target, st
 }
@@ -246,7 +242,7 @@ func (f *front) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 	st := f.FS.Access(cancel, in)
 	d := f.done("Access", "", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "access", st, "", "%d,0x%X", in.NodeId, in.Mask)
+		f.alog.add(start, d, &in.Caller, "access", st, "(%d,0x%X)", in.NodeId, in.Mask)
 	}
 	return st
 }
@@ -256,7 +252,8 @@ func (f *front) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.Statf
 	st := f.FS.StatFs(cancel, h, out)
 	d := f.done("StatFs", "statfs", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &h.Caller, "statfs", st, "", "%d", h.NodeId)
+		total, avail := out.Blocks*uint64(out.Bsize), out.Bavail*uint64(out.Bsize)
+		f.alog.add(start, d, &h.Caller, "statfs", st, "(%d): (%d,%d,%d,%d)", h.NodeId, total-avail, avail, out.Files-out.Ffree, out.Ffree)
 	}
 	return st
 }
@@ -271,7 +268,7 @@ func (f *front) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, 
 	n, st := f.FS.GetXAttr(cancel, h, attr, dest)
 	d := f.done("GetXAttr", "getxattr", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &h.Caller, "getxattr", st, "", "%d,%s,%d", h.NodeId, attr, len(dest))
+		f.alog.add(start, d, &h.Caller, "getxattr", st, "(%d,%s,%d): (%d)", h.NodeId, attr, len(dest), n)
 	}
 	return n, st
 }
@@ -284,7 +281,7 @@ func (f *front) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte)
 	n, st := f.FS.ListXAttr(cancel, h, dest)
 	d := f.done("ListXAttr", "listxattr", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &h.Caller, "listxattr", st, "", "%d,%d", h.NodeId, len(dest))
+		f.alog.add(start, d, &h.Caller, "listxattr", st, "(%d,%d): (%d)", h.NodeId, len(dest), n)
 	}
 	return n, st
 }
@@ -297,7 +294,7 @@ func (f *front) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr strin
 	st := f.FS.SetXAttr(cancel, in, attr, data)
 	d := f.done("SetXAttr", "setxattr", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "setxattr", st, "", "%d,%s,%d,%d", in.NodeId, attr, len(data), in.Flags)
+		f.alog.add(start, d, &in.Caller, "setxattr", st, "(%d,%s,%d,%d)", in.NodeId, attr, len(data), in.Flags)
 	}
 	return st
 }
@@ -310,7 +307,7 @@ func (f *front) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr strin
 	st := f.FS.RemoveXAttr(cancel, h, attr)
 	d := f.done("RemoveXAttr", "removexattr", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &h.Caller, "removexattr", st, "", "%d,%s", h.NodeId, attr)
+		f.alog.add(start, d, &h.Caller, "removexattr", st, "(%d,%s)", h.NodeId, attr)
 	}
 	return st
 }
@@ -325,7 +322,7 @@ func (f *front) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	}
 	d := f.done("Create", "create", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "create", st, attrDetails(st, &out.Attr), "%d,%s,%s", in.NodeId, name, typeMode(in.Mode))
+		f.alog.add(start, d, &in.Caller, "create", st, "(%d,%s,%s):%s [fh:%d]", in.NodeId, name, argMode(in.Mode), entryDetails(st, &out.Attr), out.Fh)
 	}
 	return st
 }
@@ -338,7 +335,11 @@ func (f *front) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	st := f.FS.Open(cancel, in, out)
 	d := f.done("Open", "open", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "open", st, "", "%d,0x%x", in.NodeId, in.Flags)
+		if st.Ok() {
+			f.alog.add(start, d, &in.Caller, "open", st, "(%d,%#x) [fh:%d]", in.NodeId, in.Flags, out.Fh)
+		} else {
+			f.alog.add(start, d, &in.Caller, "open", st, "(%d,%#x)", in.NodeId, in.Flags)
+		}
 	}
 	return st
 }
@@ -351,11 +352,11 @@ func (f *front) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.
 	res, st := f.FS.Read(cancel, in, buf)
 	d := f.done("Read", "read", start, st)
 	if f.alog.active() {
-		details := ""
+		n := 0
 		if st.Ok() {
-			details = " (" + strconv.Itoa(res.Size()) + ")"
+			n = res.Size()
 		}
-		f.alog.add(start, d, &in.Caller, "read", st, details, "%d,%d,%d", in.NodeId, in.Size, in.Offset)
+		f.alog.add(start, d, &in.Caller, "read", st, "(%d,%d,%d,%d): (%d)", in.NodeId, in.Size, in.Offset, in.Fh, n)
 	}
 	return res, st
 }
@@ -368,7 +369,7 @@ func (f *front) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (ui
 	n, st := f.FS.Write(cancel, in, data)
 	d := f.done("Write", "write", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "write", st, "", "%d,%d,%d", in.NodeId, len(data), in.Offset)
+		f.alog.add(start, d, &in.Caller, "write", st, "(%d,%d,%d,%d)", in.NodeId, len(data), in.Offset, in.Fh)
 	}
 	return n, st
 }
@@ -394,7 +395,7 @@ func (f *front) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	st := f.FS.Flush(cancel, in)
 	d := f.done("Flush", "", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "flush", st, "", "%d,%d", in.NodeId, in.LockOwner)
+		f.alog.add(start, d, &in.Caller, "flush", st, "(%d,%d,%016X)", in.NodeId, in.Fh, in.LockOwner)
 	}
 	return st
 }
@@ -407,7 +408,7 @@ func (f *front) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	st := f.FS.Fsync(cancel, in)
 	d := f.done("Fsync", "", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "fsync", st, "", "%d,%d", in.NodeId, in.FsyncFlags&1)
+		f.alog.add(start, d, &in.Caller, "fsync", st, "(%d,%d)", in.NodeId, in.FsyncFlags)
 	}
 	return st
 }
@@ -421,7 +422,7 @@ func (f *front) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	f.FS.Release(cancel, in)
 	d := f.done("Release", "release", start, fuse.OK)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "release", fuse.OK, "", "%d", in.NodeId)
+		f.alog.add(start, d, &in.Caller, "release", fuse.OK, "(%d,%d)", in.NodeId, in.Fh)
 	}
 }
 
@@ -435,27 +436,27 @@ func (f *front) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 	st := f.FS.OpenDir(cancel, in, out)
 	d := f.done("OpenDir", "", start, st) // its getattr is counted by the client
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "opendir", st, "", "%d", in.NodeId)
+		f.alog.add(start, d, &in.Caller, "opendir", st, "(%d) [fh:%d]", in.NodeId, out.Fh)
 	}
 	return st
 }
 
 func (f *front) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	start := time.Now()
-	st := f.FS.ReadDir(cancel, in, out)
+	n, st := f.FS.listDir(in, out, false)
 	d := f.done("ReadDir", "readdir", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "readdir", st, "", "%d,%d,%d", in.NodeId, in.Size, in.Offset)
+		f.alog.add(start, d, &in.Caller, "readdir", st, "(%d,%d,%d,%t): (%d)", in.NodeId, in.Size, in.Offset, false, n)
 	}
 	return st
 }
 
 func (f *front) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	start := time.Now()
-	st := f.FS.ReadDirPlus(cancel, in, out)
+	n, st := f.FS.listDir(in, out, true)
 	d := f.done("ReadDirPlus", "readdir", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "readdir", st, " (plus)", "%d,%d,%d", in.NodeId, in.Size, in.Offset)
+		f.alog.add(start, d, &in.Caller, "readdir", st, "(%d,%d,%d,%t): (%d)", in.NodeId, in.Size, in.Offset, true, n)
 	}
 	return st
 }
@@ -465,7 +466,7 @@ func (f *front) ReleaseDir(in *fuse.ReleaseIn) {
 	f.FS.ReleaseDir(in)
 	d := f.done("ReleaseDir", "", start, fuse.OK)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "releasedir", fuse.OK, "", "%d", in.NodeId)
+		f.alog.add(start, d, &in.Caller, "releasedir", fuse.OK, "(%d)", in.NodeId)
 	}
 }
 
@@ -479,20 +480,18 @@ func lockOp(in *fuse.LkIn) string {
 	return "setlk"
 }
 
-// lockArgs are a lock request's arguments in the access log: (ino, fh,
-// type, block) for flock, (ino, owner, type, start, end, pid, block) for
-// setlk, with end -1 for "to the end of the file".
+// lockArgs are a lock request's arguments in the access log, as JuiceFS
+// writes them: (ino, fh, owner, LOCKSH|LOCKEX|UNLOCK, block) for flock,
+// (ino, fh, owner, start, end, type, block, pid) for setlk.
 func lockArgs(in *fuse.LkIn, block bool) string {
 	if in.LkFlags&fuse.FUSE_LK_FLOCK != 0 {
-		return fmt.Sprintf("%d,%d,%s,%t", in.NodeId, in.Fh, lockType(in.Lk.Typ), block)
+		return fmt.Sprintf("(%d,%d,%016X,%s,%t)", in.NodeId, in.Fh, in.Owner, flockName(in.Lk.Typ), block)
 	}
-	end := int64(in.Lk.End)
-	if in.Lk.End >= toEOF {
-		end = -1
-	}
-	return fmt.Sprintf("%d,%d,%s,%d,%d,%d,%t", in.NodeId, in.Owner, lockType(in.Lk.Typ), in.Lk.Start, end, in.Lk.Pid, block)
+	return fmt.Sprintf("(%d,%d,%016X,%d,%d,%s,%t,%d)", in.NodeId, in.Fh, in.Owner, in.Lk.Start, in.Lk.End, lockType(in.Lk.Typ), block, in.Lk.Pid)
 }
 
+// lockType is a POSIX lock type in the access log: R, W, U, or X for
+// anything else.
 func lockType(t uint32) string {
 	switch t {
 	case syscall.F_RDLCK:
@@ -502,7 +501,51 @@ func lockType(t uint32) string {
 	case syscall.F_UNLCK:
 		return "U"
 	}
-	return strconv.FormatUint(uint64(t), 10)
+	return "X"
+}
+
+// flockName is an flock request's type in the access log.
+func flockName(t uint32) string {
+	switch t {
+	case syscall.F_RDLCK:
+		return "LOCKSH"
+	case syscall.F_WRLCK:
+		return "LOCKEX"
+	case syscall.F_UNLCK:
+		return "UNLOCK"
+	}
+	return "X"
+}
+
+// setattrArgs lists what a setattr changes, as JuiceFS writes it:
+// "mode=-rw-r--r--:00644,uid=1,gid=2,atime=NOW,mtime=5,size=0".
+func setattrArgs(in *fuse.SetAttrIn) string {
+	var parts []string
+	if in.Valid&fuse.FATTR_MODE != 0 {
+		parts = append(parts, fmt.Sprintf("mode=%s:0%04o", modeString(in.Mode), in.Mode&0o7777))
+	}
+	if in.Valid&fuse.FATTR_UID != 0 {
+		parts = append(parts, fmt.Sprintf("uid=%d", in.Uid))
+	}
+	if in.Valid&fuse.FATTR_GID != 0 {
+		parts = append(parts, fmt.Sprintf("gid=%d", in.Gid))
+	}
+	switch {
+	case in.Valid&fuse.FATTR_ATIME_NOW != 0:
+		parts = append(parts, "atime=NOW")
+	case in.Valid&fuse.FATTR_ATIME != 0:
+		parts = append(parts, fmt.Sprintf("atime=%d", in.Atime))
+	}
+	switch {
+	case in.Valid&fuse.FATTR_MTIME_NOW != 0:
+		parts = append(parts, "mtime=NOW")
+	case in.Valid&fuse.FATTR_MTIME != 0:
+		parts = append(parts, fmt.Sprintf("mtime=%d", in.Mtime))
+	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		parts = append(parts, fmt.Sprintf("size=%d", in.Size))
+	}
+	return strings.Join(parts, ",")
 }
 
 func (f *front) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.Status {
@@ -513,11 +556,11 @@ func (f *front) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fu
 	st := f.FS.GetLk(cancel, in, out)
 	d := f.done("GetLk", "getlk", start, st)
 	if f.alog.active() {
-		details := ""
+		lk := in.Lk
 		if st.Ok() {
-			details = fmt.Sprintf(" (%s,%d,%d,%d)", lockType(out.Lk.Typ), out.Lk.Start, out.Lk.End, out.Lk.Pid)
+			lk = out.Lk
 		}
-		f.alog.add(start, d, &in.Caller, "getlk", st, details, "%d,%d,%s,%d,%d", in.NodeId, in.Owner, lockType(in.Lk.Typ), in.Lk.Start, in.Lk.End)
+		f.alog.add(start, d, &in.Caller, "getlk", st, "(%d,%d,%016X): (%d,%d,%s,%d)", in.NodeId, in.Fh, in.Owner, lk.Start, lk.End, lockType(lk.Typ), lk.Pid)
 	}
 	return st
 }
@@ -531,7 +574,7 @@ func (f *front) SetLk(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 	op := lockOp(in)
 	d := f.done("SetLk", op, start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, op, st, "", "%s", lockArgs(in, false))
+		f.alog.add(start, d, &in.Caller, op, st, "%s", lockArgs(in, false))
 	}
 	return st
 }
@@ -545,7 +588,7 @@ func (f *front) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 	op := lockOp(in)
 	d := f.done("SetLkw", op, start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, op, st, "", "%s", lockArgs(in, true))
+		f.alog.add(start, d, &in.Caller, op, st, "%s", lockArgs(in, true))
 	}
 	return st
 }

@@ -78,6 +78,8 @@ func TestKillLeaderKeepsAcknowledgedWrites(t *testing.T) {
 	var acked []int
 	var maxGap time.Duration
 	last := time.Now()
+	const killAt = 35 // the leader is killed once this write is acknowledged
+	kill := make(chan struct{})
 	writeN := func(from, to int) {
 		for i := from; i < to; i++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
@@ -89,6 +91,9 @@ func TestKillLeaderKeepsAcknowledgedWrites(t *testing.T) {
 			acked = append(acked, i)
 			maxGap = max(maxGap, time.Since(last))
 			last = time.Now()
+			if i == killAt {
+				close(kill)
+			}
 		}
 	}
 	writeN(0, 30)
@@ -96,7 +101,7 @@ func TestKillLeaderKeepsAcknowledgedWrites(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		time.Sleep(50 * time.Millisecond) // kill in the middle of the writes below
+		<-kill // in the middle of the writes below
 		pc.kill(leader)
 	}()
 	maxGap = 0

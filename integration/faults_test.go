@@ -84,7 +84,11 @@ func TestFaultLeaderKillRepeated(t *testing.T) {
 	}
 
 	var retried float64
-	time.Sleep(time.Second) // load before the first fault
+	// The load is running before the first fault.
+	if !waitFor(30*time.Second, func() bool { return progress() >= 40 }) {
+		stop()
+		t.Fatalf("the workload made %d operations in 30s before any fault (error: %v)", progress(), failed())
+	}
 	for round := 1; round <= 3; round++ {
 		leader := pc.leader(t, c)
 		before := progress()
@@ -170,7 +174,11 @@ func TestFaultFollowerSnapshotCatchUp(t *testing.T) {
 	}
 	stop := runAll(mw.run)
 	defer stop()
-	time.Sleep(500 * time.Millisecond)
+	// The writer is going before the follower is killed.
+	if !waitFor(30*time.Second, func() bool { return mw.ops.Load() >= 10 || mw.failed.Load() }) || mw.failed.Load() {
+		stop()
+		t.Fatalf("the writer made %d operations in 30s: %v", mw.ops.Load(), mw.err)
+	}
 	st, err := statusOf(c, follower)
 	if err != nil {
 		t.Fatal(err)
@@ -490,7 +498,11 @@ func TestFaultMutualExclusion(t *testing.T) {
 	}
 	stop := runAll(fns...)
 	defer stop()
-	time.Sleep(1500 * time.Millisecond)
+	// The lockers are taking turns before the leader is killed.
+	if !waitFor(30*time.Second, func() bool { return progress() >= 40 }) {
+		stop()
+		t.Fatalf("the lockers made %d increments in 30s before the kill", progress())
+	}
 	leader := pc.leader(t, c)
 	retried := nodeNotOK(t, leader) // its counters die with it
 	before := progress()

@@ -2,10 +2,12 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
 // A locker is a child process (this test binary, re-executed) that opens
@@ -220,11 +224,41 @@ func (l *locker) must(format string, args ...any) {
 	}
 }
 
-// blocked checks that the last command is still waiting after d.
-func (l *locker) blocked(d time.Duration, what string) {
+// blocked checks that the last command waits in the cluster: it waits
+// until the leader lists a waiting lock request of l's process (its pid),
+// and checks that l has not answered. So what the test does next happens
+// after the request is queued, however slow the machine.
+func (l *locker) blocked(pc *procCluster, what string) {
 	l.t.Helper()
-	if r, ok := l.answer(d); ok {
+	c := pc.client(l.t)
+	pid := uint32(l.cmd.Process.Pid)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l.mustNotHaveAnswered(what)
+		var locks []*jfspb.LockInfo
+		err := c.Admin(context.Background(), func(ctx context.Context, a jfspb.AdminClient) error {
+			r, err := a.ListLocks(ctx, &jfspb.ListLocksRequest{})
+			locks = r.GetLocks()
+			return err
+		})
+		if err == nil && slices.ContainsFunc(locks, func(li *jfspb.LockInfo) bool { return li.Waiting && li.Pid == pid }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("%s: %s is not among the leader's waiters after 30s (last error %v)", l.name, what, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the leader's waiters
+	}
+	l.mustNotHaveAnswered(what)
+}
+
+// mustNotHaveAnswered fails if the oldest unanswered command has answered.
+func (l *locker) mustNotHaveAnswered(what string) {
+	l.t.Helper()
+	select {
+	case r := <-l.replies:
 		l.t.Fatalf("%s: %s answered %q, want it to wait", l.name, what, r)
+	default:
 	}
 }
 

@@ -17,6 +17,8 @@ func TestMountKillLeader(t *testing.T) {
 	c := pc.client(t)
 	var acked []int
 	var maxGap time.Duration
+	const killAt = 25 // the leader is killed once this write is acknowledged
+	kill := make(chan struct{})
 	writeN := func(from, to int) {
 		t.Helper()
 		last := time.Now()
@@ -32,6 +34,9 @@ func TestMountKillLeader(t *testing.T) {
 			acked = append(acked, i)
 			maxGap = max(maxGap, time.Since(last))
 			last = time.Now()
+			if i == killAt {
+				close(kill)
+			}
 		}
 	}
 	writeN(0, 20)
@@ -39,7 +44,7 @@ func TestMountKillLeader(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		time.Sleep(100 * time.Millisecond) // in the middle of the writes below
+		<-kill // in the middle of the writes below
 		pc.kill(leader)
 	}()
 	writeN(20, 80)

@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/jfs-dev/jfs/bench"
 )
 
 // The seed scenario (seeds/000): many processes stat one file through one
@@ -25,8 +27,30 @@ import (
 // in flight at once are merged by the mount and batched by the leader; the
 // mount's .accesslog, .stats, jfs stats and jfs profile show it.
 
-// accessLogLine is the exact format of a line of .accesslog.
-var accessLogLine = regexp.MustCompile(`^\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}:\d{2}\.\d{6} \[uid:\d+,gid:\d+,pid:\d+\] [a-z]+ \(.*\): (OK|E[A-Z0-9]+)( .*)? <\d+\.\d{6}>$`)
+// accessLogLine is the exact format of a line of .accesslog, JuiceFS's:
+// time, caller, operation, (arguments) and details, " - ", OK or the
+// errno's text, seconds.
+var accessLogLine = regexp.MustCompile(`^\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}:\d{2}\.\d{6} \[uid:\d+,gid:\d+,pid:\d+\] [a-z_]+ \(.*\).* - (OK|[a-z][^<]*) <\d+\.\d{6}>$`)
+
+// mustHaveOpen waits until process pid has path open (a link in
+// /proc/PID/fd), so that what the test does next happens after the open.
+func mustHaveOpen(t testing.TB, pid int, path string) {
+	t.Helper()
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ents, _ := os.ReadDir(fdDir)
+		for _, e := range ents {
+			if target, err := os.Readlink(filepath.Join(fdDir, e.Name())); err == nil && target == path {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d did not open %s within 30s", pid, path)
+		}
+		time.Sleep(10 * time.Millisecond) // polling /proc
+	}
+}
 
 // statStorm runs procs processes that each stat path reps×perCall times
 // (reps runs of stat(1) with perCall arguments), all at once, and returns
@@ -185,7 +209,7 @@ func TestMountObserveStatStorm(t *testing.T) {
 		out.Close()
 	})
 	defer stopCat()
-	time.Sleep(200 * time.Millisecond) // let cat open it
+	mustHaveOpen(t, cat.Process.Pid, m.path(".accesslog"))
 
 	// jfs stats --count 2, at the same time.
 	var statsOut bytes.Buffer
@@ -232,7 +256,7 @@ func TestMountObserveStatStorm(t *testing.T) {
 	// among them, and the seed's grep works on it.
 	b := mustReadPath(t, saved)
 	getattrs := 0
-	want := fmt.Sprintf("] getattr (%d): OK", ino)
+	want := fmt.Sprintf("] getattr (%d): (%d,[", ino, ino)
 	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
 		if l == "" {
 			continue
@@ -241,7 +265,7 @@ func TestMountObserveStatStorm(t *testing.T) {
 			t.Errorf("access-log line in a wrong format: %q", l)
 			break
 		}
-		if strings.Contains(l, want) {
+		if strings.Contains(l, want) && strings.Contains(l, " - OK <") {
 			getattrs++
 		}
 	}
@@ -284,6 +308,10 @@ func TestMountObserveStatStorm(t *testing.T) {
 func TestMountObserveVirtualFiles(t *testing.T) {
 	pc := startProcCluster(t, 3)
 	m := startMount(t, pc, noCache...)
+	// jfs bench knows the mount by its type in the mount table.
+	if fs, err := bench.DetectFS(m.dir); err != nil || !fs.JFS || fs.Type != bench.JFSMountType || fs.Stats != m.path(".stats") {
+		t.Errorf("bench.DetectFS(%s) = %+v, %v; want a %s mount with .stats", m.dir, fs, err, bench.JFSMountType)
+	}
 	if err := os.WriteFile(m.path(".stats"), []byte("x"), 0o644); err == nil {
 		t.Error("wrote .stats")
 	}
@@ -299,7 +327,7 @@ func TestMountObserveVirtualFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { idle.Process.Kill(); idle.Wait() }()
-	time.Sleep(200 * time.Millisecond)
+	mustHaveOpen(t, idle.Process.Pid, m.path(".accesslog"))
 	mustWriteFile(t, m.path("f"), []byte("x"))
 	done := make(chan struct{})
 	go func() {

@@ -28,6 +28,14 @@ func sqlite3(db, sql string) (string, error) {
 // TestMountSQLite: processes on two mounts increment one counter in a
 // SQLite database in rollback-journal mode; SQLite's fcntl locks and the
 // journal must keep every increment and the database intact.
+//
+// The work is sized to what it proves: two writers per mount, each with
+// enough transactions that they contend across mounts many times (a lost
+// update shows as a short count), not a throughput run. Every transaction
+// is a few dozen lock, write and fsync round trips through the cluster, and
+// SQLite waits for a busy database by sleeping, so on a loaded machine it
+// takes minutes per thousand; the test reports its time and does not judge
+// it.
 func TestMountSQLite(t *testing.T) {
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		t.Skip("sqlite3 is not installed (.ci/run installs it)")
@@ -35,7 +43,7 @@ func TestMountSQLite(t *testing.T) {
 	pc := startProcCluster(t, 3)
 	a := startMount(t, pc)
 	b := startMount(t, pc)
-	const workers, increments = 4, 300
+	const workers, increments = 4, 40
 	if _, err := sqlite3(a.path("db"), "PRAGMA journal_mode=DELETE;\nCREATE TABLE counter(n INTEGER);\nINSERT INTO counter VALUES(0);\n"); err != nil {
 		t.Fatal(err)
 	}

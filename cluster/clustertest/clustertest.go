@@ -38,11 +38,13 @@ type Cluster struct {
 type Option func(*cluster.Config)
 
 // Fast is the timing used unless an Option says otherwise: elections within
-// a few hundred milliseconds, to keep tests short.
+// one to two seconds, still fast for tests, and a leader lease long enough
+// that a leader on a loaded machine under the race detector (goroutines
+// starved for hundreds of milliseconds) does not step down by itself.
 func Fast(c *cluster.Config) {
-	c.HeartbeatTimeout = 200 * time.Millisecond
-	c.ElectionTimeout = 200 * time.Millisecond
-	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.HeartbeatTimeout = time.Second
+	c.ElectionTimeout = time.Second
+	c.LeaderLeaseTimeout = 500 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 }
 
@@ -81,7 +83,7 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 
 func (c *Cluster) start(id string, peers []cluster.Peer) {
 	c.t.Helper()
-	_, tr := raft.NewInmemTransportWithTimeout(c.addrs[id], 500*time.Millisecond)
+	_, tr := raft.NewInmemTransportWithTimeout(c.addrs[id], 2*time.Second)
 	c.mu.Lock()
 	c.trans[id] = tr
 	c.mu.Unlock()
@@ -202,18 +204,18 @@ func (c *Cluster) Close() {
 	}
 }
 
-// Leader waits up to ten seconds for a node that is leader and ready to serve
-// reads (among those not cut off from a majority) and returns it.
+// Leader waits up to thirty seconds for a node that is leader and ready to
+// serve reads (among those not cut off from a majority) and returns it.
 func (c *Cluster) Leader() *cluster.Node {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, id := range c.ids {
 			n := c.Node(id)
 			if n == nil || !n.IsLeader() {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			err := n.ReadIndex(ctx)
 			cancel()
 			if err == nil {
@@ -222,14 +224,15 @@ func (c *Cluster) Leader() *cluster.Node {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatalf("no ready leader within 10s")
+	c.t.Fatalf("no ready leader within 30s")
 	return nil
 }
 
-// WaitApplied waits until every running node has applied index.
+// WaitApplied waits up to thirty seconds until every running node has
+// applied index.
 func (c *Cluster) WaitApplied(index uint64) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, id := range c.ids {
 		if n := c.Node(id); n != nil {

@@ -36,7 +36,7 @@ system. Workloads:
   smallfile     create, write 4 KiB and close files, then read them back and verify
   all           every workload above
 
-On a jfs mount (found in the mount table) it also reports what each operation cost
+On a jfs mount (type fuse.jfs in the mount table) it also reports what each operation cost
 the cluster, from the nodes' Prometheus metrics given with --cluster-metrics (their
 jfsd --metrics-addr): read requests that reached the leader, state-machine reads
 after batching, and log entries written, per operation. Without them these

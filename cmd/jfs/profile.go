@@ -54,12 +54,14 @@ type logEntry struct {
 	at            time.Time
 	uid, gid, pid uint32
 	op, args      string
-	result        string // OK, ENOENT, ...
+	result        string // OK or the errno's text: "no such file or directory"
 	dur           float64
 }
 
-// logLine matches a line: time, caller, op, (args): result [details] <seconds>.
-var logLine = regexp.MustCompile(`^(\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}:\d{2}\.\d{6}) \[uid:(\d+),gid:(\d+),pid:(\d+)\] (\S+) \((.*?)\): (\S+)(?: .*)? <(\d+(?:\.\d+)?)>$`)
+// logLine matches a line in JuiceFS's format: time, caller, op, (args)
+// and details, " - ", the result, <seconds>. The result is the text after
+// the last " - ": a file name in the arguments may hold one.
+var logLine = regexp.MustCompile(`^(\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}:\d{2}\.\d{6}) \[uid:(\d+),gid:(\d+),pid:(\d+)\] (\S+) \((.*?)\).* - ([^<]+?) <(\d+(?:\.\d+)?)>$`)
 
 // parseLogLine parses one line of the access log.
 func parseLogLine(line string) (logEntry, error) {

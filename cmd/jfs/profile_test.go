@@ -10,25 +10,31 @@ import (
 )
 
 func TestParseLogLine(t *testing.T) {
-	e, err := parseLogLine("2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] lookup (1,a b): ENOENT <0.001234>")
+	e, err := parseLogLine("2024.01.15 10:23:45.123456 [uid:1000,gid:100,pid:12345] lookup (1,a b): - no such file or directory <0.001234>")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := logEntry{at: time.Date(2024, 1, 15, 10, 23, 45, 123456000, time.Local), uid: 1000, gid: 100, pid: 12345,
-		op: "lookup", args: "1,a b", result: "ENOENT", dur: 0.001234}
+		op: "lookup", args: "1,a b", result: "no such file or directory", dur: 0.001234}
 	if e != want {
 		t.Errorf("got %+v\nwant %+v", e, want)
 	}
-	e, err = parseLogLine("2024.01.15 10:23:45.123456 [uid:0,gid:0,pid:1] getattr (2): OK (2,[-rw-r--r--:0100644,1,0,0,1,2,3,4]) <1.500000>")
+	e, err = parseLogLine("2024.01.15 10:23:45.123456 [uid:0,gid:0,pid:1] getattr (2): (2,[-rw-r--r--:0100644,1,0,0,1,2,3,4]) - OK <1.500000>")
 	if err != nil || e.op != "getattr" || e.args != "2" || e.result != "OK" || e.dur != 1.5 {
 		t.Errorf("with details: %+v %v", e, err)
+	}
+	// A name with " - " in it: the result is after the last one.
+	e, err = parseLogLine("2024.01.15 10:23:45.123456 [uid:0,gid:0,pid:1] unlink (1,a - b) - OK <0.000100>")
+	if err != nil || e.op != "unlink" || e.args != "1,a - b" || e.result != "OK" {
+		t.Errorf("name with a dash: %+v %v", e, err)
 	}
 	for _, bad := range []string{
 		"",
 		"hello",
-		"2024.01.15 10:23:45 [uid:0,gid:0,pid:1] getattr (2): OK <0.1>",
-		"2024.01.15 10:23:45.123456 [uid:0,gid:0,pid:1] getattr (2): OK",
-		"2024.01.15 10:23:45.123456 [uid:x,gid:0,pid:1] getattr (2): OK <0.1>",
+		"2024.01.15 10:23:45 [uid:0,gid:0,pid:1] getattr (2): - OK <0.1>",
+		"2024.01.15 10:23:45.123456 [uid:0,gid:0,pid:1] getattr (2): - OK",
+		"2024.01.15 10:23:45.123456 [uid:x,gid:0,pid:1] getattr (2): - OK <0.1>",
+		"2024.01.15 10:23:45.123456 [uid:0,gid:0,pid:1] getattr (2): OK <0.1>",
 	} {
 		if _, err := parseLogLine(bad); err == nil {
 			t.Errorf("parsed %q", bad)

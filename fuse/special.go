@@ -382,7 +382,7 @@ func (f *front) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Sta
 	st := f.FS.Fallocate(cancel, in)
 	d := f.done("Fallocate", "fallocate", start, st)
 	if f.alog.active() {
-		f.alog.add(start, d, &in.Caller, "fallocate", st, "", "%d,%d,%d,%d", in.NodeId, in.Mode, in.Offset, in.Length)
+		f.alog.add(start, d, &in.Caller, "fallocate", st, "(%d,%d,%d,%d)", in.NodeId, in.Mode, in.Offset, in.Length)
 	}
 	return st
 }

@@ -95,3 +95,5 @@ func (x *EvictSessionResponse) SetErrno(e int32) { x.Errno = e }
 func (x *DigestResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *ConfirmTermResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *FallocateResponse) SetErrno(e int32) { x.Errno = e }

@@ -56,9 +56,13 @@ func (s *Server) toStatus(err error) error {
 }
 
 // propose replicates req as a command of type typ and returns the state
-// machine's response, which must be an R.
+// machine's response, which must be an R. A request with a size out of
+// bounds (checkRequest) is answered its errno and never reaches the log.
 func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandType, h *jfspb.Header, req proto.Message) (R, error) {
 	var zero R
+	if e := checkRequest(req); e != 0 {
+		return errnoResponse[R](e), nil
+	}
 	resp, err := s.n.Propose(ctx, typ, h, req)
 	if err != nil {
 		return zero, s.toStatus(err)
@@ -72,9 +76,13 @@ func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandT
 
 // read answers a read on the leader, in a batch that sees every write that
 // completed before the read arrived (reads.go). method names it in metrics
-// and the access log's terms.
+// and the access log's terms. A request with a size out of bounds
+// (checkRequest) is answered its errno without being read.
 func read[Req proto.Message, R proto.Message](ctx context.Context, s *Server, method string, req Req, f func(Req) R) (R, error) {
 	var zero R
+	if e := checkRequest(req); e != 0 {
+		return errnoResponse[R](e), nil
+	}
 	resp, err := s.n.reads.do(ctx, method, req, func() proto.Message { return f(req) })
 	if err != nil {
 		return zero, s.toStatus(err)
@@ -202,7 +210,7 @@ func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.R
 }
 
 func (s *Server) Read(ctx context.Context, r *jfspb.ReadRequest) (*jfspb.ReadResponse, error) {
-	return read(ctx, s, "read", r, s.n.fsm.Read)
+	return read(ctx, s, "read", clampRead(r), s.n.fsm.Read)
 }
 
 func (s *Server) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.WriteResponse, error) {

@@ -58,8 +58,10 @@ const (
 	RootIno = 1
 	// MaxWrite is the most data one Write command may carry.
 	MaxWrite = 4 << 20
-	// MaxRead is the most data one Read answers.
-	MaxRead = 64 << 20
+	// MaxRead is the most data one Read answers; a larger request gets a
+	// short answer. It keeps a response well under the gRPC message limit
+	// and bounds what one read allocates.
+	MaxRead = 4 << 20
 	// MaxNameLen is the longest name, in bytes.
 	MaxNameLen = 255
 	// MaxSymlinkLen is the longest symlink target, in bytes.

@@ -228,7 +228,12 @@ type Header struct {
 	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	// acked: the client has received every result with seq <= acked, so the
 	// server may forget them.
-	Acked         uint64 `protobuf:"varint,3,opt,name=acked,proto3" json:"acked,omitempty"`
+	Acked uint64 `protobuf:"varint,3,opt,name=acked,proto3" json:"acked,omitempty"`
+	// acked_seqs: seqs above acked whose results the client has also
+	// received, so the server may forget them too (a request still in flight,
+	// such as a blocked F_SETLKW, holds acked back). At most 1024; a request
+	// is never retried once its seq was sent here.
+	AckedSeqs     []uint64 `protobuf:"varint,70,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +287,13 @@ func (x *Header) GetAcked() uint64 {
 		return x.Acked
 	}
 	return 0
+}
+
+func (x *Header) GetAckedSeqs() []uint64 {
+	if x != nil {
+		return x.AckedSeqs
+	}
+	return nil
 }
 
 // NotLeader is the detail of an UNAVAILABLE status from a follower.
@@ -483,8 +495,11 @@ type Session struct {
 	// holds.
 	LastHeartbeatNs int64  `protobuf:"varint,9,opt,name=last_heartbeat_ns,json=lastHeartbeatNs,proto3" json:"last_heartbeat_ns,omitempty"`
 	LocksHeld       uint32 `protobuf:"varint,10,opt,name=locks_held,json=locksHeld,proto3" json:"locks_held,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// stored_results is how many results the state machine keeps for the
+	// session's retries (filled in for ListSessions).
+	StoredResults uint64 `protobuf:"varint,70,opt,name=stored_results,json=storedResults,proto3" json:"stored_results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -583,6 +598,13 @@ func (x *Session) GetLastHeartbeatNs() int64 {
 func (x *Session) GetLocksHeld() uint32 {
 	if x != nil {
 		return x.LocksHeld
+	}
+	return 0
+}
+
+func (x *Session) GetStoredResults() uint64 {
+	if x != nil {
+		return x.StoredResults
 	}
 	return 0
 }
@@ -4582,6 +4604,293 @@ func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
 	return 0
 }
 
+// Settings are the file system's parameters that shape what apply does.
+// They live in the replicated state: set once when the cluster is created
+// and changed only through the log.
+type Settings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// block_size is the size of a file data block, in bytes. It cannot
+	// change once file data is stored.
+	BlockSize uint32 `protobuf:"varint,1,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// capacity is the quota in bytes (writes past it are ENOSPC; statfs
+	// reports it); 0: none, statfs reports the leader's disk.
+	Capacity uint64 `protobuf:"varint,2,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// max_inodes bounds the number of inodes (creating more is ENOSPC;
+	// statfs reports it); 0: none.
+	MaxInodes     uint64 `protobuf:"varint,3,opt,name=max_inodes,json=maxInodes,proto3" json:"max_inodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_jfs_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *Settings) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *Settings) GetCapacity() uint64 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *Settings) GetMaxInodes() uint64 {
+	if x != nil {
+		return x.MaxInodes
+	}
+	return 0
+}
+
+// SetSettingsRequest changes the settings. With initial, it takes effect
+// only if the state holds no settings yet (the first leader of a new
+// cluster proposes it with its flags). EINVAL: a block size that is not a
+// power of two between 4 KiB and 4 MiB; EBUSY: a different block size
+// while file data is stored.
+type SetSettingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	Initial       bool                   `protobuf:"varint,2,opt,name=initial,proto3" json:"initial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSettingsRequest) Reset() {
+	*x = SetSettingsRequest{}
+	mi := &file_jfs_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSettingsRequest) ProtoMessage() {}
+
+func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
+func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *SetSettingsRequest) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *SetSettingsRequest) GetInitial() bool {
+	if x != nil {
+		return x.Initial
+	}
+	return false
+}
+
+type SetSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// settings are those in effect after the request.
+	Settings      *Settings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSettingsResponse) Reset() {
+	*x = SetSettingsResponse{}
+	mi := &file_jfs_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSettingsResponse) ProtoMessage() {}
+
+func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
+func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *SetSettingsResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *SetSettingsResponse) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// FreeDataRequest frees up to max_blocks data blocks that truncates and
+// removals left to free (see fsm/DESIGN.md). The leader proposes it in the
+// background while any are left.
+type FreeDataRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MaxBlocks     uint32                 `protobuf:"varint,1,opt,name=max_blocks,json=maxBlocks,proto3" json:"max_blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeDataRequest) Reset() {
+	*x = FreeDataRequest{}
+	mi := &file_jfs_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeDataRequest) ProtoMessage() {}
+
+func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
+func (*FreeDataRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *FreeDataRequest) GetMaxBlocks() uint32 {
+	if x != nil {
+		return x.MaxBlocks
+	}
+	return 0
+}
+
+type FreeDataResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Errno       int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	FreedBlocks uint64                 `protobuf:"varint,2,opt,name=freed_blocks,json=freedBlocks,proto3" json:"freed_blocks,omitempty"`
+	// more: blocks are left to free.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeDataResponse) Reset() {
+	*x = FreeDataResponse{}
+	mi := &file_jfs_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeDataResponse) ProtoMessage() {}
+
+func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
+func (*FreeDataResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *FreeDataResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *FreeDataResponse) GetFreedBlocks() uint64 {
+	if x != nil {
+		return x.FreedBlocks
+	}
+	return 0
+}
+
+func (x *FreeDataResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // Member is a node of the cluster. address is its raft address, api_addr
 // the address of its gRPC API.
 type Member struct {
@@ -4599,7 +4908,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4611,7 +4920,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4624,7 +4933,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *Member) GetId() string {
@@ -4681,7 +4990,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4693,7 +5002,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4706,7 +5015,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -4732,7 +5041,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4744,7 +5053,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4757,7 +5066,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -4775,7 +5084,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4787,7 +5096,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4800,7 +5109,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 type ClusterStatusResponse struct {
@@ -4821,7 +5130,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4833,7 +5142,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4846,7 +5155,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -4926,7 +5235,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4938,7 +5247,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4951,7 +5260,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -4991,7 +5300,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5003,7 +5312,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5016,7 +5325,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5035,7 +5344,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5047,7 +5356,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5060,7 +5369,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5079,7 +5388,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5091,7 +5400,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5104,7 +5413,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5126,7 +5435,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5138,7 +5447,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5151,7 +5460,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5177,7 +5486,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5189,7 +5498,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5202,7 +5511,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5220,7 +5529,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5232,7 +5541,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5245,7 +5554,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 type ListSessionsResponse struct {
@@ -5258,7 +5567,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5270,7 +5579,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5283,7 +5592,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -5326,7 +5635,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5338,7 +5647,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5351,7 +5660,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -5442,7 +5751,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5454,7 +5763,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5467,7 +5776,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -5494,7 +5803,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5506,7 +5815,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5519,7 +5828,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -5546,7 +5855,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5558,7 +5867,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5571,7 +5880,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -5597,7 +5906,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5609,7 +5918,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5622,7 +5931,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -5641,7 +5950,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5653,7 +5962,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5666,7 +5975,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 type DigestResponse struct {
@@ -5686,7 +5995,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5698,7 +6007,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5711,7 +6020,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -5756,7 +6065,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5768,7 +6077,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5781,7 +6090,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -5810,7 +6119,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5822,7 +6131,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5835,7 +6144,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -5863,11 +6172,13 @@ var File_jfs_proto protoreflect.FileDescriptor
 
 const file_jfs_proto_rawDesc = "" +
 	"\n" +
-	"\tjfs.proto\x12\x06jfs.v1\"J\n" +
+	"\tjfs.proto\x12\x06jfs.v1\"i\n" +
 	"\x06Header\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05acked\x18\x03 \x01(\x04R\x05acked\"I\n" +
+	"\x05acked\x18\x03 \x01(\x04R\x05acked\x12\x1d\n" +
+	"\n" +
+	"acked_seqs\x18F \x03(\x04R\tackedSeqs\"I\n" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
@@ -5884,7 +6195,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\x97\x02\n" +
+	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xbe\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -5899,7 +6210,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x11last_heartbeat_ns\x18\t \x01(\x03R\x0flastHeartbeatNs\x12\x1d\n" +
 	"\n" +
 	"locks_held\x18\n" +
-	" \x01(\rR\tlocksHeld\"\xb7\x01\n" +
+	" \x01(\rR\tlocksHeld\x12%\n" +
+	"\x0estored_results\x18F \x01(\x04R\rstoredResults\"\xb7\x01\n" +
 	"\x0fRegisterRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -6176,7 +6488,26 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\x04R\x05owner\"0\n" +
 	"\x18ReleaseLockOwnerResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\x97\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"d\n" +
+	"\bSettings\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x01 \x01(\rR\tblockSize\x12\x1a\n" +
+	"\bcapacity\x18\x02 \x01(\x04R\bcapacity\x12\x1d\n" +
+	"\n" +
+	"max_inodes\x18\x03 \x01(\x04R\tmaxInodes\"\\\n" +
+	"\x12SetSettingsRequest\x12,\n" +
+	"\bsettings\x18\x01 \x01(\v2\x10.jfs.v1.SettingsR\bsettings\x12\x18\n" +
+	"\ainitial\x18\x02 \x01(\bR\ainitial\"Y\n" +
+	"\x13SetSettingsResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12,\n" +
+	"\bsettings\x18\x02 \x01(\v2\x10.jfs.v1.SettingsR\bsettings\"0\n" +
+	"\x0fFreeDataRequest\x12\x1d\n" +
+	"\n" +
+	"max_blocks\x18\x01 \x01(\rR\tmaxBlocks\"_\n" +
+	"\x10FreeDataResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12!\n" +
+	"\ffreed_blocks\x18\x02 \x01(\x04R\vfreedBlocks\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\x97\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -6307,7 +6638,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05SetLk\x12\x14.jfs.v1.SetLkRequest\x1a\x15.jfs.v1.SetLkResponse\x124\n" +
 	"\x05Flock\x12\x14.jfs.v1.FlockRequest\x1a\x15.jfs.v1.FlockResponse\x12U\n" +
 	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse\x12O\n" +
-	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse2\xcd\x05\n" +
+	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse2\x95\x06\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -6318,7 +6649,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\fEvictSession\x12\x1b.jfs.v1.EvictSessionRequest\x1a\x1c.jfs.v1.EvictSessionResponse\x12?\n" +
 	"\bAnnounce\x12\x18.jfs.v1.SetMemberRequest\x1a\x19.jfs.v1.SetMemberResponse\x12F\n" +
 	"\vConfirmTerm\x12\x1a.jfs.v1.ConfirmTermRequest\x1a\x1b.jfs.v1.ConfirmTermResponse\x127\n" +
-	"\x06Digest\x12\x15.jfs.v1.DigestRequest\x1a\x16.jfs.v1.DigestResponseB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x06Digest\x12\x15.jfs.v1.DigestRequest\x1a\x16.jfs.v1.DigestResponse\x12F\n" +
+	"\vSetSettings\x12\x1a.jfs.v1.SetSettingsRequest\x1a\x1b.jfs.v1.SetSettingsResponseB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_jfs_proto_rawDescOnce sync.Once
@@ -6333,7 +6665,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -6406,28 +6738,33 @@ var file_jfs_proto_goTypes = []any{
 	(*CancelLockWaitResponse)(nil),   // 68: jfs.v1.CancelLockWaitResponse
 	(*ReleaseLockOwnerRequest)(nil),  // 69: jfs.v1.ReleaseLockOwnerRequest
 	(*ReleaseLockOwnerResponse)(nil), // 70: jfs.v1.ReleaseLockOwnerResponse
-	(*Member)(nil),                   // 71: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 72: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 73: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 74: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 75: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 76: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 77: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 78: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 79: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 80: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 81: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 82: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 83: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 84: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 85: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 86: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 87: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 88: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 89: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 90: jfs.v1.DigestResponse
-	(*ConfirmTermRequest)(nil),       // 91: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 92: jfs.v1.ConfirmTermResponse
+	(*Settings)(nil),                 // 71: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 72: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 73: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 74: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 75: jfs.v1.FreeDataResponse
+	(*Member)(nil),                   // 76: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 77: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 78: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 79: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 80: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 81: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 82: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 83: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 84: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 85: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 86: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 87: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 88: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 89: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 90: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 91: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 92: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 93: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 94: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 95: jfs.v1.DigestResponse
+	(*ConfirmTermRequest)(nil),       // 96: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 97: jfs.v1.ConfirmTermResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6470,98 +6807,102 @@ var file_jfs_proto_depIdxs = []int32{
 	1,  // 37: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
 	60, // 38: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
 	3,  // 39: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	71, // 40: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	71, // 41: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	6,  // 42: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,  // 43: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	60, // 44: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,  // 45: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	84, // 46: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	7,  // 47: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,  // 48: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	11, // 49: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	15, // 50: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	17, // 51: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	19, // 52: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	21, // 53: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	23, // 54: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	25, // 55: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	27, // 56: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	29, // 57: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	31, // 58: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	33, // 59: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	35, // 60: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	37, // 61: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	39, // 62: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	42, // 63: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	44, // 64: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	46, // 65: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	48, // 66: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	50, // 67: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	52, // 68: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	54, // 69: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	56, // 70: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	58, // 71: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	61, // 72: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	63, // 73: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	65, // 74: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	69, // 75: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	67, // 76: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	74, // 77: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	76, // 78: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	78, // 79: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	80, // 80: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	82, // 81: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	85, // 82: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	87, // 83: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	72, // 84: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	91, // 85: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	89, // 86: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	8,  // 87: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10, // 88: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12, // 89: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16, // 90: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18, // 91: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20, // 92: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22, // 93: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24, // 94: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26, // 95: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28, // 96: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30, // 97: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32, // 98: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34, // 99: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36, // 100: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38, // 101: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41, // 102: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43, // 103: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45, // 104: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47, // 105: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	49, // 106: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	51, // 107: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	53, // 108: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	55, // 109: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	57, // 110: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	59, // 111: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	62, // 112: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	64, // 113: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	66, // 114: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	70, // 115: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	68, // 116: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	75, // 117: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	77, // 118: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	79, // 119: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	81, // 120: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	83, // 121: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	86, // 122: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	88, // 123: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	73, // 124: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	92, // 125: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	90, // 126: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	87, // [87:127] is the sub-list for method output_type
-	47, // [47:87] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	71, // 40: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	71, // 41: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	76, // 42: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	76, // 43: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	6,  // 44: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,  // 45: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	60, // 46: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,  // 47: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	89, // 48: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	7,  // 49: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	9,  // 50: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	11, // 51: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	15, // 52: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	17, // 53: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	19, // 54: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	21, // 55: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	23, // 56: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	25, // 57: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	27, // 58: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	29, // 59: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	31, // 60: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	33, // 61: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	35, // 62: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	37, // 63: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	39, // 64: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	42, // 65: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	44, // 66: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	46, // 67: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	48, // 68: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	50, // 69: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	52, // 70: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	54, // 71: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	56, // 72: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	58, // 73: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	61, // 74: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	63, // 75: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	65, // 76: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	69, // 77: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	67, // 78: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	79, // 79: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	81, // 80: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	83, // 81: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	85, // 82: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	87, // 83: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	90, // 84: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	92, // 85: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	77, // 86: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	96, // 87: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	94, // 88: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	72, // 89: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	8,  // 90: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10, // 91: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12, // 92: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	16, // 93: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	18, // 94: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	20, // 95: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	22, // 96: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	24, // 97: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	26, // 98: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	28, // 99: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	30, // 100: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	32, // 101: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	34, // 102: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	36, // 103: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	38, // 104: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	41, // 105: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	43, // 106: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	45, // 107: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	47, // 108: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	49, // 109: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	51, // 110: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	53, // 111: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	55, // 112: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	57, // 113: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	59, // 114: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	62, // 115: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	64, // 116: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	66, // 117: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	70, // 118: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	68, // 119: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	80, // 120: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	82, // 121: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	84, // 122: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	86, // 123: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	88, // 124: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	91, // 125: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	93, // 126: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	78, // 127: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	97, // 128: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	95, // 129: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	73, // 130: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	90, // [90:131] is the sub-list for method output_type
+	49, // [49:90] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -6575,7 +6916,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   90,
+			NumMessages:   95,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

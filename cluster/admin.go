@@ -159,6 +159,7 @@ func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest)
 				ss.LastHeartbeatNs = t.UnixNano()
 			}
 			ss.LocksHeld = held[ss.Id]
+			ss.StoredResults = s.n.fsm.StoredResults(ss.Id)
 		}
 		return &jfspb.ListSessionsResponse{Sessions: sessions}
 	})

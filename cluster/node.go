@@ -311,7 +311,7 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	}
 	e := &jfspb.LogEntry{Type: uint32(typ), TimeNs: time.Now().UnixNano(), Body: b}
 	if h != nil {
-		e.Session, e.Seq, e.Acked = h.Session, h.Seq, h.Acked
+		e.Session, e.Seq, e.Acked, e.AckedSeqs = h.Session, h.Seq, h.Acked, h.AckedSeqs
 	}
 	data, err := proto.Marshal(e)
 	if err != nil {

@@ -17,6 +17,8 @@ const (
 	// maxShortString bounds host, mount point, version and client id of a
 	// Register and the reason of an ExpireSession.
 	maxShortString = 4096
+	// maxAckedSeqs bounds the individual acknowledgements of one header.
+	maxAckedSeqs = 1024
 )
 
 // checkRequest answers the errno that req must get without being proposed
@@ -24,7 +26,8 @@ const (
 // The errnos are those the state machine would answer (see fsm): a name
 // past 255 bytes is ENAMETOOLONG, a symlink target past fsm.MaxSymlinkLen
 // ENAMETOOLONG, a write past fsm.MaxWrite EFBIG, an xattr name ERANGE and
-// value E2BIG. A Read's size is not refused but clamped (clampRead).
+// value E2BIG; a header acknowledging more than 1024 seqs one by one is
+// EINVAL. A Read's size is not refused but clamped (clampRead).
 func checkRequest(req proto.Message) syscall.Errno {
 	name := func(b []byte) syscall.Errno {
 		if len(b) > fsm.MaxNameLen {
@@ -45,6 +48,9 @@ func checkRequest(req proto.Message) syscall.Errno {
 			return syscall.ERANGE
 		}
 		return 0
+	}
+	if h, ok := req.(interface{ GetHeader() *jfspb.Header }); ok && len(h.GetHeader().GetAckedSeqs()) > maxAckedSeqs {
+		return syscall.EINVAL
 	}
 	switch r := req.(type) {
 	case *jfspb.RegisterRequest:

@@ -218,3 +218,12 @@ func (s *Server) Digest(ctx context.Context, _ *jfspb.DigestRequest) (*jfspb.Dig
 	}
 	return &jfspb.DigestResponse{AppliedIndex: applied, Digest: sum[:], NodeId: s.n.ID()}, nil
 }
+
+// SetSettings changes the file system's settings through the log (see
+// fsm/settings.go): EINVAL, EBUSY as the state machine answers.
+func (s *Server) SetSettings(ctx context.Context, r *jfspb.SetSettingsRequest) (*jfspb.SetSettingsResponse, error) {
+	if r.GetSettings() == nil {
+		return &jfspb.SetSettingsResponse{Errno: int32(syscall.EINVAL)}, nil
+	}
+	return propose[*jfspb.SetSettingsResponse](ctx, s, cmdSetSettings, nil, r)
+}

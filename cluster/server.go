@@ -112,6 +112,8 @@ const (
 	cmdFlock        = jfspb.CommandType_COMMAND_TYPE_FLOCK
 	cmdReleaseOwner = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
 	cmdSetMember    = jfspb.CommandType_COMMAND_TYPE_SET_MEMBER
+	cmdSetSettings  = jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS
+	cmdFreeData     = jfspb.CommandType_COMMAND_TYPE_FREE_DATA
 )
 
 // ---- sessions ----
@@ -217,8 +219,29 @@ func (s *Server) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.Write
 	return propose[*jfspb.WriteResponse](ctx, s, cmdWrite, r.Header, r)
 }
 
+// StatFS reports the capacity and inode limit of the settings when set,
+// else the free space and inodes of the leader's data directory: the used
+// figures are the file system's own, the free ones the disk's.
 func (s *Server) StatFS(ctx context.Context, r *jfspb.StatFSRequest) (*jfspb.StatFSResponse, error) {
-	return read(ctx, s, "statfs", r, s.n.fsm.StatFS)
+	resp, err := read(ctx, s, "statfs", r, s.n.fsm.StatFS)
+	if err != nil || resp.Errno != 0 || (resp.TotalBytes != 0 && resp.TotalInodes != 0) {
+		return resp, err
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.n.cfg.DataDir, &st); err != nil {
+		s.n.log.Warn("statfs of the data directory", "dir", s.n.cfg.DataDir, "error", err)
+		return &jfspb.StatFSResponse{Errno: int32(syscall.EIO)}, nil
+	}
+	c := proto.Clone(resp).(*jfspb.StatFSResponse) // resp may be shared by a read batch
+	if c.TotalBytes == 0 {
+		c.FreeBytes = st.Bavail * uint64(st.Bsize)
+		c.TotalBytes = c.UsedBytes + c.FreeBytes
+	}
+	if c.TotalInodes == 0 {
+		c.FreeInodes = st.Ffree
+		c.TotalInodes = c.UsedInodes + c.FreeInodes
+	}
+	return c, nil
 }
 
 // ---- extended attributes ----

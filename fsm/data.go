@@ -12,7 +12,7 @@ import (
 // maxFileSize is the largest file size, as on Linux.
 const maxFileSize = math.MaxInt64
 
-// File data is stored in blocks of opts.BlockSize bytes keyed by (ino, block
+// File data is stored in blocks of the block size (settings.go) keyed by (ino, block
 // number). A stored block may be shorter than a block: the bytes past its
 // end, up to the file size, read as zeros, as do missing blocks (holes).
 // No block holds data at or past the file size: truncating down trims the
@@ -45,7 +45,7 @@ func (t *txn) truncate(ino uint64, n *inode, size uint64) {
 // truncateBlocks deletes the blocks of ino past size and trims the block
 // that holds size to it.
 func (t *txn) truncateBlocks(ino uint64, n *inode, size uint64) {
-	bs := uint64(t.f.opts.BlockSize)
+	bs := t.settings().blockSize
 	first := (size + bs - 1) / bs // first block wholly past size
 	var keys [][]byte
 	var freed int64
@@ -86,10 +86,11 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 	if len(data) == 0 {
 		return &jfspb.WriteResponse{Attr: n.attr(ino)}
 	}
-	bs := uint64(t.f.opts.BlockSize)
+	set := t.settings()
+	bs := set.blockSize
 	// A write stores at most its own length plus the zeros that fill a
 	// block up to it.
-	if t.metaGet(metaUsedBytes)+uint64(len(data))+bs > t.f.opts.Capacity {
+	if set.capacity != 0 && t.metaGet(metaUsedBytes)+uint64(len(data))+bs > set.capacity {
 		return fail(syscall.ENOSPC)
 	}
 	for pos := uint64(0); pos < uint64(len(data)); {
@@ -130,7 +131,7 @@ func (f *FSM) Read(req *jfspb.ReadRequest) *jfspb.ReadResponse {
 		}
 		end := min(n.Size, start+uint64(min(req.GetSize(), MaxRead)))
 		buf := make([]byte, end-start)
-		bs := uint64(t.f.opts.BlockSize)
+		bs := t.settings().blockSize
 		c := t.b(bucketBlock).Cursor()
 		for k, v := c.Seek(key2(ino, start/bs)); len(k) == 16 && binary.BigEndian.Uint64(k) == ino; k, v = c.Next() {
 			base := binary.BigEndian.Uint64(k[8:]) * bs

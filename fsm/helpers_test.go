@@ -33,6 +33,7 @@ const (
 	cSetLk       = jfspb.CommandType_COMMAND_TYPE_SETLK
 	cFlock       = jfspb.CommandType_COMMAND_TYPE_FLOCK
 	cReleaseOwn  = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
+	cSetSettings = jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS
 )
 
 // harness drives an FSM with hand-built log entries: increasing indexes,
@@ -56,7 +57,15 @@ func mustHarness(t testing.TB, opts Options) *harness {
 	h := &harness{t: t, path: filepath.Join(t.TempDir(), "state.db"), opts: opts, now: t0}
 	h.f = mustOpen(t, h.path, opts)
 	h.sess = h.mustRegister("client-1")
+	h.mustSetSettings(h.f.InitialSettings())
 	return h
+}
+
+// mustSetSettings applies the SetSettings entry that the first leader of a
+// new cluster proposes, with settings s.
+func (h *harness) mustSetSettings(s *jfspb.Settings) {
+	h.t.Helper()
+	mustOK(h.t, h.mustApplyEntry(h.entry(cSetSettings, &jfspb.SetSettingsRequest{Settings: s, Initial: true}, 0, 0, 0)))
 }
 
 func mustOpen(t testing.TB, path string, opts Options) *FSM {

@@ -85,14 +85,11 @@ func TestSettingsReplicatedFromCreation(t *testing.T) {
 	waitSameDigest(t, c, pc.procs)
 
 	// A quota below what is stored plus another 100 KiB: ENOSPC.
-	var set *jfspb.SetSettingsResponse
-	err = c.Admin(ctx, func(ctx context.Context, a jfspb.AdminClient) (err error) {
-		set, err = a.SetSettings(ctx, &jfspb.SetSettingsRequest{Settings: &jfspb.Settings{Capacity: 150 << 10, MaxInodes: 10}})
-		return err
-	})
-	if err != nil || set.Errno != 0 || set.Settings.BlockSize != got.bs || set.Settings.Capacity != 150<<10 {
-		t.Fatalf("set settings: %v %v", err, set)
+	out, errOut, err := jfsctl(t, pc.servers(), "settings", "set", "--capacity", fmt.Sprint(150<<10), "--max-inodes", "10")
+	if want := fmt.Sprintf("block size %d, capacity %d, max inodes 10", got.bs, 150<<10); err != nil || !strings.Contains(out, want) {
+		t.Fatalf("jfsctl settings set: %v %s %s, want %q", err, out, errOut, want)
 	}
+	var set *jfspb.SetSettingsResponse
 	if err := writeFile(ctx, c, "g", data); err == nil || !strings.Contains(err.Error(), syscall.ENOSPC.Error()) {
 		t.Fatalf("writing 100 KiB past a 150 KiB quota: %v, want ENOSPC", err)
 	}

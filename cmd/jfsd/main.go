@@ -79,8 +79,8 @@ func nodeFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
 		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
 		&cli.StringFlag{Name: "block-size", Value: "64K", Usage: "file data block size, a power of two from 4K to 4M; used only when the cluster is created (the first leader records it)"},
-		&cli.StringFlag{Name: "capacity", Value: "0", Usage: "quota in bytes (suffixes K, M, G, T, P) that df reports and writes may not exceed; 0: none, df reports the leader's disk. Used only when the cluster is created; change it later with jfsctl settings"},
-		&cli.Uint64Flag{Name: "max-inodes", Usage: "limit on the number of inodes; 0: none. Used only when the cluster is created"},
+		&cli.StringFlag{Name: "capacity", Value: "0", Usage: "quota in bytes (suffixes K, M, G, T, P) that df reports and writes may not exceed; 0: none, df reports the leader's disk. Used only when the cluster is created; change it later with jfsctl settings set"},
+		&cli.Uint64Flag{Name: "max-inodes", Usage: "limit on the number of inodes; 0: none. Used only when the cluster is created; change it later with jfsctl settings set"},
 	}, sessionFlags()...)
 }
 

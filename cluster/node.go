@@ -84,9 +84,10 @@ func NewNode(cfg Config) (*Node, error) {
 		n.fsm.Close()
 		return nil, err
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.watchLeadership()
 	go n.announceLoop()
+	go n.freeLoop(freeCheckInterval)
 	go func() {
 		defer n.wg.Done()
 		n.locks.run(n.stopped, cfg.DeadlockScan)

@@ -34,6 +34,7 @@ const (
 	cFlock       = jfspb.CommandType_COMMAND_TYPE_FLOCK
 	cReleaseOwn  = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
 	cSetSettings = jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS
+	cFreeData    = jfspb.CommandType_COMMAND_TYPE_FREE_DATA
 )
 
 // harness drives an FSM with hand-built log entries: increasing indexes,
@@ -47,6 +48,8 @@ type harness struct {
 	now   int64
 	sess  uint64
 	seq   uint64
+	// replicas apply every entry h applies.
+	replicas []*FSM
 }
 
 const t0 = int64(1_700_000_000_000_000_000)
@@ -102,7 +105,34 @@ func (h *harness) mustApplyEntry(e Entry) proto.Message {
 	if err != nil {
 		h.t.Fatalf("ApplyBatch(index %d): %v", e.Index, err)
 	}
+	for _, r := range h.replicas {
+		if _, err := r.ApplyBatch([]Entry{e}); err != nil {
+			h.t.Fatalf("replica: ApplyBatch(index %d): %v", e.Index, err)
+		}
+	}
 	return rs[0].Resp
+}
+
+// mustReplica returns a replica of h's state, opened with opts, to which
+// every later entry is applied as well.
+func (h *harness) mustReplica(opts Options) *FSM {
+	h.t.Helper()
+	opts.NoSync = true
+	g := mustOpen(h.t, filepath.Join(h.t.TempDir(), "replica.db"), opts)
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer snap.Release()
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := g.Restore(&buf); err != nil {
+		h.t.Fatal(err)
+	}
+	h.replicas = append(h.replicas, g)
+	return g
 }
 
 // do applies req in the harness session with the next seq.

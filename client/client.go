@@ -317,9 +317,12 @@ const maxAckedSeqs = 64
 // every request still in flight; the results of requests that completed
 // above it (while, say, a blocked F_SETLKW holds acked back) are
 // acknowledged one by one in acked_seqs, each until a request carrying it
-// has been answered. done must be called once, when the result has arrived
-// (answered true) or the caller gave up on it (answered false).
-func (c *Client) header() (h *jfspb.Header, done func(answered bool)) {
+// has been applied. done must be called once, when the result has arrived
+// (answered true) or the caller gave up on it (answered false); applied
+// tells that the result carried errno 0, so the acknowledgements it carried
+// were certainly applied too (a request refused before the log, say for
+// its size, carries them nowhere; sending one twice is harmless).
+func (c *Client) header() (h *jfspb.Header, done func(answered, applied bool)) {
 	c.seqMu.Lock()
 	defer c.seqMu.Unlock()
 	seq := c.nextSeq
@@ -342,12 +345,12 @@ func (c *Client) header() (h *jfspb.Header, done func(answered bool)) {
 	}
 	slices.Sort(carried)
 	h = &jfspb.Header{Session: c.session, Seq: seq, Acked: acked, AckedSeqs: carried}
-	return h, func(answered bool) {
+	return h, func(answered, applied bool) {
 		c.seqMu.Lock()
 		defer c.seqMu.Unlock()
 		delete(c.inflight, seq)
 		for _, s := range carried {
-			if answered {
+			if applied {
 				// The server applied the request, and with it forgot s.
 				delete(c.unacked, s)
 			} else if c.unacked[s] == seq {
@@ -438,7 +441,11 @@ func writeWithin[Req, Resp any](ctx context.Context, c *Client, attempt time.Dur
 		resp, err = m(jfspb.NewMetaClient(cc), ctx, req)
 		return err
 	})
-	done(err == nil)
+	applied := false
+	if r, ok := any(resp).(errnoer); ok && err == nil {
+		applied = r.GetErrno() == 0
+	}
+	done(err == nil, applied)
 	if err == nil {
 		c.noteStale(h.Session, resp)
 	}

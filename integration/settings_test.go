@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -145,5 +146,35 @@ func TestStatFSReportsLeaderDisk(t *testing.T) {
 	}
 	if got := fs.Bavail * uint64(fs.Bsize); !near(got, free) {
 		t.Errorf("df on the mount shows %d bytes available; the leader's disk has %d free", got, free)
+	}
+}
+
+// TestJfsdBadSettingsFlags: settings flags out of range are refused before
+// anything is created.
+func TestJfsdBadSettingsFlags(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	base := []string{"--id", "n1", "--data-dir", dataDir}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--block-size", "3K"}, `--block-size "3K"`},
+		{[]string{"--block-size", "2K"}, `--block-size "2K"`},
+		{[]string{"--block-size", "8M"}, `--block-size "8M"`},
+		{[]string{"--block-size", "lots"}, `--block-size "lots"`},
+		{[]string{"--capacity", "12X"}, `--capacity`},
+		{[]string{"--capacity", "99999999P"}, `too large`},
+	} {
+		out, err := exec.Command(filepath.Join(binDir, "jfsd"), append(base, tc.args...)...).CombinedOutput()
+		if err == nil {
+			t.Errorf("jfsd %v: exit 0, want an error", tc.args)
+			continue
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("jfsd %v: output %q, want it to mention %q", tc.args, out, tc.want)
+		}
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("a rejected command created the data dir (%v)", err)
 	}
 }

@@ -15,7 +15,8 @@ import (
 // than a response may carry.
 const (
 	// maxShortString bounds host, mount point, version and client id of a
-	// Register and the reason of an ExpireSession.
+	// Register, the reason of an ExpireSession and a member's id and
+	// addresses.
 	maxShortString = 4096
 	// maxAckedSeqs bounds the individual acknowledgements of one header.
 	maxAckedSeqs = 1024
@@ -57,6 +58,9 @@ func checkRequest(req proto.Message) syscall.Errno {
 		return short(r.Host, r.MountPoint, r.Version, r.ClientId)
 	case *jfspb.ExpireSessionRequest:
 		return short(r.Reason)
+	case *jfspb.SetMemberRequest:
+		m := r.GetMember()
+		return short(m.GetId(), m.GetAddress(), m.GetApiAddr())
 	case *jfspb.LookupRequest:
 		return name(r.Name)
 	case *jfspb.MknodRequest:

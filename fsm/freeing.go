@@ -139,7 +139,7 @@ func (t *txn) applyFreeData(req *jfspb.FreeDataRequest) *jfspb.FreeDataResponse 
 		}
 		budget--
 		var keys [][]byte
-		var bytes int64
+		var size int64
 		done := true
 		t.scanFrom(bucketBlock, u64(d.ino), key2(d.ino, d.r.from), func(k, v []byte) bool {
 			if binary.BigEndian.Uint64(k[8:]) >= d.r.to {
@@ -150,7 +150,7 @@ func (t *txn) applyFreeData(req *jfspb.FreeDataRequest) *jfspb.FreeDataResponse 
 				return false
 			}
 			keys = append(keys, k)
-			bytes += int64(len(v))
+			size += int64(len(v))
 			return true
 		})
 		for _, k := range keys {
@@ -159,10 +159,10 @@ func (t *txn) applyFreeData(req *jfspb.FreeDataRequest) *jfspb.FreeDataResponse 
 		budget -= uint64(len(keys))
 		freedBlocks += uint64(len(keys))
 		if n := t.inode(d.ino); n != nil {
-			t.account(n, -bytes)
+			t.account(n, -size)
 			t.putInode(d.ino, n)
 		} else {
-			t.metaAdd(metaUsedBytes, -bytes)
+			t.metaAdd(metaUsedBytes, -size)
 		}
 		if !done && len(keys) == 0 {
 			break // the budget ran out on this range

@@ -270,6 +270,9 @@ func (s *Server) GetLk(ctx context.Context, r *jfspb.GetLkRequest) (*jfspb.GetLk
 
 // SetLk is F_SETLK, or with block F_SETLKW: see lockWaits.
 func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLkResponse, error) {
+	if e := checkRequest(r); e != 0 {
+		return &jfspb.SetLkResponse{Errno: int32(e)}, nil
+	}
 	w, ok := newPosixWaiter(r)
 	if !r.Block || !ok {
 		return propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
@@ -283,6 +286,9 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 
 // Flock is flock(2), blocking without LOCK_NB: see lockWaits.
 func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.FlockResponse, error) {
+	if e := checkRequest(r); e != 0 {
+		return &jfspb.FlockResponse{Errno: int32(e)}, nil
+	}
 	w, ok := newFlockWaiter(r)
 	if !r.Block || !ok {
 		return propose[*jfspb.FlockResponse](ctx, s, cmdFlock, r.Header, r)

@@ -42,6 +42,7 @@ func TestCheckRequest(t *testing.T) {
 		{"acks at the limit", &jfspb.MkdirRequest{Header: &jfspb.Header{AckedSeqs: make([]uint64, maxAckedSeqs)}}, 0},
 		{"acks past the limit", &jfspb.MkdirRequest{Header: &jfspb.Header{AckedSeqs: make([]uint64, maxAckedSeqs+1)}}, syscall.EINVAL},
 		{"no header", &jfspb.MkdirRequest{Name: name255}, 0},
+		{"blocking lock, acks past the limit", &jfspb.SetLkRequest{Block: true, Header: &jfspb.Header{AckedSeqs: make([]uint64, maxAckedSeqs+1)}}, syscall.EINVAL},
 	} {
 		if got := checkRequest(tc.req); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)

@@ -99,7 +99,9 @@ func TestStoredResultsBoundedDuringLockWait(t *testing.T) {
 	}
 	// Kept: the create, the last write (its acknowledgement rides on the
 	// next request) and perhaps one more; never one per write.
-	if n := storedResults(t, a, rb.Session); n > 4 {
+	n := storedResults(t, a, rb.Session)
+	t.Logf("after %d writes behind a blocked F_SETLKW: %d stored results", writes, n)
+	if n > 4 {
 		t.Errorf("after %d writes behind a blocked F_SETLKW the leader keeps %d results of the session, want at most 4", writes, n)
 	}
 

@@ -88,7 +88,10 @@ type Client struct {
 	session  uint64
 	nextSeq  uint64
 	inflight map[uint64]struct{}
-	lost     func(session uint64) // told when a write answers ESTALE
+	// unacked: completed seqs whose results the server may still keep, each
+	// with the seq of the request carrying its acknowledgement (0: none).
+	unacked map[uint64]uint64
+	lost    func(session uint64) // told when a write answers ESTALE
 
 	merge *merger // identical reads in flight (merge.go)
 }
@@ -120,7 +123,7 @@ func New(cfg Config) (*Client, error) {
 	return &Client{
 		cfg: cfg, log: cfg.Logger.Named("client"),
 		servers: slices.Clone(cfg.Servers), conns: map[string]*grpc.ClientConn{}, suspect: map[string]time.Time{},
-		nextSeq: 1, inflight: map[uint64]struct{}{}, merge: newMerger(),
+		nextSeq: 1, inflight: map[uint64]struct{}{}, unacked: map[uint64]uint64{}, merge: newMerger(),
 	}, nil
 }
 
@@ -306,9 +309,20 @@ func (c *Client) Session() uint64 {
 	return c.session
 }
 
-// header numbers a new mutating request. done must be called once its
-// result has arrived (or the caller gave up on it).
-func (c *Client) header() (h *jfspb.Header, done func()) {
+// maxAckedSeqs bounds the individual acknowledgements one header carries
+// (the server refuses more than 1024).
+const maxAckedSeqs = 64
+
+// header numbers a new mutating request. Its acked is the highest seq below
+// every request still in flight; the results of requests that completed
+// above it (while, say, a blocked F_SETLKW holds acked back) are
+// acknowledged one by one in acked_seqs, each until a request carrying it
+// has been applied. done must be called once, when the result has arrived
+// (answered true) or the caller gave up on it (answered false); applied
+// tells that the result carried errno 0, so the acknowledgements it carried
+// were certainly applied too (a request refused before the log, say for
+// its size, carries them nowhere; sending one twice is harmless).
+func (c *Client) header() (h *jfspb.Header, done func(answered, applied bool)) {
 	c.seqMu.Lock()
 	defer c.seqMu.Unlock()
 	seq := c.nextSeq
@@ -318,11 +332,34 @@ func (c *Client) header() (h *jfspb.Header, done func()) {
 		acked = min(acked, s-1)
 	}
 	c.inflight[seq] = struct{}{}
-	h = &jfspb.Header{Session: c.session, Seq: seq, Acked: acked}
-	return h, func() {
+	var carried []uint64
+	for s, by := range c.unacked {
+		if s <= acked {
+			delete(c.unacked, s) // covered by acked from now on
+			continue
+		}
+		if by == 0 && len(carried) < maxAckedSeqs {
+			c.unacked[s] = seq
+			carried = append(carried, s)
+		}
+	}
+	slices.Sort(carried)
+	h = &jfspb.Header{Session: c.session, Seq: seq, Acked: acked, AckedSeqs: carried}
+	return h, func(answered, applied bool) {
 		c.seqMu.Lock()
+		defer c.seqMu.Unlock()
 		delete(c.inflight, seq)
-		c.seqMu.Unlock()
+		for _, s := range carried {
+			if applied {
+				// The server applied the request, and with it forgot s.
+				delete(c.unacked, s)
+			} else if c.unacked[s] == seq {
+				c.unacked[s] = 0 // to be carried again
+			}
+		}
+		if answered {
+			c.unacked[seq] = 0
+		}
 	}
 }
 
@@ -397,7 +434,6 @@ func write[Req, Resp any](ctx context.Context, c *Client, m method[Req, Resp], r
 // and a retry would lose its place in the queue).
 func writeWithin[Req, Resp any](ctx context.Context, c *Client, attempt time.Duration, m method[Req, Resp], req Req, setHeader func(Req, *jfspb.Header)) (Resp, error) {
 	h, done := c.header()
-	defer done()
 	setHeader(req, h)
 	var resp Resp
 	err := c.retry(ctx, attempt, func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -405,6 +441,11 @@ func writeWithin[Req, Resp any](ctx context.Context, c *Client, attempt time.Dur
 		resp, err = m(jfspb.NewMetaClient(cc), ctx, req)
 		return err
 	})
+	applied := false
+	if r, ok := any(resp).(errnoer); ok && err == nil {
+		applied = r.GetErrno() == 0
+	}
+	done(err == nil, applied)
 	if err == nil {
 		c.noteStale(h.Session, resp)
 	}

@@ -159,6 +159,7 @@ func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest)
 				ss.LastHeartbeatNs = t.UnixNano()
 			}
 			ss.LocksHeld = held[ss.Id]
+			ss.StoredResults = s.n.fsm.StoredResults(ss.Id)
 		}
 		return &jfspb.ListSessionsResponse{Sessions: sessions}
 	})
@@ -216,4 +217,13 @@ func (s *Server) Digest(ctx context.Context, _ *jfspb.DigestRequest) (*jfspb.Dig
 		return nil, s.toStatus(err)
 	}
 	return &jfspb.DigestResponse{AppliedIndex: applied, Digest: sum[:], NodeId: s.n.ID()}, nil
+}
+
+// SetSettings changes the file system's settings through the log (see
+// fsm/settings.go): EINVAL, EBUSY as the state machine answers.
+func (s *Server) SetSettings(ctx context.Context, r *jfspb.SetSettingsRequest) (*jfspb.SetSettingsResponse, error) {
+	if r.GetSettings() == nil {
+		return &jfspb.SetSettingsResponse{Errno: int32(syscall.EINVAL)}, nil
+	}
+	return propose[*jfspb.SetSettingsResponse](ctx, s, cmdSetSettings, nil, r)
 }

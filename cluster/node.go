@@ -84,9 +84,10 @@ func NewNode(cfg Config) (*Node, error) {
 		n.fsm.Close()
 		return nil, err
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.watchLeadership()
 	go n.announceLoop()
+	go n.freeLoop(freeCheckInterval)
 	go func() {
 		defer n.wg.Done()
 		n.locks.run(n.stopped, cfg.DeadlockScan)
@@ -281,9 +282,11 @@ func (n *Node) becomeReady(term uint64) {
 		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
 			return
 		}
-		req := &jfspb.SetMemberRequest{Member: n.self()}
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-		_, err := n.Propose(ctx, cmdSetMember, nil, req)
+		err := n.recordInitialSettings(ctx)
+		if err == nil {
+			_, err = n.Propose(ctx, cmdSetMember, nil, &jfspb.SetMemberRequest{Member: n.self()})
+		}
 		cancel()
 		if err == nil {
 			n.readyTerm.Store(term)
@@ -298,6 +301,19 @@ func (n *Node) becomeReady(term uint64) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// recordInitialSettings proposes this node's settings (Config.FSM) as the
+// initial ones while the state records none: the first leader of a new
+// cluster does so before it serves. The state machine ignores an initial
+// entry once settings are recorded, so a leader whose state lags behind
+// the log changes nothing by proposing one.
+func (n *Node) recordInitialSettings(ctx context.Context) error {
+	if _, recorded := n.fsm.Settings(); recorded {
+		return nil
+	}
+	_, err := n.Propose(ctx, cmdSetSettings, nil, &jfspb.SetSettingsRequest{Settings: n.fsm.InitialSettings(), Initial: true})
+	return err
 }
 
 // Propose replicates one command and returns the state machine's response.
@@ -318,7 +334,7 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	}
 	e := &jfspb.LogEntry{Type: uint32(typ), TimeNs: time.Now().UnixNano(), Body: b}
 	if h != nil {
-		e.Session, e.Seq, e.Acked = h.Session, h.Seq, h.Acked
+		e.Session, e.Seq, e.Acked, e.AckedSeqs = h.Session, h.Seq, h.Acked, h.AckedSeqs
 	}
 	data, err := proto.Marshal(e)
 	if err != nil {

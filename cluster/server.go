@@ -56,9 +56,13 @@ func (s *Server) toStatus(err error) error {
 }
 
 // propose replicates req as a command of type typ and returns the state
-// machine's response, which must be an R.
+// machine's response, which must be an R. A request with a size out of
+// bounds (checkRequest) is answered its errno and never reaches the log.
 func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandType, h *jfspb.Header, req proto.Message) (R, error) {
 	var zero R
+	if e := checkRequest(req); e != 0 {
+		return errnoResponse[R](e), nil
+	}
 	resp, err := s.n.Propose(ctx, typ, h, req)
 	if err != nil {
 		return zero, s.toStatus(err)
@@ -72,9 +76,13 @@ func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandT
 
 // read answers a read on the leader, in a batch that sees every write that
 // completed before the read arrived (reads.go). method names it in metrics
-// and the access log's terms.
+// and the access log's terms. A request with a size out of bounds
+// (checkRequest) is answered its errno without being read.
 func read[Req proto.Message, R proto.Message](ctx context.Context, s *Server, method string, req Req, f func(Req) R) (R, error) {
 	var zero R
+	if e := checkRequest(req); e != 0 {
+		return errnoResponse[R](e), nil
+	}
 	resp, err := s.n.reads.do(ctx, method, req, func() proto.Message { return f(req) })
 	if err != nil {
 		return zero, s.toStatus(err)
@@ -104,6 +112,8 @@ const (
 	cmdFlock        = jfspb.CommandType_COMMAND_TYPE_FLOCK
 	cmdReleaseOwner = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
 	cmdSetMember    = jfspb.CommandType_COMMAND_TYPE_SET_MEMBER
+	cmdSetSettings  = jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS
+	cmdFreeData     = jfspb.CommandType_COMMAND_TYPE_FREE_DATA
 )
 
 // ---- sessions ----
@@ -202,7 +212,7 @@ func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.R
 }
 
 func (s *Server) Read(ctx context.Context, r *jfspb.ReadRequest) (*jfspb.ReadResponse, error) {
-	return read(ctx, s, "read", r, s.n.fsm.Read)
+	return read(ctx, s, "read", clampRead(r), s.n.fsm.Read)
 }
 
 func (s *Server) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.WriteResponse, error) {
@@ -213,8 +223,29 @@ func (s *Server) Fallocate(ctx context.Context, r *jfspb.FallocateRequest) (*jfs
 	return propose[*jfspb.FallocateResponse](ctx, s, jfspb.CommandType_COMMAND_TYPE_FALLOCATE, r.Header, r)
 }
 
+// StatFS reports the capacity and inode limit of the settings when set,
+// else the free space and inodes of the leader's data directory: the used
+// figures are the file system's own, the free ones the disk's.
 func (s *Server) StatFS(ctx context.Context, r *jfspb.StatFSRequest) (*jfspb.StatFSResponse, error) {
-	return read(ctx, s, "statfs", r, s.n.fsm.StatFS)
+	resp, err := read(ctx, s, "statfs", r, s.n.fsm.StatFS)
+	if err != nil || resp.Errno != 0 || (resp.TotalBytes != 0 && resp.TotalInodes != 0) {
+		return resp, err
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.n.cfg.DataDir, &st); err != nil {
+		s.n.log.Warn("statfs of the data directory", "dir", s.n.cfg.DataDir, "error", err)
+		return &jfspb.StatFSResponse{Errno: int32(syscall.EIO)}, nil
+	}
+	c := proto.Clone(resp).(*jfspb.StatFSResponse) // resp may be shared by a read batch
+	if c.TotalBytes == 0 {
+		c.FreeBytes = st.Bavail * uint64(st.Bsize)
+		c.TotalBytes = c.UsedBytes + c.FreeBytes
+	}
+	if c.TotalInodes == 0 {
+		c.FreeInodes = st.Ffree
+		c.TotalInodes = c.UsedInodes + c.FreeInodes
+	}
+	return c, nil
 }
 
 // ---- extended attributes ----
@@ -243,6 +274,9 @@ func (s *Server) GetLk(ctx context.Context, r *jfspb.GetLkRequest) (*jfspb.GetLk
 
 // SetLk is F_SETLK, or with block F_SETLKW: see lockWaits.
 func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLkResponse, error) {
+	if e := checkRequest(r); e != 0 {
+		return &jfspb.SetLkResponse{Errno: int32(e)}, nil
+	}
 	w, ok := newPosixWaiter(r)
 	if !r.Block || !ok {
 		return propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
@@ -256,6 +290,9 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 
 // Flock is flock(2), blocking without LOCK_NB: see lockWaits.
 func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.FlockResponse, error) {
+	if e := checkRequest(r); e != 0 {
+		return &jfspb.FlockResponse{Errno: int32(e)}, nil
+	}
 	w, ok := newFlockWaiter(r)
 	if !r.Block || !ok {
 		return propose[*jfspb.FlockResponse](ctx, s, cmdFlock, r.Header, r)

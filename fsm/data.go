@@ -13,11 +13,12 @@ import (
 // maxFileSize is the largest file size, as on Linux.
 const maxFileSize = math.MaxInt64
 
-// File data is stored in blocks of opts.BlockSize bytes keyed by (ino, block
+// File data is stored in blocks of the block size (settings.go) keyed by (ino, block
 // number). A stored block may be shorter than a block: the bytes past its
 // end, up to the file size, read as zeros, as do missing blocks (holes).
-// No block holds data at or past the file size: truncating down trims the
-// tail block and deletes the blocks past it.
+// No live block holds data at or past the file size: truncating down trims
+// the tail block and drops the blocks past it, at once or, when they are
+// many, by marking them dead to be freed in steps (freeing.go).
 
 // block returns a copy of block blk of ino, or nil.
 func (t *txn) block(ino, blk uint64) []byte { return t.get(bucketBlock, key2(ino, blk)) }
@@ -43,24 +44,17 @@ func (t *txn) truncate(ino uint64, n *inode, size uint64) {
 	n.Mtime, n.Ctime = t.now, t.now
 }
 
-// truncateBlocks deletes the blocks of ino past size and trims the block
-// that holds size to it.
+// truncateBlocks drops the blocks of ino past size (at once, or by marking
+// them dead when they are many: freeing.go) and trims the block that holds
+// size to it.
 func (t *txn) truncateBlocks(ino uint64, n *inode, size uint64) {
-	bs := uint64(t.f.opts.BlockSize)
-	first := (size + bs - 1) / bs // first block wholly past size
-	var keys [][]byte
-	var freed int64
-	t.scanFrom(bucketBlock, u64(ino), key2(ino, first), func(k, v []byte) bool {
-		keys = append(keys, k)
-		freed += int64(len(v))
-		return true
-	})
-	for _, k := range keys {
-		t.del(bucketBlock, k)
-	}
-	t.account(n, -freed)
+	bs := t.settings().blockSize
+	t.dropBlocksFrom(ino, n, (size+bs-1)/bs)
 	if off := size % bs; off != 0 {
 		blk := size / bs
+		if _, dead := deadAt(t.deadRanges(ino), blk); dead {
+			return
+		}
 		if old := t.block(ino, blk); uint64(len(old)) > off {
 			t.putBlock(ino, n, blk, old, old[:off:off])
 		}
@@ -94,16 +88,21 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 	if len(data) == 0 {
 		return &jfspb.WriteResponse{Attr: n.attr(ino), Offset: off}
 	}
-	bs := uint64(t.f.opts.BlockSize)
+	set := t.settings()
+	bs := set.blockSize
 	// A write stores at most its own length plus the zeros that fill a
 	// block up to it.
-	if t.metaGet(metaUsedBytes)+uint64(len(data))+bs > t.f.opts.Capacity {
+	if set.capacity != 0 && t.metaGet(metaUsedBytes)+uint64(len(data))+bs > set.capacity {
 		return fail(syscall.ENOSPC)
 	}
+	dead := t.deadRanges(ino)
 	for pos := uint64(0); pos < uint64(len(data)); {
 		at := uint64(off) + pos
 		blk, bo := at/bs, at%bs
 		cnt := min(bs-bo, uint64(len(data))-pos)
+		if r, ok := deadAt(dead, blk); ok {
+			dead = t.revive(ino, n, r, blk)
+		}
 		old := t.block(ino, blk)
 		buf := make([]byte, max(uint64(len(old)), bo+cnt))
 		copy(buf, old)
@@ -178,7 +177,7 @@ func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateRespon
 			return fail(syscall.EFBIG)
 		}
 		// At most the range plus the zeros that fill a block up to it.
-		if t.metaGet(metaUsedBytes)+(hi-lo)+uint64(t.f.opts.BlockSize) > t.f.opts.Capacity {
+		if set := t.settings(); set.capacity != 0 && t.metaGet(metaUsedBytes)+(hi-lo)+set.blockSize > set.capacity {
 			return fail(syscall.ENOSPC)
 		}
 		t.storeZeros(ino, n, lo, hi, mode&fallocZeroRange != 0)
@@ -196,11 +195,17 @@ func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateRespon
 // stored zeros, and with overwrite the stored bytes are zeroed too. hi must
 // not be past the size the caller leaves n with.
 func (t *txn) storeZeros(ino uint64, n *inode, lo, hi uint64, overwrite bool) {
-	bs := uint64(t.f.opts.BlockSize)
+	bs := t.settings().blockSize
+	dead := t.deadRanges(ino)
 	for at := lo; at < hi; {
 		blk, bo := at/bs, at%bs
 		to := min(bs, bo+(hi-at)) // the range's end within the block
 		at += to - bo
+		if r, ok := deadAt(dead, blk); ok {
+			// A dead block's old bytes must never show again: it starts
+			// afresh, as a write into it does.
+			dead = t.revive(ino, n, r, blk)
+		}
 		old := t.block(ino, blk)
 		if !overwrite && uint64(len(old)) >= to {
 			continue // already stored
@@ -219,7 +224,8 @@ func (t *txn) storeZeros(ino uint64, n *inode, lo, hi uint64, overwrite bool) {
 // whose stored end falls inside is trimmed, and the bytes inside a block
 // that keeps data after the hole are zeroed.
 func (t *txn) punchHole(ino uint64, n *inode, lo, hi uint64) {
-	bs := uint64(t.f.opts.BlockSize)
+	bs := t.settings().blockSize
+	dead := t.deadRanges(ino)
 	type stored struct {
 		blk  uint64
 		data []byte
@@ -229,6 +235,9 @@ func (t *txn) punchHole(ino uint64, n *inode, lo, hi uint64) {
 		blk := binary.BigEndian.Uint64(k[8:])
 		if blk*bs >= hi {
 			return false
+		}
+		if _, ok := deadAt(dead, blk); ok {
+			return true // reads as zeros already; freed in the background
 		}
 		hit = append(hit, stored{blk, v})
 		return true
@@ -273,18 +282,30 @@ func (f *FSM) Read(req *jfspb.ReadRequest) *jfspb.ReadResponse {
 		}
 		end := min(n.Size, start+uint64(min(req.GetSize(), MaxRead)))
 		buf := make([]byte, end-start)
-		bs := uint64(t.f.opts.BlockSize)
+		bs := t.settings().blockSize
+		dead := t.deadRanges(ino)
 		c := t.b(bucketBlock).Cursor()
-		for k, v := c.Seek(key2(ino, start/bs)); len(k) == 16 && binary.BigEndian.Uint64(k) == ino; k, v = c.Next() {
-			base := binary.BigEndian.Uint64(k[8:]) * bs
+		k, v := c.Seek(key2(ino, start/bs))
+		for len(k) == 16 && binary.BigEndian.Uint64(k) == ino {
+			blk := binary.BigEndian.Uint64(k[8:])
+			base := blk * bs
 			if base >= end {
 				break
+			}
+			if r, ok := deadAt(dead, blk); ok {
+				// Dead blocks read as zeros: skip the whole range.
+				if r.to > (end-1)/bs {
+					break
+				}
+				k, v = c.Seek(key2(ino, r.to))
+				continue
 			}
 			// Copy the part of [base, base+len(v)) inside [start, end).
 			lo, hi := max(base, start), min(base+uint64(len(v)), end)
 			if lo < hi {
 				copy(buf[lo-start:], v[lo-base:hi-base])
 			}
+			k, v = c.Next()
 		}
 		return &jfspb.ReadResponse{Data: buf}
 	})

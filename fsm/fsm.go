@@ -47,11 +47,10 @@ var (
 	ErrBadSnapshot = errors.New("fsm: bad snapshot")
 )
 
-// Defaults of Options.
 const (
+	// DefaultBlockSize is the block size of a state with no settings
+	// recorded, and of a new cluster unless told otherwise.
 	DefaultBlockSize = 64 << 10
-	DefaultCapacity  = 1 << 50
-	DefaultMaxInodes = 1 << 40
 
 	// RootIno is the inode number of the root directory.
 	RootIno = 1
@@ -60,8 +59,10 @@ const (
 	// MaxFallocate is the most bytes one Fallocate command may allocate
 	// (store as zeros): one command is applied in one transaction.
 	MaxFallocate = 64 << 20
-	// MaxRead is the most data one Read answers.
-	MaxRead = 64 << 20
+	// MaxRead is the most data one Read answers; a larger request gets a
+	// short answer. It keeps a response well under the gRPC message limit
+	// and bounds what one read allocates.
+	MaxRead = 4 << 20
 	// MaxNameLen is the longest name, in bytes.
 	MaxNameLen = 255
 	// MaxSymlinkLen is the longest symlink target, in bytes.
@@ -71,15 +72,14 @@ const (
 	formatVersion = 1
 )
 
-// Options configure an FSM. Every node of a cluster must use the same
-// BlockSize: it shapes the stored data.
+// Options configure an FSM.
 type Options struct {
-	// BlockSize is the size of a file data block; default 64 KiB.
+	// BlockSize, Capacity and MaxInodes are the settings this node
+	// proposes if it leads a new cluster (InitialSettings); apply never
+	// reads them, it uses the replicated settings (settings.go). Zero
+	// values: DefaultBlockSize, no capacity, no inode limit.
 	BlockSize int
-	// Capacity is the size in bytes that statfs reports; default 1 PiB.
-	Capacity uint64
-	// MaxInodes is the number of inodes that statfs reports; creating
-	// more is ENOSPC. Default 1<<40.
+	Capacity  uint64
 	MaxInodes uint64
 	// NoSync skips the fsync of each bolt commit. The raft log holds every
 	// command, so a process crash loses nothing, but a power loss may
@@ -91,13 +91,13 @@ func (o Options) withDefaults() Options {
 	if o.BlockSize <= 0 {
 		o.BlockSize = DefaultBlockSize
 	}
-	if o.Capacity == 0 {
-		o.Capacity = DefaultCapacity
-	}
-	if o.MaxInodes == 0 {
-		o.MaxInodes = DefaultMaxInodes
-	}
 	return o
+}
+
+// InitialSettings are the settings of the Options, for the SetSettings
+// entry that a new cluster's first leader proposes.
+func (f *FSM) InitialSettings() *jfspb.Settings {
+	return &jfspb.Settings{BlockSize: uint32(f.opts.BlockSize), Capacity: f.opts.Capacity, MaxInodes: f.opts.MaxInodes}
 }
 
 // Entry is one committed raft log entry; Data is a marshaled jfspb.LogEntry.
@@ -364,6 +364,8 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER: handler("release_lock_owner", false, (*txn).applyReleaseLockOwner),
 		jfspb.CommandType_COMMAND_TYPE_SET_MEMBER:         handler("set_member", true, (*txn).applySetMember),
 		jfspb.CommandType_COMMAND_TYPE_FALLOCATE:          handler("fallocate", false, (*txn).applyFallocate),
+		jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS:       handler("set_settings", true, (*txn).applySetSettings),
+		jfspb.CommandType_COMMAND_TYPE_FREE_DATA:          handler("free_data", true, (*txn).applyFreeData),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
 		c := m[typ]

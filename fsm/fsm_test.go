@@ -107,8 +107,10 @@ func (f *FSM) mkdirForTest(t *testing.T) {
 
 func TestDigestSameOnReplicas(t *testing.T) {
 	a := mustHarness(t, Options{})
-	b := &harness{t: t, f: mustOpen(t, filepath.Join(t.TempDir(), "b.db"), Options{NoSync: true}), now: t0}
+	// b's own options differ: apply must not depend on them.
+	b := &harness{t: t, f: mustOpen(t, filepath.Join(t.TempDir(), "b.db"), Options{NoSync: true, BlockSize: 8, Capacity: 100, MaxInodes: 3}), now: t0}
 	b.sess = b.mustRegister("client-1")
+	b.mustSetSettings(a.f.InitialSettings())
 	mustPopulate(a)
 	mustPopulate(b)
 	ia, da := mustDigest(t, a.f)

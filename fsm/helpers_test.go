@@ -33,6 +33,8 @@ const (
 	cSetLk       = jfspb.CommandType_COMMAND_TYPE_SETLK
 	cFlock       = jfspb.CommandType_COMMAND_TYPE_FLOCK
 	cReleaseOwn  = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
+	cSetSettings = jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS
+	cFreeData    = jfspb.CommandType_COMMAND_TYPE_FREE_DATA
 )
 
 // harness drives an FSM with hand-built log entries: increasing indexes,
@@ -46,6 +48,8 @@ type harness struct {
 	now   int64
 	sess  uint64
 	seq   uint64
+	// replicas apply every entry h applies.
+	replicas []*FSM
 }
 
 const t0 = int64(1_700_000_000_000_000_000)
@@ -56,7 +60,15 @@ func mustHarness(t testing.TB, opts Options) *harness {
 	h := &harness{t: t, path: filepath.Join(t.TempDir(), "state.db"), opts: opts, now: t0}
 	h.f = mustOpen(t, h.path, opts)
 	h.sess = h.mustRegister("client-1")
+	h.mustSetSettings(h.f.InitialSettings())
 	return h
+}
+
+// mustSetSettings applies the SetSettings entry that the first leader of a
+// new cluster proposes, with settings s.
+func (h *harness) mustSetSettings(s *jfspb.Settings) {
+	h.t.Helper()
+	mustOK(h.t, h.mustApplyEntry(h.entry(cSetSettings, &jfspb.SetSettingsRequest{Settings: s, Initial: true}, 0, 0, 0)))
 }
 
 func mustOpen(t testing.TB, path string, opts Options) *FSM {
@@ -93,7 +105,34 @@ func (h *harness) mustApplyEntry(e Entry) proto.Message {
 	if err != nil {
 		h.t.Fatalf("ApplyBatch(index %d): %v", e.Index, err)
 	}
+	for _, r := range h.replicas {
+		if _, err := r.ApplyBatch([]Entry{e}); err != nil {
+			h.t.Fatalf("replica: ApplyBatch(index %d): %v", e.Index, err)
+		}
+	}
 	return rs[0].Resp
+}
+
+// mustReplica returns a replica of h's state, opened with opts, to which
+// every later entry is applied as well.
+func (h *harness) mustReplica(opts Options) *FSM {
+	h.t.Helper()
+	opts.NoSync = true
+	g := mustOpen(h.t, filepath.Join(h.t.TempDir(), "replica.db"), opts)
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer snap.Release()
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := g.Restore(&buf); err != nil {
+		h.t.Fatal(err)
+	}
+	h.replicas = append(h.replicas, g)
+	return g
 }
 
 // do applies req in the harness session with the next seq.

@@ -115,7 +115,7 @@ func (t *txn) initRoot() error {
 // newInode allocates an inode number for n and stores n: ENOSPC when
 // MaxInodes are in use.
 func (t *txn) newInode(n *inode) (uint64, syscall.Errno) {
-	if t.metaGet(metaUsedInodes) >= t.f.opts.MaxInodes {
+	if m := t.settings().maxInodes; m != 0 && t.metaGet(metaUsedInodes) >= m {
 		return 0, syscall.ENOSPC
 	}
 	ino := t.metaGet(metaNextIno)
@@ -233,20 +233,25 @@ func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 }
 
 // StatFS reports capacity and use: used bytes are the stored data blocks,
-// used inodes every allocated inode (sustained ones included).
+// used inodes every allocated inode (sustained ones included). Total and
+// free bytes are 0 when no capacity is set, total and free inodes 0 when
+// no inode limit is set: the node then fills them in from its disk.
 func (f *FSM) StatFS(*jfspb.StatFSRequest) *jfspb.StatFSResponse {
 	return read(f, func(t *txn) *jfspb.StatFSResponse {
-		o := t.f.opts
+		s := t.settings()
 		used, files := t.metaGet(metaUsedBytes), t.metaGet(metaUsedInodes)
-		return &jfspb.StatFSResponse{
-			TotalBytes:  o.Capacity,
-			UsedBytes:   used,
-			FreeBytes:   o.Capacity - min(used, o.Capacity),
-			TotalInodes: o.MaxInodes,
-			UsedInodes:  files,
-			FreeInodes:  o.MaxInodes - min(files, o.MaxInodes),
-			BlockSize:   uint32(o.BlockSize),
-			NameMax:     MaxNameLen,
+		r := &jfspb.StatFSResponse{
+			UsedBytes:  used,
+			UsedInodes: files,
+			BlockSize:  uint32(s.blockSize),
+			NameMax:    MaxNameLen,
 		}
+		if s.capacity != 0 {
+			r.TotalBytes, r.FreeBytes = s.capacity, s.capacity-min(used, s.capacity)
+		}
+		if s.maxInodes != 0 {
+			r.TotalInodes, r.FreeInodes = s.maxInodes, s.maxInodes-min(files, s.maxInodes)
+		}
+		return r
 	})
 }

@@ -28,12 +28,13 @@ var (
 	bucketPlock     = []byte("plock")     // ino -> every POSIX lock, in list order
 	bucketSustained = []byte("sustained") // ino -> (empty): unlinked, still open
 	bucketMember    = []byte("member")    // node id -> jfspb.Member (addresses)
+	bucketFreeing   = []byte("freeing")   // ino, first block -> end block: dead blocks to free
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketInode, bucketDentry, bucketCookie, bucketSymlink,
 		bucketBlock, bucketXattr, bucketSession, bucketClient, bucketResult,
 		bucketOpen, bucketSessOpen, bucketFlock, bucketPlock, bucketSustained,
-		bucketMember,
+		bucketMember, bucketFreeing,
 	}
 
 	metaVersion    = []byte("version")

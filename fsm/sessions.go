@@ -20,8 +20,10 @@ import (
 // A repeat of a stored (session, seq) gets the stored response without being
 // applied again. A (session, seq) at or below the highest acked seen from
 // the session whose response is gone gets EALREADY. Each command of the
-// session deletes the stored responses at or below its acked. seq 0 opts
-// out of all this.
+// session deletes the stored responses at or below its acked, and those of
+// the seqs it acknowledges one by one (acked_seqs: the client received
+// them while an older request, such as a blocked F_SETLKW, was still in
+// flight; it never retries them). seq 0 opts out of all this.
 //
 // A SetLk or Flock answered EAGAIN changed nothing (or, for a flock
 // conversion, only dropped the old lock, as Linux does), and its response is
@@ -98,7 +100,23 @@ func (t *txn) applyOnce(c command, typ jfspb.CommandType, env *jfspb.LogEntry, r
 		s.Acked = acked
 		t.putSession(s)
 	}
+	for _, a := range env.GetAckedSeqs() {
+		if a > s.GetAcked() && a != seq {
+			t.del(bucketResult, key2(sid, a))
+		}
+	}
 	return resp
+}
+
+// StoredResults counts the responses kept for retries of session sid.
+func (f *FSM) StoredResults(sid uint64) uint64 {
+	var n uint64
+	f.view(func(t *txn) error {
+		n = 0
+		t.scan(bucketResult, u64(sid), func(_, _ []byte) bool { n++; return true })
+		return nil
+	})
+	return n
 }
 
 // storedResult decodes a stored response: command type, then the message.

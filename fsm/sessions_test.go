@@ -157,3 +157,37 @@ func TestRenameOverOpenFileSustains(t *testing.T) {
 	mustOK(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: victim.Ino, Fh: 1}))
 	mustErrno(t, h.f.GetAttr(&jfspb.GetAttrRequest{Ino: victim.Ino}), syscall.ENOENT)
 }
+
+// TestAckedSeqsForgetAboveAcked: while seq 1 (a blocked lock request, say)
+// holds acked at 0, results acknowledged one by one are forgotten, the
+// others are kept for retries, and seq 1 itself is never forgotten that way.
+func TestAckedSeqsForgetAboveAcked(t *testing.T) {
+	h := mustHarness(t, Options{})
+	apply := func(seq uint64, acks []uint64, req *jfspb.MkdirRequest) proto.Message {
+		t.Helper()
+		body, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.index++
+		h.now += 1e9
+		data, err := proto.Marshal(&jfspb.LogEntry{Type: uint32(cMkdir), Session: h.sess, Seq: seq, TimeNs: h.now, Body: body, AckedSeqs: acks})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.mustApplyEntry(Entry{Index: h.index, Term: 1, Data: data})
+	}
+	mkdir := func(name string) *jfspb.MkdirRequest {
+		return &jfspb.MkdirRequest{Parent: RootIno, Name: []byte(name), Mode: 0o755}
+	}
+	mustOK(t, apply(1, nil, mkdir("a")))
+	mustOK(t, apply(2, nil, mkdir("b")))
+	mustOK(t, apply(3, []uint64{2}, mkdir("c")))
+	mustOK(t, apply(4, []uint64{3, 4}, mkdir("d"))) // its own seq is not forgotten
+	if n := h.f.StoredResults(h.sess); n != 2 {
+		t.Errorf("%d stored results, want 2 (seqs 1 and 4)", n)
+	}
+	// Retries of the kept ones get their stored results, not EEXIST.
+	mustOK(t, apply(1, nil, mkdir("a")))
+	mustOK(t, apply(4, nil, mkdir("d")))
+}

@@ -97,3 +97,7 @@ func (x *DigestResponse) SetErrno(e int32) { x.Errno = e }
 func (x *ConfirmTermResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *FallocateResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *SetSettingsResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *FreeDataResponse) SetErrno(e int32) { x.Errno = e }

@@ -228,7 +228,12 @@ type Header struct {
 	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	// acked: the client has received every result with seq <= acked, so the
 	// server may forget them.
-	Acked         uint64 `protobuf:"varint,3,opt,name=acked,proto3" json:"acked,omitempty"`
+	Acked uint64 `protobuf:"varint,3,opt,name=acked,proto3" json:"acked,omitempty"`
+	// acked_seqs: seqs above acked whose results the client has also
+	// received, so the server may forget them too (a request still in flight,
+	// such as a blocked F_SETLKW, holds acked back). At most 1024; a request
+	// is never retried once its seq was sent here.
+	AckedSeqs     []uint64 `protobuf:"varint,70,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +287,13 @@ func (x *Header) GetAcked() uint64 {
 		return x.Acked
 	}
 	return 0
+}
+
+func (x *Header) GetAckedSeqs() []uint64 {
+	if x != nil {
+		return x.AckedSeqs
+	}
+	return nil
 }
 
 // NotLeader is the detail of an UNAVAILABLE status from a follower.
@@ -483,8 +495,11 @@ type Session struct {
 	// holds.
 	LastHeartbeatNs int64  `protobuf:"varint,9,opt,name=last_heartbeat_ns,json=lastHeartbeatNs,proto3" json:"last_heartbeat_ns,omitempty"`
 	LocksHeld       uint32 `protobuf:"varint,10,opt,name=locks_held,json=locksHeld,proto3" json:"locks_held,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// stored_results is how many results the state machine keeps for the
+	// session's retries (filled in for ListSessions).
+	StoredResults uint64 `protobuf:"varint,70,opt,name=stored_results,json=storedResults,proto3" json:"stored_results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -583,6 +598,13 @@ func (x *Session) GetLastHeartbeatNs() int64 {
 func (x *Session) GetLocksHeld() uint32 {
 	if x != nil {
 		return x.LocksHeld
+	}
+	return 0
+}
+
+func (x *Session) GetStoredResults() uint64 {
+	if x != nil {
+		return x.StoredResults
 	}
 	return 0
 }
@@ -4748,6 +4770,293 @@ func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
 	return 0
 }
 
+// Settings are the file system's parameters that shape what apply does.
+// They live in the replicated state: set once when the cluster is created
+// and changed only through the log.
+type Settings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// block_size is the size of a file data block, in bytes. It cannot
+	// change once file data is stored.
+	BlockSize uint32 `protobuf:"varint,1,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// capacity is the quota in bytes (writes past it are ENOSPC; statfs
+	// reports it); 0: none, statfs reports the leader's disk.
+	Capacity uint64 `protobuf:"varint,2,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// max_inodes bounds the number of inodes (creating more is ENOSPC;
+	// statfs reports it); 0: none.
+	MaxInodes     uint64 `protobuf:"varint,3,opt,name=max_inodes,json=maxInodes,proto3" json:"max_inodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_jfs_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *Settings) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *Settings) GetCapacity() uint64 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *Settings) GetMaxInodes() uint64 {
+	if x != nil {
+		return x.MaxInodes
+	}
+	return 0
+}
+
+// SetSettingsRequest changes the settings. With initial, it takes effect
+// only if the state holds no settings yet (the first leader of a new
+// cluster proposes it with its flags). EINVAL: a block size that is not a
+// power of two between 4 KiB and 4 MiB; EBUSY: a different block size
+// while file data is stored.
+type SetSettingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	Initial       bool                   `protobuf:"varint,2,opt,name=initial,proto3" json:"initial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSettingsRequest) Reset() {
+	*x = SetSettingsRequest{}
+	mi := &file_jfs_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSettingsRequest) ProtoMessage() {}
+
+func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
+func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *SetSettingsRequest) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *SetSettingsRequest) GetInitial() bool {
+	if x != nil {
+		return x.Initial
+	}
+	return false
+}
+
+type SetSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// settings are those in effect after the request.
+	Settings      *Settings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSettingsResponse) Reset() {
+	*x = SetSettingsResponse{}
+	mi := &file_jfs_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSettingsResponse) ProtoMessage() {}
+
+func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
+func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *SetSettingsResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *SetSettingsResponse) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// FreeDataRequest frees up to max_blocks data blocks that truncates and
+// removals left to free (see fsm/DESIGN.md). The leader proposes it in the
+// background while any are left.
+type FreeDataRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MaxBlocks     uint32                 `protobuf:"varint,1,opt,name=max_blocks,json=maxBlocks,proto3" json:"max_blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeDataRequest) Reset() {
+	*x = FreeDataRequest{}
+	mi := &file_jfs_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeDataRequest) ProtoMessage() {}
+
+func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
+func (*FreeDataRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *FreeDataRequest) GetMaxBlocks() uint32 {
+	if x != nil {
+		return x.MaxBlocks
+	}
+	return 0
+}
+
+type FreeDataResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Errno       int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	FreedBlocks uint64                 `protobuf:"varint,2,opt,name=freed_blocks,json=freedBlocks,proto3" json:"freed_blocks,omitempty"`
+	// more: blocks are left to free.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeDataResponse) Reset() {
+	*x = FreeDataResponse{}
+	mi := &file_jfs_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeDataResponse) ProtoMessage() {}
+
+func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
+func (*FreeDataResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *FreeDataResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *FreeDataResponse) GetFreedBlocks() uint64 {
+	if x != nil {
+		return x.FreedBlocks
+	}
+	return 0
+}
+
+func (x *FreeDataResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // Member is a node of the cluster. address is its raft address, api_addr
 // the address of its gRPC API.
 type Member struct {
@@ -4765,7 +5074,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4777,7 +5086,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4790,7 +5099,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *Member) GetId() string {
@@ -4847,7 +5156,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4859,7 +5168,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4872,7 +5181,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -4898,7 +5207,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4910,7 +5219,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4923,7 +5232,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -4941,7 +5250,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4953,7 +5262,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4966,7 +5275,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 type ClusterStatusResponse struct {
@@ -4987,7 +5296,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4999,7 +5308,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5012,7 +5321,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -5092,7 +5401,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5104,7 +5413,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5117,7 +5426,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -5157,7 +5466,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5169,7 +5478,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5182,7 +5491,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5201,7 +5510,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5213,7 +5522,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5226,7 +5535,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5245,7 +5554,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5257,7 +5566,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5270,7 +5579,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5292,7 +5601,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5304,7 +5613,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5317,7 +5626,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5343,7 +5652,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5355,7 +5664,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5368,7 +5677,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5386,7 +5695,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5398,7 +5707,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5411,7 +5720,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 type ListSessionsResponse struct {
@@ -5424,7 +5733,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5436,7 +5745,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5449,7 +5758,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -5492,7 +5801,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5504,7 +5813,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5517,7 +5826,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -5608,7 +5917,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5620,7 +5929,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5633,7 +5942,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -5660,7 +5969,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5672,7 +5981,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5685,7 +5994,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -5712,7 +6021,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5724,7 +6033,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5737,7 +6046,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -5763,7 +6072,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5775,7 +6084,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5788,7 +6097,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -5807,7 +6116,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5819,7 +6128,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5832,7 +6141,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 type DigestResponse struct {
@@ -5852,7 +6161,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5864,7 +6173,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5877,7 +6186,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -5922,7 +6231,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5934,7 +6243,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5947,7 +6256,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -5976,7 +6285,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5988,7 +6297,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6001,7 +6310,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6029,11 +6338,13 @@ var File_jfs_proto protoreflect.FileDescriptor
 
 const file_jfs_proto_rawDesc = "" +
 	"\n" +
-	"\tjfs.proto\x12\x06jfs.v1\"J\n" +
+	"\tjfs.proto\x12\x06jfs.v1\"i\n" +
 	"\x06Header\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05acked\x18\x03 \x01(\x04R\x05acked\"I\n" +
+	"\x05acked\x18\x03 \x01(\x04R\x05acked\x12\x1d\n" +
+	"\n" +
+	"acked_seqs\x18F \x03(\x04R\tackedSeqs\"I\n" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
@@ -6050,7 +6361,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\x97\x02\n" +
+	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xbe\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -6065,7 +6376,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x11last_heartbeat_ns\x18\t \x01(\x03R\x0flastHeartbeatNs\x12\x1d\n" +
 	"\n" +
 	"locks_held\x18\n" +
-	" \x01(\rR\tlocksHeld\"\xb7\x01\n" +
+	" \x01(\rR\tlocksHeld\x12%\n" +
+	"\x0estored_results\x18F \x01(\x04R\rstoredResults\"\xb7\x01\n" +
 	"\x0fRegisterRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -6354,7 +6666,26 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\x04R\x05owner\"0\n" +
 	"\x18ReleaseLockOwnerResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\x97\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"d\n" +
+	"\bSettings\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x01 \x01(\rR\tblockSize\x12\x1a\n" +
+	"\bcapacity\x18\x02 \x01(\x04R\bcapacity\x12\x1d\n" +
+	"\n" +
+	"max_inodes\x18\x03 \x01(\x04R\tmaxInodes\"\\\n" +
+	"\x12SetSettingsRequest\x12,\n" +
+	"\bsettings\x18\x01 \x01(\v2\x10.jfs.v1.SettingsR\bsettings\x12\x18\n" +
+	"\ainitial\x18\x02 \x01(\bR\ainitial\"Y\n" +
+	"\x13SetSettingsResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12,\n" +
+	"\bsettings\x18\x02 \x01(\v2\x10.jfs.v1.SettingsR\bsettings\"0\n" +
+	"\x0fFreeDataRequest\x12\x1d\n" +
+	"\n" +
+	"max_blocks\x18\x01 \x01(\rR\tmaxBlocks\"_\n" +
+	"\x10FreeDataResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12!\n" +
+	"\ffreed_blocks\x18\x02 \x01(\x04R\vfreedBlocks\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\x97\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -6486,7 +6817,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05Flock\x12\x14.jfs.v1.FlockRequest\x1a\x15.jfs.v1.FlockResponse\x12U\n" +
 	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse\x12O\n" +
 	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse\x12@\n" +
-	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse2\xcd\x05\n" +
+	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse2\x95\x06\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -6497,7 +6828,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\fEvictSession\x12\x1b.jfs.v1.EvictSessionRequest\x1a\x1c.jfs.v1.EvictSessionResponse\x12?\n" +
 	"\bAnnounce\x12\x18.jfs.v1.SetMemberRequest\x1a\x19.jfs.v1.SetMemberResponse\x12F\n" +
 	"\vConfirmTerm\x12\x1a.jfs.v1.ConfirmTermRequest\x1a\x1b.jfs.v1.ConfirmTermResponse\x127\n" +
-	"\x06Digest\x12\x15.jfs.v1.DigestRequest\x1a\x16.jfs.v1.DigestResponseB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x06Digest\x12\x15.jfs.v1.DigestRequest\x1a\x16.jfs.v1.DigestResponse\x12F\n" +
+	"\vSetSettings\x12\x1a.jfs.v1.SetSettingsRequest\x1a\x1b.jfs.v1.SetSettingsResponseB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_jfs_proto_rawDescOnce sync.Once
@@ -6512,7 +6844,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -6587,28 +6919,33 @@ var file_jfs_proto_goTypes = []any{
 	(*CancelLockWaitResponse)(nil),   // 70: jfs.v1.CancelLockWaitResponse
 	(*ReleaseLockOwnerRequest)(nil),  // 71: jfs.v1.ReleaseLockOwnerRequest
 	(*ReleaseLockOwnerResponse)(nil), // 72: jfs.v1.ReleaseLockOwnerResponse
-	(*Member)(nil),                   // 73: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 74: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 75: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 76: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 77: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 78: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 79: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 80: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 81: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 82: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 83: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 84: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 85: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 86: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 87: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 88: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 89: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 90: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 91: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 92: jfs.v1.DigestResponse
-	(*ConfirmTermRequest)(nil),       // 93: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 94: jfs.v1.ConfirmTermResponse
+	(*Settings)(nil),                 // 73: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 74: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 75: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 76: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 77: jfs.v1.FreeDataResponse
+	(*Member)(nil),                   // 78: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 79: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 80: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 81: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 82: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 83: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 84: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 85: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 86: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 87: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 88: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 89: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 90: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 91: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 92: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 93: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 94: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 95: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 96: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 97: jfs.v1.DigestResponse
+	(*ConfirmTermRequest)(nil),       // 98: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 99: jfs.v1.ConfirmTermResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6653,100 +6990,104 @@ var file_jfs_proto_depIdxs = []int32{
 	1,  // 39: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
 	62, // 40: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
 	3,  // 41: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	73, // 42: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	73, // 43: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	6,  // 44: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,  // 45: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	62, // 46: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,  // 47: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	86, // 48: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	7,  // 49: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,  // 50: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	11, // 51: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	15, // 52: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	17, // 53: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	19, // 54: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	21, // 55: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	23, // 56: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	25, // 57: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	27, // 58: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	29, // 59: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	31, // 60: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	33, // 61: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	35, // 62: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	37, // 63: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	39, // 64: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	42, // 65: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	44, // 66: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	46, // 67: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	48, // 68: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	52, // 69: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	54, // 70: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	56, // 71: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	58, // 72: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	60, // 73: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	63, // 74: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	65, // 75: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	67, // 76: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	71, // 77: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	69, // 78: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	50, // 79: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	76, // 80: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	78, // 81: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	80, // 82: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	82, // 83: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	84, // 84: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	87, // 85: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	89, // 86: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	74, // 87: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	93, // 88: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	91, // 89: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	8,  // 90: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10, // 91: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12, // 92: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16, // 93: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18, // 94: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20, // 95: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22, // 96: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24, // 97: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26, // 98: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28, // 99: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30, // 100: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32, // 101: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34, // 102: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36, // 103: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38, // 104: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41, // 105: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43, // 106: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45, // 107: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47, // 108: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	49, // 109: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	53, // 110: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	55, // 111: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	57, // 112: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	59, // 113: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	61, // 114: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	64, // 115: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	66, // 116: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	68, // 117: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	72, // 118: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	70, // 119: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	51, // 120: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	77, // 121: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	79, // 122: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	81, // 123: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	83, // 124: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	85, // 125: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	88, // 126: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	90, // 127: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	75, // 128: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	94, // 129: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	92, // 130: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	90, // [90:131] is the sub-list for method output_type
-	49, // [49:90] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	73, // 42: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	73, // 43: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	78, // 44: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	78, // 45: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	6,  // 46: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,  // 47: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	62, // 48: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,  // 49: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	91, // 50: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	7,  // 51: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	9,  // 52: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	11, // 53: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	15, // 54: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	17, // 55: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	19, // 56: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	21, // 57: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	23, // 58: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	25, // 59: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	27, // 60: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	29, // 61: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	31, // 62: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	33, // 63: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	35, // 64: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	37, // 65: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	39, // 66: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	42, // 67: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	44, // 68: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	46, // 69: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	48, // 70: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	52, // 71: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	54, // 72: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	56, // 73: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	58, // 74: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	60, // 75: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	63, // 76: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	65, // 77: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	67, // 78: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	71, // 79: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	69, // 80: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	50, // 81: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	81, // 82: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	83, // 83: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	85, // 84: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	87, // 85: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	89, // 86: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	92, // 87: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	94, // 88: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	79, // 89: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	98, // 90: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	96, // 91: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	74, // 92: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	8,  // 93: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10, // 94: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12, // 95: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	16, // 96: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	18, // 97: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	20, // 98: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	22, // 99: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	24, // 100: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	26, // 101: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	28, // 102: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	30, // 103: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	32, // 104: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	34, // 105: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	36, // 106: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	38, // 107: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	41, // 108: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	43, // 109: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	45, // 110: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	47, // 111: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	49, // 112: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	53, // 113: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	55, // 114: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	57, // 115: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	59, // 116: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	61, // 117: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	64, // 118: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	66, // 119: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	68, // 120: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	72, // 121: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	70, // 122: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	51, // 123: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	82, // 124: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	84, // 125: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	86, // 126: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	88, // 127: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	90, // 128: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	93, // 129: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	95, // 130: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	80, // 131: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	99, // 132: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	97, // 133: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	75, // 134: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	93, // [93:135] is the sub-list for method output_type
+	51, // [51:93] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -6760,7 +7101,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   92,
+			NumMessages:   97,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

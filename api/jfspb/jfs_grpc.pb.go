@@ -1296,6 +1296,7 @@ const (
 	Admin_Announce_FullMethodName       = "/jfs.v1.Admin/Announce"
 	Admin_ConfirmTerm_FullMethodName    = "/jfs.v1.Admin/ConfirmTerm"
 	Admin_Digest_FullMethodName         = "/jfs.v1.Admin/Digest"
+	Admin_SetSettings_FullMethodName    = "/jfs.v1.Admin/SetSettings"
 )
 
 // AdminClient is the client API for Admin service.
@@ -1316,6 +1317,8 @@ type AdminClient interface {
 	// Digest is answered by any node from its own state machine, leader or
 	// not, so that replicas can be compared.
 	Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error)
+	// SetSettings changes the file system's settings through the log.
+	SetSettings(ctx context.Context, in *SetSettingsRequest, opts ...grpc.CallOption) (*SetSettingsResponse, error)
 }
 
 type adminClient struct {
@@ -1426,6 +1429,16 @@ func (c *adminClient) Digest(ctx context.Context, in *DigestRequest, opts ...grp
 	return out, nil
 }
 
+func (c *adminClient) SetSettings(ctx context.Context, in *SetSettingsRequest, opts ...grpc.CallOption) (*SetSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetSettingsResponse)
+	err := c.cc.Invoke(ctx, Admin_SetSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -1444,6 +1457,8 @@ type AdminServer interface {
 	// Digest is answered by any node from its own state machine, leader or
 	// not, so that replicas can be compared.
 	Digest(context.Context, *DigestRequest) (*DigestResponse, error)
+	// SetSettings changes the file system's settings through the log.
+	SetSettings(context.Context, *SetSettingsRequest) (*SetSettingsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -1483,6 +1498,9 @@ func (UnimplementedAdminServer) ConfirmTerm(context.Context, *ConfirmTermRequest
 }
 func (UnimplementedAdminServer) Digest(context.Context, *DigestRequest) (*DigestResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Digest not implemented")
+}
+func (UnimplementedAdminServer) SetSettings(context.Context, *SetSettingsRequest) (*SetSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSettings not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1685,6 +1703,24 @@ func _Admin_Digest_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetSettings(ctx, req.(*SetSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1731,6 +1767,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Digest",
 			Handler:    _Admin_Digest_Handler,
+		},
+		{
+			MethodName: "SetSettings",
+			Handler:    _Admin_SetSettings_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

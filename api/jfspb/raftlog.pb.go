@@ -58,6 +58,8 @@ const (
 	CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER CommandType = 20 // ReleaseLockOwnerRequest
 	CommandType_COMMAND_TYPE_SET_MEMBER         CommandType = 21 // SetMemberRequest
 	CommandType_COMMAND_TYPE_FALLOCATE          CommandType = 22 // FallocateRequest
+	CommandType_COMMAND_TYPE_SET_SETTINGS       CommandType = 70 // SetSettingsRequest
+	CommandType_COMMAND_TYPE_FREE_DATA          CommandType = 71 // FreeDataRequest
 )
 
 // Enum value maps for CommandType.
@@ -86,6 +88,8 @@ var (
 		20: "COMMAND_TYPE_RELEASE_LOCK_OWNER",
 		21: "COMMAND_TYPE_SET_MEMBER",
 		22: "COMMAND_TYPE_FALLOCATE",
+		70: "COMMAND_TYPE_SET_SETTINGS",
+		71: "COMMAND_TYPE_FREE_DATA",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -111,6 +115,8 @@ var (
 		"COMMAND_TYPE_RELEASE_LOCK_OWNER": 20,
 		"COMMAND_TYPE_SET_MEMBER":         21,
 		"COMMAND_TYPE_FALLOCATE":          22,
+		"COMMAND_TYPE_SET_SETTINGS":       70,
+		"COMMAND_TYPE_FREE_DATA":          71,
 	}
 )
 
@@ -155,7 +161,9 @@ type LogEntry struct {
 	// entry; apply takes every timestamp from it and never reads a clock.
 	TimeNs int64 `protobuf:"varint,6,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
 	// body is the marshaled request message of the type.
-	Body          []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
+	Body []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
+	// acked_seqs copies the Header's: results the state machine may forget.
+	AckedSeqs     []uint64 `protobuf:"varint,70,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,11 +247,18 @@ func (x *LogEntry) GetBody() []byte {
 	return nil
 }
 
+func (x *LogEntry) GetAckedSeqs() []uint64 {
+	if x != nil {
+		return x.AckedSeqs
+	}
+	return nil
+}
+
 var File_raftlog_proto protoreflect.FileDescriptor
 
 const file_raftlog_proto_rawDesc = "" +
 	"\n" +
-	"\rraftlog.proto\x12\x06jfs.v1\"\xab\x01\n" +
+	"\rraftlog.proto\x12\x06jfs.v1\"\xca\x01\n" +
 	"\bLogEntry\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\rR\x04type\x12\x1c\n" +
 	"\tskippable\x18\x02 \x01(\bR\tskippable\x12\x18\n" +
@@ -251,7 +266,9 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05acked\x18\x05 \x01(\x04R\x05acked\x12\x17\n" +
 	"\atime_ns\x18\x06 \x01(\x03R\x06timeNs\x12\x12\n" +
-	"\x04body\x18\a \x01(\fR\x04body*\xf5\x04\n" +
+	"\x04body\x18\a \x01(\fR\x04body\x12\x1d\n" +
+	"\n" +
+	"acked_seqs\x18F \x03(\x04R\tackedSeqs*\xb0\x05\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -276,7 +293,9 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x12COMMAND_TYPE_FLOCK\x10\x13\x12#\n" +
 	"\x1fCOMMAND_TYPE_RELEASE_LOCK_OWNER\x10\x14\x12\x1b\n" +
 	"\x17COMMAND_TYPE_SET_MEMBER\x10\x15\x12\x1a\n" +
-	"\x16COMMAND_TYPE_FALLOCATE\x10\x16B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x16COMMAND_TYPE_FALLOCATE\x10\x16\x12\x1d\n" +
+	"\x19COMMAND_TYPE_SET_SETTINGS\x10F\x12\x1a\n" +
+	"\x16COMMAND_TYPE_FREE_DATA\x10GB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

@@ -115,8 +115,39 @@ Most commands take --json for scripts.`,
 					Action: locksLs,
 				}},
 			},
+			{
+				Name:  "settings",
+				Usage: "file system settings, kept in the replicated state",
+				Subcommands: []*cli.Command{{
+					Name:  "set",
+					Usage: "set the quota and inode limit through the log (a limit not given is removed); the block size stays",
+					Flags: []cli.Flag{
+						&cli.Uint64Flag{Name: "capacity", Usage: "quota in bytes; 0: none (df shows the leader's disk)"},
+						&cli.Uint64Flag{Name: "max-inodes", Usage: "limit on the number of inodes; 0: none"},
+					},
+					Action: settingsSet,
+				}},
+			},
 		},
 	}
+}
+
+func settingsSet(c *cli.Context) error {
+	if c.Args().Len() > 0 {
+		return fmt.Errorf("settings set: unexpected argument %q", c.Args().First())
+	}
+	resp, err := admin(c, func(ctx context.Context, a jfspb.AdminClient) (*jfspb.SetSettingsResponse, error) {
+		return a.SetSettings(ctx, &jfspb.SetSettingsRequest{Settings: &jfspb.Settings{Capacity: c.Uint64("capacity"), MaxInodes: c.Uint64("max-inodes")}})
+	})
+	if err != nil {
+		return err
+	}
+	if err := errnoErr("settings set", resp.Errno); err != nil {
+		return err
+	}
+	s := resp.Settings
+	fmt.Fprintf(c.App.Writer, "block size %d, capacity %d, max inodes %d\n", s.GetBlockSize(), s.GetCapacity(), s.GetMaxInodes())
+	return nil
 }
 
 func newClient(c *cli.Context) (*client.Client, context.Context, context.CancelFunc, error) {

@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/jfs-dev/jfs/client"
 	"github.com/jfs-dev/jfs/cluster"
+	"github.com/jfs-dev/jfs/fsm"
 	"github.com/jfs-dev/jfs/fuse"
 )
 
@@ -75,6 +78,9 @@ func nodeFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, Usage: "take a snapshot once this many log entries were applied since the last one"},
 		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
 		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
+		&cli.StringFlag{Name: "block-size", Value: "64K", Usage: "file data block size, a power of two from 4K to 4M; used only when the cluster is created (the first leader records it)"},
+		&cli.StringFlag{Name: "capacity", Value: "0", Usage: "quota in bytes (suffixes K, M, G, T, P) that df reports and writes may not exceed; 0: none, df reports the leader's disk. Used only when the cluster is created; change it later with jfsctl settings set"},
+		&cli.Uint64Flag{Name: "max-inodes", Usage: "limit on the number of inodes; 0: none. Used only when the cluster is created; change it later with jfsctl settings set"},
 	}, sessionFlags()...)
 }
 
@@ -91,6 +97,27 @@ func newLogger(c *cli.Context, name string) (hclog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", c.String("log-level"))
 	}
 	return hclog.New(&hclog.LoggerOptions{Name: name, Level: lvl, Output: os.Stderr}), nil
+}
+
+// parseSize parses a byte count with an optional binary suffix K, M, G, T
+// or P ("64K" is 65536).
+func parseSize(s string) (uint64, error) {
+	s = strings.TrimSpace(s)
+	shift := 0
+	if s != "" {
+		if i := strings.IndexByte("KMGTP", strings.ToUpper(s[len(s)-1:])[0]); i >= 0 {
+			shift = 10 * (i + 1)
+			s = s[:len(s)-1]
+		}
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with K, M, G, T or P", s)
+	}
+	if v > math.MaxUint64>>shift {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return v << shift, nil
 }
 
 func checkAddr(flag, addr string) error {
@@ -132,6 +159,14 @@ func runNode(c *cli.Context) error {
 	if c.Duration("snapshot-interval") < 10*time.Millisecond {
 		return fmt.Errorf("--snapshot-interval %v: must be at least 10ms", c.Duration("snapshot-interval"))
 	}
+	bs, err := parseSize(c.String("block-size"))
+	if err != nil || bs < 4<<10 || bs > fsm.MaxBlockSize || bs&(bs-1) != 0 {
+		return fmt.Errorf("--block-size %q: want a power of two from 4K to 4M", c.String("block-size"))
+	}
+	capacity, err := parseSize(c.String("capacity"))
+	if err != nil {
+		return fmt.Errorf("--capacity: %w", err)
+	}
 	var peers []cluster.Peer
 	if s := c.String("initial-cluster"); s != "" {
 		var err error
@@ -150,6 +185,7 @@ func runNode(c *cli.Context) error {
 			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c),
 			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
 			SnapshotInterval: c.Duration("snapshot-interval"),
+			FSM:              fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes")},
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",

@@ -1,0 +1,170 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// storedBlocks counts the stored blocks of ino and the bytes they hold.
+func storedBlocks(t *testing.T, f *FSM, ino uint64) (n int, size uint64) {
+	t.Helper()
+	if err := f.view(func(tx *txn) error {
+		tx.scan(bucketBlock, u64(ino), func(_, v []byte) bool {
+			n++
+			size += uint64(len(v))
+			return true
+		})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n, size
+}
+
+// mustFreeAll applies FreeData until nothing is left, checking each step
+// stays within FreeStep, and returns how many steps it took.
+func (h *harness) mustFreeAll() int {
+	h.t.Helper()
+	for steps := 1; ; steps++ {
+		r := h.mustApplyEntry(h.entry(cFreeData, &jfspb.FreeDataRequest{}, 0, 0, 0)).(*jfspb.FreeDataResponse)
+		mustOK(h.t, r)
+		if r.FreedBlocks > FreeStep {
+			h.t.Fatalf("one FreeData deleted %d blocks, more than %d", r.FreedBlocks, FreeStep)
+		}
+		if !r.More {
+			if h.f.PendingFrees() {
+				h.t.Fatal("FreeData answered no more, but frees are pending")
+			}
+			return steps
+		}
+		if steps > 100 {
+			h.t.Fatal("FreeData does not finish")
+		}
+	}
+}
+
+func mustSameDigest(t *testing.T, a, b *FSM) {
+	t.Helper()
+	ia, da := mustDigest(t, a)
+	ib, db := mustDigest(t, b)
+	if ia != ib || da != db {
+		t.Fatalf("replicas differ: %d %x vs %d %x", ia, da, ib, db)
+	}
+}
+
+// TestBigTruncateFreesInSteps: truncating a file of many blocks deletes at
+// most one step's worth in its own apply; the cut data never shows again,
+// not after extending the file nor around a new write into the cut range;
+// FreeData commands free the rest in bounded steps; the accounting of
+// stored bytes ends where it would have; replicas stay equal throughout.
+func TestBigTruncateFreesInSteps(t *testing.T) {
+	const bs = 16
+	h := mustHarness(t, Options{BlockSize: bs})
+	g := h.mustReplica(Options{BlockSize: 4096})
+	f := h.mustCreate(RootIno, "big", false)
+	const nblocks = 3*FreeStep + 100
+	data := make([]byte, nblocks*bs)
+	for i := range data {
+		data[i] = byte(i%250) + 1
+	}
+	h.mustWrite(f.Ino, 0, data)
+	if n, _ := storedBlocks(t, h.f, f.Ino); n != nblocks {
+		t.Fatalf("%d blocks stored, want %d", n, nblocks)
+	}
+
+	setSize := func(size uint64) {
+		t.Helper()
+		mustOK(t, h.do(cSetAttr, &jfspb.SetAttrRequest{Ino: f.Ino, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_SIZE), Size: size}))
+	}
+	setSize(40) // inside block 2
+	if n, _ := storedBlocks(t, h.f, f.Ino); nblocks-n > FreeStep {
+		t.Fatalf("the truncate deleted %d blocks in one apply, more than %d", nblocks-n, FreeStep)
+	}
+	if a := h.mustAttr(f.Ino); a.Size != 40 {
+		t.Fatalf("size %d after truncate, want 40", a.Size)
+	}
+	mustEqualBytes(t, "truncated", h.mustRead(f.Ino, 0, len(data)), data[:40])
+
+	// Extending again reads zeros past 40, and a write into the cut range
+	// shows only itself.
+	setSize(uint64(len(data)))
+	want := append(bytes.Clone(data[:40]), make([]byte, len(data)-40)...)
+	mustEqualBytes(t, "extended", h.mustRead(f.Ino, 0, len(data)), want)
+	h.mustWrite(f.Ino, 1000*bs+3, []byte("new"))
+	copy(want[1000*bs+3:], "new")
+	mustEqualBytes(t, "written into the cut range", h.mustRead(f.Ino, 0, len(data)), want)
+	mustEqualBytes(t, "around the new write", h.mustRead(f.Ino, 1000*bs-bs, 3*bs), want[1000*bs-bs:1000*bs+2*bs])
+	mustSameDigest(t, h.f, g)
+
+	if steps := h.mustFreeAll(); steps < 3 {
+		t.Errorf("freed %d dead blocks in %d steps, want at least 3 of at most %d", nblocks, steps, FreeStep)
+	}
+	// Left: blocks 0, 1, 2 (40 bytes) and block 1000 (6 bytes).
+	n, stored := storedBlocks(t, h.f, f.Ino)
+	if n != 4 || stored != 46 {
+		t.Errorf("%d blocks of %d bytes left, want 4 of 46", n, stored)
+	}
+	if st := h.f.StatFS(nil); st.UsedBytes != stored {
+		t.Errorf("used bytes %d, stored %d", st.UsedBytes, stored)
+	}
+	if a := h.mustAttr(f.Ino); a.Blocks != 1 {
+		t.Errorf("attr blocks %d, want 1 (46 bytes)", a.Blocks)
+	}
+	mustEqualBytes(t, "after freeing", h.mustRead(f.Ino, 0, len(data)), want)
+	mustSameDigest(t, h.f, g)
+
+	// Removing a big file: the same, and nothing is left.
+	h.mustWrite(f.Ino, 0, data)
+	mustOK(t, h.do(cUnlink, &jfspb.UnlinkRequest{Parent: RootIno, Name: []byte("big")}))
+	if n, _ := storedBlocks(t, h.f, f.Ino); n < nblocks-FreeStep {
+		t.Fatalf("the unlink deleted %d blocks in one apply, more than %d", nblocks-n, FreeStep)
+	}
+	h.mustFreeAll()
+	if n, _ := storedBlocks(t, h.f, f.Ino); n != 0 {
+		t.Errorf("%d blocks left of the removed file", n)
+	}
+	if st := h.f.StatFS(nil); st.UsedBytes != 0 {
+		t.Errorf("used bytes %d after removing the only file", st.UsedBytes)
+	}
+	mustSameDigest(t, h.f, g)
+}
+
+// TestFallocateOverDeadBlocks: blocks cut off by a big truncate and not yet
+// freed must never show their old bytes again, whether the range is
+// allocated, zeroed or punched afterwards.
+func TestFallocateOverDeadBlocks(t *testing.T) {
+	const bs = 16
+	for _, mode := range []uint32{0, fallocKeepSize, fallocZeroRange, fallocPunchHole | fallocKeepSize} {
+		t.Run(fmt.Sprintf("mode%#x", mode), func(t *testing.T) {
+			h := mustHarness(t, Options{BlockSize: bs})
+			f := h.mustCreate(RootIno, "big", false)
+			const nblocks = FreeStep + 100
+			data := bytes.Repeat([]byte{0xAB}, nblocks*bs)
+			h.mustWrite(f.Ino, 0, data)
+			size := func(s uint64) {
+				t.Helper()
+				mustOK(t, h.do(cSetAttr, &jfspb.SetAttrRequest{Ino: f.Ino, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_SIZE), Size: s}))
+			}
+			size(5)            // the blocks from 1 on are dead, not yet freed
+			size(nblocks * bs) // and the file reaches over them again
+			mustOK(t, h.fallocate(f.Ino, mode, 3*bs+4, 20*bs))
+			want := append(bytes.Clone(data[:5]), make([]byte, len(data)-5)...)
+			mustEqualBytes(t, "after fallocate", h.mustRead(f.Ino, 0, len(data)), want)
+			h.mustFreeAll()
+			mustEqualBytes(t, "after freeing", h.mustRead(f.Ino, 0, len(data)), want)
+			// Left: block 0 (5 bytes) and, unless punched, the allocated
+			// range as stored zeros: blocks 3 to 22 whole, 4 bytes of 23.
+			wantStored := uint64(5)
+			if mode&fallocPunchHole == 0 {
+				wantStored += 20*bs + 4
+			}
+			_, stored := storedBlocks(t, h.f, f.Ino)
+			if used := h.f.StatFS(nil).UsedBytes; stored != wantStored || used != wantStored {
+				t.Errorf("stored %d bytes, statfs says %d used, want %d", stored, used, wantStored)
+			}
+		})
+	}
+}

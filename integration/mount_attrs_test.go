@@ -1,0 +1,163 @@
+package integration
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// mustMakeTree builds under dir a tree with mixed modes: files 0644, 0600,
+// 0755 and 0640, directories 0755, 0700 and 0750, a setgid directory and a
+// symlink. Modes are set with chmod, so the umask does not matter.
+func mustMakeTree(t *testing.T, dir string) {
+	t.Helper()
+	dirs := []struct {
+		name string
+		mode os.FileMode
+	}{
+		{"pub", 0o755}, {"private", 0o700}, {"group", 0o750}, {"shared", 0o775 | os.ModeSetgid},
+		{"private/inner", 0o750},
+	}
+	for _, d := range dirs {
+		p := filepath.Join(dir, d.name)
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, d.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := []struct {
+		name string
+		mode os.FileMode
+	}{
+		{"readme", 0o644}, {"secret", 0o600}, {"tool", 0o755},
+		{"pub/a", 0o644}, {"pub/b", 0o600}, {"private/key", 0o600},
+		{"private/inner/x", 0o640}, {"group/run", 0o750}, {"shared/doc", 0o664},
+	}
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if err := os.WriteFile(p, []byte(f.name+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("readme", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMountCpPreservesModes: "cp -a" into a mount keeps every permission
+// bit. cp sets the ACL that equals the source's mode instead of calling
+// chmod; jfs refuses POSIX ACLs with EOPNOTSUPP, so cp falls back to chmod.
+// When the ACL was stored as a plain attribute, every file became 0600 and
+// every directory 0700.
+func TestMountCpPreservesModes(t *testing.T) {
+	if _, err := exec.LookPath("cp"); err != nil {
+		t.Skip("no cp here")
+	}
+	pc := startProcCluster(t, 3)
+	m := startMount(t, pc)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustMakeTree(t, src)
+	dst := m.path("dst")
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v\n%s", err, out)
+	}
+	seen := 0
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		want, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		got, err := os.Lstat(filepath.Join(dst, rel))
+		if err != nil {
+			t.Errorf("%s: %v", rel, err)
+			return nil
+		}
+		seen++
+		if got.Mode() != want.Mode() {
+			t.Errorf("%s: mode %v in the mount, %v in the source", rel, got.Mode(), want.Mode())
+		}
+		if want.Mode()&os.ModeSymlink != 0 {
+			if target, err := os.Readlink(filepath.Join(dst, rel)); err != nil || target != "readme" {
+				t.Errorf("%s: symlink to %q (%v), want readme", rel, target, err)
+			}
+			return nil
+		}
+		// No ACL is kept: the ACL attribute is not supported.
+		_, err = unix.Getxattr(filepath.Join(dst, rel), "system.posix_acl_access", make([]byte, 256))
+		if !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Errorf("%s: getxattr system.posix_acl_access: %v, want EOPNOTSUPP", rel, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen != 16 {
+		t.Errorf("compared %d entries, want 16", seen)
+	}
+}
+
+// TestMountSetfacl: setfacl either sets the mode an ACL without named
+// entries stands for, or fails; it never reports success for an ACL that
+// would not be enforced.
+func TestMountSetfacl(t *testing.T) {
+	if _, err := exec.LookPath("setfacl"); err != nil {
+		t.Skip("no setfacl here (package acl; .ci/run installs it)")
+	}
+	pc := startProcCluster(t, 3)
+	m := startMount(t, pc)
+	f := m.path("f")
+	mustWriteFile(t, f, []byte("x"))
+	if err := os.Chmod(f, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("setfacl", "-m", "g::r,o::r", f).CombinedOutput()
+	st, serr := os.Stat(f)
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if err == nil && st.Mode().Perm() != 0o644 {
+		t.Errorf("setfacl -m g::r,o::r succeeded but the mode is %v, want 0644\n%s", st.Mode(), out)
+	}
+	t.Logf("setfacl -m g::r,o::r: %v, mode %v %s", err, st.Mode(), out)
+
+	// An entry for another user cannot be kept, so it must fail, and no
+	// ACL may show up.
+	out, err = exec.Command("setfacl", "-m", "u:nobody:r", f).CombinedOutput()
+	if err == nil {
+		t.Errorf("setfacl -m u:nobody:r succeeded on a file system without ACLs\n%s", out)
+	}
+	if got, gerr := exec.Command("getfacl", "-c", f).CombinedOutput(); gerr != nil || strings.Contains(string(got), "nobody") {
+		t.Errorf("getfacl shows %q (%v) after a refused ACL", got, gerr)
+	}
+	st2, err := os.Stat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.Mode() != st.Mode() {
+		t.Errorf("refused setfacl changed the mode from %v to %v", st.Mode(), st2.Mode())
+	}
+	// The attribute cannot be set directly either.
+	if err := unix.Setxattr(f, "system.posix_acl_access", []byte{2, 0, 0, 0}, 0); !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Errorf("setxattr system.posix_acl_access: %v, want EOPNOTSUPP", err)
+	}
+}

@@ -102,7 +102,8 @@ func (t *txn) dir(ino uint64) (*inode, syscall.Errno) {
 }
 
 // initRoot creates the root directory of a new file system. Its times are
-// zero: no command stamped them.
+// zero until markCreated: Open reads no clock, and every replica must hold
+// the same root.
 func (t *txn) initRoot() error {
 	t.putInode(RootIno, &inode{
 		Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno, NextCookie: firstCookie,
@@ -110,6 +111,23 @@ func (t *txn) initRoot() error {
 	t.metaPut(metaNextIno, RootIno+1)
 	t.metaPut(metaUsedInodes, 1)
 	return t.err
+}
+
+// markCreated records now, the time stamp of the first time-stamped entry,
+// as the file system's creation time, and gives it to the root's times that
+// are still zero. It runs once per file system, before that entry's command.
+func (t *txn) markCreated(now int64) {
+	t.metaPut(metaCreated, uint64(now))
+	root := t.inode(RootIno)
+	if root == nil {
+		return
+	}
+	for _, ts := range []*int64{&root.Atime, &root.Mtime, &root.Ctime} {
+		if *ts == 0 {
+			*ts = now
+		}
+	}
+	t.putInode(RootIno, root)
 }
 
 // newInode allocates an inode number for n and stores n: ENOSPC when

@@ -41,6 +41,7 @@ var (
 	metaNextIno    = []byte("nextino")
 	metaUsedBytes  = []byte("usedbytes")
 	metaUsedInodes = []byte("usedinodes")
+	metaCreated    = []byte("created")
 )
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -159,5 +160,27 @@ func TestMountSetfacl(t *testing.T) {
 	// The attribute cannot be set directly either.
 	if err := unix.Setxattr(f, "system.posix_acl_access", []byte{2, 0, 0, 0}, 0); !errors.Is(err, syscall.EOPNOTSUPP) {
 		t.Errorf("setxattr system.posix_acl_access: %v, want EOPNOTSUPP", err)
+	}
+}
+
+// TestMountRootTimes: the root of a new file system shows when the cluster
+// was created, not 1970, before anything was changed in it.
+func TestMountRootTimes(t *testing.T) {
+	before := time.Now().Add(-time.Second) // one clock, but a rounding's slack
+	pc := startProcCluster(t, 3)
+	m := startMount(t, pc)
+	var st unix.Stat_t
+	if err := unix.Stat(m.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now().Add(time.Second)
+	for _, ts := range []struct {
+		name string
+		t    unix.Timespec
+	}{{"atime", st.Atim}, {"mtime", st.Mtim}, {"ctime", st.Ctim}} {
+		got := time.Unix(ts.t.Unix())
+		if got.Before(before) || got.After(after) {
+			t.Errorf("root %s %v, want between %v and %v (the cluster's creation)", ts.name, got, before, after)
+		}
 	}
 }

@@ -1,0 +1,103 @@
+package fsm
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+)
+
+// TestRootCreationTime: a new file system's root carries the time stamp of
+// the first entry applied (not 1970), on every replica alike, once: neither
+// later entries, a reopen nor a restore stamp it again.
+func TestRootCreationTime(t *testing.T) {
+	h := mustHarness(t, Options{})
+	created := t0 + 1e9 // the harness's first entry registers its session
+	if a := h.mustAttr(RootIno); a.AtimeNs != created || a.MtimeNs != created || a.CtimeNs != created {
+		t.Fatalf("root times a=%d m=%d c=%d, want all %d", a.AtimeNs, a.MtimeNs, a.CtimeNs, created)
+	}
+
+	// A replica applying the same entries in other batches ends up with
+	// the same state.
+	r := mustOpen(t, filepath.Join(t.TempDir(), "replica.db"), Options{NoSync: true})
+	var entries []Entry
+	for _, e := range []struct {
+		typ jfspb.CommandType
+		req *jfspb.MkdirRequest
+	}{{cMkdir, &jfspb.MkdirRequest{Parent: RootIno, Name: []byte("a"), Mode: 0o755}}, {cMkdir, &jfspb.MkdirRequest{Parent: RootIno, Name: []byte("b"), Mode: 0o755}}} {
+		h.seq++
+		entries = append(entries, h.entry(e.typ, e.req, h.sess, h.seq, 0))
+	}
+	if _, err := h.f.ApplyBatch(entries); err != nil {
+		t.Fatal(err)
+	}
+	// The replica gets the register entry and the mkdirs in one batch.
+	reg := Entry{Index: 1, Term: 1, Data: mustEntryData(t, cRegister, &jfspb.RegisterRequest{Host: "h", ClientId: "client-1"}, created)}
+	if _, err := r.ApplyBatch(append([]Entry{reg}, entries...)); err != nil {
+		t.Fatal(err)
+	}
+	mustSameDigest(t, h.f, r)
+	a := h.mustAttr(RootIno)
+	if a.AtimeNs != created || a.MtimeNs != h.now || a.CtimeNs != h.now {
+		t.Fatalf("after mkdir: root times a=%d m=%d c=%d, want %d %d %d", a.AtimeNs, a.MtimeNs, a.CtimeNs, created, h.now, h.now)
+	}
+
+	// Reopened, or restored into a fresh file, the state is not stamped
+	// again.
+	h.mustReopen()
+	mustOK(t, h.do(cSetXattr, &jfspb.SetXattrRequest{Ino: RootIno + 1, Name: []byte("user.x")}))
+	if got := h.mustAttr(RootIno); got.AtimeNs != created {
+		t.Fatalf("after reopen: root atime %d, want %d", got.AtimeNs, created)
+	}
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	g := mustOpen(t, filepath.Join(t.TempDir(), "restored.db"), Options{NoSync: true})
+	if err := g.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	next := h.entry(cSetXattr, &jfspb.SetXattrRequest{Ino: RootIno + 1, Name: []byte("user.y")}, h.sess, h.seq+1, 0)
+	h.seq++
+	h.mustApplyEntry(next)
+	if _, err := g.ApplyBatch([]Entry{next}); err != nil {
+		t.Fatal(err)
+	}
+	mustSameDigest(t, h.f, g)
+}
+
+func mustEntryData(t *testing.T, typ jfspb.CommandType, req *jfspb.RegisterRequest, now int64) []byte {
+	t.Helper()
+	body, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := proto.Marshal(&jfspb.LogEntry{Type: uint32(typ), TimeNs: now, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func mustSameDigest(t *testing.T, a, b *FSM) {
+	t.Helper()
+	ia, da, err := a.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib, db, err := b.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ia != ib || da != db {
+		t.Fatalf("digests differ: %d %x, %d %x", ia, da, ib, db)
+	}
+}

@@ -33,6 +33,7 @@ const (
 	cSetLk       = jfspb.CommandType_COMMAND_TYPE_SETLK
 	cFlock       = jfspb.CommandType_COMMAND_TYPE_FLOCK
 	cReleaseOwn  = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
+	cTouchAtime  = jfspb.CommandType_COMMAND_TYPE_TOUCH_ATIME
 )
 
 // harness drives an FSM with hand-built log entries: increasing indexes,

@@ -250,6 +250,32 @@ func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 	return &jfspb.SetAttrResponse{Attr: n.attr(ino)}
 }
 
+// atimeDayNs is relatime's longest interval between atime updates.
+const atimeDayNs = 24 * 60 * 60 * 1e9
+
+// relatimeDue reports whether a read at now (Unix ns) must update an atime
+// under Linux's relatime rule: the atime is not later than the mtime or the
+// ctime, or it is at least a day old.
+func relatimeDue(atime, mtime, ctime, now int64) bool {
+	return atime <= mtime || atime <= ctime || now-atime >= atimeDayNs
+}
+
+// applyTouchAtime records a read of an inode: its atime becomes the
+// command's time when relatimeDue says so; the ctime stays. ENOENT.
+func (t *txn) applyTouchAtime(req *jfspb.TouchAtimeRequest) *jfspb.TouchAtimeResponse {
+	ino := req.GetIno()
+	n := t.inode(ino)
+	if n == nil {
+		return &jfspb.TouchAtimeResponse{Errno: eno(syscall.ENOENT)}
+	}
+	updated := relatimeDue(n.Atime, n.Mtime, n.Ctime, t.now)
+	if updated {
+		n.Atime = t.now
+		t.putInode(ino, n)
+	}
+	return &jfspb.TouchAtimeResponse{Attr: n.attr(ino), Updated: updated}
+}
+
 // StatFS reports capacity and use: used bytes are the stored data blocks,
 // used inodes every allocated inode (sustained ones included).
 func (f *FSM) StatFS(*jfspb.StatFSRequest) *jfspb.StatFSResponse {

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -100,4 +101,57 @@ func mustSameDigest(t *testing.T, a, b *FSM) {
 	if ia != ib || da != db {
 		t.Fatalf("digests differ: %d %x, %d %x", ia, da, ib, db)
 	}
+}
+
+// TestTouchAtime: a touch moves the atime only under the relatime rule
+// (not later than mtime or ctime, or a day old), and never the ctime; a
+// read answers the attributes the reader decides with.
+func TestTouchAtime(t *testing.T) {
+	h := mustHarness(t, Options{})
+	f := h.mustCreate(RootIno, "f", false)
+	h.mustWrite(f.Ino, 0, []byte("data"))
+	touch := func() *jfspb.TouchAtimeResponse {
+		t.Helper()
+		r := h.do(cTouchAtime, &jfspb.TouchAtimeRequest{Ino: f.Ino}).(*jfspb.TouchAtimeResponse)
+		mustOK(t, r)
+		return r
+	}
+	before := h.mustAttr(f.Ino)
+	if r := h.f.Read(&jfspb.ReadRequest{Ino: f.Ino, Size: 10}); r.Attr.GetAtimeNs() != before.AtimeNs || r.Attr.GetMtimeNs() != before.MtimeNs {
+		t.Fatalf("read answered attr %v, want %v", r.Attr, before)
+	}
+	// Written after it was created: the atime is older than the mtime.
+	r := touch()
+	if !r.Updated || r.Attr.AtimeNs != h.now || r.Attr.CtimeNs != before.CtimeNs || r.Attr.MtimeNs != before.MtimeNs {
+		t.Fatalf("first touch: updated %v, attr %v; want atime %d, m/ctime unchanged from %v", r.Updated, r.Attr, h.now, before)
+	}
+	touched := r.Attr.AtimeNs
+	// Read again right after: nothing changes.
+	if r := touch(); r.Updated || r.Attr.AtimeNs != touched {
+		t.Fatalf("second touch: updated %v, atime %d, want %d", r.Updated, r.Attr.AtimeNs, touched)
+	}
+	// An hour old, newer than mtime and ctime: still nothing.
+	hour, day := int64(3600e9), int64(24*3600e9)
+	setTimes := func(atime, mtime, ctime int64) {
+		t.Helper()
+		mustOK(t, h.do(cSetAttr, &jfspb.SetAttrRequest{Ino: f.Ino,
+			Valid:   uint32(jfspb.SetAttrMask_SET_ATTR_ATIME | jfspb.SetAttrMask_SET_ATTR_MTIME | jfspb.SetAttrMask_SET_ATTR_CTIME),
+			AtimeNs: atime, MtimeNs: mtime, CtimeNs: ctime}))
+	}
+	setTimes(h.now-hour, h.now-2*hour, h.now-2*hour)
+	if r := touch(); r.Updated {
+		t.Fatalf("touch of an hour-old atime newer than m/ctime updated it: %v", r.Attr)
+	}
+	// A day old: updated. (The times were computed one entry before the
+	// setattr applied, two before the touch.)
+	setTimes(h.now-day, h.now-2*day, h.now-2*day)
+	if r := touch(); !r.Updated || r.Attr.AtimeNs != h.now || r.Attr.CtimeNs != h.now-2e9-2*day {
+		t.Fatalf("touch of a day-old atime: updated %v, attr %v", r.Updated, r.Attr)
+	}
+	// Changed since (ctime later than atime): updated.
+	mustOK(t, h.do(cSetXattr, &jfspb.SetXattrRequest{Ino: f.Ino, Name: []byte("user.x")}))
+	if r := touch(); !r.Updated {
+		t.Fatalf("touch after a change did not update: %v", r.Attr)
+	}
+	mustErrno(t, h.do(cTouchAtime, &jfspb.TouchAtimeRequest{Ino: 999}), syscall.ENOENT)
 }

@@ -44,16 +44,18 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 	return fuse.OK
 }
 
-// Read reads from the cluster; nothing is cached here.
+// Read reads from the cluster; nothing is cached here. The atime moves
+// under the relatime rule (atime.go).
 func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fuse.ReadResult, st fuse.Status) {
 	defer fs.observe("Read", time.Now(), &st)
 	if st = fs.live("read", in.Fh); !st.Ok() {
 		return nil, st
 	}
-	data, err := fs.c.ReadAt(ctx(), in.NodeId, int64(in.Offset), int(in.Size))
+	data, attr, err := fs.c.ReadAtAttr(ctx(), in.NodeId, int64(in.Offset), int(in.Size))
 	if st = fs.status("read", err, 0); !st.Ok() {
 		return nil, st
 	}
+	fs.touchAtime(in.NodeId, attr)
 	return fuse.ReadResultData(data), fuse.OK
 }
 

@@ -76,6 +76,9 @@ type FS struct {
 
 	// handles maps an open file's fh to the session it was opened under.
 	handles sync.Map
+
+	// touching holds the inodes whose atime update is in flight (atime.go).
+	touching sync.Map
 }
 
 type plockKey struct{ ino, owner uint64 }

@@ -184,3 +184,86 @@ func TestMountRootTimes(t *testing.T) {
 		}
 	}
 }
+
+// touchAtimeRequests is how many TouchAtime requests the cluster's nodes
+// have answered.
+func (pc *procCluster) touchAtimeRequests(t *testing.T) float64 {
+	t.Helper()
+	n := 0.0
+	for _, p := range pc.procs {
+		if p.cmd != nil {
+			n += p.metrics(t)[`jfsd_requests_total{code="OK",method="TouchAtime"}`]
+		}
+	}
+	return n
+}
+
+func mustStat(t *testing.T, path string) unix.Stat_t {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestMountAtimeRelatime: reads through a mount move the atime under the
+// relatime rule, and a read that finds the atime newer than the mtime and
+// ctime writes nothing. The mount keeps the kernel's attribute cache on, as
+// users run it.
+func TestMountAtimeRelatime(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	m := startMount(t, pc)
+	f := m.path("f")
+	mustWriteFile(t, f, []byte("hello"))
+	st0 := mustStat(t, f)
+	n0 := pc.touchAtimeRequests(t)
+
+	// The first read: the atime was not later than the mtime.
+	if got := mustReadPath(t, f); string(got) != "hello" {
+		t.Fatalf("read %q", got)
+	}
+	st1 := mustStat(t, f)
+	if st1.Atim.Nano() <= st0.Mtim.Nano() {
+		t.Errorf("after the first read: atime %d not after mtime %d", st1.Atim.Nano(), st0.Mtim.Nano())
+	}
+	if st1.Mtim != st0.Mtim || st1.Ctim != st0.Ctim {
+		t.Errorf("a read moved mtime or ctime: %v %v, were %v %v", st1.Mtim, st1.Ctim, st0.Mtim, st0.Ctim)
+	}
+	if n := pc.touchAtimeRequests(t); n != n0+1 {
+		t.Errorf("the first read sent %v atime updates, want 1", n-n0)
+	}
+
+	// A second read right after: nothing to write.
+	mustReadPath(t, f)
+	st2 := mustStat(t, f)
+	if st2.Atim != st1.Atim {
+		t.Errorf("the second read moved the atime from %v to %v", st1.Atim, st2.Atim)
+	}
+	if n := pc.touchAtimeRequests(t); n != n0+1 {
+		t.Errorf("two reads sent %v atime updates, want 1", n-n0)
+	}
+
+	// Written again: the next read moves the atime once more.
+	fd, err := os.OpenFile(f, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fd.Write([]byte(" again")); err != nil {
+		t.Fatal(err)
+	}
+	if err := fd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st3 := mustStat(t, f)
+	if got := mustReadPath(t, f); string(got) != "hello again" {
+		t.Fatalf("read %q", got)
+	}
+	st4 := mustStat(t, f)
+	if st4.Atim.Nano() <= st3.Mtim.Nano() {
+		t.Errorf("after a read of the rewritten file: atime %d not after mtime %d", st4.Atim.Nano(), st3.Mtim.Nano())
+	}
+	if n := pc.touchAtimeRequests(t); n != n0+2 {
+		t.Errorf("three reads around one write sent %v atime updates, want 2", n-n0)
+	}
+}

@@ -3062,9 +3062,12 @@ func (x *ReadRequest) GetSize() uint32 {
 }
 
 type ReadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Data  []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// attr is the file's attributes as of the read, so that the reader can
+	// tell whether relatime wants its atime updated (TouchAtimeRequest).
+	Attr          *Attr `protobuf:"bytes,30,opt,name=attr,proto3" json:"attr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3113,6 +3116,130 @@ func (x *ReadResponse) GetData() []byte {
 	return nil
 }
 
+func (x *ReadResponse) GetAttr() *Attr {
+	if x != nil {
+		return x.Attr
+	}
+	return nil
+}
+
+// TouchAtimeRequest records a read of ino under the relatime rule: the atime
+// becomes the command's timestamp if it is not later than the mtime or the
+// ctime, or is a day old or more; otherwise nothing changes. The ctime does
+// not move. A directory or a special file is touched the same way.
+type TouchAtimeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TouchAtimeRequest) Reset() {
+	*x = TouchAtimeRequest{}
+	mi := &file_jfs_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TouchAtimeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TouchAtimeRequest) ProtoMessage() {}
+
+func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TouchAtimeRequest.ProtoReflect.Descriptor instead.
+func (*TouchAtimeRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *TouchAtimeRequest) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *TouchAtimeRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+type TouchAtimeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Attr  *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	// updated tells whether the atime changed.
+	Updated       bool `protobuf:"varint,3,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TouchAtimeResponse) Reset() {
+	*x = TouchAtimeResponse{}
+	mi := &file_jfs_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TouchAtimeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TouchAtimeResponse) ProtoMessage() {}
+
+func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TouchAtimeResponse.ProtoReflect.Descriptor instead.
+func (*TouchAtimeResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *TouchAtimeResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *TouchAtimeResponse) GetAttr() *Attr {
+	if x != nil {
+		return x.Attr
+	}
+	return nil
+}
+
+func (x *TouchAtimeResponse) GetUpdated() bool {
+	if x != nil {
+		return x.Updated
+	}
+	return false
+}
+
 // WriteRequest writes data at offset. One request carries at most 4 MiB
 // (EFBIG above); clients split larger writes.
 type WriteRequest struct {
@@ -3128,7 +3255,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3267,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3280,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3202,7 +3329,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3214,7 +3341,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3227,7 +3354,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3259,7 +3386,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3271,7 +3398,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3284,7 +3411,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 type StatFSResponse struct {
@@ -3304,7 +3431,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3443,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3456,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -3409,7 +3536,7 @@ type GetXattrRequest struct {
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3548,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3561,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -3468,7 +3595,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3480,7 +3607,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3493,7 +3620,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -3525,7 +3652,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3664,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3677,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -3597,7 +3724,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3609,7 +3736,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3622,7 +3749,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -3644,7 +3771,7 @@ type ListXattrRequest struct {
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +3783,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +3796,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -3696,7 +3823,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3708,7 +3835,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3721,7 +3848,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -3749,7 +3876,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3761,7 +3888,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3774,7 +3901,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -3807,7 +3934,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3819,7 +3946,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3832,7 +3959,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -3854,7 +3981,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3866,7 +3993,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3879,7 +4006,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -3913,7 +4040,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3925,7 +4052,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3938,7 +4065,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4006,7 +4133,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4018,7 +4145,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4031,7 +4158,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4098,7 +4225,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4110,7 +4237,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4123,7 +4250,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -4192,7 +4319,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4204,7 +4331,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4217,7 +4344,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -4252,7 +4379,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4264,7 +4391,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4277,7 +4404,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -4332,7 +4459,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4344,7 +4471,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4357,7 +4484,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -4390,7 +4517,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4402,7 +4529,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4415,7 +4542,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -4441,7 +4568,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4453,7 +4580,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4466,7 +4593,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -4489,7 +4616,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4501,7 +4628,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4514,7 +4641,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -4547,7 +4674,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4559,7 +4686,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4572,7 +4699,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -4599,7 +4726,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4611,7 +4738,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4624,7 +4751,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *Member) GetId() string {
@@ -4681,7 +4808,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4693,7 +4820,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4706,7 +4833,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -4732,7 +4859,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4744,7 +4871,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4757,7 +4884,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -4775,7 +4902,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4787,7 +4914,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4800,7 +4927,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 type ClusterStatusResponse struct {
@@ -4821,7 +4948,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4833,7 +4960,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4846,7 +4973,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -4926,7 +5053,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4938,7 +5065,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4951,7 +5078,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -4991,7 +5118,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5003,7 +5130,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5016,7 +5143,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5035,7 +5162,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5047,7 +5174,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5060,7 +5187,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5079,7 +5206,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5091,7 +5218,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5104,7 +5231,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5126,7 +5253,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5138,7 +5265,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5151,7 +5278,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5177,7 +5304,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5189,7 +5316,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5202,7 +5329,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5220,7 +5347,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5232,7 +5359,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5245,7 +5372,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 type ListSessionsResponse struct {
@@ -5258,7 +5385,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5270,7 +5397,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5283,7 +5410,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -5326,7 +5453,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5338,7 +5465,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5351,7 +5478,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -5442,7 +5569,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5454,7 +5581,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5467,7 +5594,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -5494,7 +5621,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5506,7 +5633,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5519,7 +5646,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -5546,7 +5673,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5558,7 +5685,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5571,7 +5698,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -5597,7 +5724,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5609,7 +5736,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5622,7 +5749,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -5641,7 +5768,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5653,7 +5780,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5666,7 +5793,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 type DigestResponse struct {
@@ -5686,7 +5813,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5698,7 +5825,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5711,7 +5838,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -5756,7 +5883,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5768,7 +5895,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5781,7 +5908,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -5810,7 +5937,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5822,7 +5949,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5835,7 +5962,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6068,10 +6195,18 @@ const file_jfs_proto_rawDesc = "" +
 	"\vReadRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\rR\x04size\"8\n" +
+	"\x04size\x18\x03 \x01(\rR\x04size\"Z\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x84\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12 \n" +
+	"\x04attr\x18\x1e \x01(\v2\f.jfs.v1.AttrR\x04attr\"M\n" +
+	"\x11TouchAtimeRequest\x12&\n" +
+	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\"f\n" +
+	"\x12TouchAtimeResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\x12\x18\n" +
+	"\aupdated\x18\x03 \x01(\bR\aupdated\"\x84\x01\n" +
 	"\fWriteRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x16\n" +
@@ -6276,7 +6411,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
-	"\x0fLOCK_KIND_POSIX\x10\x022\x9d\x0e\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x022\xe2\x0e\n" +
 	"\x04Meta\x12=\n" +
 	"\bRegister\x12\x17.jfs.v1.RegisterRequest\x1a\x18.jfs.v1.RegisterResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.jfs.v1.HeartbeatRequest\x1a\x19.jfs.v1.HeartbeatResponse\x12I\n" +
@@ -6307,7 +6442,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05SetLk\x12\x14.jfs.v1.SetLkRequest\x1a\x15.jfs.v1.SetLkResponse\x124\n" +
 	"\x05Flock\x12\x14.jfs.v1.FlockRequest\x1a\x15.jfs.v1.FlockResponse\x12U\n" +
 	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse\x12O\n" +
-	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse2\xcd\x05\n" +
+	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse\x12C\n" +
+	"\n" +
+	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse2\xcd\x05\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -6333,7 +6470,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -6383,51 +6520,53 @@ var file_jfs_proto_goTypes = []any{
 	(*ReleaseResponse)(nil),          // 45: jfs.v1.ReleaseResponse
 	(*ReadRequest)(nil),              // 46: jfs.v1.ReadRequest
 	(*ReadResponse)(nil),             // 47: jfs.v1.ReadResponse
-	(*WriteRequest)(nil),             // 48: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 49: jfs.v1.WriteResponse
-	(*StatFSRequest)(nil),            // 50: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 51: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 52: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 53: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 54: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 55: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 56: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 57: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 58: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 59: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 60: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 61: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 62: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 63: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 64: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 65: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 66: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 67: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 68: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 69: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 70: jfs.v1.ReleaseLockOwnerResponse
-	(*Member)(nil),                   // 71: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 72: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 73: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 74: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 75: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 76: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 77: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 78: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 79: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 80: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 81: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 82: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 83: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 84: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 85: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 86: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 87: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 88: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 89: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 90: jfs.v1.DigestResponse
-	(*ConfirmTermRequest)(nil),       // 91: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 92: jfs.v1.ConfirmTermResponse
+	(*TouchAtimeRequest)(nil),        // 48: jfs.v1.TouchAtimeRequest
+	(*TouchAtimeResponse)(nil),       // 49: jfs.v1.TouchAtimeResponse
+	(*WriteRequest)(nil),             // 50: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 51: jfs.v1.WriteResponse
+	(*StatFSRequest)(nil),            // 52: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 53: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 54: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 55: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 56: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 57: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 58: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 59: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 60: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 61: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 62: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 63: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 64: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 65: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 66: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 67: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 68: jfs.v1.FlockResponse
+	(*CancelLockWaitRequest)(nil),    // 69: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 70: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 71: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 72: jfs.v1.ReleaseLockOwnerResponse
+	(*Member)(nil),                   // 73: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 74: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 75: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 76: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 77: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 78: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 79: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 80: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 81: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 82: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 83: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 84: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 85: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 86: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 87: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 88: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 89: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 90: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 91: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 92: jfs.v1.DigestResponse
+	(*ConfirmTermRequest)(nil),       // 93: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 94: jfs.v1.ConfirmTermResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6456,112 +6595,117 @@ var file_jfs_proto_depIdxs = []int32{
 	3,  // 23: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
 	5,  // 24: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
 	3,  // 25: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
-	3,  // 26: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
-	5,  // 27: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 28: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
-	3,  // 29: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
-	1,  // 30: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
-	1,  // 31: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	60, // 32: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
-	3,  // 33: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
-	1,  // 34: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	60, // 35: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,  // 36: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
-	1,  // 37: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	60, // 38: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,  // 39: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	71, // 40: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	71, // 41: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	6,  // 42: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,  // 43: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	60, // 44: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,  // 45: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	84, // 46: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	7,  // 47: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,  // 48: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	11, // 49: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	15, // 50: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	17, // 51: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	19, // 52: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	21, // 53: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	23, // 54: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	25, // 55: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	27, // 56: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	29, // 57: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	31, // 58: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	33, // 59: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	35, // 60: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	37, // 61: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	39, // 62: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	42, // 63: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	44, // 64: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	46, // 65: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	48, // 66: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	50, // 67: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	52, // 68: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	54, // 69: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	56, // 70: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	58, // 71: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	61, // 72: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	63, // 73: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	65, // 74: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	69, // 75: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	67, // 76: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	74, // 77: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	76, // 78: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	78, // 79: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	80, // 80: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	82, // 81: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	85, // 82: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	87, // 83: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	72, // 84: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	91, // 85: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	89, // 86: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	8,  // 87: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10, // 88: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12, // 89: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16, // 90: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18, // 91: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20, // 92: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22, // 93: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24, // 94: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26, // 95: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28, // 96: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30, // 97: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32, // 98: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34, // 99: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36, // 100: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38, // 101: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41, // 102: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43, // 103: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45, // 104: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47, // 105: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	49, // 106: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	51, // 107: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	53, // 108: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	55, // 109: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	57, // 110: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	59, // 111: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	62, // 112: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	64, // 113: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	66, // 114: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	70, // 115: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	68, // 116: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	75, // 117: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	77, // 118: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	79, // 119: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	81, // 120: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	83, // 121: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	86, // 122: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	88, // 123: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	73, // 124: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	92, // 125: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	90, // 126: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	87, // [87:127] is the sub-list for method output_type
-	47, // [47:87] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	5,  // 26: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
+	3,  // 27: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
+	5,  // 28: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
+	3,  // 29: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
+	5,  // 30: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
+	3,  // 31: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
+	3,  // 32: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
+	1,  // 33: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
+	1,  // 34: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
+	62, // 35: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	3,  // 36: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
+	1,  // 37: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
+	62, // 38: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,  // 39: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
+	1,  // 40: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
+	62, // 41: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,  // 42: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
+	73, // 43: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	73, // 44: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	6,  // 45: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,  // 46: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	62, // 47: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,  // 48: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	86, // 49: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	7,  // 50: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	9,  // 51: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	11, // 52: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	15, // 53: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	17, // 54: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	19, // 55: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	21, // 56: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	23, // 57: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	25, // 58: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	27, // 59: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	29, // 60: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	31, // 61: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	33, // 62: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	35, // 63: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	37, // 64: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	39, // 65: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	42, // 66: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	44, // 67: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	46, // 68: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	50, // 69: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	52, // 70: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	54, // 71: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	56, // 72: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	58, // 73: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	60, // 74: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	63, // 75: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	65, // 76: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	67, // 77: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	71, // 78: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	69, // 79: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	48, // 80: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	76, // 81: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	78, // 82: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	80, // 83: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	82, // 84: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	84, // 85: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	87, // 86: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	89, // 87: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	74, // 88: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	93, // 89: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	91, // 90: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	8,  // 91: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10, // 92: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12, // 93: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	16, // 94: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	18, // 95: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	20, // 96: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	22, // 97: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	24, // 98: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	26, // 99: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	28, // 100: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	30, // 101: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	32, // 102: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	34, // 103: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	36, // 104: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	38, // 105: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	41, // 106: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	43, // 107: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	45, // 108: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	47, // 109: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	51, // 110: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	53, // 111: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	55, // 112: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	57, // 113: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	59, // 114: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	61, // 115: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	64, // 116: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	66, // 117: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	68, // 118: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	72, // 119: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	70, // 120: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	49, // 121: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	77, // 122: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	79, // 123: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	81, // 124: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	83, // 125: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	85, // 126: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	88, // 127: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	90, // 128: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	75, // 129: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	94, // 130: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	92, // 131: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	91, // [91:132] is the sub-list for method output_type
+	50, // [50:91] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -6575,7 +6719,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   90,
+			NumMessages:   92,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

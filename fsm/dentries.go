@@ -156,10 +156,13 @@ func (f *FSM) Lookup(req *jfspb.LookupRequest) *jfspb.LookupResponse {
 }
 
 // ReadDir lists the entries of a directory after req.Cookie, with their
-// attributes: ENOENT, ENOTDIR.
+// attributes: ENOENT, ENOTDIR. A removed directory kept open lists nothing.
 func (f *FSM) ReadDir(req *jfspb.ReadDirRequest) *jfspb.ReadDirResponse {
 	return read(f, func(t *txn) *jfspb.ReadDirResponse {
 		dir := req.GetIno()
+		if n := t.inode(dir); n != nil && n.isDir() && n.Nlink == 0 {
+			return &jfspb.ReadDirResponse{Eof: true}
+		}
 		if _, e := t.dir(dir); e != 0 {
 			return &jfspb.ReadDirResponse{Errno: eno(e)}
 		}
@@ -336,7 +339,7 @@ func (t *txn) applyRmdir(req *jfspb.RmdirRequest) *jfspb.RmdirResponse {
 	t.removeEntry(parent, pn, name, cookie)
 	pn.Nlink--
 	t.putInode(parent, pn)
-	t.freeInode(ino, n)
+	t.dropDir(ino, n)
 	return &jfspb.RmdirResponse{}
 }
 
@@ -447,7 +450,7 @@ func (t *txn) applyRename(req *jfspb.RenameRequest) *jfspb.RenameResponse {
 		t.removeEntry(newParent, dp, newName, dCookie)
 		if dn.isDir() {
 			dp.Nlink--
-			t.freeInode(dIno, dn)
+			t.dropDir(dIno, dn)
 		} else {
 			t.dropLink(dIno, dn)
 		}

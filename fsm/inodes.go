@@ -89,7 +89,9 @@ func (t *txn) inode(ino uint64) *inode {
 
 func (t *txn) putInode(ino uint64, n *inode) { t.put(bucketInode, u64(ino), n.encode()) }
 
-// dir returns directory ino, or an errno: ENOENT, ENOTDIR.
+// dir returns directory ino, or an errno: ENOENT, ENOTDIR. A removed
+// directory kept because it is open (nlink 0, see dropDir) is ENOENT: nothing
+// can be looked up or created in it, as on Linux.
 func (t *txn) dir(ino uint64) (*inode, syscall.Errno) {
 	n := t.inode(ino)
 	switch {
@@ -97,6 +99,8 @@ func (t *txn) dir(ino uint64) (*inode, syscall.Errno) {
 		return nil, syscall.ENOENT
 	case !n.isDir():
 		return nil, syscall.ENOTDIR
+	case n.Nlink == 0:
+		return nil, syscall.ENOENT
 	}
 	return n, 0
 }
@@ -164,6 +168,21 @@ func (t *txn) dropLink(ino uint64, n *inode) {
 		return
 	}
 	t.freeInode(ino, n)
+}
+
+// dropDir removes directory ino, empty and just unnamed: it is freed
+// unless a session has it open (an opendir), in which case it is kept with
+// nlink 0, listed in sustained, until its last close, so that fstat and
+// readdir of the open descriptor work (readdir finds it empty).
+func (t *txn) dropDir(ino uint64, n *inode) {
+	if !t.isOpen(ino) {
+		t.freeInode(ino, n)
+		return
+	}
+	n.Nlink = 0
+	n.Ctime = t.now
+	t.putInode(ino, n)
+	t.put(bucketSustained, u64(ino), nil)
 }
 
 // freeInode deletes ino with its data, attributes, target and locks.

@@ -108,6 +108,8 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 // OpenDir needs no handle: ReadDir pages through the directory by cookie.
+// The mount remembers the open directory, so that it stays usable if it is
+// removed while open (opendirs.go).
 func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("OpenDir", time.Now(), &st)
 	r, err := fs.c.GetAttr(ctx(), &jfspb.GetAttrRequest{Ino: in.NodeId})
@@ -117,12 +119,13 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if r.Attr.GetMode()&fuse.S_IFDIR == 0 {
 		return fuse.ENOTDIR
 	}
+	fs.dirs.open(in.NodeId, r.Attr)
 	*out = fuse.OpenOut{}
 	return fuse.OK
 }
 
-// ReleaseDir has nothing to release.
-func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) {}
+// ReleaseDir forgets an open directory; the cluster holds nothing for it.
+func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.dirs.release(in.NodeId) }
 
 // ReadDir lists a directory from in.Offset on.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
@@ -177,7 +180,12 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.S
 	limit := uint32(max(1, int(in.Size)/per))
 	for {
 		r, err := fs.c.ReadDir(ctx(), &jfspb.ReadDirRequest{Ino: in.NodeId, Cookie: cookie, Limit: limit})
-		if st := fs.status("readdir", err, r.GetErrno()); !st.Ok() {
+		if st := fs.status("readdir", err, r.GetErrno()); st == fuse.ENOENT {
+			if _, open := fs.dirs.removed(in.NodeId); open {
+				return fuse.OK // removed while open here: it was empty
+			}
+			return st
+		} else if !st.Ok() {
 			return st
 		}
 		for _, e := range r.Entries {

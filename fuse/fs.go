@@ -79,6 +79,9 @@ type FS struct {
 
 	// touching holds the inodes whose atime update is in flight (atime.go).
 	touching sync.Map
+
+	// dirs are the directories open on the mount (opendirs.go).
+	dirs openDirs
 }
 
 type plockKey struct{ ino, owner uint64 }

@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -30,9 +31,16 @@ func (fs *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string,
 func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
 	defer fs.observe("GetAttr", time.Now(), &st)
 	r, err := fs.c.GetAttr(ctx(), &jfspb.GetAttrRequest{Ino: in.NodeId})
-	if st = fs.byIno("getattr", err, r.GetErrno()); !st.Ok() {
+	if st = fs.byIno("getattr", err, r.GetErrno()); st == fuse.Status(syscall.ESTALE) {
+		if a, open := fs.dirs.removed(in.NodeId); open {
+			fs.fillAttrOut(a, out) // removed while open here (opendirs.go)
+			return fuse.OK
+		}
+		return st
+	} else if !st.Ok() {
 		return st
 	}
+	fs.dirs.seen(r.Attr)
 	fs.fillAttrOut(r.Attr, out)
 	return fuse.OK
 }

@@ -267,3 +267,85 @@ func TestMountAtimeRelatime(t *testing.T) {
 		t.Errorf("three reads around one write sent %v atime updates, want 2", n-n0)
 	}
 }
+
+// direntNames reads every entry of the open directory fd.
+func direntNames(t *testing.T, fd int) []string {
+	t.Helper()
+	var names []string
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatalf("getdents: %v", err)
+		}
+		if n == 0 {
+			return names
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
+
+// TestMountRemovedOpenDir: a directory removed while open stays usable
+// through its descriptor until the close, whether it was renamed over on
+// the same mount (go-fuse's posixtest RenameOpenDir) or removed by another
+// mount: fstat shows it, and readdir finds it empty instead of failing.
+func TestMountRemovedOpenDir(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	a := startMount(t, pc, noCache...)
+	b := startMount(t, pc, noCache...)
+
+	t.Run("renamed over", func(t *testing.T) {
+		if err := os.Mkdir(a.path("dir1"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(a.path("dir2"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		st1 := mustStat(t, a.path("dir2"))
+		fd, err := unix.Open(a.path("dir2"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		// syscall.Rename: os.Rename refuses to replace a directory.
+		if err := syscall.Rename(a.path("dir1"), a.path("dir2")); err != nil {
+			t.Fatal(err)
+		}
+		var st2 unix.Stat_t
+		if err := unix.Fstat(fd, &st2); err != nil {
+			t.Fatalf("fstat of the open directory renamed over: %v", err)
+		}
+		if st2.Ino != st1.Ino || st2.Mode != st1.Mode {
+			t.Errorf("fstat: ino %d mode %o, want %d %o", st2.Ino, st2.Mode, st1.Ino, st1.Mode)
+		}
+	})
+
+	t.Run("removed by another mount", func(t *testing.T) {
+		if err := os.Mkdir(a.path("x"), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.Open(a.path("x"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := os.Remove(b.path("x")); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatalf("fstat of the open directory removed by another mount: %v", err)
+		}
+		if st.Mode != unix.S_IFDIR|0o750 || st.Nlink != 0 {
+			t.Errorf("fstat: mode %o nlink %d, want %o and 0", st.Mode, st.Nlink, unix.S_IFDIR|0o750)
+		}
+		for _, name := range direntNames(t, fd) {
+			if name != "." && name != ".." {
+				t.Errorf("the removed directory lists %q", name)
+			}
+		}
+		if _, err := os.Stat(a.path("x")); !isNotExist(err) {
+			t.Errorf("stat of the removed name: %v, want ENOENT", err)
+		}
+	})
+}

@@ -26,7 +26,7 @@ var (
 	bucketSessOpen  = []byte("sessopen")  // session, ino -> (empty)
 	bucketFlock     = []byte("flock")     // ino, session, fh -> type, pid, since
 	bucketPlock     = []byte("plock")     // ino -> every POSIX lock, in list order
-	bucketSustained = []byte("sustained") // ino -> (empty): unlinked, still open
+	bucketSustained = []byte("sustained") // ino -> (empty), or linkableTmpfile: unlinked, still open
 	bucketMember    = []byte("member")    // node id -> jfspb.Member (addresses)
 
 	allBuckets = [][]byte{

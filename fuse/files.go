@@ -31,6 +31,23 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	return fuse.OK
 }
 
+// Tmpfile creates and opens an unnamed file (open(2) with O_TMPFILE). It
+// lives while open; linkat(2) through /proc/self/fd can give it a name
+// unless it was opened with O_EXCL (the kernel checks that too).
+func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) (st fuse.Status) {
+	defer fs.observe("Tmpfile", time.Now(), &st)
+	fh := fs.nextFh.Add(1)
+	r, err := fs.c.Create(ctx(), &jfspb.CreateRequest{Parent: in.NodeId, Mode: in.Mode,
+		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh, Tmpfile: true})
+	if st = fs.status("tmpfile", err, r.GetErrno()); !st.Ok() {
+		return st
+	}
+	fs.opened(fh)
+	fs.fillEntry(r.Attr, &out.EntryOut)
+	out.OpenOut = fuse.OpenOut{Fh: fh}
+	return fuse.OK
+}
+
 // Open opens a file; O_TRUNC truncates it in the same request.
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("Open", time.Now(), &st)

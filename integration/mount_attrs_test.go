@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -348,4 +349,53 @@ func TestMountRemovedOpenDir(t *testing.T) {
 			t.Errorf("stat of the removed name: %v, want ENOENT", err)
 		}
 	})
+}
+
+// TestMountTmpfile: open(2) with O_TMPFILE makes an unnamed file that can be
+// written, read and then linked into place through /proc/self/fd (the
+// pattern of atomic file creation); with O_EXCL it cannot be linked.
+func TestMountTmpfile(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	m := startMount(t, pc)
+	fd, err := unix.Open(m.dir, unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	if err != nil {
+		t.Fatalf("open O_TMPFILE: %v", err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Pwrite(fd, []byte("complete"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Nlink != 0 || st.Mode != unix.S_IFREG|0o640 || st.Size != 8 {
+		t.Errorf("fstat of the tmpfile: nlink %d mode %o size %d", st.Nlink, st.Mode, st.Size)
+	}
+	if ents, err := os.ReadDir(m.dir); err != nil || len(ents) != 0 {
+		t.Errorf("the mount lists %v (%v) while the tmpfile is unnamed", ents, err)
+	}
+	proc := "/proc/self/fd/" + strconv.Itoa(fd)
+	if err := unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, m.path("final"), unix.AT_SYMLINK_FOLLOW); err != nil {
+		t.Fatalf("linkat of the tmpfile: %v", err)
+	}
+	if got := mustReadPath(t, m.path("final")); string(got) != "complete" {
+		t.Errorf("final holds %q", got)
+	}
+	if st := mustStat(t, m.path("final")); st.Nlink != 1 {
+		t.Errorf("final: nlink %d", st.Nlink)
+	}
+
+	xfd, err := unix.Open(m.dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatalf("open O_TMPFILE|O_EXCL: %v", err)
+	}
+	defer unix.Close(xfd)
+	xproc := "/proc/self/fd/" + strconv.Itoa(xfd)
+	if err := unix.Linkat(unix.AT_FDCWD, xproc, unix.AT_FDCWD, m.path("excl"), unix.AT_SYMLINK_FOLLOW); err == nil {
+		t.Error("linkat of an O_EXCL tmpfile succeeded")
+	}
+	if _, err := os.Stat(m.path("excl")); !isNotExist(err) {
+		t.Errorf("excl: %v, want ENOENT", err)
+	}
 }

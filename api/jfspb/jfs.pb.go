@@ -1717,7 +1717,11 @@ type CreateRequest struct {
 	// flags are open(2) flags.
 	Flags uint32 `protobuf:"varint,8,opt,name=flags,proto3" json:"flags,omitempty"`
 	// fh is the client's handle id for the open file (the flock owner).
-	Fh            uint64 `protobuf:"varint,9,opt,name=fh,proto3" json:"fh,omitempty"`
+	Fh uint64 `protobuf:"varint,9,opt,name=fh,proto3" json:"fh,omitempty"`
+	// tmpfile creates an unnamed file in directory parent (open(2) with
+	// O_TMPFILE; name is ignored): it has nlink 0 and lives while open. Unless
+	// flags has O_EXCL it can be given a name once by LinkRequest.
+	Tmpfile       bool `protobuf:"varint,30,opt,name=tmpfile,proto3" json:"tmpfile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1813,6 +1817,13 @@ func (x *CreateRequest) GetFh() uint64 {
 		return x.Fh
 	}
 	return 0
+}
+
+func (x *CreateRequest) GetTmpfile() bool {
+	if x != nil {
+		return x.Tmpfile
+	}
+	return false
 }
 
 type CreateResponse struct {
@@ -6103,7 +6114,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05umask\x18\a \x01(\rR\x05umask\"G\n" +
 	"\rMkdirResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
-	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\xd7\x01\n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\xf1\x01\n" +
 	"\rCreateRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
@@ -6113,7 +6124,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x14\n" +
 	"\x05umask\x18\a \x01(\rR\x05umask\x12\x14\n" +
 	"\x05flags\x18\b \x01(\rR\x05flags\x12\x0e\n" +
-	"\x02fh\x18\t \x01(\x04R\x02fh\"b\n" +
+	"\x02fh\x18\t \x01(\x04R\x02fh\x12\x18\n" +
+	"\atmpfile\x18\x1e \x01(\bR\atmpfile\"b\n" +
 	"\x0eCreateResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
 	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\x12\x18\n" +

@@ -29,12 +29,12 @@ func atimeDue(a *jfspb.Attr, now int64) bool {
 }
 
 // touchAtime records a read of ino whose attributes, as the read saw them,
-// are a (nil: unknown, nothing is done). It returns when the cluster has
+// are a (nil: unknown, nothing is done; nothing either with NoAtime). It returns when the cluster has
 // applied the touch, so that a stat after the read shows it; the kernel
 // drops its cached atime after each read. A failure is logged and does not
 // fail the read.
 func (fs *FS) touchAtime(ino uint64, a *jfspb.Attr) {
-	if a == nil || !atimeDue(a, time.Now().UnixNano()) {
+	if a == nil || fs.opts.NoAtime || !atimeDue(a, time.Now().UnixNano()) {
 		return
 	}
 	if _, busy := fs.touching.LoadOrStore(ino, struct{}{}); busy {

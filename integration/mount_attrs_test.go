@@ -399,3 +399,22 @@ func TestMountTmpfile(t *testing.T) {
 		t.Errorf("excl: %v, want ENOENT", err)
 	}
 }
+
+// TestMountNoatime: with --noatime reads never update the atime.
+func TestMountNoatime(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	m := startMount(t, pc, "--noatime")
+	f := m.path("f")
+	mustWriteFile(t, f, []byte("hello"))
+	st0 := mustStat(t, f)
+	n0 := pc.touchAtimeRequests(t)
+	if got := mustReadPath(t, f); string(got) != "hello" {
+		t.Fatalf("read %q", got)
+	}
+	if st := mustStat(t, f); st.Atim != st0.Atim {
+		t.Errorf("a read with --noatime moved the atime from %v to %v", st0.Atim, st.Atim)
+	}
+	if n := pc.touchAtimeRequests(t); n != n0 {
+		t.Errorf("a read with --noatime sent %v atime updates", n-n0)
+	}
+}

@@ -62,18 +62,29 @@ func (c *Client) Append(ctx context.Context, ino, fh uint64, data []byte) (off i
 // the file; holes read as zeros. A file-system error comes back as a
 // syscall.Errno, and the data read before it is dropped.
 func (c *Client) ReadAt(ctx context.Context, ino uint64, off int64, size int) ([]byte, error) {
+	data, _, err := c.ReadAtAttr(ctx, ino, off, size)
+	return data, err
+}
+
+// ReadAtAttr is ReadAt that also returns the file's attributes as of the
+// first request it sent (nil from a server that does not send them).
+func (c *Client) ReadAtAttr(ctx context.Context, ino uint64, off int64, size int) ([]byte, *jfspb.Attr, error) {
 	var out []byte
+	var attr *jfspb.Attr
 	for len(out) < size {
 		want := min(size-len(out), MaxDataRequest)
 		r, err := c.Read(ctx, &jfspb.ReadRequest{Ino: ino, Offset: off + int64(len(out)), Size: uint32(want)})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := Errno(r.Errno); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if attr == nil {
+			attr = r.Attr
 		}
 		if out == nil && len(r.Data) >= size {
-			return r.Data, nil // the common case: one request
+			return r.Data, attr, nil // the common case: one request
 		}
 		out = append(out, r.Data...)
 		if len(r.Data) < want {
@@ -83,5 +94,5 @@ func (c *Client) ReadAt(ctx context.Context, ino uint64, off int64, size int) ([
 	if out == nil {
 		out = []byte{}
 	}
-	return out, nil
+	return out, attr, nil
 }

@@ -79,6 +79,11 @@ func (c *Client) SetAttr(ctx context.Context, r *jfspb.SetAttrRequest) (*jfspb.S
 	return write(ctx, c, jfspb.MetaClient.SetAttr, r, func(r *jfspb.SetAttrRequest, h *jfspb.Header) { r.Header = h })
 }
 
+// TouchAtime applies a TouchAtimeRequest exactly once.
+func (c *Client) TouchAtime(ctx context.Context, r *jfspb.TouchAtimeRequest) (*jfspb.TouchAtimeResponse, error) {
+	return write(ctx, c, jfspb.MetaClient.TouchAtime, r, func(r *jfspb.TouchAtimeRequest, h *jfspb.Header) { r.Header = h })
+}
+
 // Mknod applies a MknodRequest exactly once.
 func (c *Client) Mknod(ctx context.Context, r *jfspb.MknodRequest) (*jfspb.MknodResponse, error) {
 	return write(ctx, c, jfspb.MetaClient.Mknod, r, func(r *jfspb.MknodRequest, h *jfspb.Header) { r.Header = h })

@@ -278,7 +278,7 @@ func (f *FSM) Read(req *jfspb.ReadRequest) *jfspb.ReadResponse {
 		}
 		start := uint64(off)
 		if start >= n.Size || req.GetSize() == 0 {
-			return &jfspb.ReadResponse{Data: []byte{}}
+			return &jfspb.ReadResponse{Data: []byte{}, Attr: n.attr(ino)}
 		}
 		end := min(n.Size, start+uint64(min(req.GetSize(), MaxRead)))
 		buf := make([]byte, end-start)
@@ -307,7 +307,7 @@ func (f *FSM) Read(req *jfspb.ReadRequest) *jfspb.ReadResponse {
 			}
 			k, v = c.Next()
 		}
-		return &jfspb.ReadResponse{Data: buf}
+		return &jfspb.ReadResponse{Data: buf, Attr: n.attr(ino)}
 	})
 }
 

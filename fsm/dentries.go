@@ -156,10 +156,13 @@ func (f *FSM) Lookup(req *jfspb.LookupRequest) *jfspb.LookupResponse {
 }
 
 // ReadDir lists the entries of a directory after req.Cookie, with their
-// attributes: ENOENT, ENOTDIR.
+// attributes: ENOENT, ENOTDIR. A removed directory kept open lists nothing.
 func (f *FSM) ReadDir(req *jfspb.ReadDirRequest) *jfspb.ReadDirResponse {
 	return read(f, func(t *txn) *jfspb.ReadDirResponse {
 		dir := req.GetIno()
+		if n := t.inode(dir); n != nil && n.isDir() && n.Nlink == 0 {
+			return &jfspb.ReadDirResponse{Eof: true}
+		}
 		if _, e := t.dir(dir); e != 0 {
 			return &jfspb.ReadDirResponse{Errno: eno(e)}
 		}
@@ -245,6 +248,9 @@ func (t *txn) applyMkdir(req *jfspb.MkdirRequest) *jfspb.MkdirResponse {
 // existing name is EEXIST with O_EXCL, EISDIR for a directory, and is
 // opened otherwise.
 func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
+	if req.GetTmpfile() {
+		return t.createTmpfile(req)
+	}
 	parent, name := req.GetParent(), req.GetName()
 	if e := checkName(name); e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
@@ -275,6 +281,40 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
 	t.openFile(ino, n, 0)
+	return &jfspb.CreateResponse{Attr: n.attr(ino), Created: true}
+}
+
+// linkableTmpfile is the sustained record of an O_TMPFILE file created
+// without O_EXCL: LinkRequest may give it a name (once; a file unlinked
+// later is sustained with an empty record and cannot be linked again).
+var linkableTmpfile = []byte{1}
+
+// createTmpfile creates an unnamed regular file for O_TMPFILE, opened by
+// the session: ENOENT, ENOTDIR (parent), ENOSPC. It has nlink 0 and is
+// sustained until its last close; the directory is not changed, but gives
+// its group when it is setgid, as for a named file.
+func (t *txn) createTmpfile(req *jfspb.CreateRequest) *jfspb.CreateResponse {
+	pn, e := t.dir(req.GetParent())
+	if e != 0 {
+		return &jfspb.CreateResponse{Errno: eno(e)}
+	}
+	n := &inode{
+		Mode: syscall.S_IFREG | req.GetMode()&0o7777&^req.GetUmask(),
+		Uid:  req.GetUid(), Gid: req.GetGid(),
+	}
+	if pn.Mode&syscall.S_ISGID != 0 {
+		n.Gid = pn.Gid
+	}
+	ino, e := t.newInode(n)
+	if e != 0 {
+		return &jfspb.CreateResponse{Errno: eno(e)}
+	}
+	t.openFile(ino, n, 0)
+	mark := linkableTmpfile
+	if req.GetFlags()&syscall.O_EXCL != 0 {
+		mark = nil
+	}
+	t.put(bucketSustained, u64(ino), mark)
 	return &jfspb.CreateResponse{Attr: n.attr(ino), Created: true}
 }
 
@@ -336,7 +376,7 @@ func (t *txn) applyRmdir(req *jfspb.RmdirRequest) *jfspb.RmdirResponse {
 	t.removeEntry(parent, pn, name, cookie)
 	pn.Nlink--
 	t.putInode(parent, pn)
-	t.freeInode(ino, n)
+	t.dropDir(ino, n)
 	return &jfspb.RmdirResponse{}
 }
 
@@ -447,7 +487,7 @@ func (t *txn) applyRename(req *jfspb.RenameRequest) *jfspb.RenameResponse {
 		t.removeEntry(newParent, dp, newName, dCookie)
 		if dn.isDir() {
 			dp.Nlink--
-			t.freeInode(dIno, dn)
+			t.dropDir(dIno, dn)
 		} else {
 			t.dropLink(dIno, dn)
 		}
@@ -466,8 +506,9 @@ func (t *txn) applyRename(req *jfspb.RenameRequest) *jfspb.RenameResponse {
 }
 
 // applyLink adds a name for an inode: EINVAL, ENAMETOOLONG (name); ENOENT
-// (inode missing or already unlinked); ENOENT, ENOTDIR (parent); EEXIST;
-// EPERM for a directory; EMLINK past 2^32-1 links.
+// (inode missing, or unlinked and not a linkable O_TMPFILE file); ENOENT,
+// ENOTDIR (parent); EEXIST; EPERM for a directory; EMLINK past 2^32-1
+// links.
 func (t *txn) applyLink(req *jfspb.LinkRequest) *jfspb.LinkResponse {
 	fail := func(e syscall.Errno) *jfspb.LinkResponse { return &jfspb.LinkResponse{Errno: eno(e)} }
 	ino, parent, name := req.GetIno(), req.GetNewParent(), req.GetNewName()
@@ -488,10 +529,13 @@ func (t *txn) applyLink(req *jfspb.LinkRequest) *jfspb.LinkResponse {
 	switch {
 	case n.isDir():
 		return fail(syscall.EPERM)
-	case n.Nlink == 0:
+	case n.Nlink == 0 && !bytes.Equal(t.get(bucketSustained, u64(ino)), linkableTmpfile):
 		return fail(syscall.ENOENT)
 	case n.Nlink == ^uint32(0):
 		return fail(syscall.EMLINK)
+	}
+	if n.Nlink == 0 {
+		t.del(bucketSustained, u64(ino)) // named now, no longer linkable
 	}
 	t.addEntry(parent, pn, name, ino)
 	n.Nlink++

@@ -417,3 +417,135 @@ func TestCreateExisting(t *testing.T) {
 		t.Fatalf("O_TRUNC: %v", r)
 	}
 }
+
+// TestRemoveOpenDir: a directory removed (rmdir, or renamed over) while a
+// session has it open is kept, empty and with nlink 0, until its last close
+// or its session's end: its attributes stay readable and it lists nothing,
+// but nothing can be created in it.
+func TestRemoveOpenDir(t *testing.T) {
+	h := mustHarness(t, Options{})
+	sustained := func() bool {
+		t.Helper()
+		var has bool
+		if err := h.f.view(func(tx *txn) error { has = tx.hasPrefix(bucketSustained, nil); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return has
+	}
+	mustGone := func(ino uint64) {
+		t.Helper()
+		mustErrno(t, h.f.GetAttr(&jfspb.GetAttrRequest{Ino: ino}), syscall.ENOENT)
+		if sustained() {
+			t.Fatal("an inode is still listed as sustained")
+		}
+	}
+	mustKept := func(ino uint64, mode uint32) {
+		t.Helper()
+		a := h.mustAttr(ino)
+		if a.Nlink != 0 || a.Mode != syscall.S_IFDIR|mode {
+			t.Fatalf("removed open dir: nlink %d mode %o, want 0 and %o", a.Nlink, a.Mode, syscall.S_IFDIR|mode)
+		}
+		r := h.f.ReadDir(&jfspb.ReadDirRequest{Ino: ino})
+		mustOK(t, r)
+		if len(r.Entries) != 0 || !r.Eof {
+			t.Fatalf("removed open dir lists %v (eof %v)", r.Entries, r.Eof)
+		}
+		mustErrno(t, h.do(cMkdir, &jfspb.MkdirRequest{Parent: ino, Name: []byte("x"), Mode: 0o755}), syscall.ENOENT)
+		mustErrno(t, h.do(cCreate, &jfspb.CreateRequest{Parent: ino, Name: []byte("x"), Mode: 0o644, Fh: 9}), syscall.ENOENT)
+		mustErrno(t, h.f.Lookup(&jfspb.LookupRequest{Parent: ino, Name: []byte("..")}), syscall.ENOENT)
+		if !sustained() {
+			t.Fatal("the removed open dir is not listed as sustained")
+		}
+	}
+
+	// rmdir, then the last close frees it.
+	d := h.mustMkdir(RootIno, "d")
+	mustOK(t, h.do(cOpen, &jfspb.OpenRequest{Ino: d.Ino, Flags: syscall.O_RDONLY | syscall.O_DIRECTORY, Fh: 1}))
+	mustOK(t, h.do(cRmdir, &jfspb.RmdirRequest{Parent: RootIno, Name: []byte("d")}))
+	mustKept(d.Ino, 0o755)
+	if n := h.mustAttr(RootIno).Nlink; n != 2 {
+		t.Fatalf("root nlink %d after rmdir, want 2", n)
+	}
+	mustOK(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: d.Ino, Fh: 1}))
+	mustGone(d.Ino)
+
+	// A directory that is not open is freed at once.
+	e := h.mustMkdir(RootIno, "e")
+	mustOK(t, h.do(cRmdir, &jfspb.RmdirRequest{Parent: RootIno, Name: []byte("e")}))
+	mustGone(e.Ino)
+
+	// Renamed over (posixtest RenameOpenDir), then the session ends.
+	a := h.mustMkdir(RootIno, "a")
+	b := h.mustMkdir(RootIno, "b")
+	mustOK(t, h.do(cSetAttr, &jfspb.SetAttrRequest{Ino: b.Ino, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_MODE), Mode: 0o700}))
+	mustOK(t, h.do(cOpen, &jfspb.OpenRequest{Ino: b.Ino, Flags: syscall.O_RDONLY | syscall.O_DIRECTORY, Fh: 2}))
+	mustOK(t, h.do(cRename, &jfspb.RenameRequest{Parent: RootIno, Name: []byte("a"), NewParent: RootIno, NewName: []byte("b")}))
+	if got := h.mustLookup(RootIno, "b").Ino; got != a.Ino {
+		t.Fatalf("b is %d after the rename, want %d", got, a.Ino)
+	}
+	mustKept(b.Ino, 0o700)
+	mustOK(t, h.mustApplyEntry(h.entry(cClose, &jfspb.CloseSessionRequest{}, h.sess, 0, 0)))
+	mustGone(b.Ino)
+}
+
+// TestTmpfile: an O_TMPFILE file has no name and nlink 0, lives while open,
+// and can be linked into place once unless it was made with O_EXCL.
+func TestTmpfile(t *testing.T) {
+	h := mustHarness(t, Options{})
+	tmpfile := func(parent uint64, flags uint32, fh uint64) *jfspb.CreateResponse {
+		t.Helper()
+		return h.do(cCreate, &jfspb.CreateRequest{Parent: parent, Mode: 0o640, Umask: 0o022, Uid: 7, Gid: 8,
+			Flags: syscall.O_RDWR | flags, Fh: fh, Tmpfile: true}).(*jfspb.CreateResponse)
+	}
+	link := func(ino uint64, name string) *jfspb.LinkResponse {
+		t.Helper()
+		return h.do(cLink, &jfspb.LinkRequest{Ino: ino, NewParent: RootIno, NewName: []byte(name)}).(*jfspb.LinkResponse)
+	}
+	rootBefore := h.mustAttr(RootIno)
+
+	r := tmpfile(RootIno, 0, 1)
+	mustOK(t, r)
+	if a := r.Attr; a.Nlink != 0 || a.Mode != syscall.S_IFREG|0o640 || a.Uid != 7 || a.Gid != 8 || !r.Created {
+		t.Fatalf("tmpfile attr %v created %v", a, r.Created)
+	}
+	ino := r.Attr.Ino
+	if d := h.f.ReadDir(&jfspb.ReadDirRequest{Ino: RootIno}); len(d.Entries) != 0 {
+		t.Fatalf("root lists %v", d.Entries)
+	}
+	if a := h.mustAttr(RootIno); a.MtimeNs != rootBefore.MtimeNs {
+		t.Fatal("a tmpfile changed its directory's mtime")
+	}
+	h.mustWrite(ino, 0, []byte("temporary"))
+	mustEqualBytes(t, "tmpfile data", h.mustRead(ino, 0, 100), []byte("temporary"))
+
+	// Linked into place, it is an ordinary file.
+	l := link(ino, "named")
+	mustOK(t, l)
+	if l.Attr.Nlink != 1 || h.mustLookup(RootIno, "named").Ino != ino {
+		t.Fatalf("linked tmpfile: %v", l.Attr)
+	}
+	// Unlinked again while open, it cannot be linked again.
+	mustOK(t, h.do(cUnlink, &jfspb.UnlinkRequest{Parent: RootIno, Name: []byte("named")}))
+	mustErrno(t, link(ino, "again"), syscall.ENOENT)
+	mustOK(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: ino, Fh: 1}))
+	mustErrno(t, h.f.GetAttr(&jfspb.GetAttrRequest{Ino: ino}), syscall.ENOENT)
+
+	// With O_EXCL it never gets a name, and its last close frees it.
+	x := tmpfile(RootIno, syscall.O_EXCL, 2)
+	mustOK(t, x)
+	mustErrno(t, link(x.Attr.Ino, "excl"), syscall.ENOENT)
+	mustOK(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: x.Attr.Ino, Fh: 2}))
+	mustErrno(t, h.f.GetAttr(&jfspb.GetAttrRequest{Ino: x.Attr.Ino}), syscall.ENOENT)
+
+	// In a setgid directory it takes the directory's group; a file is no
+	// directory; an unlinked plain file cannot be linked either.
+	d := h.mustMkdir(RootIno, "shared")
+	mustOK(t, h.do(cSetAttr, &jfspb.SetAttrRequest{Ino: d.Ino, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_MODE | jfspb.SetAttrMask_SET_ATTR_GID), Mode: 0o2775, Gid: 50}))
+	if g := tmpfile(d.Ino, 0, 3); g.Attr.GetGid() != 50 {
+		t.Fatalf("tmpfile in a setgid dir has gid %d, want 50", g.Attr.GetGid())
+	}
+	f := h.mustCreate(RootIno, "f", true)
+	mustErrno(t, tmpfile(f.Ino, 0, 4), syscall.ENOTDIR)
+	mustOK(t, h.do(cUnlink, &jfspb.UnlinkRequest{Parent: RootIno, Name: []byte("f")}))
+	mustErrno(t, link(f.Ino, "f2"), syscall.ENOENT)
+}

@@ -124,6 +124,11 @@ type FSM struct {
 	tableMu sync.RWMutex // guards table
 	table   *rangelock.Table
 
+	// created is the time stamp (ns) of the file system's creation, 0
+	// until the first time-stamped entry is applied; pendingCreated is set
+	// by that entry until its batch commits. Guarded by applyMu.
+	created, pendingCreated int64
+
 	applied  atomic.Uint64
 	waitMu   sync.Mutex
 	advanced chan struct{} // closed and replaced when applied advances
@@ -203,7 +208,7 @@ func (f *FSM) openDB() error {
 	if err != nil {
 		return fmt.Errorf("fsm: open %s: %w", f.path, err)
 	}
-	var applied uint64
+	var applied, created uint64
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -222,6 +227,7 @@ func (f *FSM) openDB() error {
 			return fmt.Errorf("fsm: %s has format version %d, this build reads %d", f.path, v, formatVersion)
 		}
 		applied = t.metaGet(metaApplied)
+		created = t.metaGet(metaCreated)
 		return t.err
 	})
 	if err != nil {
@@ -239,6 +245,7 @@ func (f *FSM) openDB() error {
 	f.tableMu.Lock()
 	f.table = table
 	f.tableMu.Unlock()
+	f.created, f.pendingCreated = int64(created), 0
 	f.setApplied(applied)
 	return nil
 }
@@ -366,6 +373,7 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_FALLOCATE:          handler("fallocate", false, (*txn).applyFallocate),
 		jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS:       handler("set_settings", true, (*txn).applySetSettings),
 		jfspb.CommandType_COMMAND_TYPE_FREE_DATA:          handler("free_data", true, (*txn).applyFreeData),
+		jfspb.CommandType_COMMAND_TYPE_TOUCH_ATIME:        handler("touch_atime", false, (*txn).applyTouchAtime),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
 		c := m[typ]
@@ -421,6 +429,7 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	}
 	fail := func(err error) ([]Result, error) {
 		tx.Rollback()
+		f.pendingCreated = 0
 		// The lock table may hold changes of the rolled back batch.
 		if t, lerr := loadTable(f.db); lerr == nil {
 			f.table = t
@@ -454,6 +463,9 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	if err := tx.Commit(); err != nil {
 		return fail(fmt.Errorf("fsm: commit batch ending at index %d: %w", last, err))
 	}
+	if f.pendingCreated != 0 {
+		f.created, f.pendingCreated = f.pendingCreated, 0
+	}
 	f.setApplied(last)
 	if f.lockListener != nil && (len(lockInos) > 0 || lockAll) {
 		f.lockListener(lockInos, lockAll)
@@ -481,6 +493,12 @@ func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jf
 		return nil, nil, 0, fmt.Errorf("%w: index %d term %d: %s body: %v", ErrCorruptEntry, e.Index, e.Term, c.name, err)
 	}
 	t := newTxn(f, tx, e.Index, env.TimeNs, env.Session)
+	if f.created == 0 && f.pendingCreated == 0 && env.TimeNs > 0 {
+		// The first time-stamped entry, whatever its type, dates the file
+		// system: every replica applies the same entry first.
+		t.markCreated(env.TimeNs)
+		f.pendingCreated = env.TimeNs
+	}
 	var resp proto.Message
 	if c.sessionFree {
 		resp = c.apply(t, req)

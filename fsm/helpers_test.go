@@ -35,6 +35,7 @@ const (
 	cReleaseOwn  = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
 	cSetSettings = jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS
 	cFreeData    = jfspb.CommandType_COMMAND_TYPE_FREE_DATA
+	cTouchAtime  = jfspb.CommandType_COMMAND_TYPE_TOUCH_ATIME
 )
 
 // harness drives an FSM with hand-built log entries: increasing indexes,

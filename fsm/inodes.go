@@ -89,7 +89,9 @@ func (t *txn) inode(ino uint64) *inode {
 
 func (t *txn) putInode(ino uint64, n *inode) { t.put(bucketInode, u64(ino), n.encode()) }
 
-// dir returns directory ino, or an errno: ENOENT, ENOTDIR.
+// dir returns directory ino, or an errno: ENOENT, ENOTDIR. A removed
+// directory kept because it is open (nlink 0, see dropDir) is ENOENT: nothing
+// can be looked up or created in it, as on Linux.
 func (t *txn) dir(ino uint64) (*inode, syscall.Errno) {
 	n := t.inode(ino)
 	switch {
@@ -97,12 +99,15 @@ func (t *txn) dir(ino uint64) (*inode, syscall.Errno) {
 		return nil, syscall.ENOENT
 	case !n.isDir():
 		return nil, syscall.ENOTDIR
+	case n.Nlink == 0:
+		return nil, syscall.ENOENT
 	}
 	return n, 0
 }
 
 // initRoot creates the root directory of a new file system. Its times are
-// zero: no command stamped them.
+// zero until markCreated: Open reads no clock, and every replica must hold
+// the same root.
 func (t *txn) initRoot() error {
 	t.putInode(RootIno, &inode{
 		Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno, NextCookie: firstCookie,
@@ -110,6 +115,23 @@ func (t *txn) initRoot() error {
 	t.metaPut(metaNextIno, RootIno+1)
 	t.metaPut(metaUsedInodes, 1)
 	return t.err
+}
+
+// markCreated records now, the time stamp of the first time-stamped entry,
+// as the file system's creation time, and gives it to the root's times that
+// are still zero. It runs once per file system, before that entry's command.
+func (t *txn) markCreated(now int64) {
+	t.metaPut(metaCreated, uint64(now))
+	root := t.inode(RootIno)
+	if root == nil {
+		return
+	}
+	for _, ts := range []*int64{&root.Atime, &root.Mtime, &root.Ctime} {
+		if *ts == 0 {
+			*ts = now
+		}
+	}
+	t.putInode(RootIno, root)
 }
 
 // newInode allocates an inode number for n and stores n: ENOSPC when
@@ -146,6 +168,21 @@ func (t *txn) dropLink(ino uint64, n *inode) {
 		return
 	}
 	t.freeInode(ino, n)
+}
+
+// dropDir removes directory ino, empty and just unnamed: it is freed
+// unless a session has it open (an opendir), in which case it is kept with
+// nlink 0, listed in sustained, until its last close, so that fstat and
+// readdir of the open descriptor work (readdir finds it empty).
+func (t *txn) dropDir(ino uint64, n *inode) {
+	if !t.isOpen(ino) {
+		t.freeInode(ino, n)
+		return
+	}
+	n.Nlink = 0
+	n.Ctime = t.now
+	t.putInode(ino, n)
+	t.put(bucketSustained, u64(ino), nil)
 }
 
 // freeInode deletes ino with its data, attributes, target and locks.
@@ -230,6 +267,32 @@ func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 	}
 	t.putInode(ino, n)
 	return &jfspb.SetAttrResponse{Attr: n.attr(ino)}
+}
+
+// atimeDayNs is relatime's longest interval between atime updates.
+const atimeDayNs = 24 * 60 * 60 * 1e9
+
+// relatimeDue reports whether a read at now (Unix ns) must update an atime
+// under Linux's relatime rule: the atime is not later than the mtime or the
+// ctime, or it is at least a day old.
+func relatimeDue(atime, mtime, ctime, now int64) bool {
+	return atime <= mtime || atime <= ctime || now-atime >= atimeDayNs
+}
+
+// applyTouchAtime records a read of an inode: its atime becomes the
+// command's time when relatimeDue says so; the ctime stays. ENOENT.
+func (t *txn) applyTouchAtime(req *jfspb.TouchAtimeRequest) *jfspb.TouchAtimeResponse {
+	ino := req.GetIno()
+	n := t.inode(ino)
+	if n == nil {
+		return &jfspb.TouchAtimeResponse{Errno: eno(syscall.ENOENT)}
+	}
+	updated := relatimeDue(n.Atime, n.Mtime, n.Ctime, t.now)
+	if updated {
+		n.Atime = t.now
+		t.putInode(ino, n)
+	}
+	return &jfspb.TouchAtimeResponse{Attr: n.attr(ino), Updated: updated}
 }
 
 // StatFS reports capacity and use: used bytes are the stored data blocks,

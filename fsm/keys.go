@@ -26,7 +26,7 @@ var (
 	bucketSessOpen  = []byte("sessopen")  // session, ino -> (empty)
 	bucketFlock     = []byte("flock")     // ino, session, fh -> type, pid, since
 	bucketPlock     = []byte("plock")     // ino -> every POSIX lock, in list order
-	bucketSustained = []byte("sustained") // ino -> (empty): unlinked, still open
+	bucketSustained = []byte("sustained") // ino -> (empty), or linkableTmpfile: unlinked, still open
 	bucketMember    = []byte("member")    // node id -> jfspb.Member (addresses)
 	bucketFreeing   = []byte("freeing")   // ino, first block -> end block: dead blocks to free
 
@@ -42,6 +42,7 @@ var (
 	metaNextIno    = []byte("nextino")
 	metaUsedBytes  = []byte("usedbytes")
 	metaUsedInodes = []byte("usedinodes")
+	metaCreated    = []byte("created")
 )
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

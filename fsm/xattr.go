@@ -17,6 +17,21 @@ const (
 	xattrReplace = 2 // XATTR_REPLACE
 )
 
+// The POSIX ACL attributes. jfs does not implement POSIX ACLs: it refuses
+// them with EOPNOTSUPP, as a file system mounted without ACL support does, so
+// that tools (cp -a, setfacl, tar) fall back to chmod instead of storing an
+// ACL that would be shown but neither enforced nor reflected in the mode.
+// Attributes of these names stored by an older version are hidden.
+var (
+	aclAccessName  = []byte("system.posix_acl_access")
+	aclDefaultName = []byte("system.posix_acl_default")
+)
+
+// isPosixACL reports whether name is one of the POSIX ACL attributes.
+func isPosixACL(name []byte) bool {
+	return bytes.Equal(name, aclAccessName) || bytes.Equal(name, aclDefaultName)
+}
+
 // checkXattrName: ERANGE for an empty name or one past 255 bytes, as
 // Linux's setxattr/getxattr do.
 func checkXattrName(name []byte) syscall.Errno {
@@ -27,7 +42,7 @@ func checkXattrName(name []byte) syscall.Errno {
 }
 
 // applySetXattr sets an attribute: ENOENT; ERANGE (name); E2BIG (value past
-// 64 KiB); EINVAL (unknown flags); EEXIST with XATTR_CREATE when present;
+// 64 KiB); EINVAL (unknown flags); EOPNOTSUPP for a POSIX ACL; EEXIST with XATTR_CREATE when present;
 // ENODATA with XATTR_REPLACE when absent.
 func (t *txn) applySetXattr(req *jfspb.SetXattrRequest) *jfspb.SetXattrResponse {
 	fail := func(e syscall.Errno) *jfspb.SetXattrResponse { return &jfspb.SetXattrResponse{Errno: eno(e)} }
@@ -39,6 +54,8 @@ func (t *txn) applySetXattr(req *jfspb.SetXattrRequest) *jfspb.SetXattrResponse 
 		return fail(checkXattrName(name))
 	case len(req.GetValue()) > MaxXattrValueLen:
 		return fail(syscall.E2BIG)
+	case isPosixACL(name):
+		return fail(syscall.EOPNOTSUPP)
 	}
 	n := t.inode(ino)
 	if n == nil {
@@ -58,11 +75,15 @@ func (t *txn) applySetXattr(req *jfspb.SetXattrRequest) *jfspb.SetXattrResponse 
 	return &jfspb.SetXattrResponse{}
 }
 
-// applyRemoveXattr removes an attribute: ENOENT; ERANGE; ENODATA.
+// applyRemoveXattr removes an attribute: ENOENT; ERANGE; ENODATA;
+// EOPNOTSUPP for a POSIX ACL.
 func (t *txn) applyRemoveXattr(req *jfspb.RemoveXattrRequest) *jfspb.RemoveXattrResponse {
 	ino, name := req.GetIno(), req.GetName()
 	if e := checkXattrName(name); e != 0 {
 		return &jfspb.RemoveXattrResponse{Errno: eno(e)}
+	}
+	if isPosixACL(name) {
+		return &jfspb.RemoveXattrResponse{Errno: eno(syscall.EOPNOTSUPP)}
 	}
 	n := t.inode(ino)
 	if n == nil {
@@ -79,12 +100,15 @@ func (t *txn) applyRemoveXattr(req *jfspb.RemoveXattrRequest) *jfspb.RemoveXattr
 }
 
 // GetXattr answers an attribute's value: ENOENT; ERANGE (name, or a value
-// longer than a non-zero req.Size); ENODATA.
+// longer than a non-zero req.Size); ENODATA; EOPNOTSUPP for a POSIX ACL.
 func (f *FSM) GetXattr(req *jfspb.GetXattrRequest) *jfspb.GetXattrResponse {
 	return read(f, func(t *txn) *jfspb.GetXattrResponse {
 		ino, name := req.GetIno(), req.GetName()
 		if e := checkXattrName(name); e != 0 {
 			return &jfspb.GetXattrResponse{Errno: eno(e)}
+		}
+		if isPosixACL(name) {
+			return &jfspb.GetXattrResponse{Errno: eno(syscall.EOPNOTSUPP)}
 		}
 		if t.inode(ino) == nil {
 			return &jfspb.GetXattrResponse{Errno: eno(syscall.ENOENT)}
@@ -100,7 +124,8 @@ func (f *FSM) GetXattr(req *jfspb.GetXattrRequest) *jfspb.GetXattrResponse {
 	})
 }
 
-// ListXattr answers the attribute names in byte order: ENOENT; ERANGE when
+// ListXattr answers the attribute names in byte order, POSIX ACLs left out:
+// ENOENT; ERANGE when
 // the list (each name and a NUL) exceeds a non-zero req.Size; E2BIG past
 // 64 KiB.
 func (f *FSM) ListXattr(req *jfspb.ListXattrRequest) *jfspb.ListXattrResponse {
@@ -112,6 +137,9 @@ func (f *FSM) ListXattr(req *jfspb.ListXattrRequest) *jfspb.ListXattrResponse {
 		var names [][]byte
 		total := 0
 		t.scan(bucketXattr, u64(ino), func(k, _ []byte) bool {
+			if isPosixACL(k[8:]) {
+				return true
+			}
 			names = append(names, k[8:])
 			total += len(k) - 8 + 1
 			return true

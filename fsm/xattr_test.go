@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
@@ -76,5 +78,36 @@ func TestXattr(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestXattrPosixACLRefused: POSIX ACLs are refused with EOPNOTSUPP so that
+// tools fall back to chmod, and one stored by an older version is hidden.
+func TestXattrPosixACLRefused(t *testing.T) {
+	h := mustHarness(t, Options{})
+	f := h.mustCreate(RootIno, "f", false)
+	// The ACL cp -a sets for mode 0644: user::rw- group::r-- other::r--.
+	acl := []byte{2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0, 4, 0, 255, 255, 255, 255}
+	for _, name := range []string{"system.posix_acl_access", "system.posix_acl_default"} {
+		t.Run(name, func(t *testing.T) {
+			mustErrno(t, h.do(cSetXattr, &jfspb.SetXattrRequest{Ino: f.Ino, Name: []byte(name), Value: acl}), syscall.EOPNOTSUPP)
+			mustErrno(t, h.f.GetXattr(&jfspb.GetXattrRequest{Ino: f.Ino, Name: []byte(name)}), syscall.EOPNOTSUPP)
+			mustErrno(t, h.do(cRemoveXattr, &jfspb.RemoveXattrRequest{Ino: f.Ino, Name: []byte(name)}), syscall.EOPNOTSUPP)
+		})
+	}
+	// An ACL stored before ACLs were refused is not listed.
+	if err := h.f.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketXattr).Put(keyName(f.Ino, []byte("system.posix_acl_access")), acl)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, h.do(cSetXattr, &jfspb.SetXattrRequest{Ino: f.Ino, Name: []byte("user.a"), Value: []byte("1")}))
+	l := h.f.ListXattr(&jfspb.ListXattrRequest{Ino: f.Ino})
+	mustOK(t, l)
+	if len(l.Names) != 1 || string(l.Names[0]) != "user.a" {
+		t.Fatalf("list %q, want only user.a", l.Names)
+	}
+	if a := h.mustAttr(f.Ino); a.Mode&0o777 != 0o644 {
+		t.Fatalf("mode %o changed", a.Mode)
 	}
 }

@@ -33,6 +33,23 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	return fuse.OK
 }
 
+// Tmpfile creates and opens an unnamed file (open(2) with O_TMPFILE). It
+// lives while open; linkat(2) through /proc/self/fd can give it a name
+// unless it was opened with O_EXCL (the kernel checks that too).
+func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) (st fuse.Status) {
+	defer fs.observe("Tmpfile", time.Now(), &st)
+	fh := fs.nextFh.Add(1)
+	r, err := fs.c.Create(ctx(), &jfspb.CreateRequest{Parent: in.NodeId, Mode: in.Mode,
+		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh, Tmpfile: true})
+	if st = fs.status("tmpfile", err, r.GetErrno()); !st.Ok() {
+		return st
+	}
+	fs.opened(fh)
+	fs.fillEntry(r.Attr, &out.EntryOut)
+	out.OpenOut = fuse.OpenOut{Fh: fh}
+	return fuse.OK
+}
+
 // Open opens a file; O_TRUNC truncates it in the same request.
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("Open", time.Now(), &st)
@@ -46,16 +63,18 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 	return fuse.OK
 }
 
-// Read reads from the cluster; nothing is cached here.
+// Read reads from the cluster; nothing is cached here. The atime moves
+// under the relatime rule (atime.go).
 func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fuse.ReadResult, st fuse.Status) {
 	defer fs.observe("Read", time.Now(), &st)
 	if st = fs.live("read", in.Fh); !st.Ok() {
 		return nil, st
 	}
-	data, err := fs.c.ReadAt(ctx(), in.NodeId, int64(in.Offset), int(in.Size))
+	data, attr, err := fs.c.ReadAtAttr(ctx(), in.NodeId, int64(in.Offset), int(in.Size))
 	if st = fs.status("read", err, 0); !st.Ok() {
 		return nil, st
 	}
+	fs.touchAtime(in.NodeId, attr)
 	return fuse.ReadResultData(data), fuse.OK
 }
 
@@ -167,6 +186,8 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 // OpenDir needs no handle: ReadDir pages through the directory by cookie.
+// The mount remembers the open directory, so that it stays usable if it is
+// removed while open (opendirs.go).
 func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("OpenDir", time.Now(), &st)
 	r, err := fs.c.GetAttr(ctx(), &jfspb.GetAttrRequest{Ino: in.NodeId})
@@ -176,12 +197,13 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if r.Attr.GetMode()&fuse.S_IFDIR == 0 {
 		return fuse.ENOTDIR
 	}
+	fs.dirs.open(in.NodeId, r.Attr)
 	*out = fuse.OpenOut{}
 	return fuse.OK
 }
 
-// ReleaseDir has nothing to release.
-func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) {}
+// ReleaseDir forgets an open directory; the cluster holds nothing for it.
+func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.dirs.release(in.NodeId) }
 
 // ReadDir lists a directory from in.Offset on.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
@@ -254,7 +276,12 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) (int, 
 	limit := uint32(max(1, int(in.Size)/per))
 	for {
 		r, err := fs.c.ReadDir(ctx(), &jfspb.ReadDirRequest{Ino: in.NodeId, Cookie: cookie, Limit: limit})
-		if st := fs.status("readdir", err, r.GetErrno()); !st.Ok() {
+		if st := fs.status("readdir", err, r.GetErrno()); st == fuse.ENOENT {
+			if _, open := fs.dirs.removed(in.NodeId); open {
+				return n, fuse.OK // removed while open here: it was empty
+			}
+			return n, st
+		} else if !st.Ok() {
 			return n, st
 		}
 		for _, e := range r.Entries {

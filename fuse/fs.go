@@ -30,6 +30,9 @@ type Options struct {
 	// NegativeTimeout is how long the kernel may remember that a name does
 	// not exist.
 	NegativeTimeout time.Duration
+	// NoAtime turns access-time updates off (mount -o noatime); by
+	// default reads update them under relatime (atime.go).
+	NoAtime bool
 	// Session, when set, is the mount's session. Files opened under a
 	// session the cluster has since ended fail every operation with EIO
 	// (their opens and locks are gone); files opened later work under the
@@ -76,6 +79,12 @@ type FS struct {
 
 	// handles maps an open file's fh to the session it was opened under.
 	handles sync.Map
+
+	// touching holds the inodes whose atime update is in flight (atime.go).
+	touching sync.Map
+
+	// dirs are the directories open on the mount (opendirs.go).
+	dirs openDirs
 }
 
 type plockKey struct{ ino, owner uint64 }

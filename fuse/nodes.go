@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -30,9 +31,16 @@ func (fs *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string,
 func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
 	defer fs.observe("GetAttr", time.Now(), &st)
 	r, err := fs.c.GetAttr(ctx(), &jfspb.GetAttrRequest{Ino: in.NodeId})
-	if st = fs.byIno("getattr", err, r.GetErrno()); !st.Ok() {
+	if st = fs.byIno("getattr", err, r.GetErrno()); st == fuse.Status(syscall.ESTALE) {
+		if a, open := fs.dirs.removed(in.NodeId); open {
+			fs.fillAttrOut(a, out) // removed while open here (opendirs.go)
+			return fuse.OK
+		}
+		return st
+	} else if !st.Ok() {
 		return st
 	}
+	fs.dirs.seen(r.Attr)
 	fs.fillAttrOut(r.Attr, out)
 	return fuse.OK
 }
@@ -193,10 +201,24 @@ func (fs *FS) StatFs(cancel <-chan struct{}, header *fuse.InHeader, out *fuse.St
 	return fuse.OK
 }
 
+// POSIX ACLs are not implemented (see fsm/xattr.go): the mount does not ask
+// the kernel for FUSE_POSIX_ACL, and answers the ACL attributes with
+// EOPNOTSUPP without asking the cluster, so that cp -a, setfacl and tar fall
+// back to chmod. The cluster refuses them too, for any other client.
+const (
+	aclAccessXattr  = "system.posix_acl_access"
+	aclDefaultXattr = "system.posix_acl_default"
+)
+
+func isPosixACL(attr string) bool { return attr == aclAccessXattr || attr == aclDefaultXattr }
+
 // GetXAttr copies the value of attr into dest. With an empty dest it only
 // reports the value's size; a value longer than dest is ERANGE.
 func (fs *FS) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string, dest []byte) (sz uint32, st fuse.Status) {
 	defer fs.observe("GetXAttr", time.Now(), &st)
+	if isPosixACL(attr) {
+		return 0, fuse.ENOTSUP
+	}
 	r, err := fs.c.GetXattr(ctx(), &jfspb.GetXattrRequest{Ino: header.NodeId, Name: []byte(attr), Size: uint32(len(dest))})
 	if st = fs.byIno("getxattr", err, r.GetErrno()); !st.Ok() {
 		return 0, st
@@ -230,6 +252,9 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, dest []by
 // SetXAttr sets attr; in.Flags may hold XATTR_CREATE or XATTR_REPLACE.
 func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) (st fuse.Status) {
 	defer fs.observe("SetXAttr", time.Now(), &st)
+	if isPosixACL(attr) {
+		return fuse.ENOTSUP
+	}
 	r, err := fs.c.SetXattr(ctx(), &jfspb.SetXattrRequest{Ino: in.NodeId, Name: []byte(attr), Value: data, Flags: in.Flags})
 	return fs.byIno("setxattr", err, r.GetErrno())
 }
@@ -237,6 +262,9 @@ func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string,
 // RemoveXAttr removes attr: ENODATA if it is not set.
 func (fs *FS) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string) (st fuse.Status) {
 	defer fs.observe("RemoveXAttr", time.Now(), &st)
+	if isPosixACL(attr) {
+		return fuse.ENOTSUP
+	}
 	r, err := fs.c.RemoveXattr(ctx(), &jfspb.RemoveXattrRequest{Ino: header.NodeId, Name: []byte(attr)})
 	return fs.byIno("removexattr", err, r.GetErrno())
 }

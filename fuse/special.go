@@ -327,6 +327,16 @@ func (f *front) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	return st
 }
 
+func (f *front) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	start := time.Now()
+	st := f.FS.Tmpfile(cancel, in, out)
+	d := f.done("Tmpfile", "tmpfile", start, st)
+	if f.alog.active() {
+		f.alog.add(start, d, &in.Caller, "tmpfile", st, "(%d,%s):%s [fh:%d]", in.NodeId, argMode(in.Mode), entryDetails(st, &out.Attr), out.Fh)
+	}
+	return st
+}
+
 func (f *front) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	if isVirtual(in.NodeId) {
 		return f.openVirtual(in, out)

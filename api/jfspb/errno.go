@@ -101,3 +101,5 @@ func (x *FallocateResponse) SetErrno(e int32) { x.Errno = e }
 func (x *SetSettingsResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *FreeDataResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *TouchAtimeResponse) SetErrno(e int32) { x.Errno = e }

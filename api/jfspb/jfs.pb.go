@@ -1739,7 +1739,11 @@ type CreateRequest struct {
 	// flags are open(2) flags.
 	Flags uint32 `protobuf:"varint,8,opt,name=flags,proto3" json:"flags,omitempty"`
 	// fh is the client's handle id for the open file (the flock owner).
-	Fh            uint64 `protobuf:"varint,9,opt,name=fh,proto3" json:"fh,omitempty"`
+	Fh uint64 `protobuf:"varint,9,opt,name=fh,proto3" json:"fh,omitempty"`
+	// tmpfile creates an unnamed file in directory parent (open(2) with
+	// O_TMPFILE; name is ignored): it has nlink 0 and lives while open. Unless
+	// flags has O_EXCL it can be given a name once by LinkRequest.
+	Tmpfile       bool `protobuf:"varint,30,opt,name=tmpfile,proto3" json:"tmpfile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1835,6 +1839,13 @@ func (x *CreateRequest) GetFh() uint64 {
 		return x.Fh
 	}
 	return 0
+}
+
+func (x *CreateRequest) GetTmpfile() bool {
+	if x != nil {
+		return x.Tmpfile
+	}
+	return false
 }
 
 type CreateResponse struct {
@@ -3084,9 +3095,12 @@ func (x *ReadRequest) GetSize() uint32 {
 }
 
 type ReadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Data  []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// attr is the file's attributes as of the read, so that the reader can
+	// tell whether relatime wants its atime updated (TouchAtimeRequest).
+	Attr          *Attr `protobuf:"bytes,30,opt,name=attr,proto3" json:"attr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3135,6 +3149,130 @@ func (x *ReadResponse) GetData() []byte {
 	return nil
 }
 
+func (x *ReadResponse) GetAttr() *Attr {
+	if x != nil {
+		return x.Attr
+	}
+	return nil
+}
+
+// TouchAtimeRequest records a read of ino under the relatime rule: the atime
+// becomes the command's timestamp if it is not later than the mtime or the
+// ctime, or is a day old or more; otherwise nothing changes. The ctime does
+// not move. A directory or a special file is touched the same way.
+type TouchAtimeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TouchAtimeRequest) Reset() {
+	*x = TouchAtimeRequest{}
+	mi := &file_jfs_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TouchAtimeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TouchAtimeRequest) ProtoMessage() {}
+
+func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TouchAtimeRequest.ProtoReflect.Descriptor instead.
+func (*TouchAtimeRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *TouchAtimeRequest) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *TouchAtimeRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+type TouchAtimeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Attr  *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	// updated tells whether the atime changed.
+	Updated       bool `protobuf:"varint,3,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TouchAtimeResponse) Reset() {
+	*x = TouchAtimeResponse{}
+	mi := &file_jfs_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TouchAtimeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TouchAtimeResponse) ProtoMessage() {}
+
+func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TouchAtimeResponse.ProtoReflect.Descriptor instead.
+func (*TouchAtimeResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *TouchAtimeResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *TouchAtimeResponse) GetAttr() *Attr {
+	if x != nil {
+		return x.Attr
+	}
+	return nil
+}
+
+func (x *TouchAtimeResponse) GetUpdated() bool {
+	if x != nil {
+		return x.Updated
+	}
+	return false
+}
+
 // WriteRequest writes data at offset. One request carries at most 4 MiB
 // (EFBIG above); clients split larger writes.
 type WriteRequest struct {
@@ -3156,7 +3294,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +3306,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +3319,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3239,7 +3377,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3251,7 +3389,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3264,7 +3402,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3317,7 +3455,7 @@ type FallocateRequest struct {
 
 func (x *FallocateRequest) Reset() {
 	*x = FallocateRequest{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3329,7 +3467,7 @@ func (x *FallocateRequest) String() string {
 func (*FallocateRequest) ProtoMessage() {}
 
 func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3342,7 +3480,7 @@ func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateRequest.ProtoReflect.Descriptor instead.
 func (*FallocateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *FallocateRequest) GetHeader() *Header {
@@ -3397,7 +3535,7 @@ type FallocateResponse struct {
 
 func (x *FallocateResponse) Reset() {
 	*x = FallocateResponse{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3409,7 +3547,7 @@ func (x *FallocateResponse) String() string {
 func (*FallocateResponse) ProtoMessage() {}
 
 func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3422,7 +3560,7 @@ func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateResponse.ProtoReflect.Descriptor instead.
 func (*FallocateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *FallocateResponse) GetErrno() int32 {
@@ -3447,7 +3585,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3459,7 +3597,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3472,7 +3610,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 type StatFSResponse struct {
@@ -3492,7 +3630,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3642,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3655,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -3597,7 +3735,7 @@ type GetXattrRequest struct {
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3609,7 +3747,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3622,7 +3760,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -3656,7 +3794,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3668,7 +3806,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3681,7 +3819,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -3713,7 +3851,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3725,7 +3863,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3738,7 +3876,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -3785,7 +3923,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3797,7 +3935,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3810,7 +3948,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -3832,7 +3970,7 @@ type ListXattrRequest struct {
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3844,7 +3982,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3857,7 +3995,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -3884,7 +4022,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3896,7 +4034,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3909,7 +4047,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -3937,7 +4075,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3949,7 +4087,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3962,7 +4100,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -3995,7 +4133,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4007,7 +4145,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4020,7 +4158,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -4042,7 +4180,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4054,7 +4192,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4067,7 +4205,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -4101,7 +4239,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4113,7 +4251,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4126,7 +4264,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4194,7 +4332,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4206,7 +4344,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4219,7 +4357,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4286,7 +4424,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4298,7 +4436,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4311,7 +4449,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -4380,7 +4518,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4392,7 +4530,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4405,7 +4543,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -4440,7 +4578,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4452,7 +4590,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4465,7 +4603,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -4520,7 +4658,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4532,7 +4670,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4545,7 +4683,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -4578,7 +4716,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4590,7 +4728,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4603,7 +4741,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -4629,7 +4767,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4641,7 +4779,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4654,7 +4792,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -4677,7 +4815,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4689,7 +4827,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4702,7 +4840,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -4735,7 +4873,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4747,7 +4885,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4760,7 +4898,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -4790,7 +4928,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4802,7 +4940,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4815,7 +4953,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -4854,7 +4992,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4866,7 +5004,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4879,7 +5017,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -4907,7 +5045,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4919,7 +5057,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4932,7 +5070,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -4961,7 +5099,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4973,7 +5111,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4986,7 +5124,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -5008,7 +5146,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5020,7 +5158,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5033,7 +5171,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -5074,7 +5212,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5086,7 +5224,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5099,7 +5237,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *Member) GetId() string {
@@ -5156,7 +5294,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5168,7 +5306,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5181,7 +5319,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -5207,7 +5345,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5219,7 +5357,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5232,7 +5370,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -5250,7 +5388,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5262,7 +5400,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5275,7 +5413,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 type ClusterStatusResponse struct {
@@ -5296,7 +5434,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5308,7 +5446,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5321,7 +5459,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -5401,7 +5539,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5413,7 +5551,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5426,7 +5564,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -5466,7 +5604,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5478,7 +5616,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5491,7 +5629,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5510,7 +5648,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5522,7 +5660,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5535,7 +5673,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5554,7 +5692,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5566,7 +5704,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5579,7 +5717,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5601,7 +5739,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5613,7 +5751,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5626,7 +5764,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5652,7 +5790,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5664,7 +5802,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5677,7 +5815,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5695,7 +5833,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5707,7 +5845,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5720,7 +5858,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 type ListSessionsResponse struct {
@@ -5733,7 +5871,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5745,7 +5883,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5758,7 +5896,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -5801,7 +5939,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5813,7 +5951,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5826,7 +5964,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -5917,7 +6055,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5929,7 +6067,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5942,7 +6080,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -5969,7 +6107,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5981,7 +6119,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5994,7 +6132,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -6021,7 +6159,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6033,7 +6171,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6046,7 +6184,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -6072,7 +6210,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6084,7 +6222,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6097,7 +6235,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -6116,7 +6254,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6128,7 +6266,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6141,7 +6279,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 type DigestResponse struct {
@@ -6161,7 +6299,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6173,7 +6311,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6186,7 +6324,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -6231,7 +6369,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6243,7 +6381,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6256,7 +6394,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -6285,7 +6423,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6297,7 +6435,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6310,7 +6448,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6454,7 +6592,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05umask\x18\a \x01(\rR\x05umask\"G\n" +
 	"\rMkdirResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
-	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\xd7\x01\n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\xf1\x01\n" +
 	"\rCreateRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
@@ -6464,7 +6602,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x14\n" +
 	"\x05umask\x18\a \x01(\rR\x05umask\x12\x14\n" +
 	"\x05flags\x18\b \x01(\rR\x05flags\x12\x0e\n" +
-	"\x02fh\x18\t \x01(\x04R\x02fh\"b\n" +
+	"\x02fh\x18\t \x01(\x04R\x02fh\x12\x18\n" +
+	"\atmpfile\x18\x1e \x01(\bR\atmpfile\"b\n" +
 	"\x0eCreateResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
 	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\x12\x18\n" +
@@ -6546,10 +6685,18 @@ const file_jfs_proto_rawDesc = "" +
 	"\vReadRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\rR\x04size\"8\n" +
+	"\x04size\x18\x03 \x01(\rR\x04size\"Z\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x9c\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12 \n" +
+	"\x04attr\x18\x1e \x01(\v2\f.jfs.v1.AttrR\x04attr\"M\n" +
+	"\x11TouchAtimeRequest\x12&\n" +
+	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\"f\n" +
+	"\x12TouchAtimeResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\x12\x18\n" +
+	"\aupdated\x18\x03 \x01(\bR\aupdated\"\x9c\x01\n" +
 	"\fWriteRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x16\n" +
@@ -6785,7 +6932,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
-	"\x0fLOCK_KIND_POSIX\x10\x022\xdf\x0e\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x022\xa4\x0f\n" +
 	"\x04Meta\x12=\n" +
 	"\bRegister\x12\x17.jfs.v1.RegisterRequest\x1a\x18.jfs.v1.RegisterResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.jfs.v1.HeartbeatRequest\x1a\x19.jfs.v1.HeartbeatResponse\x12I\n" +
@@ -6817,7 +6964,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05Flock\x12\x14.jfs.v1.FlockRequest\x1a\x15.jfs.v1.FlockResponse\x12U\n" +
 	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse\x12O\n" +
 	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse\x12@\n" +
-	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse2\x95\x06\n" +
+	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse\x12C\n" +
+	"\n" +
+	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse2\x95\x06\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -6844,7 +6993,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 99)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -6894,200 +7043,207 @@ var file_jfs_proto_goTypes = []any{
 	(*ReleaseResponse)(nil),          // 45: jfs.v1.ReleaseResponse
 	(*ReadRequest)(nil),              // 46: jfs.v1.ReadRequest
 	(*ReadResponse)(nil),             // 47: jfs.v1.ReadResponse
-	(*WriteRequest)(nil),             // 48: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 49: jfs.v1.WriteResponse
-	(*FallocateRequest)(nil),         // 50: jfs.v1.FallocateRequest
-	(*FallocateResponse)(nil),        // 51: jfs.v1.FallocateResponse
-	(*StatFSRequest)(nil),            // 52: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 53: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 54: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 55: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 56: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 57: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 58: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 59: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 60: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 61: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 62: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 63: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 64: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 65: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 66: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 67: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 68: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 69: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 70: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 71: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 72: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 73: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 74: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 75: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 76: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 77: jfs.v1.FreeDataResponse
-	(*Member)(nil),                   // 78: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 79: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 80: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 81: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 82: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 83: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 84: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 85: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 86: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 87: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 88: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 89: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 90: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 91: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 92: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 93: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 94: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 95: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 96: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 97: jfs.v1.DigestResponse
-	(*ConfirmTermRequest)(nil),       // 98: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 99: jfs.v1.ConfirmTermResponse
+	(*TouchAtimeRequest)(nil),        // 48: jfs.v1.TouchAtimeRequest
+	(*TouchAtimeResponse)(nil),       // 49: jfs.v1.TouchAtimeResponse
+	(*WriteRequest)(nil),             // 50: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 51: jfs.v1.WriteResponse
+	(*FallocateRequest)(nil),         // 52: jfs.v1.FallocateRequest
+	(*FallocateResponse)(nil),        // 53: jfs.v1.FallocateResponse
+	(*StatFSRequest)(nil),            // 54: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 55: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 56: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 57: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 58: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 59: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 60: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 61: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 62: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 63: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 64: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 65: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 66: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 67: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 68: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 69: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 70: jfs.v1.FlockResponse
+	(*CancelLockWaitRequest)(nil),    // 71: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 72: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 73: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 74: jfs.v1.ReleaseLockOwnerResponse
+	(*Settings)(nil),                 // 75: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 76: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 77: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 78: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 79: jfs.v1.FreeDataResponse
+	(*Member)(nil),                   // 80: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 81: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 82: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 83: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 84: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 85: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 86: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 87: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 88: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 89: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 90: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 91: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 92: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 93: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 94: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 95: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 96: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 97: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 98: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 99: jfs.v1.DigestResponse
+	(*ConfirmTermRequest)(nil),       // 100: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 101: jfs.v1.ConfirmTermResponse
 }
 var file_jfs_proto_depIdxs = []int32{
-	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
-	3,  // 1: jfs.v1.CloseSessionRequest.header:type_name -> jfs.v1.Header
-	3,  // 2: jfs.v1.ExpireSessionRequest.header:type_name -> jfs.v1.Header
-	5,  // 3: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
-	5,  // 4: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 5: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
-	5,  // 6: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 7: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
-	5,  // 8: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 9: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
-	5,  // 10: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 11: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
-	5,  // 12: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 13: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
-	5,  // 14: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 15: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
-	3,  // 16: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
-	3,  // 17: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
-	5,  // 18: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 19: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
-	5,  // 20: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
-	5,  // 21: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
-	40, // 22: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
-	3,  // 23: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
-	5,  // 24: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 25: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
-	3,  // 26: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
-	5,  // 27: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 28: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
-	5,  // 29: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 30: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
-	3,  // 31: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
-	1,  // 32: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
-	1,  // 33: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	62, // 34: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
-	3,  // 35: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
-	1,  // 36: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	62, // 37: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,  // 38: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
-	1,  // 39: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	62, // 40: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,  // 41: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	73, // 42: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	73, // 43: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	78, // 44: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	78, // 45: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	6,  // 46: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,  // 47: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	62, // 48: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,  // 49: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	91, // 50: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	7,  // 51: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,  // 52: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	11, // 53: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	15, // 54: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	17, // 55: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	19, // 56: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	21, // 57: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	23, // 58: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	25, // 59: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	27, // 60: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	29, // 61: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	31, // 62: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	33, // 63: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	35, // 64: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	37, // 65: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	39, // 66: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	42, // 67: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	44, // 68: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	46, // 69: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	48, // 70: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	52, // 71: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	54, // 72: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	56, // 73: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	58, // 74: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	60, // 75: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	63, // 76: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	65, // 77: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	67, // 78: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	71, // 79: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	69, // 80: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	50, // 81: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	81, // 82: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	83, // 83: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	85, // 84: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	87, // 85: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	89, // 86: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	92, // 87: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	94, // 88: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	79, // 89: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	98, // 90: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	96, // 91: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	74, // 92: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	8,  // 93: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10, // 94: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12, // 95: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16, // 96: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18, // 97: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20, // 98: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22, // 99: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24, // 100: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26, // 101: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28, // 102: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30, // 103: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32, // 104: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34, // 105: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36, // 106: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38, // 107: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41, // 108: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43, // 109: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45, // 110: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47, // 111: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	49, // 112: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	53, // 113: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	55, // 114: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	57, // 115: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	59, // 116: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	61, // 117: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	64, // 118: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	66, // 119: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	68, // 120: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	72, // 121: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	70, // 122: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	51, // 123: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	82, // 124: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	84, // 125: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	86, // 126: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	88, // 127: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	90, // 128: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	93, // 129: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	95, // 130: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	80, // 131: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	99, // 132: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	97, // 133: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	75, // 134: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	93, // [93:135] is the sub-list for method output_type
-	51, // [51:93] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	3,   // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
+	3,   // 1: jfs.v1.CloseSessionRequest.header:type_name -> jfs.v1.Header
+	3,   // 2: jfs.v1.ExpireSessionRequest.header:type_name -> jfs.v1.Header
+	5,   // 3: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
+	5,   // 4: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 5: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
+	5,   // 6: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 7: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
+	5,   // 8: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 9: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
+	5,   // 10: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 11: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
+	5,   // 12: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 13: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
+	5,   // 14: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 15: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
+	3,   // 16: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
+	3,   // 17: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
+	5,   // 18: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 19: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
+	5,   // 20: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
+	5,   // 21: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
+	40,  // 22: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
+	3,   // 23: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
+	5,   // 24: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 25: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
+	5,   // 26: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 27: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
+	5,   // 28: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 29: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
+	5,   // 30: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 31: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
+	5,   // 32: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 33: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
+	3,   // 34: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
+	1,   // 35: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
+	1,   // 36: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
+	64,  // 37: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	3,   // 38: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
+	1,   // 39: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
+	64,  // 40: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 41: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
+	1,   // 42: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
+	64,  // 43: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 44: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
+	75,  // 45: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	75,  // 46: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	80,  // 47: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	80,  // 48: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	6,   // 49: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,   // 50: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	64,  // 51: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,   // 52: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	93,  // 53: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	7,   // 54: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	9,   // 55: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	11,  // 56: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	15,  // 57: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	17,  // 58: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	19,  // 59: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	21,  // 60: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	23,  // 61: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	25,  // 62: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	27,  // 63: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	29,  // 64: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	31,  // 65: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	33,  // 66: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	35,  // 67: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	37,  // 68: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	39,  // 69: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	42,  // 70: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	44,  // 71: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	46,  // 72: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	50,  // 73: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	54,  // 74: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	56,  // 75: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	58,  // 76: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	60,  // 77: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	62,  // 78: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	65,  // 79: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	67,  // 80: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	69,  // 81: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	73,  // 82: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	71,  // 83: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	52,  // 84: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	48,  // 85: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	83,  // 86: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	85,  // 87: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	87,  // 88: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	89,  // 89: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	91,  // 90: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	94,  // 91: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	96,  // 92: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	81,  // 93: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	100, // 94: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	98,  // 95: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	76,  // 96: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	8,   // 97: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10,  // 98: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12,  // 99: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	16,  // 100: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	18,  // 101: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	20,  // 102: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	22,  // 103: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	24,  // 104: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	26,  // 105: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	28,  // 106: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	30,  // 107: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	32,  // 108: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	34,  // 109: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	36,  // 110: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	38,  // 111: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	41,  // 112: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	43,  // 113: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	45,  // 114: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	47,  // 115: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	51,  // 116: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	55,  // 117: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	57,  // 118: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	59,  // 119: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	61,  // 120: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	63,  // 121: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	66,  // 122: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	68,  // 123: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	70,  // 124: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	74,  // 125: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	72,  // 126: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	53,  // 127: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	49,  // 128: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	84,  // 129: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	86,  // 130: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	88,  // 131: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	90,  // 132: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	92,  // 133: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	95,  // 134: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	97,  // 135: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	82,  // 136: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	101, // 137: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	99,  // 138: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	77,  // 139: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	97,  // [97:140] is the sub-list for method output_type
+	54,  // [54:97] is the sub-list for method input_type
+	54,  // [54:54] is the sub-list for extension type_name
+	54,  // [54:54] is the sub-list for extension extendee
+	0,   // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -7101,7 +7257,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   97,
+			NumMessages:   99,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -75,6 +75,7 @@ const (
 	Meta_ReleaseLockOwner_FullMethodName = "/jfs.v1.Meta/ReleaseLockOwner"
 	Meta_CancelLockWait_FullMethodName   = "/jfs.v1.Meta/CancelLockWait"
 	Meta_Fallocate_FullMethodName        = "/jfs.v1.Meta/Fallocate"
+	Meta_TouchAtime_FullMethodName       = "/jfs.v1.Meta/TouchAtime"
 )
 
 // MetaClient is the client API for Meta service.
@@ -112,6 +113,7 @@ type MetaClient interface {
 	ReleaseLockOwner(ctx context.Context, in *ReleaseLockOwnerRequest, opts ...grpc.CallOption) (*ReleaseLockOwnerResponse, error)
 	CancelLockWait(ctx context.Context, in *CancelLockWaitRequest, opts ...grpc.CallOption) (*CancelLockWaitResponse, error)
 	Fallocate(ctx context.Context, in *FallocateRequest, opts ...grpc.CallOption) (*FallocateResponse, error)
+	TouchAtime(ctx context.Context, in *TouchAtimeRequest, opts ...grpc.CallOption) (*TouchAtimeResponse, error)
 }
 
 type metaClient struct {
@@ -432,6 +434,16 @@ func (c *metaClient) Fallocate(ctx context.Context, in *FallocateRequest, opts .
 	return out, nil
 }
 
+func (c *metaClient) TouchAtime(ctx context.Context, in *TouchAtimeRequest, opts ...grpc.CallOption) (*TouchAtimeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TouchAtimeResponse)
+	err := c.cc.Invoke(ctx, Meta_TouchAtime_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -467,6 +479,7 @@ type MetaServer interface {
 	ReleaseLockOwner(context.Context, *ReleaseLockOwnerRequest) (*ReleaseLockOwnerResponse, error)
 	CancelLockWait(context.Context, *CancelLockWaitRequest) (*CancelLockWaitResponse, error)
 	Fallocate(context.Context, *FallocateRequest) (*FallocateResponse, error)
+	TouchAtime(context.Context, *TouchAtimeRequest) (*TouchAtimeResponse, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -569,6 +582,9 @@ func (UnimplementedMetaServer) CancelLockWait(context.Context, *CancelLockWaitRe
 }
 func (UnimplementedMetaServer) Fallocate(context.Context, *FallocateRequest) (*FallocateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fallocate not implemented")
+}
+func (UnimplementedMetaServer) TouchAtime(context.Context, *TouchAtimeRequest) (*TouchAtimeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TouchAtime not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -1149,6 +1165,24 @@ func _Meta_Fallocate_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_TouchAtime_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TouchAtimeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).TouchAtime(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_TouchAtime_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).TouchAtime(ctx, req.(*TouchAtimeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1279,6 +1313,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Fallocate",
 			Handler:    _Meta_Fallocate_Handler,
+		},
+		{
+			MethodName: "TouchAtime",
+			Handler:    _Meta_TouchAtime_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

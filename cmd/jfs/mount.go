@@ -65,6 +65,7 @@ read (see jfs stats and jfs profile).`,
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn or error", EnvVars: []string{"JFS_LOG_LEVEL"}},
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to this file (default: stderr; with --background /var/log/jfs.log as root, else ~/.jfs/jfs.log)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and answer"},
+			&cli.BoolFlag{Name: "noatime", Usage: "never update access times (default: relatime, one log entry per file read after a change or a day)"},
 			&cli.BoolFlag{Name: "read-merging", Value: true, Usage: "let identical getattr and lookup requests in flight at once share one request to the cluster (false: one each, for comparison)"},
 		},
 		Action: runMount,
@@ -258,7 +259,7 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		Options: fuse.Options{
 			AttrTimeout: c.Duration("attr-cache"), EntryTimeout: c.Duration("entry-cache"),
 			DirEntryTimeout: c.Duration("dir-entry-cache"), NegativeTimeout: c.Duration("negative-entry-cache"),
-			Metrics: m.Metrics, Logger: log,
+			NoAtime: c.Bool("noatime"), Metrics: m.Metrics, Logger: log,
 		},
 	})
 	cancel()

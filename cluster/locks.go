@@ -56,7 +56,7 @@ type lockWaits struct {
 	queues   map[uint64][]*waiter // per inode, in arrival order
 	byKey    map[waitKey]*waiter
 	byID     map[uint64]*waiter
-	canceled map[waitKey]time.Time // cancels that arrived before their wait was queued
+	canceled cancelMemo // cancels that arrived before their wait was queued
 	graph    *rangelock.Graph
 	hosts    map[uint64]uint64 // session -> hash of its host, for graph nodes
 
@@ -69,7 +69,7 @@ type lockWaits struct {
 func newLockWaits(n *Node) *lockWaits {
 	return &lockWaits{
 		n: n, queues: map[uint64][]*waiter{}, byKey: map[waitKey]*waiter{}, byID: map[uint64]*waiter{},
-		canceled: map[waitKey]time.Time{}, graph: rangelock.NewGraph(), hosts: map[uint64]uint64{},
+		canceled: newCancelMemo(), graph: rangelock.NewGraph(), hosts: map[uint64]uint64{},
 		dirty: map[uint64]bool{}, kick: make(chan struct{}, 1),
 	}
 }
@@ -250,8 +250,7 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 	}
 
 	lw.mu.Lock()
-	if _, ok := lw.canceled[w.key]; ok {
-		delete(lw.canceled, w.key)
+	if lw.canceled.take(w.key, time.Now()) {
 		lw.mu.Unlock()
 		return syscall.EINTR, nil, nil
 	}
@@ -412,20 +411,14 @@ func (lw *lockWaits) remove(w *waiter) bool {
 
 // cancel ends the wait of (session, seq) with EINTR, unless its grant is
 // already on its way (then the grant stands). A cancel that arrives before
-// the wait is queued is remembered for a minute.
+// the wait is queued is remembered for cancelMemoFor.
 func (lw *lockWaits) cancel(key waitKey) {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	now := time.Now()
-	for k, t := range lw.canceled {
-		if now.Sub(t) > time.Minute {
-			delete(lw.canceled, k)
-		}
-	}
 	w := lw.byKey[key]
 	switch {
 	case w == nil:
-		lw.canceled[key] = now
+		lw.canceled.add(key, time.Now())
 	case !w.granting:
 		lw.finish(w, waitResult{errno: syscall.EINTR})
 	}
@@ -576,3 +569,65 @@ func newFlockWaiter(r *jfspb.FlockRequest) (*waiter, bool) {
 		typ: typ, rng: rangelock.Whole, flockRq: r,
 	}, true
 }
+
+// cancelMemoFor is how long a cancel that found no wait is remembered: its
+// request may still be on its way to the leader.
+const cancelMemoFor = time.Minute
+
+// cancelMemo remembers cancels whose wait was not queued yet, each for
+// cancelMemoFor. Entries expire in the order they were added, so expiry
+// pops them off the front of a queue: add and take cost O(1) amortised,
+// however many cancels are remembered. Not safe for concurrent use.
+type cancelMemo struct {
+	at    map[waitKey]time.Time // the live entries, by when they were added
+	queue []memoEntry           // every entry added, oldest first
+	head  int                   // queue[:head] is expired
+}
+
+type memoEntry struct {
+	key waitKey
+	at  time.Time
+}
+
+func newCancelMemo() cancelMemo { return cancelMemo{at: map[waitKey]time.Time{}} }
+
+// add remembers a cancel of key at now. now must not be before the now of
+// an earlier call.
+func (m *cancelMemo) add(key waitKey, now time.Time) {
+	m.expire(now)
+	m.at[key] = now
+	m.queue = append(m.queue, memoEntry{key, now})
+}
+
+// take reports whether key was cancelled within cancelMemoFor of now, and
+// forgets it.
+func (m *cancelMemo) take(key waitKey, now time.Time) bool {
+	m.expire(now)
+	_, ok := m.at[key]
+	delete(m.at, key)
+	return ok
+}
+
+// expire forgets the entries older than cancelMemoFor. Each entry is looked
+// at once here, when it expires.
+func (m *cancelMemo) expire(now time.Time) {
+	for m.head < len(m.queue) && now.Sub(m.queue[m.head].at) > cancelMemoFor {
+		e := m.queue[m.head]
+		// A key cancelled again later has a newer entry: keep it.
+		if t, ok := m.at[e.key]; ok && t.Equal(e.at) {
+			delete(m.at, e.key)
+		}
+		m.queue[m.head] = memoEntry{}
+		m.head++
+	}
+	// Reuse the array once its front half is dead.
+	if m.head > 0 && m.head*2 >= len(m.queue) {
+		n := copy(m.queue, m.queue[m.head:])
+		clear(m.queue[n:])
+		m.queue = m.queue[:n]
+		m.head = 0
+	}
+}
+
+// len is the number of remembered cancels.
+func (m *cancelMemo) len() int { return len(m.at) }

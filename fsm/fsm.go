@@ -153,7 +153,7 @@ func lockEffect(typ jfspb.CommandType, req proto.Message) (ino uint64, all, some
 	case *jfspb.ReleaseLockOwnerRequest:
 		return r.Ino, false, true
 	case *jfspb.ReleaseRequest:
-		return r.Ino, false, r.ReleaseFlock
+		return r.Ino, false, r.ReleaseFlock || len(r.LockOwners) > 0
 	case *jfspb.CloseSessionRequest, *jfspb.ExpireSessionRequest, *jfspb.UnlinkRequest, *jfspb.RenameRequest:
 		// Ending a session releases its locks anywhere; freeing an inode
 		// drops its locks.

@@ -76,7 +76,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 // does on a local file system. Writes need no flushing.
 func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) (st fuse.Status) {
 	defer fs.observe("Flush", time.Now(), &st)
-	held := fs.forgetPlockOwner(in.NodeId, in.LockOwner)
+	held := fs.owners.flushed(in.NodeId, in.LockOwner)
 	if st = fs.live("flush", in.Fh); !st.Ok() || !held {
 		return st
 	}
@@ -90,19 +90,38 @@ func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	return fs.live("fsync", in.Fh)
 }
 
-// Release ends an open file; with FUSE_RELEASE_FLOCK_UNLOCK its flock is
-// dropped too. The kernel does not wait for the answer.
+// Release ends an open file (the last close of its open file description).
+// With FUSE_RELEASE_FLOCK_UNLOCK its flock is dropped too, and so are the
+// OFD locks taken through it (see owners.go). The kernel does not wait for
+// the answer, and neither does Release: a release that frees a lock is sent
+// at once, a plain one is queued behind the earlier plain ones (release.go).
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	var st fuse.Status
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
 	fs.handles.Delete(in.Fh)
+	owners := fs.owners.released(in.NodeId, in.Fh)
 	if !st.Ok() {
-		return // the ended session's opens are gone with it
+		return // the ended session's opens and locks are gone with it
 	}
-	r, err := fs.c.Release(ctx(), &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
-		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0})
-	st = fs.status("release", err, r.GetErrno())
+	req := &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
+		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0, LockOwners: owners}
+	if req.ReleaseFlock || len(owners) > 0 {
+		fs.releases.urgent(req)
+	} else {
+		fs.releases.plain(req)
+	}
+}
+
+// sendRelease sends one release to the cluster; a failure is logged, as no
+// one waits for it.
+func (fs *FS) sendRelease(req *jfspb.ReleaseRequest) {
+	start := time.Now()
+	r, err := fs.c.Release(ctx(), req)
+	fs.opts.Metrics.observeMeta("release", time.Since(start))
+	if st := fs.status("release", err, r.GetErrno()); !st.Ok() {
+		fs.log.Debug("release failed", "ino", req.Ino, "fh", req.Fh, "status", st)
+	}
 }
 
 // OpenDir needs no handle: ReadDir pages through the directory by cookie.

@@ -69,10 +69,13 @@ type FS struct {
 	// nextFh numbers open files; the number is also the flock owner.
 	nextFh atomic.Uint64
 
-	// plocks holds the (inode, lock owner) pairs for which this mount took
-	// a POSIX lock, so that a close (FLUSH) without locks costs no request.
-	plockMu sync.Mutex
-	plocks  map[plockKey]struct{}
+	// owners records who took record locks through which open file, so
+	// that a close (FLUSH) without locks costs no request and the last close
+	// of an open file drops its OFD locks (owners.go).
+	owners *lockOwners
+
+	// releases sends RELEASE requests off the kernel's path (release.go).
+	releases *releaser[*jfspb.ReleaseRequest]
 
 	// handles maps an open file's fh to the session it was opened under.
 	handles sync.Map
@@ -91,11 +94,13 @@ func New(c *client.Client, opts Options) *FS {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
-	return &FS{
+	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		c:             c, opts: opts, log: opts.Logger.Named("fuse"),
-		plocks: map[plockKey]struct{}{},
+		owners: newLockOwners(),
 	}
+	fs.releases = newReleaser(fs.sendRelease)
+	return fs
 }
 
 // NewServer mounts fs at mountPoint with opts, adding what fs needs:

@@ -2887,12 +2887,17 @@ func (x *OpenResponse) GetAttr() *Attr {
 
 // ReleaseRequest ends one open of ino by the session. With release_flock
 // (FUSE_RELEASE_FLOCK_UNLOCK) the flock of (session, fh) is dropped too.
+// Every POSIX lock on ino of the owners (session, o) for o in lock_owners is
+// dropped as well: the mount lists the owners that locked through fh and are
+// not processes, that is the open file description's own (OFD) locks, which
+// go with its last close.
 type ReleaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
 	Fh            uint64                 `protobuf:"varint,3,opt,name=fh,proto3" json:"fh,omitempty"`
 	ReleaseFlock  bool                   `protobuf:"varint,4,opt,name=release_flock,json=releaseFlock,proto3" json:"release_flock,omitempty"`
+	LockOwners    []uint64               `protobuf:"varint,40,rep,packed,name=lock_owners,json=lockOwners,proto3" json:"lock_owners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2953,6 +2958,13 @@ func (x *ReleaseRequest) GetReleaseFlock() bool {
 		return x.ReleaseFlock
 	}
 	return false
+}
+
+func (x *ReleaseRequest) GetLockOwners() []uint64 {
+	if x != nil {
+		return x.LockOwners
+	}
+	return nil
 }
 
 type ReleaseResponse struct {
@@ -4091,7 +4103,13 @@ type SetLkRequest struct {
 	// granted. It then may also answer EDEADLK (the wait would close a cycle
 	// of waiting processes, or a later one was broken by failing this wait)
 	// and EINTR (CancelLockWait). The state machine itself ignores block.
-	Block         bool `protobuf:"varint,8,opt,name=block,proto3" json:"block,omitempty"`
+	Block bool `protobuf:"varint,8,opt,name=block,proto3" json:"block,omitempty"`
+	// maybe_ofd says that owner may be an open file description (an OFD
+	// lock) rather than a process: the mount has seen the same pid lock
+	// through another owner, and a process has one POSIX owner per mount. The
+	// wait-for graph then gives owner a node of its own instead of merging it
+	// into its process's. The state machine ignores it.
+	MaybeOfd      bool `protobuf:"varint,41,opt,name=maybe_ofd,json=maybeOfd,proto3" json:"maybe_ofd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4178,6 +4196,13 @@ func (x *SetLkRequest) GetPid() uint32 {
 func (x *SetLkRequest) GetBlock() bool {
 	if x != nil {
 		return x.Block
+	}
+	return false
+}
+
+func (x *SetLkRequest) GetMaybeOfd() bool {
+	if x != nil {
+		return x.MaybeOfd
 	}
 	return false
 }
@@ -6057,12 +6082,14 @@ const file_jfs_proto_rawDesc = "" +
 	"\x02fh\x18\x04 \x01(\x04R\x02fh\"F\n" +
 	"\fOpenResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
-	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\x7f\n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\xa0\x01\n" +
 	"\x0eReleaseRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x0e\n" +
 	"\x02fh\x18\x03 \x01(\x04R\x02fh\x12#\n" +
-	"\rrelease_flock\x18\x04 \x01(\bR\freleaseFlock\"'\n" +
+	"\rrelease_flock\x18\x04 \x01(\bR\freleaseFlock\x12\x1f\n" +
+	"\vlock_owners\x18( \x03(\x04R\n" +
+	"lockOwners\"'\n" +
 	"\x0fReleaseResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"K\n" +
 	"\vReadRequest\x12\x10\n" +
@@ -6143,7 +6170,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x04 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12)\n" +
-	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\xd4\x01\n" +
+	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\xf1\x01\n" +
 	"\fSetLkRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -6152,7 +6179,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05start\x18\x05 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x06 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\a \x01(\rR\x03pid\x12\x14\n" +
-	"\x05block\x18\b \x01(\bR\x05block\"V\n" +
+	"\x05block\x18\b \x01(\bR\x05block\x12\x1b\n" +
+	"\tmaybe_ofd\x18) \x01(\bR\bmaybeOfd\"V\n" +
 	"\rSetLkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
 	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\"\xa6\x01\n" +

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/rangelock"
 )
 
 // Server is the gRPC face of a Node: the Meta service for clients and the
@@ -198,7 +199,11 @@ func (s *Server) Open(ctx context.Context, r *jfspb.OpenRequest) (*jfspb.OpenRes
 }
 
 func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.ReleaseResponse, error) {
-	return propose[*jfspb.ReleaseResponse](ctx, s, cmdRelease, r.Header, r)
+	resp, err := propose[*jfspb.ReleaseResponse](ctx, s, cmdRelease, r.Header, r)
+	if err == nil && len(r.LockOwners) > 0 {
+		s.n.locks.forgetOwners(r.Header.GetSession(), r.LockOwners...)
+	}
+	return resp, err
 }
 
 func (s *Server) Read(ctx context.Context, r *jfspb.ReadRequest) (*jfspb.ReadResponse, error) {
@@ -239,6 +244,9 @@ func (s *Server) GetLk(ctx context.Context, r *jfspb.GetLkRequest) (*jfspb.GetLk
 
 // SetLk is F_SETLK, or with block F_SETLKW: see lockWaits.
 func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLkResponse, error) {
+	if r.MaybeOfd && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && r.Header != nil && s.n.ready() {
+		s.n.locks.markOFD(rangelock.Owner{Session: r.Header.Session, ID: r.Owner})
+	}
 	w, ok := newPosixWaiter(r)
 	if !r.Block || !ok {
 		return propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
@@ -282,5 +290,9 @@ func (s *Server) CancelLockWait(ctx context.Context, r *jfspb.CancelLockWaitRequ
 }
 
 func (s *Server) ReleaseLockOwner(ctx context.Context, r *jfspb.ReleaseLockOwnerRequest) (*jfspb.ReleaseLockOwnerResponse, error) {
-	return propose[*jfspb.ReleaseLockOwnerResponse](ctx, s, cmdReleaseOwner, r.Header, r)
+	resp, err := propose[*jfspb.ReleaseLockOwnerResponse](ctx, s, cmdReleaseOwner, r.Header, r)
+	if err == nil {
+		s.n.locks.forgetOwners(r.Header.GetSession(), r.Owner)
+	}
+	return resp, err
 }

@@ -180,3 +180,55 @@ func TestMountLateReleaseKeepsNewPosixLock(t *testing.T) {
 		t.Fatalf("the lock taken through the second file after the first one's release: %q, want EAGAIN", r)
 	}
 }
+
+// TestMountOFDWaitSameProcess (LTP fcntl34/fcntl36): a thread waiting with
+// F_OFD_SETLKW on one open file for a range that another open file of the
+// same process holds is not refused with EDEADLK: open files, not
+// processes, own OFD locks. It is granted when the other open file unlocks,
+// whether that holder's lock is an OFD lock or the process's POSIX lock.
+func TestMountOFDWaitSameProcess(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	a := startMount(t, pc)
+	for _, holderCmd := range []struct {
+		name     string
+		set, un  func(fd int) error
+		lockKind string
+	}{
+		{"ofd holder", func(fd int) error { _, err := ofdLock(fd, unix.F_OFD_SETLK, syscall.F_WRLCK, 0, 1); return err },
+			func(fd int) error { _, err := ofdLock(fd, unix.F_OFD_SETLK, syscall.F_UNLCK, 0, 1); return err }, "OFD"},
+		{"posix holder", func(fd int) error { _, err := fcntlLock(fd, syscall.F_SETLK, syscall.F_WRLCK, 0, 1); return err },
+			func(fd int) error { _, err := fcntlLock(fd, syscall.F_SETLK, syscall.F_UNLCK, 0, 1); return err }, "POSIX"},
+	} {
+		t.Run(holderCmd.name, func(t *testing.T) {
+			path := a.path(holderCmd.lockKind)
+			fd1 := mustOpen(t, path, syscall.O_RDWR|syscall.O_CREAT)
+			defer syscall.Close(fd1)
+			fd2 := mustOpen(t, path, syscall.O_RDWR)
+			defer syscall.Close(fd2)
+			if err := holderCmd.set(fd1); err != nil {
+				t.Fatalf("the holder's lock: %v", err)
+			}
+			waited := make(chan error, 1)
+			go func() {
+				_, err := ofdLock(fd2, unix.F_OFD_SETLKW, syscall.F_WRLCK, 0, 1)
+				waited <- err
+			}()
+			select {
+			case err := <-waited:
+				t.Fatalf("F_OFD_SETLKW behind the %s lock of another open file of this process: %v, want it to wait", holderCmd.lockKind, err)
+			case <-time.After(500 * time.Millisecond):
+			}
+			if err := holderCmd.un(fd1); err != nil {
+				t.Fatalf("the holder's unlock: %v", err)
+			}
+			select {
+			case err := <-waited:
+				if err != nil {
+					t.Fatalf("F_OFD_SETLKW after the holder unlocked: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("F_OFD_SETLKW not granted within 30s of the unlock")
+			}
+		})
+	}
+}

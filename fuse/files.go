@@ -99,23 +99,37 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	var st fuse.Status
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
-	fs.handles.Delete(in.Fh)
+	sid, _ := fs.handles.LoadAndDelete(in.Fh)
 	owners := fs.owners.released(in.NodeId, in.Fh)
 	if !st.Ok() {
 		return // the ended session's opens and locks are gone with it
 	}
-	req := &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
-		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0, LockOwners: owners}
-	if req.ReleaseFlock || len(owners) > 0 {
-		fs.releases.urgent(req)
+	p := pendingRelease{req: &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
+		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0, LockOwners: owners}}
+	p.session, _ = sid.(uint64)
+	if p.req.ReleaseFlock || len(owners) > 0 {
+		fs.releases.urgent(p)
 	} else {
-		fs.releases.plain(req)
+		fs.releases.plain(p)
 	}
 }
 
+// pendingRelease is a release on its way, with the session its file was
+// opened under (0 if unknown).
+type pendingRelease struct {
+	req     *jfspb.ReleaseRequest
+	session uint64
+}
+
 // sendRelease sends one release to the cluster; a failure is logged, as no
-// one waits for it.
-func (fs *FS) sendRelease(req *jfspb.ReleaseRequest) {
+// one waits for it. A release of a file opened under a session the cluster
+// has ended since is dropped: its open is gone with the session, and sent
+// under the new session it would end an open of that one.
+func (fs *FS) sendRelease(p pendingRelease) {
+	req := p.req
+	if s := fs.opts.Session; s != nil && p.session != 0 && s.ID() != p.session {
+		return
+	}
 	start := time.Now()
 	r, err := fs.c.Release(ctx(), req)
 	fs.opts.Metrics.observeMeta("release", time.Since(start))

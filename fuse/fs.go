@@ -75,7 +75,7 @@ type FS struct {
 	owners *lockOwners
 
 	// releases sends RELEASE requests off the kernel's path (release.go).
-	releases *releaser[*jfspb.ReleaseRequest]
+	releases *releaser[pendingRelease]
 
 	// handles maps an open file's fh to the session it was opened under.
 	handles sync.Map

@@ -98,6 +98,7 @@ const (
 	cmdSymlink      = jfspb.CommandType_COMMAND_TYPE_SYMLINK
 	cmdOpen         = jfspb.CommandType_COMMAND_TYPE_OPEN
 	cmdRelease      = jfspb.CommandType_COMMAND_TYPE_RELEASE
+	cmdReleaseBatch = jfspb.CommandType_COMMAND_TYPE_RELEASE_BATCH
 	cmdWrite        = jfspb.CommandType_COMMAND_TYPE_WRITE
 	cmdSetXattr     = jfspb.CommandType_COMMAND_TYPE_SETXATTR
 	cmdRemoveXattr  = jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR
@@ -202,6 +203,19 @@ func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.R
 	resp, err := propose[*jfspb.ReleaseResponse](ctx, s, cmdRelease, r.Header, r)
 	if err == nil && len(r.LockOwners) > 0 {
 		s.n.locks.forgetOwners(r.Header.GetSession(), r.LockOwners...)
+	}
+	return resp, err
+}
+
+// ReleaseBatch applies several releases of the session as one log entry.
+func (s *Server) ReleaseBatch(ctx context.Context, r *jfspb.ReleaseBatchRequest) (*jfspb.ReleaseBatchResponse, error) {
+	resp, err := propose[*jfspb.ReleaseBatchResponse](ctx, s, cmdReleaseBatch, r.Header, r)
+	if err == nil {
+		for _, rr := range r.Releases {
+			if len(rr.LockOwners) > 0 {
+				s.n.locks.forgetOwners(r.Header.GetSession(), rr.LockOwners...)
+			}
+		}
 	}
 	return resp, err
 }

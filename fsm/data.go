@@ -228,3 +228,20 @@ func (t *txn) applyRelease(req *jfspb.ReleaseRequest) *jfspb.ReleaseResponse {
 	}
 	return &jfspb.ReleaseResponse{}
 }
+
+// MaxReleaseBatch bounds the releases of one ReleaseBatchRequest.
+const MaxReleaseBatch = 1024
+
+// applyReleaseBatch applies each release of the batch as applyRelease does,
+// answering its errno in order: EINVAL for an empty or too large batch.
+func (t *txn) applyReleaseBatch(req *jfspb.ReleaseBatchRequest) *jfspb.ReleaseBatchResponse {
+	rs := req.GetReleases()
+	if len(rs) == 0 || len(rs) > MaxReleaseBatch {
+		return &jfspb.ReleaseBatchResponse{Errno: eno(syscall.EINVAL)}
+	}
+	out := &jfspb.ReleaseBatchResponse{Errnos: make([]int32, len(rs))}
+	for i, r := range rs {
+		out.Errnos[i] = t.applyRelease(r).GetErrno()
+	}
+	return out
+}

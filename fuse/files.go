@@ -121,13 +121,48 @@ type pendingRelease struct {
 	session uint64
 }
 
-// sendRelease sends one release to the cluster; a failure is logged, as no
-// one waits for it. A release of a file opened under a session the cluster
-// has ended since is dropped: its open is gone with the session, and sent
-// under the new session it would end an open of that one.
+// stale reports whether p's file was opened under a session the cluster has
+// ended since: its open is gone with the session, and the release, sent
+// under the new session, would end an open of that one. It is dropped.
+func (fs *FS) stale(p pendingRelease) bool {
+	s := fs.opts.Session
+	return s != nil && p.session != 0 && s.ID() != p.session
+}
+
+// sendReleases sends plain releases as one batch (one log entry); failures
+// are logged, as no one waits for them.
+func (fs *FS) sendReleases(ps []pendingRelease) {
+	req := &jfspb.ReleaseBatchRequest{}
+	for _, p := range ps {
+		if !fs.stale(p) {
+			req.Releases = append(req.Releases, p.req)
+		}
+	}
+	if len(req.Releases) == 0 {
+		return
+	}
+	start := time.Now()
+	r, err := fs.c.ReleaseBatch(ctx(), req)
+	d := time.Since(start)
+	for range req.Releases {
+		fs.opts.Metrics.observeMeta("release", d)
+	}
+	if st := fs.status("release", err, r.GetErrno()); !st.Ok() {
+		fs.log.Warn("releasing open files failed", "files", len(req.Releases), "status", st)
+		return
+	}
+	for i, e := range r.GetErrnos() {
+		if e != 0 && i < len(req.Releases) {
+			fs.log.Debug("release failed", "ino", req.Releases[i].Ino, "fh", req.Releases[i].Fh, "errno", e)
+		}
+	}
+}
+
+// sendRelease sends one release that frees locks to the cluster; a failure
+// is logged, as no one waits for it.
 func (fs *FS) sendRelease(p pendingRelease) {
 	req := p.req
-	if s := fs.opts.Session; s != nil && p.session != 0 && s.ID() != p.session {
+	if fs.stale(p) {
 		return
 	}
 	start := time.Now()

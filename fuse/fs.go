@@ -35,6 +35,9 @@ type Options struct {
 	// (their opens and locks are gone); files opened later work under the
 	// new session.
 	Session Session
+	// ReleaseBatch is the most plain releases (closes that free no lock)
+	// sent in one request (0: 256; 1: one each, as the kernel sends them).
+	ReleaseBatch int
 	// Observer, when set, is told about every operation.
 	Observer Observer
 	// Metrics counts operations (see metrics.go); nil: New makes them.
@@ -99,7 +102,7 @@ func New(c *client.Client, opts Options) *FS {
 		c:             c, opts: opts, log: opts.Logger.Named("fuse"),
 		owners: newLockOwners(),
 	}
-	fs.releases = newReleaser(fs.sendRelease)
+	fs.releases = newReleaser(fs.sendRelease, fs.sendReleases, opts.ReleaseBatch)
 	return fs
 }
 

@@ -76,35 +76,41 @@ func TestLockOwners(t *testing.T) {
 	}
 }
 
-// TestReleaserUrgentOvertakes: while every plain release is stuck in
-// flight and more are queued, an urgent one is sent at once; the plain ones
-// are all sent, in order of arrival, once they can be.
+// TestReleaserUrgentOvertakes: while every worker's batch of plain
+// releases is stuck in flight and more are queued, an urgent release is
+// sent at once; the plain ones are all sent, in batches of at most
+// plainReleaseBatch, in order of arrival within each batch.
 func TestReleaserUrgentOvertakes(t *testing.T) {
 	gate := make(chan struct{})
-	sent := make(chan int, 1000)
-	r := newReleaser(func(n int) {
-		if n >= 0 {
-			<-gate
-		}
-		sent <- n
-	})
-	const plain = 200
+	urgent := make(chan int, 1)
+	batches := make(chan []int, 100)
+	r := newReleaser(func(n int) { urgent <- n }, func(b []int) {
+		<-gate
+		batches <- b
+	}, 0)
+	const plain = 5000
 	for i := range plain {
 		r.plain(i)
 	}
 	r.urgent(-1)
-	if n := <-sent; n != -1 {
-		t.Fatalf("first release sent: %d, want the urgent one", n)
+	if n := <-urgent; n != -1 {
+		t.Fatalf("urgent release sent: %d", n)
 	}
-	if p := r.pending(); p < plain-plainReleaseWorkers {
-		t.Fatalf("%d plain releases pending while all are stuck, want at least %d", p, plain-plainReleaseWorkers)
+	if p := r.pending(); p < plain-plainReleaseWorkers*plainReleaseBatch {
+		t.Fatalf("%d plain releases pending while all workers are stuck, want at least %d", p, plain-plainReleaseWorkers*plainReleaseBatch)
 	}
 	close(gate)
 	seen := map[int]bool{}
-	for range plain {
-		seen[<-sent] = true
-	}
-	if len(seen) != plain {
-		t.Fatalf("%d distinct plain releases sent, want %d", len(seen), plain)
+	for len(seen) < plain {
+		b := <-batches
+		if len(b) == 0 || len(b) > plainReleaseBatch {
+			t.Fatalf("a batch of %d releases", len(b))
+		}
+		for i, n := range b {
+			if seen[n] || (i > 0 && n <= b[i-1]) {
+				t.Fatalf("batch %v: release %d repeated or out of order", b, n)
+			}
+			seen[n] = true
+		}
 	}
 }

@@ -13,16 +13,26 @@ import (
 //
 // So Release answers at once and hands the request to a releaser: a
 // release that frees a lock is sent at once, on its own; a release that
-// frees nothing joins a queue that a few workers drain in arrival order.
-// Nothing waits for a plain release: until it is applied the cluster only
-// counts the file as still open (an unlinked file is freed a little later).
+// frees nothing joins a queue that a few workers drain in arrival order, up
+// to plainReleaseBatch releases per request (one log entry). Nothing waits
+// for a plain release: until it is applied the cluster only counts the file
+// as still open (an unlinked file is freed a little later).
 
-// plainReleaseWorkers is how many plain releases are in flight at once.
-const plainReleaseWorkers = 16
+const (
+	// plainReleaseWorkers is how many batches of plain releases are in
+	// flight at once.
+	plainReleaseWorkers = 8
+	// plainReleaseBatch is the default bound on the releases of one batch
+	// (the cluster takes up to fsm.MaxReleaseBatch).
+	plainReleaseBatch = 256
+)
 
-// releaser sends releases with send, which must be safe for concurrent use.
+// releaser sends urgent releases with send and plain ones with sendBatch;
+// both must be safe for concurrent use.
 type releaser[T any] struct {
-	send func(T)
+	send      func(T)
+	sendBatch func([]T)
+	batch     int // the most releases per sendBatch
 
 	start sync.Once
 	mu    sync.Mutex
@@ -30,8 +40,13 @@ type releaser[T any] struct {
 	queue []T // plain releases not taken by a worker yet, oldest first
 }
 
-func newReleaser[T any](send func(T)) *releaser[T] {
-	r := &releaser[T]{send: send}
+// newReleaser returns a releaser that sends up to batch plain releases at a
+// time (batch <= 0: plainReleaseBatch).
+func newReleaser[T any](send func(T), sendBatch func([]T), batch int) *releaser[T] {
+	if batch <= 0 {
+		batch = plainReleaseBatch
+	}
+	r := &releaser[T]{send: send, sendBatch: sendBatch, batch: batch}
 	r.ready = sync.NewCond(&r.mu)
 	return r
 }
@@ -60,22 +75,23 @@ func (r *releaser[T]) pending() int {
 	return len(r.queue)
 }
 
-// work sends queued plain releases, one at a time, for as long as the
-// process lives.
+// work sends queued plain releases, the oldest up to r.batch at a time, for
+// as long as the process lives.
 func (r *releaser[T]) work() {
 	for {
 		r.mu.Lock()
 		for len(r.queue) == 0 {
 			r.ready.Wait()
 		}
-		req := r.queue[0]
-		var zero T
-		r.queue[0] = zero
-		r.queue = r.queue[1:]
+		n := min(len(r.queue), r.batch)
+		batch := make([]T, n)
+		copy(batch, r.queue)
+		clear(r.queue[:n])
+		r.queue = r.queue[n:]
 		if len(r.queue) == 0 {
 			r.queue = nil // let the array go
 		}
 		r.mu.Unlock()
-		r.send(req)
+		r.sendBatch(batch)
 	}
 }

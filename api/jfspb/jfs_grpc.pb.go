@@ -74,6 +74,7 @@ const (
 	Meta_Flock_FullMethodName            = "/jfs.v1.Meta/Flock"
 	Meta_ReleaseLockOwner_FullMethodName = "/jfs.v1.Meta/ReleaseLockOwner"
 	Meta_CancelLockWait_FullMethodName   = "/jfs.v1.Meta/CancelLockWait"
+	Meta_ReleaseBatch_FullMethodName     = "/jfs.v1.Meta/ReleaseBatch"
 )
 
 // MetaClient is the client API for Meta service.
@@ -110,6 +111,7 @@ type MetaClient interface {
 	Flock(ctx context.Context, in *FlockRequest, opts ...grpc.CallOption) (*FlockResponse, error)
 	ReleaseLockOwner(ctx context.Context, in *ReleaseLockOwnerRequest, opts ...grpc.CallOption) (*ReleaseLockOwnerResponse, error)
 	CancelLockWait(ctx context.Context, in *CancelLockWaitRequest, opts ...grpc.CallOption) (*CancelLockWaitResponse, error)
+	ReleaseBatch(ctx context.Context, in *ReleaseBatchRequest, opts ...grpc.CallOption) (*ReleaseBatchResponse, error)
 }
 
 type metaClient struct {
@@ -420,6 +422,16 @@ func (c *metaClient) CancelLockWait(ctx context.Context, in *CancelLockWaitReque
 	return out, nil
 }
 
+func (c *metaClient) ReleaseBatch(ctx context.Context, in *ReleaseBatchRequest, opts ...grpc.CallOption) (*ReleaseBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseBatchResponse)
+	err := c.cc.Invoke(ctx, Meta_ReleaseBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -454,6 +466,7 @@ type MetaServer interface {
 	Flock(context.Context, *FlockRequest) (*FlockResponse, error)
 	ReleaseLockOwner(context.Context, *ReleaseLockOwnerRequest) (*ReleaseLockOwnerResponse, error)
 	CancelLockWait(context.Context, *CancelLockWaitRequest) (*CancelLockWaitResponse, error)
+	ReleaseBatch(context.Context, *ReleaseBatchRequest) (*ReleaseBatchResponse, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -553,6 +566,9 @@ func (UnimplementedMetaServer) ReleaseLockOwner(context.Context, *ReleaseLockOwn
 }
 func (UnimplementedMetaServer) CancelLockWait(context.Context, *CancelLockWaitRequest) (*CancelLockWaitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelLockWait not implemented")
+}
+func (UnimplementedMetaServer) ReleaseBatch(context.Context, *ReleaseBatchRequest) (*ReleaseBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseBatch not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -1115,6 +1131,24 @@ func _Meta_CancelLockWait_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_ReleaseBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).ReleaseBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_ReleaseBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).ReleaseBatch(ctx, req.(*ReleaseBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1241,6 +1275,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelLockWait",
 			Handler:    _Meta_CancelLockWait_Handler,
+		},
+		{
+			MethodName: "ReleaseBatch",
+			Handler:    _Meta_ReleaseBatch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

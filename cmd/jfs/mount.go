@@ -65,6 +65,7 @@ read (see jfs stats and jfs profile).`,
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn or error", EnvVars: []string{"JFS_LOG_LEVEL"}},
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to this file (default: stderr; with --background /var/log/jfs.log as root, else ~/.jfs/jfs.log)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and answer"},
+			&cli.IntFlag{Name: "release-batch", Value: 256, Usage: "the most closes that free no lock sent to the cluster in one request (1: one each, for comparison)"},
 			&cli.BoolFlag{Name: "read-merging", Value: true, Usage: "let identical getattr and lookup requests in flight at once share one request to the cluster (false: one each, for comparison)"},
 		},
 		Action: runMount,
@@ -129,6 +130,10 @@ func checkMount(c *cli.Context) (*mountConfig, error) {
 		if _, _, err := net.SplitHostPort(m); err != nil {
 			return nil, fmt.Errorf("--metrics %q: %w", m, err)
 		}
+	}
+	// The cluster takes up to 1024 releases in one request (fsm.MaxReleaseBatch).
+	if n := c.Int("release-batch"); n < 1 || n > 1024 {
+		return nil, fmt.Errorf("--release-batch %d: want 1 to 1024", n)
 	}
 	if hclog.LevelFromString(c.String("log-level")) == hclog.NoLevel {
 		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", c.String("log-level"))
@@ -258,7 +263,7 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		Options: fuse.Options{
 			AttrTimeout: c.Duration("attr-cache"), EntryTimeout: c.Duration("entry-cache"),
 			DirEntryTimeout: c.Duration("dir-entry-cache"), NegativeTimeout: c.Duration("negative-entry-cache"),
-			Metrics: m.Metrics, Logger: log,
+			Metrics: m.Metrics, Logger: log, ReleaseBatch: c.Int("release-batch"),
 		},
 	})
 	cancel()

@@ -212,6 +212,8 @@ func TestOpenRelease(t *testing.T) {
 	mustErrno(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: f.Ino}), syscall.EBADF)
 }
 
+const cReleaseBatch = jfspb.CommandType_COMMAND_TYPE_RELEASE_BATCH
+
 // TestReleaseBatch: a batch applies each release as a single release would,
 // answering each errno in order; an empty or oversized batch is EINVAL and
 // releases nothing.

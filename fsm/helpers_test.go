@@ -13,27 +13,26 @@ import (
 
 // Short names for the command types.
 const (
-	cRegister     = jfspb.CommandType_COMMAND_TYPE_REGISTER
-	cClose        = jfspb.CommandType_COMMAND_TYPE_CLOSE_SESSION
-	cExpire       = jfspb.CommandType_COMMAND_TYPE_EXPIRE_SESSION
-	cSetAttr      = jfspb.CommandType_COMMAND_TYPE_SETATTR
-	cMknod        = jfspb.CommandType_COMMAND_TYPE_MKNOD
-	cMkdir        = jfspb.CommandType_COMMAND_TYPE_MKDIR
-	cCreate       = jfspb.CommandType_COMMAND_TYPE_CREATE
-	cUnlink       = jfspb.CommandType_COMMAND_TYPE_UNLINK
-	cRmdir        = jfspb.CommandType_COMMAND_TYPE_RMDIR
-	cRename       = jfspb.CommandType_COMMAND_TYPE_RENAME
-	cLink         = jfspb.CommandType_COMMAND_TYPE_LINK
-	cSymlink      = jfspb.CommandType_COMMAND_TYPE_SYMLINK
-	cOpen         = jfspb.CommandType_COMMAND_TYPE_OPEN
-	cRelease      = jfspb.CommandType_COMMAND_TYPE_RELEASE
-	cReleaseBatch = jfspb.CommandType_COMMAND_TYPE_RELEASE_BATCH
-	cWrite        = jfspb.CommandType_COMMAND_TYPE_WRITE
-	cSetXattr     = jfspb.CommandType_COMMAND_TYPE_SETXATTR
-	cRemoveXattr  = jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR
-	cSetLk        = jfspb.CommandType_COMMAND_TYPE_SETLK
-	cFlock        = jfspb.CommandType_COMMAND_TYPE_FLOCK
-	cReleaseOwn   = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
+	cRegister    = jfspb.CommandType_COMMAND_TYPE_REGISTER
+	cClose       = jfspb.CommandType_COMMAND_TYPE_CLOSE_SESSION
+	cExpire      = jfspb.CommandType_COMMAND_TYPE_EXPIRE_SESSION
+	cSetAttr     = jfspb.CommandType_COMMAND_TYPE_SETATTR
+	cMknod       = jfspb.CommandType_COMMAND_TYPE_MKNOD
+	cMkdir       = jfspb.CommandType_COMMAND_TYPE_MKDIR
+	cCreate      = jfspb.CommandType_COMMAND_TYPE_CREATE
+	cUnlink      = jfspb.CommandType_COMMAND_TYPE_UNLINK
+	cRmdir       = jfspb.CommandType_COMMAND_TYPE_RMDIR
+	cRename      = jfspb.CommandType_COMMAND_TYPE_RENAME
+	cLink        = jfspb.CommandType_COMMAND_TYPE_LINK
+	cSymlink     = jfspb.CommandType_COMMAND_TYPE_SYMLINK
+	cOpen        = jfspb.CommandType_COMMAND_TYPE_OPEN
+	cRelease     = jfspb.CommandType_COMMAND_TYPE_RELEASE
+	cWrite       = jfspb.CommandType_COMMAND_TYPE_WRITE
+	cSetXattr    = jfspb.CommandType_COMMAND_TYPE_SETXATTR
+	cRemoveXattr = jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR
+	cSetLk       = jfspb.CommandType_COMMAND_TYPE_SETLK
+	cFlock       = jfspb.CommandType_COMMAND_TYPE_FLOCK
+	cReleaseOwn  = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
 )
 
 // harness drives an FSM with hand-built log entries: increasing indexes,

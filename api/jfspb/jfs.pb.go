@@ -3011,114 +3011,6 @@ func (x *ReleaseResponse) GetErrno() int32 {
 	return 0
 }
 
-// ReleaseBatchRequest ends several opens of the session in one log entry:
-// each release is applied as a ReleaseRequest (its own header is ignored).
-// A mount batches the releases that free no lock. EINVAL for an empty batch
-// or one of more than 1024 releases.
-type ReleaseBatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Releases      []*ReleaseRequest      `protobuf:"bytes,2,rep,name=releases,proto3" json:"releases,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReleaseBatchRequest) Reset() {
-	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[43]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReleaseBatchRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReleaseBatchRequest) ProtoMessage() {}
-
-func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[43]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
-func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{43}
-}
-
-func (x *ReleaseBatchRequest) GetHeader() *Header {
-	if x != nil {
-		return x.Header
-	}
-	return nil
-}
-
-func (x *ReleaseBatchRequest) GetReleases() []*ReleaseRequest {
-	if x != nil {
-		return x.Releases
-	}
-	return nil
-}
-
-type ReleaseBatchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Errnos        []int32                `protobuf:"varint,2,rep,packed,name=errnos,proto3" json:"errnos,omitempty"` // one per release, in order
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReleaseBatchResponse) Reset() {
-	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[44]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReleaseBatchResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReleaseBatchResponse) ProtoMessage() {}
-
-func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[44]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
-func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{44}
-}
-
-func (x *ReleaseBatchResponse) GetErrno() int32 {
-	if x != nil {
-		return x.Errno
-	}
-	return 0
-}
-
-func (x *ReleaseBatchResponse) GetErrnos() []int32 {
-	if x != nil {
-		return x.Errnos
-	}
-	return nil
-}
-
 // ReadRequest reads up to size bytes at offset; the answer stops at the end
 // of the file, and holes read as zeros.
 type ReadRequest struct {
@@ -3132,7 +3024,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3036,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3049,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadRequest) GetIno() uint64 {
@@ -3191,7 +3083,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3203,7 +3095,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3216,7 +3108,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadResponse) GetErrno() int32 {
@@ -3248,7 +3140,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3152,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3165,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3322,7 +3214,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3226,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3239,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3379,7 +3271,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3391,7 +3283,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3404,7 +3296,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 type StatFSResponse struct {
@@ -3424,7 +3316,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3436,7 +3328,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3449,7 +3341,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -3529,7 +3421,7 @@ type GetXattrRequest struct {
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3541,7 +3433,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3554,7 +3446,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -3588,7 +3480,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3600,7 +3492,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3613,7 +3505,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -3645,7 +3537,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +3549,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +3562,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -3717,7 +3609,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3729,7 +3621,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3742,7 +3634,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -3764,7 +3656,7 @@ type ListXattrRequest struct {
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3776,7 +3668,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3789,7 +3681,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -3816,7 +3708,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3828,7 +3720,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3841,7 +3733,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -3869,7 +3761,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3881,7 +3773,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3894,7 +3786,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -3927,7 +3819,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3939,7 +3831,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3952,7 +3844,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -3974,7 +3866,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3986,7 +3878,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3999,7 +3891,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -4033,7 +3925,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4045,7 +3937,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4058,7 +3950,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4126,7 +4018,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4138,7 +4030,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4151,7 +4043,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4224,7 +4116,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4236,7 +4128,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4249,7 +4141,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -4325,7 +4217,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4337,7 +4229,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4350,7 +4242,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -4385,7 +4277,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4397,7 +4289,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4410,7 +4302,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -4465,7 +4357,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4477,7 +4369,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4490,7 +4382,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -4523,7 +4415,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4535,7 +4427,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4548,7 +4440,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -4574,7 +4466,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4586,7 +4478,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4599,7 +4491,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -4622,7 +4514,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4634,7 +4526,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4647,7 +4539,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -4680,7 +4572,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4692,7 +4584,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4705,7 +4597,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -4732,7 +4624,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4744,7 +4636,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4757,7 +4649,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Member) GetId() string {
@@ -4814,7 +4706,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4826,7 +4718,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4839,7 +4731,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -4865,7 +4757,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4877,7 +4769,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4890,7 +4782,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -4908,7 +4800,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4920,7 +4812,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4933,7 +4825,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 type ClusterStatusResponse struct {
@@ -4954,7 +4846,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4966,7 +4858,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4979,7 +4871,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -5059,7 +4951,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5071,7 +4963,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5084,7 +4976,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -5124,7 +5016,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5136,7 +5028,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5149,7 +5041,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5168,7 +5060,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5180,7 +5072,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5193,7 +5085,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5212,7 +5104,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5224,7 +5116,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5237,7 +5129,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5259,7 +5151,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5271,7 +5163,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5284,7 +5176,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5310,7 +5202,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5322,7 +5214,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5335,7 +5227,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5353,7 +5245,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5365,7 +5257,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5378,7 +5270,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 type ListSessionsResponse struct {
@@ -5391,7 +5283,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5403,7 +5295,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5416,7 +5308,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -5459,7 +5351,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5471,7 +5363,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5484,7 +5376,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -5575,7 +5467,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5587,7 +5479,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5600,7 +5492,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -5627,7 +5519,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5639,7 +5531,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5652,7 +5544,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -5679,7 +5571,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5691,7 +5583,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5704,7 +5596,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -5730,7 +5622,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5742,7 +5634,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5755,7 +5647,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -5774,7 +5666,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5786,7 +5678,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5799,7 +5691,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 type DigestResponse struct {
@@ -5819,7 +5711,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5831,7 +5723,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5844,7 +5736,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -5889,7 +5781,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5901,7 +5793,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5914,7 +5806,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -5943,7 +5835,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5955,7 +5847,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5968,7 +5860,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -5990,6 +5882,114 @@ func (x *ConfirmTermResponse) GetSame() bool {
 		return x.Same
 	}
 	return false
+}
+
+// ReleaseBatchRequest ends several opens of the session in one log entry:
+// each release is applied as a ReleaseRequest (its own header is ignored).
+// A mount batches the releases that free no lock. EINVAL for an empty batch
+// or one of more than 1024 releases.
+type ReleaseBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Releases      []*ReleaseRequest      `protobuf:"bytes,2,rep,name=releases,proto3" json:"releases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseBatchRequest) Reset() {
+	*x = ReleaseBatchRequest{}
+	mi := &file_jfs_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseBatchRequest) ProtoMessage() {}
+
+func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *ReleaseBatchRequest) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ReleaseBatchRequest) GetReleases() []*ReleaseRequest {
+	if x != nil {
+		return x.Releases
+	}
+	return nil
+}
+
+type ReleaseBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Errnos        []int32                `protobuf:"varint,2,rep,packed,name=errnos,proto3" json:"errnos,omitempty"` // one per release, in order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseBatchResponse) Reset() {
+	*x = ReleaseBatchResponse{}
+	mi := &file_jfs_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseBatchResponse) ProtoMessage() {}
+
+func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *ReleaseBatchResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *ReleaseBatchResponse) GetErrnos() []int32 {
+	if x != nil {
+		return x.Errnos
+	}
+	return nil
 }
 
 var File_jfs_proto protoreflect.FileDescriptor
@@ -6199,13 +6199,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\vlock_owners\x18( \x03(\x04R\n" +
 	"lockOwners\"'\n" +
 	"\x0fReleaseResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"q\n" +
-	"\x13ReleaseBatchRequest\x12&\n" +
-	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x122\n" +
-	"\breleases\x18\x02 \x03(\v2\x16.jfs.v1.ReleaseRequestR\breleases\"D\n" +
-	"\x14ReleaseBatchResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x16\n" +
-	"\x06errnos\x18\x02 \x03(\x05R\x06errnos\"K\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"K\n" +
 	"\vReadRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
@@ -6399,7 +6393,13 @@ const file_jfs_proto_rawDesc = "" +
 	"\x13ConfirmTermResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04same\x18\x03 \x01(\bR\x04same*\xd8\x01\n" +
+	"\x04same\x18\x03 \x01(\bR\x04same\"q\n" +
+	"\x13ReleaseBatchRequest\x12&\n" +
+	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x122\n" +
+	"\breleases\x18\x02 \x03(\v2\x16.jfs.v1.ReleaseRequestR\breleases\"D\n" +
+	"\x14ReleaseBatchResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x16\n" +
+	"\x06errnos\x18\x02 \x03(\x05R\x06errnos*\xd8\x01\n" +
 	"\vSetAttrMask\x12\x11\n" +
 	"\rSET_ATTR_NONE\x10\x00\x12\x11\n" +
 	"\rSET_ATTR_MODE\x10\x01\x12\x10\n" +
@@ -6524,55 +6524,55 @@ var file_jfs_proto_goTypes = []any{
 	(*OpenResponse)(nil),             // 43: jfs.v1.OpenResponse
 	(*ReleaseRequest)(nil),           // 44: jfs.v1.ReleaseRequest
 	(*ReleaseResponse)(nil),          // 45: jfs.v1.ReleaseResponse
-	(*ReleaseBatchRequest)(nil),      // 46: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 47: jfs.v1.ReleaseBatchResponse
-	(*ReadRequest)(nil),              // 48: jfs.v1.ReadRequest
-	(*ReadResponse)(nil),             // 49: jfs.v1.ReadResponse
-	(*WriteRequest)(nil),             // 50: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 51: jfs.v1.WriteResponse
-	(*StatFSRequest)(nil),            // 52: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 53: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 54: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 55: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 56: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 57: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 58: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 59: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 60: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 61: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 62: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 63: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 64: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 65: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 66: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 67: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 68: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 69: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 70: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 71: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 72: jfs.v1.ReleaseLockOwnerResponse
-	(*Member)(nil),                   // 73: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 74: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 75: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 76: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 77: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 78: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 79: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 80: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 81: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 82: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 83: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 84: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 85: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 86: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 87: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 88: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 89: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 90: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 91: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 92: jfs.v1.DigestResponse
-	(*ConfirmTermRequest)(nil),       // 93: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 94: jfs.v1.ConfirmTermResponse
+	(*ReadRequest)(nil),              // 46: jfs.v1.ReadRequest
+	(*ReadResponse)(nil),             // 47: jfs.v1.ReadResponse
+	(*WriteRequest)(nil),             // 48: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 49: jfs.v1.WriteResponse
+	(*StatFSRequest)(nil),            // 50: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 51: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 52: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 53: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 54: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 55: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 56: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 57: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 58: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 59: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 60: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 61: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 62: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 63: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 64: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 65: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 66: jfs.v1.FlockResponse
+	(*CancelLockWaitRequest)(nil),    // 67: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 68: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 69: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 70: jfs.v1.ReleaseLockOwnerResponse
+	(*Member)(nil),                   // 71: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 72: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 73: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 74: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 75: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 76: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 77: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 78: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 79: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 80: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 81: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 82: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 83: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 84: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 85: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 86: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 87: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 88: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 89: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 90: jfs.v1.DigestResponse
+	(*ConfirmTermRequest)(nil),       // 91: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 92: jfs.v1.ConfirmTermResponse
+	(*ReleaseBatchRequest)(nil),      // 93: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 94: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6601,29 +6601,29 @@ var file_jfs_proto_depIdxs = []int32{
 	3,  // 23: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
 	5,  // 24: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
 	3,  // 25: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
-	3,  // 26: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
-	44, // 27: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
-	3,  // 28: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
-	5,  // 29: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
-	3,  // 30: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
-	3,  // 31: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
-	1,  // 32: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
-	1,  // 33: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	62, // 34: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
-	3,  // 35: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
-	1,  // 36: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	62, // 37: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,  // 38: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
-	1,  // 39: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	62, // 40: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,  // 41: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	73, // 42: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	73, // 43: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	6,  // 44: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,  // 45: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	62, // 46: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,  // 47: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	86, // 48: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	3,  // 26: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
+	5,  // 27: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
+	3,  // 28: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
+	3,  // 29: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
+	1,  // 30: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
+	1,  // 31: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
+	60, // 32: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	3,  // 33: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
+	1,  // 34: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
+	60, // 35: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,  // 36: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
+	1,  // 37: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
+	60, // 38: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,  // 39: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
+	71, // 40: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	71, // 41: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	6,  // 42: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,  // 43: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	60, // 44: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,  // 45: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	84, // 46: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	3,  // 47: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	44, // 48: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
 	7,  // 49: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
 	9,  // 50: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
 	11, // 51: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
@@ -6642,29 +6642,29 @@ var file_jfs_proto_depIdxs = []int32{
 	39, // 64: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
 	42, // 65: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
 	44, // 66: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	48, // 67: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	50, // 68: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	52, // 69: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	54, // 70: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	56, // 71: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	58, // 72: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	60, // 73: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	63, // 74: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	65, // 75: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	67, // 76: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	71, // 77: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	69, // 78: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	46, // 79: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	76, // 80: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	78, // 81: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	80, // 82: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	82, // 83: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	84, // 84: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	87, // 85: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	89, // 86: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	74, // 87: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	93, // 88: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	91, // 89: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	46, // 67: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	48, // 68: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	50, // 69: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	52, // 70: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	54, // 71: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	56, // 72: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	58, // 73: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	61, // 74: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	63, // 75: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	65, // 76: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	69, // 77: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	67, // 78: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	93, // 79: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	74, // 80: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	76, // 81: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	78, // 82: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	80, // 83: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	82, // 84: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	85, // 85: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	87, // 86: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	72, // 87: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	91, // 88: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	89, // 89: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
 	8,  // 90: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
 	10, // 91: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
 	12, // 92: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
@@ -6683,29 +6683,29 @@ var file_jfs_proto_depIdxs = []int32{
 	41, // 105: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
 	43, // 106: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
 	45, // 107: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	49, // 108: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	51, // 109: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	53, // 110: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	55, // 111: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	57, // 112: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	59, // 113: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	61, // 114: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	64, // 115: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	66, // 116: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	68, // 117: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	72, // 118: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	70, // 119: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	47, // 120: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	77, // 121: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	79, // 122: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	81, // 123: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	83, // 124: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	85, // 125: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	88, // 126: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	90, // 127: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	75, // 128: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	94, // 129: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	92, // 130: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	47, // 108: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	49, // 109: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	51, // 110: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	53, // 111: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	55, // 112: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	57, // 113: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	59, // 114: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	62, // 115: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	64, // 116: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	66, // 117: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	70, // 118: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	68, // 119: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	94, // 120: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	75, // 121: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	77, // 122: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	79, // 123: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	81, // 124: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	83, // 125: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	86, // 126: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	88, // 127: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	73, // 128: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	92, // 129: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	90, // 130: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
 	90, // [90:131] is the sub-list for method output_type
 	49, // [49:90] is the sub-list for method input_type
 	49, // [49:49] is the sub-list for extension type_name

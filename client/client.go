@@ -45,7 +45,10 @@ type Config struct {
 	AttemptTimeout time.Duration
 	SuspectFor     time.Duration
 	// RetryFor bounds how long a request keeps looking for a leader before
-	// it fails with ErrNoLeader (default 30s).
+	// it fails with ErrNoLeader (default 30s). The time a blocking lock
+	// request spends in its attempts (queued on a leader, however long) does
+	// not count: only the search for a leader does, so a wait of any length
+	// survives any number of leader changes.
 	RetryFor time.Duration
 	// MinBackoff and MaxBackoff bound the pause between rounds of tries
 	// (defaults 20ms and 1s); the pause doubles each round.
@@ -228,9 +231,12 @@ func (c *Client) Leader() string {
 
 // retry calls try against the leader until it succeeds, fails with an error
 // that is not about reaching the leader, ctx ends, or RetryFor passes.
-// attemptTimeout 0 leaves an attempt bounded by ctx alone.
+// attemptTimeout 0 leaves an attempt bounded by ctx alone: such an attempt
+// (a blocking lock request, queued on the leader) may legitimately last any
+// time, so its duration is left out of the RetryFor window; an attempt that
+// hangs on a frozen node is ended by the connection's keepalive.
 func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try func(ctx context.Context, cc *grpc.ClientConn) error) error {
-	start := time.Now()
+	start := time.Now() // of the window, moved on by unbounded attempts
 	backoff := c.cfg.MinBackoff
 	var last error
 	for round := 0; ; round++ {
@@ -246,8 +252,12 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 		if attemptTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, attemptTimeout)
 		}
+		began := time.Now()
 		err = try(actx, cc)
 		cancel()
+		if attemptTimeout == 0 {
+			start = start.Add(time.Since(began))
+		}
 		if err == nil {
 			c.setLeader(addr)
 			return nil

@@ -134,6 +134,11 @@ func (c *Client) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.R
 	return write(ctx, c, jfspb.MetaClient.Release, r, func(r *jfspb.ReleaseRequest, h *jfspb.Header) { r.Header = h })
 }
 
+// ReleaseBatch applies a ReleaseBatchRequest exactly once.
+func (c *Client) ReleaseBatch(ctx context.Context, r *jfspb.ReleaseBatchRequest) (*jfspb.ReleaseBatchResponse, error) {
+	return write(ctx, c, jfspb.MetaClient.ReleaseBatch, r, func(r *jfspb.ReleaseBatchRequest, h *jfspb.Header) { r.Header = h })
+}
+
 // Write applies a WriteRequest exactly once.
 func (c *Client) Write(ctx context.Context, r *jfspb.WriteRequest) (*jfspb.WriteResponse, error) {
 	return write(ctx, c, jfspb.MetaClient.Write, r, func(r *jfspb.WriteRequest, h *jfspb.Header) { r.Header = h })

@@ -34,6 +34,7 @@ type waiter struct {
 	since   time.Time
 	posix   *jfspb.SetLkRequest
 	flockRq *jfspb.FlockRequest
+	ofd     bool // a POSIX wait whose owner may be an open file (maybe_ofd)
 
 	granting bool // a grant is being proposed
 	done     chan waitResult
@@ -56,9 +57,13 @@ type lockWaits struct {
 	queues   map[uint64][]*waiter // per inode, in arrival order
 	byKey    map[waitKey]*waiter
 	byID     map[uint64]*waiter
-	canceled map[waitKey]time.Time // cancels that arrived before their wait was queued
+	canceled cancelMemo // cancels that arrived before their wait was queued
 	graph    *rangelock.Graph
 	hosts    map[uint64]uint64 // session -> hash of its host, for graph nodes
+	// ofdOwners are the lock owners that a request marked maybe_ofd: an open
+	// file description may own their locks, so none is merged into its
+	// process (processNode). Forgotten when their locks are released.
+	ofdOwners map[rangelock.Owner]struct{}
 
 	dirtyMu  sync.Mutex
 	dirty    map[uint64]bool // inodes whose locks changed since the pump last looked
@@ -69,8 +74,9 @@ type lockWaits struct {
 func newLockWaits(n *Node) *lockWaits {
 	return &lockWaits{
 		n: n, queues: map[uint64][]*waiter{}, byKey: map[waitKey]*waiter{}, byID: map[uint64]*waiter{},
-		canceled: map[waitKey]time.Time{}, graph: rangelock.NewGraph(), hosts: map[uint64]uint64{},
-		dirty: map[uint64]bool{}, kick: make(chan struct{}, 1),
+		canceled: newCancelMemo(), graph: rangelock.NewGraph(), hosts: map[uint64]uint64{},
+		ofdOwners: map[rangelock.Owner]struct{}{},
+		dirty:     map[uint64]bool{}, kick: make(chan struct{}, 1),
 	}
 }
 
@@ -194,10 +200,13 @@ func (lw *lockWaits) hostHash(sid uint64) uint64 {
 
 // processNode names the process that holds or wants a lock: the host of its
 // session and its pid, so that one process reaching jfs through two mounts
-// on one host is one node. Without a pid (or host) the lock owner stands in.
+// on one host is one node. Without a pid (or host), and for an owner that
+// may be an open file description (ofdOwners), the lock owner stands in:
+// OFD locks belong to open files, which the threads of one process share,
+// not to the process. Called with lw.mu held.
 func (lw *lockWaits) processNode(owner rangelock.Owner, pid uint32) rangelock.Owner {
 	h := lw.hostHash(owner.Session)
-	if pid == 0 || h == 0 {
+	if _, ofd := lw.ofdOwners[owner]; pid == 0 || h == 0 || ofd {
 		return rangelock.Owner{Session: owner.Session &^ (1 << 63), ID: owner.ID | 1<<63}
 	}
 	return rangelock.Owner{Session: h, ID: uint64(pid)}
@@ -215,7 +224,7 @@ func conflictsWith(w, v *waiter) bool {
 
 // blockers returns the processes w waits for: the holders of conflicting
 // locks and the earlier waiters it may not overtake. ready is true when
-// there are none.
+// there are none. Called with lw.mu held.
 func (lw *lockWaits) blockers(w *waiter, earlier []*waiter) (nodes []rangelock.Owner, ready bool) {
 	for _, v := range earlier {
 		if conflictsWith(w, v) {
@@ -226,6 +235,36 @@ func (lw *lockWaits) blockers(w *waiter, earlier []*waiter) (nodes []rangelock.O
 		nodes = append(nodes, lw.processNode(h.Owner, h.Pid))
 	}
 	return nodes, len(nodes) == 0
+}
+
+// edges are the wait-for edges w adds to the graph for its blockers. A wait
+// that may be an OFD wait adds none, as Linux keeps OFD waits out of its
+// deadlock detection: another thread may release the open file's locks
+// while one of them waits, so a cycle through it is no proof of deadlock,
+// and such a wait is never refused with EDEADLK nor broken.
+func (w *waiter) edges(blockers []rangelock.Owner) []rangelock.Owner {
+	if w.ofd {
+		return nil
+	}
+	return blockers
+}
+
+// markOFD records that a lock request (not an unlock) of owner was marked
+// maybe_ofd by its mount: the owner gets a graph node of its own.
+func (lw *lockWaits) markOFD(owner rangelock.Owner) {
+	lw.mu.Lock()
+	lw.ofdOwners[owner] = struct{}{}
+	lw.mu.Unlock()
+}
+
+// forgetOwners drops the marks of owners of session sid whose locks on an
+// inode were released (a close); a later request marks them again.
+func (lw *lockWaits) forgetOwners(sid uint64, owners ...uint64) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	for _, o := range owners {
+		delete(lw.ofdOwners, rangelock.Owner{Session: sid, ID: o})
+	}
 }
 
 // wait serves a blocking lock request: try it; if it conflicts, queue it
@@ -250,8 +289,7 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 	}
 
 	lw.mu.Lock()
-	if _, ok := lw.canceled[w.key]; ok {
-		delete(lw.canceled, w.key)
+	if lw.canceled.take(w.key, time.Now()) {
 		lw.mu.Unlock()
 		return syscall.EINTR, nil, nil
 	}
@@ -266,7 +304,8 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 	w.since = time.Now()
 	w.done = make(chan waitResult, 1)
 	nodes, _ := lw.blockers(w, lw.queues[w.ino])
-	if !w.flock {
+	nodes = w.edges(nodes)
+	if !w.flock && !w.ofd {
 		if cycle := lw.graph.WouldCycle(w.node, nodes); cycle != nil {
 			lw.mu.Unlock()
 			lw.n.metrics.Load().countDeadlock("immediate")
@@ -353,8 +392,8 @@ func (lw *lockWaits) reconsider(ino uint64) (renewed []*waiter) {
 			lw.graph.Add(w.id, w.node, nil)
 			go lw.grant(w)
 		} else {
-			lw.graph.Add(w.id, w.node, nodes)
-			if !w.flock {
+			lw.graph.Add(w.id, w.node, w.edges(nodes))
+			if !w.flock && !w.ofd {
 				renewed = append(renewed, w)
 			}
 		}
@@ -412,20 +451,14 @@ func (lw *lockWaits) remove(w *waiter) bool {
 
 // cancel ends the wait of (session, seq) with EINTR, unless its grant is
 // already on its way (then the grant stands). A cancel that arrives before
-// the wait is queued is remembered for a minute.
+// the wait is queued is remembered for cancelMemoFor.
 func (lw *lockWaits) cancel(key waitKey) {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	now := time.Now()
-	for k, t := range lw.canceled {
-		if now.Sub(t) > time.Minute {
-			delete(lw.canceled, k)
-		}
-	}
 	w := lw.byKey[key]
 	switch {
 	case w == nil:
-		lw.canceled[key] = now
+		lw.canceled.add(key, time.Now())
 	case !w.granting:
 		lw.finish(w, waitResult{errno: syscall.EINTR})
 	}
@@ -436,6 +469,11 @@ func (lw *lockWaits) dropSession(sid uint64) {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	delete(lw.hosts, sid)
+	for o := range lw.ofdOwners {
+		if o.Session == sid {
+			delete(lw.ofdOwners, o)
+		}
+	}
 	for _, w := range lw.all() {
 		if w.owner.Session == sid && !w.granting {
 			lw.finish(w, waitResult{errno: syscall.ESTALE})
@@ -454,6 +492,7 @@ func (lw *lockWaits) failAll(err error) {
 		}
 	}
 	clear(lw.hosts)
+	clear(lw.ofdOwners)
 }
 
 // all returns every waiter, by inode then arrival. Called with lw.mu held.
@@ -501,7 +540,7 @@ func (lw *lockWaits) breakCycle(cycle []rangelock.Owner) bool {
 		to := cycle[(i+1)%len(cycle)]
 		for _, id := range lw.graph.WaitsOf(from) {
 			w := lw.byID[id]
-			if w == nil || w.flock || w.granting {
+			if w == nil || w.flock || w.ofd || w.granting {
 				continue
 			}
 			if _, blockers, _ := lw.graph.Wait(id); !slices.Contains(blockers, to) {
@@ -560,7 +599,7 @@ func newPosixWaiter(r *jfspb.SetLkRequest) (*waiter, bool) {
 	h := r.Header
 	return &waiter{
 		key: waitKey{h.Session, h.Seq}, ino: r.Ino, owner: rangelock.Owner{Session: h.Session, ID: r.Owner},
-		typ: typ, rng: rng, posix: r,
+		typ: typ, rng: rng, posix: r, ofd: r.MaybeOfd,
 	}, true
 }
 
@@ -576,3 +615,65 @@ func newFlockWaiter(r *jfspb.FlockRequest) (*waiter, bool) {
 		typ: typ, rng: rangelock.Whole, flockRq: r,
 	}, true
 }
+
+// cancelMemoFor is how long a cancel that found no wait is remembered: its
+// request may still be on its way to the leader.
+const cancelMemoFor = time.Minute
+
+// cancelMemo remembers cancels whose wait was not queued yet, each for
+// cancelMemoFor. Entries expire in the order they were added, so expiry
+// pops them off the front of a queue: add and take cost O(1) amortised,
+// however many cancels are remembered. Not safe for concurrent use.
+type cancelMemo struct {
+	at    map[waitKey]time.Time // the live entries, by when they were added
+	queue []memoEntry           // every entry added, oldest first
+	head  int                   // queue[:head] is expired
+}
+
+type memoEntry struct {
+	key waitKey
+	at  time.Time
+}
+
+func newCancelMemo() cancelMemo { return cancelMemo{at: map[waitKey]time.Time{}} }
+
+// add remembers a cancel of key at now. now must not be before the now of
+// an earlier call.
+func (m *cancelMemo) add(key waitKey, now time.Time) {
+	m.expire(now)
+	m.at[key] = now
+	m.queue = append(m.queue, memoEntry{key, now})
+}
+
+// take reports whether key was cancelled within cancelMemoFor of now, and
+// forgets it.
+func (m *cancelMemo) take(key waitKey, now time.Time) bool {
+	m.expire(now)
+	_, ok := m.at[key]
+	delete(m.at, key)
+	return ok
+}
+
+// expire forgets the entries older than cancelMemoFor. Each entry is looked
+// at once here, when it expires.
+func (m *cancelMemo) expire(now time.Time) {
+	for m.head < len(m.queue) && now.Sub(m.queue[m.head].at) > cancelMemoFor {
+		e := m.queue[m.head]
+		// A key cancelled again later has a newer entry: keep it.
+		if t, ok := m.at[e.key]; ok && t.Equal(e.at) {
+			delete(m.at, e.key)
+		}
+		m.queue[m.head] = memoEntry{}
+		m.head++
+	}
+	// Reuse the array once its front half is dead.
+	if m.head > 0 && m.head*2 >= len(m.queue) {
+		n := copy(m.queue, m.queue[m.head:])
+		clear(m.queue[n:])
+		m.queue = m.queue[:n]
+		m.head = 0
+	}
+}
+
+// len is the number of remembered cancels.
+func (m *cancelMemo) len() int { return len(m.at) }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/rangelock"
 )
 
 // Server is the gRPC face of a Node: the Meta service for clients and the
@@ -105,6 +106,7 @@ const (
 	cmdSymlink      = jfspb.CommandType_COMMAND_TYPE_SYMLINK
 	cmdOpen         = jfspb.CommandType_COMMAND_TYPE_OPEN
 	cmdRelease      = jfspb.CommandType_COMMAND_TYPE_RELEASE
+	cmdReleaseBatch = jfspb.CommandType_COMMAND_TYPE_RELEASE_BATCH
 	cmdWrite        = jfspb.CommandType_COMMAND_TYPE_WRITE
 	cmdSetXattr     = jfspb.CommandType_COMMAND_TYPE_SETXATTR
 	cmdRemoveXattr  = jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR
@@ -216,7 +218,24 @@ func (s *Server) Open(ctx context.Context, r *jfspb.OpenRequest) (*jfspb.OpenRes
 }
 
 func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.ReleaseResponse, error) {
-	return propose[*jfspb.ReleaseResponse](ctx, s, cmdRelease, r.Header, r)
+	resp, err := propose[*jfspb.ReleaseResponse](ctx, s, cmdRelease, r.Header, r)
+	if err == nil && len(r.LockOwners) > 0 {
+		s.n.locks.forgetOwners(r.Header.GetSession(), r.LockOwners...)
+	}
+	return resp, err
+}
+
+// ReleaseBatch applies several releases of the session as one log entry.
+func (s *Server) ReleaseBatch(ctx context.Context, r *jfspb.ReleaseBatchRequest) (*jfspb.ReleaseBatchResponse, error) {
+	resp, err := propose[*jfspb.ReleaseBatchResponse](ctx, s, cmdReleaseBatch, r.Header, r)
+	if err == nil {
+		for _, rr := range r.Releases {
+			if len(rr.LockOwners) > 0 {
+				s.n.locks.forgetOwners(r.Header.GetSession(), rr.LockOwners...)
+			}
+		}
+	}
+	return resp, err
 }
 
 func (s *Server) Read(ctx context.Context, r *jfspb.ReadRequest) (*jfspb.ReadResponse, error) {
@@ -285,6 +304,9 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 	if e := checkRequest(r); e != 0 {
 		return &jfspb.SetLkResponse{Errno: int32(e)}, nil
 	}
+	if r.MaybeOfd && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && r.Header != nil && s.n.ready() {
+		s.n.locks.markOFD(rangelock.Owner{Session: r.Header.Session, ID: r.Owner})
+	}
 	w, ok := newPosixWaiter(r)
 	if !r.Block || !ok {
 		return propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
@@ -331,5 +353,9 @@ func (s *Server) CancelLockWait(ctx context.Context, r *jfspb.CancelLockWaitRequ
 }
 
 func (s *Server) ReleaseLockOwner(ctx context.Context, r *jfspb.ReleaseLockOwnerRequest) (*jfspb.ReleaseLockOwnerResponse, error) {
-	return propose[*jfspb.ReleaseLockOwnerResponse](ctx, s, cmdReleaseOwner, r.Header, r)
+	resp, err := propose[*jfspb.ReleaseLockOwnerResponse](ctx, s, cmdReleaseOwner, r.Header, r)
+	if err == nil {
+		s.n.locks.forgetOwners(r.Header.GetSession(), r.Owner)
+	}
+	return resp, err
 }

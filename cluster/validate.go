@@ -20,6 +20,8 @@ const (
 	maxShortString = 4096
 	// maxAckedSeqs bounds the individual acknowledgements of one header.
 	maxAckedSeqs = 1024
+	// maxLockOwners bounds the OFD lock owners one release names.
+	maxLockOwners = 1024
 )
 
 // checkRequest answers the errno that req must get without being proposed
@@ -102,6 +104,19 @@ func checkRequest(req proto.Message) syscall.Errno {
 		return xname(r.Name)
 	case *jfspb.RemoveXattrRequest:
 		return xname(r.Name)
+	case *jfspb.ReleaseRequest:
+		if len(r.LockOwners) > maxLockOwners {
+			return syscall.EINVAL
+		}
+	case *jfspb.ReleaseBatchRequest:
+		if len(r.Releases) == 0 || len(r.Releases) > fsm.MaxReleaseBatch {
+			return syscall.EINVAL
+		}
+		for _, rel := range r.Releases {
+			if len(rel.LockOwners) > maxLockOwners {
+				return syscall.EINVAL
+			}
+		}
 	}
 	return 0
 }

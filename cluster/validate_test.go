@@ -42,6 +42,11 @@ func TestCheckRequest(t *testing.T) {
 		{"acks at the limit", &jfspb.MkdirRequest{Header: &jfspb.Header{AckedSeqs: make([]uint64, maxAckedSeqs)}}, 0},
 		{"acks past the limit", &jfspb.MkdirRequest{Header: &jfspb.Header{AckedSeqs: make([]uint64, maxAckedSeqs+1)}}, syscall.EINVAL},
 		{"no header", &jfspb.MkdirRequest{Name: name255}, 0},
+		{"release owners at the limit", &jfspb.ReleaseRequest{LockOwners: make([]uint64, maxLockOwners)}, 0},
+		{"release owners past the limit", &jfspb.ReleaseRequest{LockOwners: make([]uint64, maxLockOwners+1)}, syscall.EINVAL},
+		{"release batch empty", &jfspb.ReleaseBatchRequest{}, syscall.EINVAL},
+		{"release batch past the limit", &jfspb.ReleaseBatchRequest{Releases: make([]*jfspb.ReleaseRequest, fsm.MaxReleaseBatch+1)}, syscall.EINVAL},
+		{"release batch, owners past the limit", &jfspb.ReleaseBatchRequest{Releases: []*jfspb.ReleaseRequest{{LockOwners: make([]uint64, maxLockOwners+1)}}}, syscall.EINVAL},
 		{"blocking lock, acks past the limit", &jfspb.SetLkRequest{Block: true, Header: &jfspb.Header{AckedSeqs: make([]uint64, maxAckedSeqs+1)}}, syscall.EINVAL},
 	} {
 		if got := checkRequest(tc.req); got != tc.want {

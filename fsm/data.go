@@ -372,14 +372,40 @@ func (t *txn) applyOpen(req *jfspb.OpenRequest) *jfspb.OpenResponse {
 }
 
 // applyRelease ends an open of ino by the session, dropping the flock of
-// (session, fh) when asked: EBADF if the session does not have ino open.
+// (session, fh) when asked and the POSIX locks on ino of the listed owners
+// (the open file's OFD locks): EBADF if the session does not have ino open,
+// after the locks are dropped all the same.
 func (t *txn) applyRelease(req *jfspb.ReleaseRequest) *jfspb.ReleaseResponse {
 	ino := req.GetIno()
 	if req.GetReleaseFlock() {
 		t.dropFlock(ino, rangelock.Owner{Session: t.session, ID: req.GetFh()})
 	}
+	dropped := false
+	for _, o := range req.GetLockOwners() {
+		dropped = t.f.table.ReleasePosix(ino, rangelock.Owner{Session: t.session, ID: o}) || dropped
+	}
+	if dropped {
+		t.savePlocks(ino)
+	}
 	if !t.closeFile(ino, t.session) {
 		return &jfspb.ReleaseResponse{Errno: eno(syscall.EBADF)}
 	}
 	return &jfspb.ReleaseResponse{}
+}
+
+// MaxReleaseBatch bounds the releases of one ReleaseBatchRequest.
+const MaxReleaseBatch = 1024
+
+// applyReleaseBatch applies each release of the batch as applyRelease does,
+// answering its errno in order: EINVAL for an empty or too large batch.
+func (t *txn) applyReleaseBatch(req *jfspb.ReleaseBatchRequest) *jfspb.ReleaseBatchResponse {
+	rs := req.GetReleases()
+	if len(rs) == 0 || len(rs) > MaxReleaseBatch {
+		return &jfspb.ReleaseBatchResponse{Errno: eno(syscall.EINVAL)}
+	}
+	out := &jfspb.ReleaseBatchResponse{Errnos: make([]int32, len(rs))}
+	for i, r := range rs {
+		out.Errnos[i] = t.applyRelease(r).GetErrno()
+	}
+	return out
 }

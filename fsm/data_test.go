@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"math/rand/v2"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -208,5 +209,36 @@ func TestOpenRelease(t *testing.T) {
 		t.Fatalf("O_TRUNC left size %d", r.Attr.Size)
 	}
 	mustOK(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: f.Ino}))
+	mustErrno(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: f.Ino}), syscall.EBADF)
+}
+
+const cReleaseBatch = jfspb.CommandType_COMMAND_TYPE_RELEASE_BATCH
+
+// TestReleaseBatch: a batch applies each release as a single release would,
+// answering each errno in order; an empty or oversized batch is EINVAL and
+// releases nothing.
+func TestReleaseBatch(t *testing.T) {
+	h := mustHarness(t, Options{})
+	f := h.mustCreate(RootIno, "f", false)
+	g := h.mustCreate(RootIno, "g", false)
+	for range 2 {
+		mustOK(t, h.do(cOpen, &jfspb.OpenRequest{Ino: f.Ino}))
+	}
+	mustOK(t, h.do(cOpen, &jfspb.OpenRequest{Ino: g.Ino}))
+	mustErrno(t, h.do(cReleaseBatch, &jfspb.ReleaseBatchRequest{}), syscall.EINVAL)
+	big := &jfspb.ReleaseBatchRequest{}
+	for range MaxReleaseBatch + 1 {
+		big.Releases = append(big.Releases, &jfspb.ReleaseRequest{Ino: f.Ino})
+	}
+	mustErrno(t, h.do(cReleaseBatch, big), syscall.EINVAL)
+
+	r := h.do(cReleaseBatch, &jfspb.ReleaseBatchRequest{Releases: []*jfspb.ReleaseRequest{
+		{Ino: f.Ino}, {Ino: g.Ino}, {Ino: f.Ino}, {Ino: g.Ino}, {Ino: 999},
+	}}).(*jfspb.ReleaseBatchResponse)
+	mustOK(t, r)
+	want := []int32{0, 0, 0, int32(syscall.EBADF), int32(syscall.EBADF)}
+	if !slices.Equal(r.Errnos, want) {
+		t.Fatalf("errnos %v, want %v", r.Errnos, want)
+	}
 	mustErrno(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: f.Ino}), syscall.EBADF)
 }

@@ -160,7 +160,14 @@ func lockEffect(typ jfspb.CommandType, req proto.Message) (ino uint64, all, some
 	case *jfspb.ReleaseLockOwnerRequest:
 		return r.Ino, false, true
 	case *jfspb.ReleaseRequest:
-		return r.Ino, false, r.ReleaseFlock
+		return r.Ino, false, r.ReleaseFlock || len(r.LockOwners) > 0
+	case *jfspb.ReleaseBatchRequest:
+		for _, rr := range r.Releases {
+			if rr.ReleaseFlock || len(rr.LockOwners) > 0 {
+				return 0, true, true
+			}
+		}
+		return 0, false, false
 	case *jfspb.CloseSessionRequest, *jfspb.ExpireSessionRequest, *jfspb.UnlinkRequest, *jfspb.RenameRequest:
 		// Ending a session releases its locks anywhere; freeing an inode
 		// drops its locks.
@@ -363,6 +370,7 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_SYMLINK:            handler("symlink", false, (*txn).applySymlink),
 		jfspb.CommandType_COMMAND_TYPE_OPEN:               handler("open", false, (*txn).applyOpen),
 		jfspb.CommandType_COMMAND_TYPE_RELEASE:            handler("release", false, (*txn).applyRelease),
+		jfspb.CommandType_COMMAND_TYPE_RELEASE_BATCH:      handler("release_batch", false, (*txn).applyReleaseBatch),
 		jfspb.CommandType_COMMAND_TYPE_WRITE:              handler("write", false, (*txn).applyWrite),
 		jfspb.CommandType_COMMAND_TYPE_SETXATTR:           handler("setxattr", false, (*txn).applySetXattr),
 		jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR:        handler("removexattr", false, (*txn).applyRemoveXattr),

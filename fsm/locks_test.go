@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -196,4 +198,27 @@ func TestLocksPersist(t *testing.T) {
 	mustErrno(t, h.do(cFlock, &jfspb.FlockRequest{Ino: f.Ino, Fh: 1, Type: lkWr}), syscall.EAGAIN)
 	mustErrno(t, h.mustApplyEntry(h.entry(cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 1, Type: lkWr, Start: 50, Len: 1}, other, 100, 0)), syscall.EAGAIN)
 	mustOK(t, h.mustApplyEntry(h.entry(cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 1, Type: lkWr, Start: 45, Len: 5}, other, 101, 0)))
+}
+
+// TestReleaseDropsListedOwners: a release listing lock owners (the open
+// file's OFD owners) drops their POSIX locks on the inode, and only theirs.
+func TestReleaseDropsListedOwners(t *testing.T) {
+	h := mustHarness(t, Options{})
+	f := h.mustCreate(RootIno, "f", true)
+	g := h.mustCreate(RootIno, "g", true)
+	mustOK(t, h.do(cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 7, Type: lkWr, Start: 0, Len: 10}))  // OFD of fh 1
+	mustOK(t, h.do(cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 8, Type: lkWr, Start: 20, Len: 10})) // a process
+	mustOK(t, h.do(cSetLk, &jfspb.SetLkRequest{Ino: g.Ino, Owner: 7, Type: lkWr, Start: 0, Len: 10}))  // same id, other inode
+	mustOK(t, h.do(cOpen, &jfspb.OpenRequest{Ino: f.Ino, Fh: 2}))
+	mustOK(t, h.do(cRelease, &jfspb.ReleaseRequest{Ino: f.Ino, Fh: 1, LockOwners: []uint64{7}}))
+	var left []string
+	for _, l := range h.f.Locks(&jfspb.ListLocksRequest{}).Locks {
+		left = append(left, fmt.Sprintf("%d/%d@%d", l.Ino, l.Owner.GetOwner(), l.Start))
+	}
+	want := []string{fmt.Sprintf("%d/8@20", f.Ino), fmt.Sprintf("%d/7@0", g.Ino)}
+	slices.Sort(left)
+	slices.Sort(want)
+	if !slices.Equal(left, want) {
+		t.Fatalf("locks after the release: %v, want %v", left, want)
+	}
 }

@@ -156,7 +156,7 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) (st fuse.S
 // does on a local file system. Writes need no flushing.
 func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) (st fuse.Status) {
 	defer fs.observe("Flush", time.Now(), &st)
-	held := fs.forgetPlockOwner(in.NodeId, in.LockOwner)
+	held := fs.owners.flushed(in.NodeId, in.LockOwner)
 	if st = fs.live("flush", in.Fh); !st.Ok() || !held {
 		return st
 	}
@@ -170,19 +170,87 @@ func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	return fs.live("fsync", in.Fh)
 }
 
-// Release ends an open file; with FUSE_RELEASE_FLOCK_UNLOCK its flock is
-// dropped too. The kernel does not wait for the answer.
+// Release ends an open file (the last close of its open file description).
+// With FUSE_RELEASE_FLOCK_UNLOCK its flock is dropped too, and so are the
+// OFD locks taken through it (see owners.go). The kernel does not wait for
+// the answer, and neither does Release: a release that frees a lock is sent
+// at once, a plain one is queued behind the earlier plain ones (release.go).
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	var st fuse.Status
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
-	fs.handles.Delete(in.Fh)
+	sid, _ := fs.handles.LoadAndDelete(in.Fh)
+	owners := fs.owners.released(in.NodeId, in.Fh)
 	if !st.Ok() {
-		return // the ended session's opens are gone with it
+		return // the ended session's opens and locks are gone with it
 	}
-	r, err := fs.c.Release(ctx(), &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
-		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0})
-	st = fs.status("release", err, r.GetErrno())
+	p := pendingRelease{req: &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
+		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0, LockOwners: owners}}
+	p.session, _ = sid.(uint64)
+	if p.req.ReleaseFlock || len(owners) > 0 {
+		fs.releases.urgent(p)
+	} else {
+		fs.releases.plain(p)
+	}
+}
+
+// pendingRelease is a release on its way, with the session its file was
+// opened under (0 if unknown).
+type pendingRelease struct {
+	req     *jfspb.ReleaseRequest
+	session uint64
+}
+
+// stale reports whether p's file was opened under a session the cluster has
+// ended since: its open is gone with the session, and the release, sent
+// under the new session, would end an open of that one. It is dropped.
+func (fs *FS) stale(p pendingRelease) bool {
+	s := fs.opts.Session
+	return s != nil && p.session != 0 && s.ID() != p.session
+}
+
+// sendReleases sends plain releases as one batch (one log entry); failures
+// are logged, as no one waits for them.
+func (fs *FS) sendReleases(ps []pendingRelease) {
+	req := &jfspb.ReleaseBatchRequest{}
+	for _, p := range ps {
+		if !fs.stale(p) {
+			req.Releases = append(req.Releases, p.req)
+		}
+	}
+	if len(req.Releases) == 0 {
+		return
+	}
+	start := time.Now()
+	r, err := fs.c.ReleaseBatch(ctx(), req)
+	d := time.Since(start)
+	for range req.Releases {
+		fs.opts.Metrics.observeMeta("release", d)
+	}
+	if st := fs.status("release", err, r.GetErrno()); !st.Ok() {
+		fs.log.Warn("releasing open files failed", "files", len(req.Releases), "status", st)
+		return
+	}
+	for i, e := range r.GetErrnos() {
+		if e != 0 && i < len(req.Releases) {
+			fs.log.Debug("release failed", "ino", req.Releases[i].Ino, "fh", req.Releases[i].Fh, "errno", e)
+		}
+	}
+}
+
+// sendRelease sends one release that frees locks to the cluster; a failure
+// is logged, as no one waits for it.
+func (fs *FS) sendRelease(p pendingRelease) {
+	req := p.req
+	if fs.stale(p) {
+		return
+	}
+	start := time.Now()
+	r, err := fs.c.Release(ctx(), req)
+	fs.opts.Metrics.observeMeta("release", time.Since(start))
+	if st := fs.status("release", err, r.GetErrno()); !st.Ok() {
+		fs.log.Debug("release failed", "ino", req.Ino, "fh", req.Fh, "status", st)
+	}
 }
 
 // OpenDir needs no handle: ReadDir pages through the directory by cookie.

@@ -38,6 +38,9 @@ type Options struct {
 	// (their opens and locks are gone); files opened later work under the
 	// new session.
 	Session Session
+	// ReleaseBatch is the most plain releases (closes that free no lock)
+	// sent in one request (0: 256; 1: one each, as the kernel sends them).
+	ReleaseBatch int
 	// Observer, when set, is told about every operation.
 	Observer Observer
 	// Metrics counts operations (see metrics.go); nil: New makes them.
@@ -72,10 +75,13 @@ type FS struct {
 	// nextFh numbers open files; the number is also the flock owner.
 	nextFh atomic.Uint64
 
-	// plocks holds the (inode, lock owner) pairs for which this mount took
-	// a POSIX lock, so that a close (FLUSH) without locks costs no request.
-	plockMu sync.Mutex
-	plocks  map[plockKey]struct{}
+	// owners records who took record locks through which open file, so
+	// that a close (FLUSH) without locks costs no request and the last close
+	// of an open file drops its OFD locks (owners.go).
+	owners *lockOwners
+
+	// releases sends RELEASE requests off the kernel's path (release.go).
+	releases *releaser[pendingRelease]
 
 	// handles maps an open file's fh to the session it was opened under.
 	handles sync.Map
@@ -100,11 +106,13 @@ func New(c *client.Client, opts Options) *FS {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
-	return &FS{
+	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		c:             c, opts: opts, log: opts.Logger.Named("fuse"),
-		plocks: map[plockKey]struct{}{},
+		owners: newLockOwners(),
 	}
+	fs.releases = newReleaser(fs.sendRelease, fs.sendReleases, opts.ReleaseBatch)
+	return fs
 }
 
 // NewServer mounts fs at mountPoint with opts, adding what fs needs:

@@ -12,8 +12,10 @@ import (
 
 // Locks. flock(2) arrives as SetLk/SetLkw with FUSE_LK_FLOCK and is owned by
 // the open file (its fh); fcntl(2) record locks are owned by the kernel's
-// lock owner (in.Owner, one per process and file table) within this
-// mount's session, so locks taken through two mounts always conflict.
+// lock owner (in.Owner: one per process and file table for F_SETLK, one per
+// open file for F_OFD_SETLK) within this mount's session, so locks taken
+// through two mounts always conflict. owners.go tells the two kinds apart at
+// close.
 //
 // After every lock acquisition the kernel's cached data and attributes of
 // the inode are dropped, so that reads under the lock see what the previous
@@ -123,14 +125,15 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 			done <- fs.status("flock", err, r.GetErrno())
 			return
 		}
+		maybeOFD := false
 		if typ != jfspb.LockType_LOCK_TYPE_UNLOCK {
 			// Noted before asking: if the answer is lost, the close still
 			// releases whatever was granted.
-			fs.notePlockOwner(in.NodeId, in.Owner)
+			maybeOFD = fs.owners.locking(in.NodeId, in.Fh, in.Owner, in.Lk.Pid)
 		}
 		start, length := fcntlRange(&in.Lk)
 		r, err := fs.c.SetLk(ctx(), &jfspb.SetLkRequest{Ino: in.NodeId, Owner: in.Owner, Type: typ,
-			Start: start, Len: length, Pid: in.Lk.Pid, Block: block}, onHeader)
+			Start: start, Len: length, Pid: in.Lk.Pid, Block: block, MaybeOfd: maybeOFD}, onHeader)
 		done <- fs.status("setlk", err, r.GetErrno())
 	}()
 	for {
@@ -161,21 +164,4 @@ func (fs *FS) invalidate(ino uint64) {
 	if st := s.InodeNotify(ino, 0, -1); !st.Ok() && st != fuse.ENOENT {
 		fs.log.Warn("dropping the kernel's cache failed", "ino", ino, "status", st)
 	}
-}
-
-func (fs *FS) notePlockOwner(ino, owner uint64) {
-	fs.plockMu.Lock()
-	fs.plocks[plockKey{ino, owner}] = struct{}{}
-	fs.plockMu.Unlock()
-}
-
-// forgetPlockOwner reports whether owner may hold POSIX locks on ino taken
-// through this mount, and forgets it.
-func (fs *FS) forgetPlockOwner(ino, owner uint64) bool {
-	fs.plockMu.Lock()
-	defer fs.plockMu.Unlock()
-	k := plockKey{ino, owner}
-	_, ok := fs.plocks[k]
-	delete(fs.plocks, k)
-	return ok
 }

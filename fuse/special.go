@@ -430,7 +430,8 @@ func (f *front) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	}
 	start := time.Now()
 	f.FS.Release(cancel, in)
-	d := f.done("Release", "release", start, fuse.OK)
+	// The request to the cluster is counted when it is sent (sendRelease).
+	d := f.done("Release", "", start, fuse.OK)
 	if f.alog.active() {
 		f.alog.add(start, d, &in.Caller, "release", fuse.OK, "(%d,%d)", in.NodeId, in.Fh)
 	}

@@ -44,6 +44,7 @@ func TestMountBadInput(t *testing.T) {
 		{"no servers", []string{"mount", dir}, "--servers"},
 		{"bad servers", []string{"mount", "--servers", "nohostport", dir}, "nohostport"},
 		{"bad log level", []string{"mount", "--servers", down, "--log-level", "loud", dir}, "loud"},
+		{"release batch too large", []string{"mount", "--servers", down, "--release-batch", "5000", dir}, "--release-batch 5000"},
 		{"cluster unreachable", []string{"mount", "--servers", down, "--retry-for", "2s", "--metrics", "", dir}, "cannot reach the jfs cluster"},
 		{"cluster unreachable in the background", []string{"mount", "-d", "--log-file", filepath.Join(dir, "log"),
 			"--servers", down, "--retry-for", "2s", "--metrics", "", dir}, "cannot reach the jfs cluster"},

@@ -103,3 +103,5 @@ func (x *SetSettingsResponse) SetErrno(e int32) { x.Errno = e }
 func (x *FreeDataResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *TouchAtimeResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *ReleaseBatchResponse) SetErrno(e int32) { x.Errno = e }

@@ -2920,12 +2920,17 @@ func (x *OpenResponse) GetAttr() *Attr {
 
 // ReleaseRequest ends one open of ino by the session. With release_flock
 // (FUSE_RELEASE_FLOCK_UNLOCK) the flock of (session, fh) is dropped too.
+// Every POSIX lock on ino of the owners (session, o) for o in lock_owners is
+// dropped as well: the mount lists the owners that locked through fh and are
+// not processes, that is the open file description's own (OFD) locks, which
+// go with its last close.
 type ReleaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
 	Fh            uint64                 `protobuf:"varint,3,opt,name=fh,proto3" json:"fh,omitempty"`
 	ReleaseFlock  bool                   `protobuf:"varint,4,opt,name=release_flock,json=releaseFlock,proto3" json:"release_flock,omitempty"`
+	LockOwners    []uint64               `protobuf:"varint,40,rep,packed,name=lock_owners,json=lockOwners,proto3" json:"lock_owners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2986,6 +2991,13 @@ func (x *ReleaseRequest) GetReleaseFlock() bool {
 		return x.ReleaseFlock
 	}
 	return false
+}
+
+func (x *ReleaseRequest) GetLockOwners() []uint64 {
+	if x != nil {
+		return x.LockOwners
+	}
+	return nil
 }
 
 type ReleaseResponse struct {
@@ -4417,7 +4429,13 @@ type SetLkRequest struct {
 	// granted. It then may also answer EDEADLK (the wait would close a cycle
 	// of waiting processes, or a later one was broken by failing this wait)
 	// and EINTR (CancelLockWait). The state machine itself ignores block.
-	Block         bool `protobuf:"varint,8,opt,name=block,proto3" json:"block,omitempty"`
+	Block bool `protobuf:"varint,8,opt,name=block,proto3" json:"block,omitempty"`
+	// maybe_ofd says that owner may be an open file description (an OFD
+	// lock) rather than a process: the mount has seen the same pid lock
+	// through another owner, and a process has one POSIX owner per mount. The
+	// wait-for graph then gives owner a node of its own instead of merging it
+	// into its process's. The state machine ignores it.
+	MaybeOfd      bool `protobuf:"varint,41,opt,name=maybe_ofd,json=maybeOfd,proto3" json:"maybe_ofd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4504,6 +4522,13 @@ func (x *SetLkRequest) GetPid() uint32 {
 func (x *SetLkRequest) GetBlock() bool {
 	if x != nil {
 		return x.Block
+	}
+	return false
+}
+
+func (x *SetLkRequest) GetMaybeOfd() bool {
+	if x != nil {
+		return x.MaybeOfd
 	}
 	return false
 }
@@ -6472,6 +6497,114 @@ func (x *ConfirmTermResponse) GetSame() bool {
 	return false
 }
 
+// ReleaseBatchRequest ends several opens of the session in one log entry:
+// each release is applied as a ReleaseRequest (its own header is ignored).
+// A mount batches the releases that free no lock. EINVAL for an empty batch
+// or one of more than 1024 releases.
+type ReleaseBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Releases      []*ReleaseRequest      `protobuf:"bytes,2,rep,name=releases,proto3" json:"releases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseBatchRequest) Reset() {
+	*x = ReleaseBatchRequest{}
+	mi := &file_jfs_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseBatchRequest) ProtoMessage() {}
+
+func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *ReleaseBatchRequest) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ReleaseBatchRequest) GetReleases() []*ReleaseRequest {
+	if x != nil {
+		return x.Releases
+	}
+	return nil
+}
+
+type ReleaseBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Errnos        []int32                `protobuf:"varint,2,rep,packed,name=errnos,proto3" json:"errnos,omitempty"` // one per release, in order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseBatchResponse) Reset() {
+	*x = ReleaseBatchResponse{}
+	mi := &file_jfs_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseBatchResponse) ProtoMessage() {}
+
+func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *ReleaseBatchResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *ReleaseBatchResponse) GetErrnos() []int32 {
+	if x != nil {
+		return x.Errnos
+	}
+	return nil
+}
+
 var File_jfs_proto protoreflect.FileDescriptor
 
 const file_jfs_proto_rawDesc = "" +
@@ -6674,12 +6807,14 @@ const file_jfs_proto_rawDesc = "" +
 	"\x02fh\x18\x04 \x01(\x04R\x02fh\"F\n" +
 	"\fOpenResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
-	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\x7f\n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\xa0\x01\n" +
 	"\x0eReleaseRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x0e\n" +
 	"\x02fh\x18\x03 \x01(\x04R\x02fh\x12#\n" +
-	"\rrelease_flock\x18\x04 \x01(\bR\freleaseFlock\"'\n" +
+	"\rrelease_flock\x18\x04 \x01(\bR\freleaseFlock\x12\x1f\n" +
+	"\vlock_owners\x18( \x03(\x04R\n" +
+	"lockOwners\"'\n" +
 	"\x0fReleaseResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"K\n" +
 	"\vReadRequest\x12\x10\n" +
@@ -6780,7 +6915,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x04 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12)\n" +
-	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\xd4\x01\n" +
+	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\xf1\x01\n" +
 	"\fSetLkRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -6789,7 +6924,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05start\x18\x05 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x06 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\a \x01(\rR\x03pid\x12\x14\n" +
-	"\x05block\x18\b \x01(\bR\x05block\"V\n" +
+	"\x05block\x18\b \x01(\bR\x05block\x12\x1b\n" +
+	"\tmaybe_ofd\x18) \x01(\bR\bmaybeOfd\"V\n" +
 	"\rSetLkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
 	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\"\xa6\x01\n" +
@@ -6913,7 +7049,13 @@ const file_jfs_proto_rawDesc = "" +
 	"\x13ConfirmTermResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04same\x18\x03 \x01(\bR\x04same*\xd8\x01\n" +
+	"\x04same\x18\x03 \x01(\bR\x04same\"q\n" +
+	"\x13ReleaseBatchRequest\x12&\n" +
+	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x122\n" +
+	"\breleases\x18\x02 \x03(\v2\x16.jfs.v1.ReleaseRequestR\breleases\"D\n" +
+	"\x14ReleaseBatchResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x16\n" +
+	"\x06errnos\x18\x02 \x03(\x05R\x06errnos*\xd8\x01\n" +
 	"\vSetAttrMask\x12\x11\n" +
 	"\rSET_ATTR_NONE\x10\x00\x12\x11\n" +
 	"\rSET_ATTR_MODE\x10\x01\x12\x10\n" +
@@ -6932,7 +7074,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
-	"\x0fLOCK_KIND_POSIX\x10\x022\xa4\x0f\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x022\xef\x0f\n" +
 	"\x04Meta\x12=\n" +
 	"\bRegister\x12\x17.jfs.v1.RegisterRequest\x1a\x18.jfs.v1.RegisterResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.jfs.v1.HeartbeatRequest\x1a\x19.jfs.v1.HeartbeatResponse\x12I\n" +
@@ -6966,7 +7108,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse\x12@\n" +
 	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse\x12C\n" +
 	"\n" +
-	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse2\x95\x06\n" +
+	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse\x12I\n" +
+	"\fReleaseBatch\x12\x1b.jfs.v1.ReleaseBatchRequest\x1a\x1c.jfs.v1.ReleaseBatchResponse2\x95\x06\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -6993,7 +7136,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 99)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 101)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -7097,6 +7240,8 @@ var file_jfs_proto_goTypes = []any{
 	(*DigestResponse)(nil),           // 99: jfs.v1.DigestResponse
 	(*ConfirmTermRequest)(nil),       // 100: jfs.v1.ConfirmTermRequest
 	(*ConfirmTermResponse)(nil),      // 101: jfs.v1.ConfirmTermResponse
+	(*ReleaseBatchRequest)(nil),      // 102: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 103: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,   // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -7153,97 +7298,101 @@ var file_jfs_proto_depIdxs = []int32{
 	64,  // 51: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
 	1,   // 52: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
 	93,  // 53: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	7,   // 54: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,   // 55: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	11,  // 56: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	15,  // 57: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	17,  // 58: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	19,  // 59: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	21,  // 60: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	23,  // 61: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	25,  // 62: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	27,  // 63: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	29,  // 64: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	31,  // 65: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	33,  // 66: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	35,  // 67: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	37,  // 68: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	39,  // 69: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	42,  // 70: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	44,  // 71: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	46,  // 72: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	50,  // 73: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	54,  // 74: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	56,  // 75: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	58,  // 76: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	60,  // 77: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	62,  // 78: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	65,  // 79: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	67,  // 80: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	69,  // 81: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	73,  // 82: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	71,  // 83: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	52,  // 84: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	48,  // 85: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	83,  // 86: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	85,  // 87: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	87,  // 88: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	89,  // 89: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	91,  // 90: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	94,  // 91: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	96,  // 92: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	81,  // 93: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	100, // 94: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	98,  // 95: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	76,  // 96: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	8,   // 97: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10,  // 98: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12,  // 99: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16,  // 100: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18,  // 101: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20,  // 102: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22,  // 103: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24,  // 104: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26,  // 105: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28,  // 106: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30,  // 107: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32,  // 108: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34,  // 109: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36,  // 110: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38,  // 111: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41,  // 112: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43,  // 113: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45,  // 114: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47,  // 115: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	51,  // 116: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	55,  // 117: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	57,  // 118: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	59,  // 119: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	61,  // 120: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	63,  // 121: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	66,  // 122: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	68,  // 123: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	70,  // 124: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	74,  // 125: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	72,  // 126: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	53,  // 127: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	49,  // 128: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	84,  // 129: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	86,  // 130: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	88,  // 131: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	90,  // 132: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	92,  // 133: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	95,  // 134: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	97,  // 135: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	82,  // 136: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	101, // 137: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	99,  // 138: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	77,  // 139: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	97,  // [97:140] is the sub-list for method output_type
-	54,  // [54:97] is the sub-list for method input_type
-	54,  // [54:54] is the sub-list for extension type_name
-	54,  // [54:54] is the sub-list for extension extendee
-	0,   // [0:54] is the sub-list for field type_name
+	3,   // 54: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	44,  // 55: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
+	7,   // 56: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	9,   // 57: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	11,  // 58: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	15,  // 59: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	17,  // 60: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	19,  // 61: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	21,  // 62: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	23,  // 63: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	25,  // 64: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	27,  // 65: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	29,  // 66: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	31,  // 67: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	33,  // 68: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	35,  // 69: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	37,  // 70: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	39,  // 71: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	42,  // 72: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	44,  // 73: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	46,  // 74: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	50,  // 75: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	54,  // 76: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	56,  // 77: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	58,  // 78: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	60,  // 79: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	62,  // 80: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	65,  // 81: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	67,  // 82: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	69,  // 83: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	73,  // 84: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	71,  // 85: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	52,  // 86: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	48,  // 87: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	102, // 88: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	83,  // 89: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	85,  // 90: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	87,  // 91: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	89,  // 92: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	91,  // 93: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	94,  // 94: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	96,  // 95: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	81,  // 96: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	100, // 97: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	98,  // 98: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	76,  // 99: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	8,   // 100: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10,  // 101: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12,  // 102: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	16,  // 103: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	18,  // 104: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	20,  // 105: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	22,  // 106: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	24,  // 107: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	26,  // 108: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	28,  // 109: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	30,  // 110: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	32,  // 111: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	34,  // 112: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	36,  // 113: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	38,  // 114: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	41,  // 115: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	43,  // 116: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	45,  // 117: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	47,  // 118: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	51,  // 119: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	55,  // 120: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	57,  // 121: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	59,  // 122: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	61,  // 123: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	63,  // 124: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	66,  // 125: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	68,  // 126: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	70,  // 127: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	74,  // 128: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	72,  // 129: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	53,  // 130: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	49,  // 131: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	103, // 132: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	84,  // 133: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	86,  // 134: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	88,  // 135: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	90,  // 136: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	92,  // 137: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	95,  // 138: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	97,  // 139: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	82,  // 140: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	101, // 141: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	99,  // 142: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	77,  // 143: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	100, // [100:144] is the sub-list for method output_type
+	56,  // [56:100] is the sub-list for method input_type
+	56,  // [56:56] is the sub-list for extension type_name
+	56,  // [56:56] is the sub-list for extension extendee
+	0,   // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -7257,7 +7406,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   99,
+			NumMessages:   101,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -76,6 +76,7 @@ const (
 	Meta_CancelLockWait_FullMethodName   = "/jfs.v1.Meta/CancelLockWait"
 	Meta_Fallocate_FullMethodName        = "/jfs.v1.Meta/Fallocate"
 	Meta_TouchAtime_FullMethodName       = "/jfs.v1.Meta/TouchAtime"
+	Meta_ReleaseBatch_FullMethodName     = "/jfs.v1.Meta/ReleaseBatch"
 )
 
 // MetaClient is the client API for Meta service.
@@ -114,6 +115,7 @@ type MetaClient interface {
 	CancelLockWait(ctx context.Context, in *CancelLockWaitRequest, opts ...grpc.CallOption) (*CancelLockWaitResponse, error)
 	Fallocate(ctx context.Context, in *FallocateRequest, opts ...grpc.CallOption) (*FallocateResponse, error)
 	TouchAtime(ctx context.Context, in *TouchAtimeRequest, opts ...grpc.CallOption) (*TouchAtimeResponse, error)
+	ReleaseBatch(ctx context.Context, in *ReleaseBatchRequest, opts ...grpc.CallOption) (*ReleaseBatchResponse, error)
 }
 
 type metaClient struct {
@@ -444,6 +446,16 @@ func (c *metaClient) TouchAtime(ctx context.Context, in *TouchAtimeRequest, opts
 	return out, nil
 }
 
+func (c *metaClient) ReleaseBatch(ctx context.Context, in *ReleaseBatchRequest, opts ...grpc.CallOption) (*ReleaseBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseBatchResponse)
+	err := c.cc.Invoke(ctx, Meta_ReleaseBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -480,6 +492,7 @@ type MetaServer interface {
 	CancelLockWait(context.Context, *CancelLockWaitRequest) (*CancelLockWaitResponse, error)
 	Fallocate(context.Context, *FallocateRequest) (*FallocateResponse, error)
 	TouchAtime(context.Context, *TouchAtimeRequest) (*TouchAtimeResponse, error)
+	ReleaseBatch(context.Context, *ReleaseBatchRequest) (*ReleaseBatchResponse, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -585,6 +598,9 @@ func (UnimplementedMetaServer) Fallocate(context.Context, *FallocateRequest) (*F
 }
 func (UnimplementedMetaServer) TouchAtime(context.Context, *TouchAtimeRequest) (*TouchAtimeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TouchAtime not implemented")
+}
+func (UnimplementedMetaServer) ReleaseBatch(context.Context, *ReleaseBatchRequest) (*ReleaseBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseBatch not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -1183,6 +1199,24 @@ func _Meta_TouchAtime_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_ReleaseBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).ReleaseBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_ReleaseBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).ReleaseBatch(ctx, req.(*ReleaseBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1317,6 +1351,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TouchAtime",
 			Handler:    _Meta_TouchAtime_Handler,
+		},
+		{
+			MethodName: "ReleaseBatch",
+			Handler:    _Meta_ReleaseBatch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -66,6 +66,7 @@ read (see jfs stats and jfs profile).`,
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to this file (default: stderr; with --background /var/log/jfs.log as root, else ~/.jfs/jfs.log)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and answer"},
 			&cli.BoolFlag{Name: "noatime", Usage: "never update access times (default: relatime, one log entry per file read after a change or a day)"},
+			&cli.IntFlag{Name: "release-batch", Value: 256, Usage: "the most closes that free no lock sent to the cluster in one request (1: one each, for comparison)"},
 			&cli.BoolFlag{Name: "read-merging", Value: true, Usage: "let identical getattr and lookup requests in flight at once share one request to the cluster (false: one each, for comparison)"},
 		},
 		Action: runMount,
@@ -130,6 +131,10 @@ func checkMount(c *cli.Context) (*mountConfig, error) {
 		if _, _, err := net.SplitHostPort(m); err != nil {
 			return nil, fmt.Errorf("--metrics %q: %w", m, err)
 		}
+	}
+	// The cluster takes up to 1024 releases in one request (fsm.MaxReleaseBatch).
+	if n := c.Int("release-batch"); n < 1 || n > 1024 {
+		return nil, fmt.Errorf("--release-batch %d: want 1 to 1024", n)
 	}
 	if hclog.LevelFromString(c.String("log-level")) == hclog.NoLevel {
 		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", c.String("log-level"))
@@ -259,7 +264,7 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		Options: fuse.Options{
 			AttrTimeout: c.Duration("attr-cache"), EntryTimeout: c.Duration("entry-cache"),
 			DirEntryTimeout: c.Duration("dir-entry-cache"), NegativeTimeout: c.Duration("negative-entry-cache"),
-			NoAtime: c.Bool("noatime"), Metrics: m.Metrics, Logger: log,
+			NoAtime: c.Bool("noatime"), Metrics: m.Metrics, Logger: log, ReleaseBatch: c.Int("release-batch"),
 		},
 	})
 	cancel()

@@ -1,0 +1,66 @@
+package cluster_test
+
+import (
+	"context"
+	"syscall"
+	"testing"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/cluster/clustertest"
+)
+
+// ofdLock sends SetLk for lock owner owner of process pid, marked maybe_ofd
+// as a mount marks a request whose pid locked through another owner.
+func (c *lockClient) ofdLock(ctx context.Context, ino, owner uint64, pid uint32, typ jfspb.LockType, block, maybeOFD bool) <-chan waitResult {
+	ch := make(chan waitResult, 1)
+	go func() {
+		r, err := c.srv.SetLk(ctx, &jfspb.SetLkRequest{Header: c.header(), Ino: ino, Owner: owner, Type: typ,
+			Start: 0, Len: 1, Pid: pid, Block: block, MaybeOfd: maybeOFD})
+		ch <- waitResult{errno: syscall.Errno(r.GetErrno()), err: err}
+	}()
+	return ch
+}
+
+func mustOK(t *testing.T, ch <-chan waitResult, what string) {
+	t.Helper()
+	if r := mustGet(t, ch, what); r.err != nil || r.errno != 0 {
+		t.Fatalf("%s: %v %v", what, r.err, r.errno)
+	}
+}
+
+// TestMaybeOFDWaitsAreNotMerged: two lock owners of one process on one
+// mount are not one node of the wait-for graph when the mount says they may
+// be open files (OFD locks): a thread waiting through one for the other's
+// lock waits and is granted, where an unmarked wait is refused as the
+// process waiting for itself. A POSIX wait that would close a cycle only
+// through a maybe-OFD wait is not refused either, as on Linux.
+func TestMaybeOFDWaitsAreNotMerged(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a := newLockClient(t, leader, "hostA")
+	ctx := context.Background()
+	x, y := a.mustCreate("x"), a.mustCreate("y")
+	const p, q = 7, 8 // pids
+	mustOK(t, a.ofdLock(ctx, x, 1001, p, wr, false, false), "the first open file's lock")
+
+	if r := mustGet(t, a.ofdLock(ctx, x, 1002, p, wr, true, false), "unmarked wait"); r.errno != syscall.EDEADLK {
+		t.Fatalf("an unmarked wait of the same process for its own lock: %v %v, want EDEADLK", r.err, r.errno)
+	}
+	w := a.ofdLock(ctx, x, 1002, p, wr, true, true)
+	mustStillWaiting(t, a, w, x, p, "a maybe-OFD wait for another open file of the same process")
+	mustOK(t, a.ofdLock(ctx, x, 1001, p, un, false, false), "the first open file's unlock")
+	mustOK(t, w, "the maybe-OFD wait after the unlock")
+
+	// Open file 1002 (process p) holds x and waits for y, which process q
+	// holds; q then waits for x.
+	mustOK(t, a.ofdLock(ctx, y, q, q, wr, false, false), "q's lock on y")
+	wf := a.ofdLock(ctx, y, 1002, p, wr, true, true)
+	mustStillWaiting(t, a, wf, y, p, "the open file waiting for y")
+	qctx, cancel := context.WithCancel(ctx)
+	wq := a.ofdLock(qctx, x, q, q, wr, true, false)
+	mustStillWaiting(t, a, wq, x, q, "q waiting for x behind a maybe-OFD wait")
+	cancel()
+	mustGet(t, wq, "q's cancelled wait")
+	mustOK(t, a.ofdLock(ctx, y, q, q, un, false, false), "q's unlock of y")
+	mustOK(t, wf, "the open file's wait for y")
+}

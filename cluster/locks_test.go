@@ -131,8 +131,8 @@ func mustQueued(t *testing.T, c *lockClient, ino uint64, pid uint32, what string
 	}
 }
 
-// isWaiting reports whether the leader lists a waiting request of c by
-// owner pid on ino.
+// isWaiting reports whether the leader lists a waiting request of c on ino
+// by lock owner pid (the kit locks with owner = pid, or the owner given).
 func (c *lockClient) isWaiting(ino uint64, pid uint32) bool {
 	r, err := c.srv.ListLocks(context.Background(), &jfspb.ListLocksRequest{Ino: ino, Session: c.session})
 	if err != nil {

@@ -47,7 +47,7 @@ func TestMaybeOFDWaitsAreNotMerged(t *testing.T) {
 		t.Fatalf("an unmarked wait of the same process for its own lock: %v %v, want EDEADLK", r.err, r.errno)
 	}
 	w := a.ofdLock(ctx, x, 1002, p, wr, true, true)
-	mustStillWaiting(t, a, w, x, p, "a maybe-OFD wait for another open file of the same process")
+	mustStillWaiting(t, a, w, x, 1002, "a maybe-OFD wait for another open file of the same process")
 	mustOK(t, a.ofdLock(ctx, x, 1001, p, un, false, false), "the first open file's unlock")
 	mustOK(t, w, "the maybe-OFD wait after the unlock")
 
@@ -55,7 +55,7 @@ func TestMaybeOFDWaitsAreNotMerged(t *testing.T) {
 	// holds; q then waits for x.
 	mustOK(t, a.ofdLock(ctx, y, q, q, wr, false, false), "q's lock on y")
 	wf := a.ofdLock(ctx, y, 1002, p, wr, true, true)
-	mustStillWaiting(t, a, wf, y, p, "the open file waiting for y")
+	mustStillWaiting(t, a, wf, y, 1002, "the open file waiting for y")
 	qctx, cancel := context.WithCancel(ctx)
 	wq := a.ofdLock(qctx, x, q, q, wr, true, false)
 	mustStillWaiting(t, a, wq, x, q, "q waiting for x behind a maybe-OFD wait")

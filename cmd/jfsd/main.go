@@ -75,6 +75,9 @@ func nodeFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, Usage: "take a snapshot once this many log entries were applied since the last one"},
 		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
 		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
+		&cli.DurationFlag{Name: "heartbeat-timeout", Value: cluster.DefaultHeartbeatTimeout, Usage: "a follower that has not heard from the leader for this long (up to twice as long, at random) starts an election; the leader sends heartbeats ten times as often"},
+		&cli.DurationFlag{Name: "election-timeout", Value: cluster.DefaultElectionTimeout, Usage: "how long a candidate waits for votes before it tries again (at least --heartbeat-timeout)"},
+		&cli.DurationFlag{Name: "leader-lease-timeout", Value: cluster.DefaultLeaderLeaseTimeout, Usage: "a leader that has not heard from a majority for this long steps down (at most --heartbeat-timeout)"},
 	}, sessionFlags()...)
 }
 
@@ -121,6 +124,9 @@ func runNode(c *cli.Context) error {
 	if c.Duration("session-ttl") < 100*time.Millisecond {
 		return fmt.Errorf("--session-ttl %v: must be at least 100ms", c.Duration("session-ttl"))
 	}
+	if err := cluster.CheckTiming(c.Duration("heartbeat-timeout"), c.Duration("election-timeout"), c.Duration("leader-lease-timeout")); err != nil {
+		return err
+	}
 	if m := c.String("metrics-addr"); m != "" {
 		if err := checkAddr("metrics-addr", m); err != nil {
 			return err
@@ -150,6 +156,8 @@ func runNode(c *cli.Context) error {
 			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c),
 			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
 			SnapshotInterval: c.Duration("snapshot-interval"),
+			HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
+			LeaderLeaseTimeout: c.Duration("leader-lease-timeout"),
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",

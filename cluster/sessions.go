@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,27 +13,42 @@ import (
 // Heartbeats reset a timer in memory and never touch the log, so they are
 // cheap and contend on nothing but this map. A lapsed timer makes the leader
 // propose "expire session", whose apply releases the session's locks, ends
-// its opens and frees its sustained inodes. A new leader restarts every
-// timer with the full TTL: a client is never expired for heartbeats it sent
-// to a previous leader.
+// its opens and frees its sustained inodes.
+//
+// So that leader changes cannot postpone an expiry for ever, the leader
+// records in the log, at most once per aliveEvery and only when it heard
+// from anyone, which sessions it heard from since its previous record
+// (SessionsAlive, stamped with its clock). A new leader starts each timer
+// from the session's last stamp (or its registration), not from the moment
+// it took office, and gives every session at least a grace of one election
+// timeout to reach it. See DESIGN.md "Sessions and fencing" for the bound.
 type sessionTimers struct {
-	n   *Node
-	ttl time.Duration
+	n          *Node
+	ttl        time.Duration
+	aliveEvery time.Duration // at most this long between SessionsAlive records
+	grace      time.Duration // a new leader's least time for a session to reach it
 
-	mu       sync.Mutex
-	active   bool
-	deadline map[uint64]time.Time
-	lastBeat map[uint64]time.Time
-	expiring map[uint64]bool
+	mu        sync.Mutex
+	active    bool
+	deadline  map[uint64]time.Time
+	lastBeat  map[uint64]time.Time
+	expiring  map[uint64]bool
+	heard     map[uint64]bool // heartbeats since the last SessionsAlive record
+	recorded  time.Time       // when the last SessionsAlive record was proposed
+	proposing bool            // a SessionsAlive proposal is in flight
 }
 
 func newSessionTimers(n *Node, ttl time.Duration) *sessionTimers {
-	return &sessionTimers{n: n, ttl: ttl, deadline: map[uint64]time.Time{},
-		lastBeat: map[uint64]time.Time{}, expiring: map[uint64]bool{}}
+	election := n.cfg.ElectionTimeout
+	return &sessionTimers{n: n, ttl: ttl, aliveEvery: min(ttl/4, election), grace: election,
+		deadline: map[uint64]time.Time{}, lastBeat: map[uint64]time.Time{},
+		expiring: map[uint64]bool{}, heard: map[uint64]bool{}}
 }
 
 // start arms a timer for every session in the state machine; the node has
-// just become a ready leader.
+// just become a ready leader. A session's timer runs from the last time a
+// leader recorded it alive (or its registration), but gives it at least
+// the grace to find this leader.
 func (st *sessionTimers) start() {
 	sessions := st.n.fsm.Sessions()
 	st.mu.Lock()
@@ -41,9 +57,26 @@ func (st *sessionTimers) start() {
 	st.active = true
 	clear(st.deadline)
 	clear(st.expiring)
+	clear(st.heard)
+	st.recorded = now
 	for _, s := range sessions {
-		st.deadline[s.Id] = now.Add(st.ttl)
+		st.deadline[s.Id] = startDeadline(s, st.ttl, st.grace, now)
 	}
+}
+
+// startDeadline is when a new leader that took office at now expires s
+// unless it hears from it: ttl after the session was last known alive, but
+// not before now+grace.
+func startDeadline(s *jfspb.Session, ttl, grace time.Duration, now time.Time) time.Time {
+	alive := time.Unix(0, max(s.GetAliveNs(), s.GetCreatedNs()))
+	return later(alive.Add(ttl), now.Add(grace))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // stop forgets every timer: the node no longer leads.
@@ -54,6 +87,7 @@ func (st *sessionTimers) stop() {
 	clear(st.deadline)
 	clear(st.lastBeat)
 	clear(st.expiring)
+	clear(st.heard)
 }
 
 // beat resets sid's timer. It reports false when the session is unknown (it
@@ -77,6 +111,7 @@ func (st *sessionTimers) beat(sid uint64) bool {
 	now := time.Now()
 	st.deadline[sid] = now.Add(st.ttl)
 	st.lastBeat[sid] = now
+	st.heard[sid] = true
 	return true
 }
 
@@ -108,10 +143,51 @@ func (st *sessionTimers) run(stop <-chan struct{}) {
 				lapsed = append(lapsed, sid)
 			}
 		}
+		alive := st.takeHeard(now)
 		st.mu.Unlock()
 		for _, sid := range lapsed {
 			go st.expire(sid)
 		}
+		if alive != nil {
+			go st.recordAlive(alive)
+		}
+	}
+}
+
+// takeHeard returns, in order, the sessions heard from since the last
+// SessionsAlive record when one is due, and forgets them; nil when none is
+// due or nobody was heard. st.mu must be held.
+func (st *sessionTimers) takeHeard(now time.Time) []uint64 {
+	if !st.active || st.proposing || len(st.heard) == 0 || now.Sub(st.recorded) < st.aliveEvery {
+		return nil
+	}
+	alive := make([]uint64, 0, len(st.heard))
+	for sid := range st.heard {
+		alive = append(alive, sid)
+	}
+	slices.Sort(alive)
+	clear(st.heard)
+	st.recorded = now
+	st.proposing = true
+	return alive
+}
+
+// recordAlive proposes one SessionsAlive entry for the sessions in alive.
+// If it fails they count as heard again, for the next record.
+func (st *sessionTimers) recordAlive(alive []uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), st.n.cfg.ApplyTimeout)
+	defer cancel()
+	_, err := st.n.Propose(ctx, cmdSessionsAlive, nil, &jfspb.SessionsAliveRequest{Sessions: alive})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.proposing = false
+	if err != nil {
+		if st.active {
+			for _, sid := range alive {
+				st.heard[sid] = true
+			}
+		}
+		st.n.log.Warn("recording live sessions failed", "sessions", len(alive), "error", err)
 	}
 }
 

@@ -341,6 +341,7 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_FLOCK:              handler("flock", false, (*txn).applyFlock),
 		jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER: handler("release_lock_owner", false, (*txn).applyReleaseLockOwner),
 		jfspb.CommandType_COMMAND_TYPE_SET_MEMBER:         handler("set_member", true, (*txn).applySetMember),
+		jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE:     handler("sessions_alive", true, (*txn).applySessionsAlive),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
 		c := m[typ]

@@ -483,8 +483,12 @@ type Session struct {
 	// holds.
 	LastHeartbeatNs int64  `protobuf:"varint,9,opt,name=last_heartbeat_ns,json=lastHeartbeatNs,proto3" json:"last_heartbeat_ns,omitempty"`
 	LocksHeld       uint32 `protobuf:"varint,10,opt,name=locks_held,json=locksHeld,proto3" json:"locks_held,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// alive_ns is the time stamp (the leader's clock) of the last
+	// SessionsAlive entry that listed the session; 0 if none did. A new
+	// leader starts the session's TTL from it (or from created_ns).
+	AliveNs       int64 `protobuf:"varint,50,opt,name=alive_ns,json=aliveNs,proto3" json:"alive_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -583,6 +587,13 @@ func (x *Session) GetLastHeartbeatNs() int64 {
 func (x *Session) GetLocksHeld() uint32 {
 	if x != nil {
 		return x.LocksHeld
+	}
+	return 0
+}
+
+func (x *Session) GetAliveNs() int64 {
+	if x != nil {
+		return x.AliveNs
 	}
 	return 0
 }
@@ -1031,6 +1042,98 @@ func (x *ExpireSessionResponse) GetErrno() int32 {
 	return 0
 }
 
+// SessionsAliveRequest records that the leader heard from these sessions
+// since its previous such entry; the entry's time stamp becomes each one's
+// alive_ns. The leader proposes it on its own, at most once per interval
+// and only when it heard from someone. Unknown sessions are ignored.
+type SessionsAliveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sessions      []uint64               `protobuf:"varint,1,rep,packed,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionsAliveRequest) Reset() {
+	*x = SessionsAliveRequest{}
+	mi := &file_jfs_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionsAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionsAliveRequest) ProtoMessage() {}
+
+func (x *SessionsAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionsAliveRequest.ProtoReflect.Descriptor instead.
+func (*SessionsAliveRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SessionsAliveRequest) GetSessions() []uint64 {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+type SessionsAliveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionsAliveResponse) Reset() {
+	*x = SessionsAliveResponse{}
+	mi := &file_jfs_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionsAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionsAliveResponse) ProtoMessage() {}
+
+func (x *SessionsAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionsAliveResponse.ProtoReflect.Descriptor instead.
+func (*SessionsAliveResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SessionsAliveResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 type LookupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
@@ -1041,7 +1144,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_jfs_proto_msgTypes[12]
+	mi := &file_jfs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1156,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[12]
+	mi := &file_jfs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1169,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{12}
+	return file_jfs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LookupRequest) GetParent() uint64 {
@@ -1093,7 +1196,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_jfs_proto_msgTypes[13]
+	mi := &file_jfs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1208,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[13]
+	mi := &file_jfs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1221,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{13}
+	return file_jfs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LookupResponse) GetErrno() int32 {
@@ -1144,7 +1247,7 @@ type GetAttrRequest struct {
 
 func (x *GetAttrRequest) Reset() {
 	*x = GetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[14]
+	mi := &file_jfs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1259,7 @@ func (x *GetAttrRequest) String() string {
 func (*GetAttrRequest) ProtoMessage() {}
 
 func (x *GetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[14]
+	mi := &file_jfs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1272,7 @@ func (x *GetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrRequest.ProtoReflect.Descriptor instead.
 func (*GetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{14}
+	return file_jfs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetAttrRequest) GetIno() uint64 {
@@ -1189,7 +1292,7 @@ type GetAttrResponse struct {
 
 func (x *GetAttrResponse) Reset() {
 	*x = GetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[15]
+	mi := &file_jfs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1304,7 @@ func (x *GetAttrResponse) String() string {
 func (*GetAttrResponse) ProtoMessage() {}
 
 func (x *GetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[15]
+	mi := &file_jfs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1317,7 @@ func (x *GetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrResponse.ProtoReflect.Descriptor instead.
 func (*GetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{15}
+	return file_jfs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAttrResponse) GetErrno() int32 {
@@ -1253,7 +1356,7 @@ type SetAttrRequest struct {
 
 func (x *SetAttrRequest) Reset() {
 	*x = SetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[16]
+	mi := &file_jfs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1368,7 @@ func (x *SetAttrRequest) String() string {
 func (*SetAttrRequest) ProtoMessage() {}
 
 func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[16]
+	mi := &file_jfs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1381,7 @@ func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
 func (*SetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{16}
+	return file_jfs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetAttrRequest) GetHeader() *Header {
@@ -1361,7 +1464,7 @@ type SetAttrResponse struct {
 
 func (x *SetAttrResponse) Reset() {
 	*x = SetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[17]
+	mi := &file_jfs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1476,7 @@ func (x *SetAttrResponse) String() string {
 func (*SetAttrResponse) ProtoMessage() {}
 
 func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[17]
+	mi := &file_jfs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1489,7 @@ func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
 func (*SetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{17}
+	return file_jfs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetAttrResponse) GetErrno() int32 {
@@ -1422,7 +1525,7 @@ type MknodRequest struct {
 
 func (x *MknodRequest) Reset() {
 	*x = MknodRequest{}
-	mi := &file_jfs_proto_msgTypes[18]
+	mi := &file_jfs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1537,7 @@ func (x *MknodRequest) String() string {
 func (*MknodRequest) ProtoMessage() {}
 
 func (x *MknodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[18]
+	mi := &file_jfs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1550,7 @@ func (x *MknodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodRequest.ProtoReflect.Descriptor instead.
 func (*MknodRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{18}
+	return file_jfs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MknodRequest) GetHeader() *Header {
@@ -1516,7 +1619,7 @@ type MknodResponse struct {
 
 func (x *MknodResponse) Reset() {
 	*x = MknodResponse{}
-	mi := &file_jfs_proto_msgTypes[19]
+	mi := &file_jfs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1631,7 @@ func (x *MknodResponse) String() string {
 func (*MknodResponse) ProtoMessage() {}
 
 func (x *MknodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[19]
+	mi := &file_jfs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1644,7 @@ func (x *MknodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodResponse.ProtoReflect.Descriptor instead.
 func (*MknodResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{19}
+	return file_jfs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MknodResponse) GetErrno() int32 {
@@ -1573,7 +1676,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_jfs_proto_msgTypes[20]
+	mi := &file_jfs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1688,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[20]
+	mi := &file_jfs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1701,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{20}
+	return file_jfs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MkdirRequest) GetHeader() *Header {
@@ -1660,7 +1763,7 @@ type MkdirResponse struct {
 
 func (x *MkdirResponse) Reset() {
 	*x = MkdirResponse{}
-	mi := &file_jfs_proto_msgTypes[21]
+	mi := &file_jfs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1775,7 @@ func (x *MkdirResponse) String() string {
 func (*MkdirResponse) ProtoMessage() {}
 
 func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[21]
+	mi := &file_jfs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1788,7 @@ func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
 func (*MkdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{21}
+	return file_jfs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MkdirResponse) GetErrno() int32 {
@@ -1724,7 +1827,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1839,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1852,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{22}
+	return file_jfs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateRequest) GetHeader() *Header {
@@ -1826,7 +1929,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1941,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1954,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{23}
+	return file_jfs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateResponse) GetErrno() int32 {
@@ -1888,7 +1991,7 @@ type UnlinkRequest struct {
 
 func (x *UnlinkRequest) Reset() {
 	*x = UnlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2003,7 @@ func (x *UnlinkRequest) String() string {
 func (*UnlinkRequest) ProtoMessage() {}
 
 func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2016,7 @@ func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkRequest.ProtoReflect.Descriptor instead.
 func (*UnlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{24}
+	return file_jfs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UnlinkRequest) GetHeader() *Header {
@@ -1948,7 +2051,7 @@ type UnlinkResponse struct {
 
 func (x *UnlinkResponse) Reset() {
 	*x = UnlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2063,7 @@ func (x *UnlinkResponse) String() string {
 func (*UnlinkResponse) ProtoMessage() {}
 
 func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2076,7 @@ func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkResponse.ProtoReflect.Descriptor instead.
 func (*UnlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{25}
+	return file_jfs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UnlinkResponse) GetErrno() int32 {
@@ -2001,7 +2104,7 @@ type RmdirRequest struct {
 
 func (x *RmdirRequest) Reset() {
 	*x = RmdirRequest{}
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2116,7 @@ func (x *RmdirRequest) String() string {
 func (*RmdirRequest) ProtoMessage() {}
 
 func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2129,7 @@ func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirRequest.ProtoReflect.Descriptor instead.
 func (*RmdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{26}
+	return file_jfs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RmdirRequest) GetHeader() *Header {
@@ -2059,7 +2162,7 @@ type RmdirResponse struct {
 
 func (x *RmdirResponse) Reset() {
 	*x = RmdirResponse{}
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2174,7 @@ func (x *RmdirResponse) String() string {
 func (*RmdirResponse) ProtoMessage() {}
 
 func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2187,7 @@ func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirResponse.ProtoReflect.Descriptor instead.
 func (*RmdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{27}
+	return file_jfs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RmdirResponse) GetErrno() int32 {
@@ -2110,7 +2213,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2225,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2238,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{28}
+	return file_jfs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RenameRequest) GetHeader() *Header {
@@ -2189,7 +2292,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2304,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2317,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{29}
+	return file_jfs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RenameResponse) GetErrno() int32 {
@@ -2236,7 +2339,7 @@ type LinkRequest struct {
 
 func (x *LinkRequest) Reset() {
 	*x = LinkRequest{}
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2351,7 @@ func (x *LinkRequest) String() string {
 func (*LinkRequest) ProtoMessage() {}
 
 func (x *LinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2364,7 @@ func (x *LinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
 func (*LinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{30}
+	return file_jfs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LinkRequest) GetHeader() *Header {
@@ -2302,7 +2405,7 @@ type LinkResponse struct {
 
 func (x *LinkResponse) Reset() {
 	*x = LinkResponse{}
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2417,7 @@ func (x *LinkResponse) String() string {
 func (*LinkResponse) ProtoMessage() {}
 
 func (x *LinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2430,7 @@ func (x *LinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkResponse.ProtoReflect.Descriptor instead.
 func (*LinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{31}
+	return file_jfs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LinkResponse) GetErrno() int32 {
@@ -2360,7 +2463,7 @@ type SymlinkRequest struct {
 
 func (x *SymlinkRequest) Reset() {
 	*x = SymlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2475,7 @@ func (x *SymlinkRequest) String() string {
 func (*SymlinkRequest) ProtoMessage() {}
 
 func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2488,7 @@ func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkRequest.ProtoReflect.Descriptor instead.
 func (*SymlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{32}
+	return file_jfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SymlinkRequest) GetHeader() *Header {
@@ -2440,7 +2543,7 @@ type SymlinkResponse struct {
 
 func (x *SymlinkResponse) Reset() {
 	*x = SymlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2555,7 @@ func (x *SymlinkResponse) String() string {
 func (*SymlinkResponse) ProtoMessage() {}
 
 func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2568,7 @@ func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkResponse.ProtoReflect.Descriptor instead.
 func (*SymlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{33}
+	return file_jfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SymlinkResponse) GetErrno() int32 {
@@ -2491,7 +2594,7 @@ type ReadLinkRequest struct {
 
 func (x *ReadLinkRequest) Reset() {
 	*x = ReadLinkRequest{}
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2606,7 @@ func (x *ReadLinkRequest) String() string {
 func (*ReadLinkRequest) ProtoMessage() {}
 
 func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2619,7 @@ func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkRequest.ProtoReflect.Descriptor instead.
 func (*ReadLinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{34}
+	return file_jfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadLinkRequest) GetIno() uint64 {
@@ -2536,7 +2639,7 @@ type ReadLinkResponse struct {
 
 func (x *ReadLinkResponse) Reset() {
 	*x = ReadLinkResponse{}
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +2651,7 @@ func (x *ReadLinkResponse) String() string {
 func (*ReadLinkResponse) ProtoMessage() {}
 
 func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +2664,7 @@ func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkResponse.ProtoReflect.Descriptor instead.
 func (*ReadLinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{35}
+	return file_jfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadLinkResponse) GetErrno() int32 {
@@ -2594,7 +2697,7 @@ type ReadDirRequest struct {
 
 func (x *ReadDirRequest) Reset() {
 	*x = ReadDirRequest{}
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2709,7 @@ func (x *ReadDirRequest) String() string {
 func (*ReadDirRequest) ProtoMessage() {}
 
 func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2722,7 @@ func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirRequest.ProtoReflect.Descriptor instead.
 func (*ReadDirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{36}
+	return file_jfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadDirRequest) GetIno() uint64 {
@@ -2654,7 +2757,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2769,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2782,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{37}
+	return file_jfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DirEntry) GetName() []byte {
@@ -2715,7 +2818,7 @@ type ReadDirResponse struct {
 
 func (x *ReadDirResponse) Reset() {
 	*x = ReadDirResponse{}
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +2830,7 @@ func (x *ReadDirResponse) String() string {
 func (*ReadDirResponse) ProtoMessage() {}
 
 func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +2843,7 @@ func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirResponse.ProtoReflect.Descriptor instead.
 func (*ReadDirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{38}
+	return file_jfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadDirResponse) GetErrno() int32 {
@@ -2777,7 +2880,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +2892,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +2905,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{39}
+	return file_jfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OpenRequest) GetHeader() *Header {
@@ -2843,7 +2946,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2855,7 +2958,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2868,7 +2971,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{40}
+	return file_jfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *OpenResponse) GetErrno() int32 {
@@ -2899,7 +3002,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +3014,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +3027,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{41}
+	return file_jfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReleaseRequest) GetHeader() *Header {
@@ -2964,7 +3067,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2976,7 +3079,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2989,7 +3092,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{42}
+	return file_jfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReleaseResponse) GetErrno() int32 {
@@ -3012,7 +3115,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3024,7 +3127,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3037,7 +3140,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{43}
+	return file_jfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadRequest) GetIno() uint64 {
@@ -3071,7 +3174,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3186,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3199,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{44}
+	return file_jfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadResponse) GetErrno() int32 {
@@ -3128,7 +3231,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3243,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3256,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3202,7 +3305,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3214,7 +3317,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3227,7 +3330,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3259,7 +3362,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3271,7 +3374,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3284,7 +3387,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 type StatFSResponse struct {
@@ -3304,7 +3407,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3419,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3432,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -3409,7 +3512,7 @@ type GetXattrRequest struct {
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3524,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3537,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -3468,7 +3571,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3480,7 +3583,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3493,7 +3596,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -3525,7 +3628,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3640,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3653,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -3597,7 +3700,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3609,7 +3712,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3622,7 +3725,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -3644,7 +3747,7 @@ type ListXattrRequest struct {
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +3759,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +3772,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -3696,7 +3799,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3708,7 +3811,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3721,7 +3824,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -3749,7 +3852,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3761,7 +3864,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3774,7 +3877,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -3807,7 +3910,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3819,7 +3922,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3832,7 +3935,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -3854,7 +3957,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3866,7 +3969,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3879,7 +3982,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -3913,7 +4016,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3925,7 +4028,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3938,7 +4041,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4006,7 +4109,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4018,7 +4121,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4031,7 +4134,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4098,7 +4201,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4110,7 +4213,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4123,7 +4226,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -4192,7 +4295,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4204,7 +4307,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4217,7 +4320,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -4252,7 +4355,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4264,7 +4367,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4277,7 +4380,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -4332,7 +4435,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4344,7 +4447,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4357,7 +4460,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -4390,7 +4493,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4402,7 +4505,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4415,7 +4518,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -4441,7 +4544,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4453,7 +4556,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4466,7 +4569,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -4489,7 +4592,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4501,7 +4604,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4514,7 +4617,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -4547,7 +4650,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4559,7 +4662,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4572,7 +4675,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -4599,7 +4702,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4611,7 +4714,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4624,7 +4727,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *Member) GetId() string {
@@ -4681,7 +4784,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4693,7 +4796,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4706,7 +4809,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -4732,7 +4835,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4744,7 +4847,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4757,7 +4860,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -4775,7 +4878,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4787,7 +4890,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4800,7 +4903,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 type ClusterStatusResponse struct {
@@ -4821,7 +4924,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4833,7 +4936,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4846,7 +4949,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -4926,7 +5029,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4938,7 +5041,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4951,7 +5054,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -4991,7 +5094,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5003,7 +5106,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5016,7 +5119,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5035,7 +5138,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5047,7 +5150,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5060,7 +5163,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5079,7 +5182,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5091,7 +5194,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5104,7 +5207,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5126,7 +5229,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5138,7 +5241,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5151,7 +5254,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5177,7 +5280,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5189,7 +5292,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5202,7 +5305,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5220,7 +5323,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5232,7 +5335,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5245,7 +5348,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 type ListSessionsResponse struct {
@@ -5258,7 +5361,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5270,7 +5373,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5283,7 +5386,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -5326,7 +5429,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5338,7 +5441,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5351,7 +5454,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -5442,7 +5545,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5454,7 +5557,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5467,7 +5570,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -5494,7 +5597,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5506,7 +5609,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5519,7 +5622,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -5546,7 +5649,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5558,7 +5661,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5571,7 +5674,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -5597,7 +5700,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5609,7 +5712,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5622,7 +5725,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -5641,7 +5744,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5653,7 +5756,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5666,7 +5769,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 type DigestResponse struct {
@@ -5686,7 +5789,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5698,7 +5801,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5711,7 +5814,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -5756,7 +5859,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5768,7 +5871,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5781,7 +5884,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -5810,7 +5913,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5822,7 +5925,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5835,7 +5938,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -5884,7 +5987,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\x97\x02\n" +
+	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xb2\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -5899,7 +6002,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x11last_heartbeat_ns\x18\t \x01(\x03R\x0flastHeartbeatNs\x12\x1d\n" +
 	"\n" +
 	"locks_held\x18\n" +
-	" \x01(\rR\tlocksHeld\"\xb7\x01\n" +
+	" \x01(\rR\tlocksHeld\x12\x19\n" +
+	"\balive_ns\x182 \x01(\x03R\aaliveNs\"\xb7\x01\n" +
 	"\x0fRegisterRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -5927,6 +6031,10 @@ const file_jfs_proto_rawDesc = "" +
 	"session_id\x18\x02 \x01(\x04R\tsessionId\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"-\n" +
 	"\x15ExpireSessionResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"2\n" +
+	"\x14SessionsAliveRequest\x12\x1a\n" +
+	"\bsessions\x18\x01 \x03(\x04R\bsessions\"-\n" +
+	"\x15SessionsAliveResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\";\n" +
 	"\rLookupRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
@@ -6333,7 +6441,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -6350,84 +6458,86 @@ var file_jfs_proto_goTypes = []any{
 	(*CloseSessionResponse)(nil),     // 12: jfs.v1.CloseSessionResponse
 	(*ExpireSessionRequest)(nil),     // 13: jfs.v1.ExpireSessionRequest
 	(*ExpireSessionResponse)(nil),    // 14: jfs.v1.ExpireSessionResponse
-	(*LookupRequest)(nil),            // 15: jfs.v1.LookupRequest
-	(*LookupResponse)(nil),           // 16: jfs.v1.LookupResponse
-	(*GetAttrRequest)(nil),           // 17: jfs.v1.GetAttrRequest
-	(*GetAttrResponse)(nil),          // 18: jfs.v1.GetAttrResponse
-	(*SetAttrRequest)(nil),           // 19: jfs.v1.SetAttrRequest
-	(*SetAttrResponse)(nil),          // 20: jfs.v1.SetAttrResponse
-	(*MknodRequest)(nil),             // 21: jfs.v1.MknodRequest
-	(*MknodResponse)(nil),            // 22: jfs.v1.MknodResponse
-	(*MkdirRequest)(nil),             // 23: jfs.v1.MkdirRequest
-	(*MkdirResponse)(nil),            // 24: jfs.v1.MkdirResponse
-	(*CreateRequest)(nil),            // 25: jfs.v1.CreateRequest
-	(*CreateResponse)(nil),           // 26: jfs.v1.CreateResponse
-	(*UnlinkRequest)(nil),            // 27: jfs.v1.UnlinkRequest
-	(*UnlinkResponse)(nil),           // 28: jfs.v1.UnlinkResponse
-	(*RmdirRequest)(nil),             // 29: jfs.v1.RmdirRequest
-	(*RmdirResponse)(nil),            // 30: jfs.v1.RmdirResponse
-	(*RenameRequest)(nil),            // 31: jfs.v1.RenameRequest
-	(*RenameResponse)(nil),           // 32: jfs.v1.RenameResponse
-	(*LinkRequest)(nil),              // 33: jfs.v1.LinkRequest
-	(*LinkResponse)(nil),             // 34: jfs.v1.LinkResponse
-	(*SymlinkRequest)(nil),           // 35: jfs.v1.SymlinkRequest
-	(*SymlinkResponse)(nil),          // 36: jfs.v1.SymlinkResponse
-	(*ReadLinkRequest)(nil),          // 37: jfs.v1.ReadLinkRequest
-	(*ReadLinkResponse)(nil),         // 38: jfs.v1.ReadLinkResponse
-	(*ReadDirRequest)(nil),           // 39: jfs.v1.ReadDirRequest
-	(*DirEntry)(nil),                 // 40: jfs.v1.DirEntry
-	(*ReadDirResponse)(nil),          // 41: jfs.v1.ReadDirResponse
-	(*OpenRequest)(nil),              // 42: jfs.v1.OpenRequest
-	(*OpenResponse)(nil),             // 43: jfs.v1.OpenResponse
-	(*ReleaseRequest)(nil),           // 44: jfs.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 45: jfs.v1.ReleaseResponse
-	(*ReadRequest)(nil),              // 46: jfs.v1.ReadRequest
-	(*ReadResponse)(nil),             // 47: jfs.v1.ReadResponse
-	(*WriteRequest)(nil),             // 48: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 49: jfs.v1.WriteResponse
-	(*StatFSRequest)(nil),            // 50: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 51: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 52: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 53: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 54: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 55: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 56: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 57: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 58: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 59: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 60: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 61: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 62: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 63: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 64: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 65: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 66: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 67: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 68: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 69: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 70: jfs.v1.ReleaseLockOwnerResponse
-	(*Member)(nil),                   // 71: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 72: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 73: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 74: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 75: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 76: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 77: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 78: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 79: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 80: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 81: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 82: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 83: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 84: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 85: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 86: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 87: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 88: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 89: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 90: jfs.v1.DigestResponse
-	(*ConfirmTermRequest)(nil),       // 91: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 92: jfs.v1.ConfirmTermResponse
+	(*SessionsAliveRequest)(nil),     // 15: jfs.v1.SessionsAliveRequest
+	(*SessionsAliveResponse)(nil),    // 16: jfs.v1.SessionsAliveResponse
+	(*LookupRequest)(nil),            // 17: jfs.v1.LookupRequest
+	(*LookupResponse)(nil),           // 18: jfs.v1.LookupResponse
+	(*GetAttrRequest)(nil),           // 19: jfs.v1.GetAttrRequest
+	(*GetAttrResponse)(nil),          // 20: jfs.v1.GetAttrResponse
+	(*SetAttrRequest)(nil),           // 21: jfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),          // 22: jfs.v1.SetAttrResponse
+	(*MknodRequest)(nil),             // 23: jfs.v1.MknodRequest
+	(*MknodResponse)(nil),            // 24: jfs.v1.MknodResponse
+	(*MkdirRequest)(nil),             // 25: jfs.v1.MkdirRequest
+	(*MkdirResponse)(nil),            // 26: jfs.v1.MkdirResponse
+	(*CreateRequest)(nil),            // 27: jfs.v1.CreateRequest
+	(*CreateResponse)(nil),           // 28: jfs.v1.CreateResponse
+	(*UnlinkRequest)(nil),            // 29: jfs.v1.UnlinkRequest
+	(*UnlinkResponse)(nil),           // 30: jfs.v1.UnlinkResponse
+	(*RmdirRequest)(nil),             // 31: jfs.v1.RmdirRequest
+	(*RmdirResponse)(nil),            // 32: jfs.v1.RmdirResponse
+	(*RenameRequest)(nil),            // 33: jfs.v1.RenameRequest
+	(*RenameResponse)(nil),           // 34: jfs.v1.RenameResponse
+	(*LinkRequest)(nil),              // 35: jfs.v1.LinkRequest
+	(*LinkResponse)(nil),             // 36: jfs.v1.LinkResponse
+	(*SymlinkRequest)(nil),           // 37: jfs.v1.SymlinkRequest
+	(*SymlinkResponse)(nil),          // 38: jfs.v1.SymlinkResponse
+	(*ReadLinkRequest)(nil),          // 39: jfs.v1.ReadLinkRequest
+	(*ReadLinkResponse)(nil),         // 40: jfs.v1.ReadLinkResponse
+	(*ReadDirRequest)(nil),           // 41: jfs.v1.ReadDirRequest
+	(*DirEntry)(nil),                 // 42: jfs.v1.DirEntry
+	(*ReadDirResponse)(nil),          // 43: jfs.v1.ReadDirResponse
+	(*OpenRequest)(nil),              // 44: jfs.v1.OpenRequest
+	(*OpenResponse)(nil),             // 45: jfs.v1.OpenResponse
+	(*ReleaseRequest)(nil),           // 46: jfs.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 47: jfs.v1.ReleaseResponse
+	(*ReadRequest)(nil),              // 48: jfs.v1.ReadRequest
+	(*ReadResponse)(nil),             // 49: jfs.v1.ReadResponse
+	(*WriteRequest)(nil),             // 50: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 51: jfs.v1.WriteResponse
+	(*StatFSRequest)(nil),            // 52: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 53: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 54: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 55: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 56: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 57: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 58: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 59: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 60: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 61: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 62: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 63: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 64: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 65: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 66: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 67: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 68: jfs.v1.FlockResponse
+	(*CancelLockWaitRequest)(nil),    // 69: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 70: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 71: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 72: jfs.v1.ReleaseLockOwnerResponse
+	(*Member)(nil),                   // 73: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 74: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 75: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 76: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 77: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 78: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 79: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 80: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 81: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 82: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 83: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 84: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 85: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 86: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 87: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 88: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 89: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 90: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 91: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 92: jfs.v1.DigestResponse
+	(*ConfirmTermRequest)(nil),       // 93: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 94: jfs.v1.ConfirmTermResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6452,7 +6562,7 @@ var file_jfs_proto_depIdxs = []int32{
 	3,  // 19: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
 	5,  // 20: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
 	5,  // 21: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
-	40, // 22: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
+	42, // 22: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
 	3,  // 23: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
 	5,  // 24: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
 	3,  // 25: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
@@ -6462,101 +6572,101 @@ var file_jfs_proto_depIdxs = []int32{
 	3,  // 29: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
 	1,  // 30: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
 	1,  // 31: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	60, // 32: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	62, // 32: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
 	3,  // 33: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
 	1,  // 34: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	60, // 35: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	62, // 35: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
 	3,  // 36: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
 	1,  // 37: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	60, // 38: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	62, // 38: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
 	3,  // 39: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	71, // 40: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	71, // 41: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	73, // 40: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	73, // 41: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
 	6,  // 42: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
 	2,  // 43: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	60, // 44: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	62, // 44: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
 	1,  // 45: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	84, // 46: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	86, // 46: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
 	7,  // 47: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
 	9,  // 48: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
 	11, // 49: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	15, // 50: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	17, // 51: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	19, // 52: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	21, // 53: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	23, // 54: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	25, // 55: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	27, // 56: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	29, // 57: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	31, // 58: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	33, // 59: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	35, // 60: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	37, // 61: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	39, // 62: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	42, // 63: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	44, // 64: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	46, // 65: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	48, // 66: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	50, // 67: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	52, // 68: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	54, // 69: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	56, // 70: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	58, // 71: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	61, // 72: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	63, // 73: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	65, // 74: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	69, // 75: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	67, // 76: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	74, // 77: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	76, // 78: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	78, // 79: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	80, // 80: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	82, // 81: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	85, // 82: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	87, // 83: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	72, // 84: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	91, // 85: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	89, // 86: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	17, // 50: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	19, // 51: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	21, // 52: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	23, // 53: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	25, // 54: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	27, // 55: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	29, // 56: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	31, // 57: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	33, // 58: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	35, // 59: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	37, // 60: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	39, // 61: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	41, // 62: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	44, // 63: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	46, // 64: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	48, // 65: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	50, // 66: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	52, // 67: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	54, // 68: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	56, // 69: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	58, // 70: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	60, // 71: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	63, // 72: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	65, // 73: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	67, // 74: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	71, // 75: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	69, // 76: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	76, // 77: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	78, // 78: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	80, // 79: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	82, // 80: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	84, // 81: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	87, // 82: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	89, // 83: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	74, // 84: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	93, // 85: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	91, // 86: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
 	8,  // 87: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
 	10, // 88: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
 	12, // 89: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	16, // 90: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	18, // 91: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	20, // 92: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	22, // 93: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	24, // 94: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	26, // 95: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	28, // 96: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	30, // 97: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	32, // 98: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	34, // 99: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	36, // 100: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	38, // 101: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	41, // 102: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	43, // 103: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	45, // 104: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	47, // 105: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	49, // 106: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	51, // 107: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	53, // 108: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	55, // 109: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	57, // 110: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	59, // 111: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	62, // 112: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	64, // 113: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	66, // 114: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	70, // 115: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	68, // 116: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	75, // 117: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	77, // 118: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	79, // 119: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	81, // 120: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	83, // 121: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	86, // 122: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	88, // 123: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	73, // 124: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	92, // 125: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	90, // 126: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	18, // 90: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	20, // 91: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	22, // 92: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	24, // 93: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	26, // 94: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	28, // 95: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	30, // 96: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	32, // 97: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	34, // 98: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	36, // 99: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	38, // 100: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	40, // 101: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	43, // 102: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	45, // 103: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	47, // 104: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	49, // 105: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	51, // 106: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	53, // 107: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	55, // 108: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	57, // 109: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	59, // 110: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	61, // 111: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	64, // 112: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	66, // 113: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	68, // 114: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	72, // 115: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	70, // 116: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	77, // 117: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	79, // 118: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	81, // 119: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	83, // 120: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	85, // 121: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	88, // 122: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	90, // 123: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	75, // 124: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	94, // 125: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	92, // 126: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
 	87, // [87:127] is the sub-list for method output_type
 	47, // [47:87] is the sub-list for method input_type
 	47, // [47:47] is the sub-list for extension type_name
@@ -6575,7 +6685,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   90,
+			NumMessages:   92,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

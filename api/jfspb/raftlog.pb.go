@@ -57,6 +57,7 @@ const (
 	CommandType_COMMAND_TYPE_FLOCK              CommandType = 19 // FlockRequest
 	CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER CommandType = 20 // ReleaseLockOwnerRequest
 	CommandType_COMMAND_TYPE_SET_MEMBER         CommandType = 21 // SetMemberRequest
+	CommandType_COMMAND_TYPE_SESSIONS_ALIVE     CommandType = 50 // SessionsAliveRequest
 )
 
 // Enum value maps for CommandType.
@@ -84,6 +85,7 @@ var (
 		19: "COMMAND_TYPE_FLOCK",
 		20: "COMMAND_TYPE_RELEASE_LOCK_OWNER",
 		21: "COMMAND_TYPE_SET_MEMBER",
+		50: "COMMAND_TYPE_SESSIONS_ALIVE",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -108,6 +110,7 @@ var (
 		"COMMAND_TYPE_FLOCK":              19,
 		"COMMAND_TYPE_RELEASE_LOCK_OWNER": 20,
 		"COMMAND_TYPE_SET_MEMBER":         21,
+		"COMMAND_TYPE_SESSIONS_ALIVE":     50,
 	}
 )
 
@@ -248,7 +251,7 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05acked\x18\x05 \x01(\x04R\x05acked\x12\x17\n" +
 	"\atime_ns\x18\x06 \x01(\x03R\x06timeNs\x12\x12\n" +
-	"\x04body\x18\a \x01(\fR\x04body*\xd9\x04\n" +
+	"\x04body\x18\a \x01(\fR\x04body*\xfa\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -272,7 +275,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x12COMMAND_TYPE_SETLK\x10\x12\x12\x16\n" +
 	"\x12COMMAND_TYPE_FLOCK\x10\x13\x12#\n" +
 	"\x1fCOMMAND_TYPE_RELEASE_LOCK_OWNER\x10\x14\x12\x1b\n" +
-	"\x17COMMAND_TYPE_SET_MEMBER\x10\x15B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x17COMMAND_TYPE_SET_MEMBER\x10\x15\x12\x1f\n" +
+	"\x1bCOMMAND_TYPE_SESSIONS_ALIVE\x102B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

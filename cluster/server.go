@@ -16,9 +16,10 @@ import (
 )
 
 // Server is the gRPC face of a Node: the Meta service for clients and the
-// Admin service for operators. A follower does not forward: it answers
-// UNAVAILABLE with a NotLeader detail naming the leader's API address, and
-// the client goes there (see DESIGN.md).
+// Admin service for operators. A follower answers UNAVAILABLE with a
+// NotLeader detail naming the leader's API address, and the client goes
+// there; it forwards to the leader only a request that asks for it
+// (ForwardKey, forward.go; see DESIGN.md).
 type Server struct {
 	jfspb.UnimplementedMetaServer
 	jfspb.UnimplementedAdminServer

@@ -119,14 +119,20 @@ func (s *Server) Register(ctx context.Context, r *jfspb.RegisterRequest) (*jfspb
 	return resp, err
 }
 
-// Heartbeat resets the session's timer on the leader, without the log.
-// ESTALE: the session expired or never was.
+// Heartbeat resets the session's timer on the leader and answers once the
+// leader's next SessionsAlive record, shared by every heartbeat since the
+// previous one, is committed (sessions.go). ESTALE: the session expired or
+// never was.
 func (s *Server) Heartbeat(ctx context.Context, r *jfspb.HeartbeatRequest) (*jfspb.HeartbeatResponse, error) {
 	if !s.n.ready() {
 		return nil, s.toStatus(ErrNotLeader)
 	}
-	if !s.n.sessions.beat(r.Session) {
+	b, ok := s.n.sessions.beat(r.Session)
+	if !ok {
 		return &jfspb.HeartbeatResponse{Errno: int32(syscall.ESTALE)}, nil
+	}
+	if err := b.wait(ctx); err != nil {
+		return nil, s.toStatus(err)
 	}
 	return &jfspb.HeartbeatResponse{TtlMs: s.n.cfg.SessionTTL.Milliseconds()}, nil
 }

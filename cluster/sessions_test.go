@@ -55,8 +55,10 @@ func TestSessionExpiryAcrossLeaderChanges(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	liveLost := make(chan struct{})
-	go func() { // the live client heartbeats every TTL/10 to whoever leads
-		tick := time.NewTicker(ttl / 10)
+	go func() {
+		// The live client heartbeats every TTL/3, as client.Session does,
+		// and like its calls retries one until some leader takes it.
+		tick := time.NewTicker(ttl / 3)
 		defer tick.Stop()
 		for {
 			select {
@@ -64,9 +66,15 @@ func TestSessionExpiryAcrossLeaderChanges(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if !heartbeatAnyLeader(c, live) && leader.FSM().Session(live) == nil {
-				close(liveLost)
-				return
+			for try := time.Now(); !heartbeatAnyLeader(c, live) && ctx.Err() == nil; {
+				if leader.FSM().Session(live) == nil {
+					close(liveLost)
+					return
+				}
+				if time.Since(try) > ttl/3 {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		}
 	}()

@@ -16,21 +16,27 @@ import (
 
 // cutDialer is a client's network in which the test can cut the client
 // off from a node's API address: existing connections are closed and new
-// ones refused, while the nodes still reach each other.
+// ones refused (or, with drop, left hanging as when a firewall drops the
+// packets), while the nodes still reach each other.
 type cutDialer struct {
+	drop  bool
 	mu    sync.Mutex
 	cut   map[string]bool
 	conns map[string][]net.Conn
 }
 
-func newCutDialer() *cutDialer {
-	return &cutDialer{cut: map[string]bool{}, conns: map[string][]net.Conn{}}
+func newCutDialer(drop bool) *cutDialer {
+	return &cutDialer{drop: drop, cut: map[string]bool{}, conns: map[string][]net.Conn{}}
 }
 
 func (d *cutDialer) dial(ctx context.Context, addr string) (net.Conn, error) {
 	d.mu.Lock()
 	cut := d.cut[addr]
 	d.mu.Unlock()
+	if cut && d.drop {
+		<-ctx.Done()
+		return nil, fmt.Errorf("dial %s: %w (packets dropped by the test)", addr, ctx.Err())
+	}
 	if cut {
 		return nil, fmt.Errorf("dial %s: cut off by the test", addr)
 	}
@@ -88,10 +94,21 @@ func writeExcl(ctx context.Context, c *client.Client, name string, data []byte) 
 // working: a follower passes its requests on to the leader. Creates with
 // O_EXCL succeed once each, so a request is not applied twice on the way.
 // The client gives up after 10s without a leader, so a client that only
-// follows redirects fails with ErrNoLeader.
+// follows redirects fails with ErrNoLeader. The port is cut off twice: the
+// leader refusing connections, and dropping them.
 func TestClientReachesLeaderThroughFollower(t *testing.T) {
+	for _, drop := range []bool{false, true} {
+		name := "refused"
+		if drop {
+			name = "dropped"
+		}
+		t.Run(name, func(t *testing.T) { testReachLeaderThroughFollower(t, drop) })
+	}
+}
+
+func testReachLeaderThroughFollower(t *testing.T, drop bool) {
 	pc := startProcCluster(t, 3)
-	d := newCutDialer()
+	d := newCutDialer(drop)
 	c, err := client.New(client.Config{Servers: pc.servers(), RetryFor: 10 * time.Second,
 		AttemptTimeout: 2 * time.Second, Dial: d.dial})
 	if err != nil {

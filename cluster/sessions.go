@@ -156,7 +156,13 @@ func (st *sessionTimers) beat(sid uint64) (*aliveBatch, bool) {
 		st.pending = &aliveBatch{sids: map[uint64]bool{}, done: make(chan struct{})}
 	}
 	st.pending.sids[sid] = true
-	return st.pending, true
+	b := st.pending
+	// When a record is due already, make it now rather than at the next
+	// tick: a heartbeat after a quiet spell is answered after one commit.
+	if due := st.takeHeard(now); due != nil {
+		go st.recordAlive(due)
+	}
+	return b, true
 }
 
 // lastHeartbeat is when the leader last heard from sid (zero if not since it

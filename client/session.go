@@ -72,17 +72,15 @@ func (s *Session) ID() uint64 { return s.c.Session() }
 func (s *Session) TTL() time.Duration { return time.Duration(s.ttlNs.Load()) }
 
 // setTTL adopts the TTL the cluster announced; 0 (not announced) keeps the
-// current one. It reports whether the TTL changed.
-func (s *Session) setTTL(ms int64) bool {
+// current one.
+func (s *Session) setTTL(ms int64) {
 	if ms <= 0 {
-		return false
+		return
 	}
 	ttl := time.Duration(ms) * time.Millisecond
 	if old := time.Duration(s.ttlNs.Swap(int64(ttl))); old != ttl {
 		s.c.log.Info("session TTL", "ttl", ttl, "previous", old)
-		return true
 	}
-	return false
 }
 
 // markLost tells the keeper that the cluster answered ESTALE for id.

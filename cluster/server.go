@@ -84,28 +84,28 @@ func read[Req proto.Message, R proto.Message](ctx context.Context, s *Server, me
 }
 
 const (
-	cmdRegister      = jfspb.CommandType_COMMAND_TYPE_REGISTER
-	cmdCloseSession  = jfspb.CommandType_COMMAND_TYPE_CLOSE_SESSION
-	cmdExpire        = jfspb.CommandType_COMMAND_TYPE_EXPIRE_SESSION
-	cmdSetAttr       = jfspb.CommandType_COMMAND_TYPE_SETATTR
-	cmdMknod         = jfspb.CommandType_COMMAND_TYPE_MKNOD
-	cmdMkdir         = jfspb.CommandType_COMMAND_TYPE_MKDIR
-	cmdCreate        = jfspb.CommandType_COMMAND_TYPE_CREATE
-	cmdUnlink        = jfspb.CommandType_COMMAND_TYPE_UNLINK
-	cmdRmdir         = jfspb.CommandType_COMMAND_TYPE_RMDIR
-	cmdRename        = jfspb.CommandType_COMMAND_TYPE_RENAME
-	cmdLink          = jfspb.CommandType_COMMAND_TYPE_LINK
-	cmdSymlink       = jfspb.CommandType_COMMAND_TYPE_SYMLINK
-	cmdOpen          = jfspb.CommandType_COMMAND_TYPE_OPEN
-	cmdRelease       = jfspb.CommandType_COMMAND_TYPE_RELEASE
-	cmdWrite         = jfspb.CommandType_COMMAND_TYPE_WRITE
-	cmdSetXattr      = jfspb.CommandType_COMMAND_TYPE_SETXATTR
-	cmdRemoveXattr   = jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR
-	cmdSetLk         = jfspb.CommandType_COMMAND_TYPE_SETLK
-	cmdFlock         = jfspb.CommandType_COMMAND_TYPE_FLOCK
-	cmdReleaseOwner  = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
-	cmdSetMember     = jfspb.CommandType_COMMAND_TYPE_SET_MEMBER
-	cmdSessionsAlive = jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE
+	cmdRegister     = jfspb.CommandType_COMMAND_TYPE_REGISTER
+	cmdCloseSession = jfspb.CommandType_COMMAND_TYPE_CLOSE_SESSION
+	cmdExpire       = jfspb.CommandType_COMMAND_TYPE_EXPIRE_SESSION
+	cmdSetAttr      = jfspb.CommandType_COMMAND_TYPE_SETATTR
+	cmdMknod        = jfspb.CommandType_COMMAND_TYPE_MKNOD
+	cmdMkdir        = jfspb.CommandType_COMMAND_TYPE_MKDIR
+	cmdCreate       = jfspb.CommandType_COMMAND_TYPE_CREATE
+	cmdUnlink       = jfspb.CommandType_COMMAND_TYPE_UNLINK
+	cmdRmdir        = jfspb.CommandType_COMMAND_TYPE_RMDIR
+	cmdRename       = jfspb.CommandType_COMMAND_TYPE_RENAME
+	cmdLink         = jfspb.CommandType_COMMAND_TYPE_LINK
+	cmdSymlink      = jfspb.CommandType_COMMAND_TYPE_SYMLINK
+	cmdOpen         = jfspb.CommandType_COMMAND_TYPE_OPEN
+	cmdRelease      = jfspb.CommandType_COMMAND_TYPE_RELEASE
+	cmdWrite        = jfspb.CommandType_COMMAND_TYPE_WRITE
+	cmdSetXattr     = jfspb.CommandType_COMMAND_TYPE_SETXATTR
+	cmdRemoveXattr  = jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR
+	cmdSetLk        = jfspb.CommandType_COMMAND_TYPE_SETLK
+	cmdFlock        = jfspb.CommandType_COMMAND_TYPE_FLOCK
+	cmdReleaseOwner = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
+	cmdSetMember    = jfspb.CommandType_COMMAND_TYPE_SET_MEMBER
+	cmdAlive        = jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE
 )
 
 // ---- sessions ----

@@ -230,7 +230,7 @@ func (st *sessionTimers) recordAlive(b *aliveBatch) {
 	slices.Sort(alive)
 	ctx, cancel := context.WithTimeout(context.Background(), st.n.cfg.ApplyTimeout)
 	defer cancel()
-	_, err := st.n.Propose(ctx, cmdSessionsAlive, nil, &jfspb.SessionsAliveRequest{Sessions: alive})
+	_, err := st.n.Propose(ctx, cmdAlive, nil, &jfspb.SessionsAliveRequest{Sessions: alive})
 	st.mu.Lock()
 	st.proposing = false
 	st.mu.Unlock()

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
@@ -54,6 +55,9 @@ type Config struct {
 	// (defaults 20ms and 1s); the pause doubles each round.
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 hclog.Logger
+	// Dial, when set, opens the connections to the nodes instead of the
+	// default TCP dialer (tests use it to cut the client off from a node).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // ParseServers splits a comma-separated list of host:port addresses.
@@ -154,11 +158,15 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc := c.conns[addr]; cc != nil {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),
 		// A frozen leader keeps its connections open; pings find out, so a
 		// blocked lock request moves on to the new leader.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second}))
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second})}
+	if c.cfg.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(c.cfg.Dial))
+	}
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -235,15 +243,27 @@ func (c *Client) Leader() string {
 // (a blocking lock request, queued on the leader) may legitimately last any
 // time, so its duration is left out of the RetryFor window; an attempt that
 // hangs on a frozen node is ended by the connection's keepalive.
+//
+// When a follower names as the leader a node this client could not reach
+// (its attempt timed out or could not connect), the next attempt goes to
+// that follower again and asks it to forward the request to the leader
+// (cluster.ForwardKey). The follower reaches the leader over its own
+// connection; the request keeps its (session, seq), so it is still applied
+// exactly once. The leader is tried directly again once its suspicion
+// lapses (SuspectFor).
 func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try func(ctx context.Context, cc *grpc.ClientConn) error) error {
 	start := time.Now() // of the window, moved on by unbounded attempts
 	backoff := c.cfg.MinBackoff
 	var last error
+	via := "" // a follower to ask for forwarding on the next attempt
 	for round := 0; ; round++ {
 		if time.Since(start) > c.cfg.RetryFor {
 			return fmt.Errorf("%w within %v: %v", ErrNoLeader, c.cfg.RetryFor, last)
 		}
-		addr := c.target(round)
+		addr, forward := c.target(round), via != ""
+		if forward {
+			addr, via = via, ""
+		}
 		cc, err := c.conn(addr)
 		if err != nil {
 			return err
@@ -252,6 +272,9 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 		if attemptTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, attemptTimeout)
 		}
+		if forward {
+			actx = metadata.AppendToOutgoingContext(actx, forwardKey, "1")
+		}
 		began := time.Now()
 		err = try(actx, cc)
 		cancel()
@@ -259,7 +282,9 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 			start = start.Add(time.Since(began))
 		}
 		if err == nil {
-			c.setLeader(addr)
+			if !forward {
+				c.setLeader(addr)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -274,16 +299,24 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 		}
 		redirected := false
 		for _, d := range st.Details() {
-			if nl, ok := d.(*jfspb.NotLeader); ok && nl.LeaderAddr != "" && nl.LeaderAddr != addr && !c.suspected(nl.LeaderAddr) {
+			nl, ok := d.(*jfspb.NotLeader)
+			if !ok || nl.LeaderAddr == "" || nl.LeaderAddr == addr {
+				continue
+			}
+			if !c.suspected(nl.LeaderAddr) {
 				c.setLeader(nl.LeaderAddr)
 				redirected = true
+			} else if !forward {
+				via = addr // the leader is out of our reach: ask this node to pass it on
 			}
 		}
-		if redirected {
+		if redirected || via != "" {
 			continue
 		}
 		if st.Code() == codes.DeadlineExceeded || (st.Code() == codes.Unavailable && !isNotLeader(st)) {
-			c.suspectNode(addr) // timed out, or could not connect
+			if !forward {
+				c.suspectNode(addr) // timed out, or could not connect
+			}
 		} else {
 			c.forget(addr)
 		}
@@ -298,6 +331,9 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 		}
 	}
 }
+
+// forwardKey is cluster.ForwardKey; the client does not import the cluster.
+const forwardKey = "jfs-forward-to-leader"
 
 // isNotLeader reports whether st is a node's "not the leader" answer, as
 // opposed to a failed connection.

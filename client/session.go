@@ -22,17 +22,20 @@ type SessionInfo struct {
 }
 
 // Session keeps a registered session alive: it sends a heartbeat every
-// third of the session's TTL until Close. When the cluster has ended the
-// session (its TTL lapsed while this process was paused, or an operator
-// evicted it), the keeper registers a new one: requests sent from then on
-// carry the new id, while whatever belonged to the old one (open files,
-// locks) is gone. Its methods are safe for concurrent use.
+// third of the session's TTL until Close. The TTL is the one the cluster
+// announces in every heartbeat answer and registration, so the keeper
+// follows a cluster restarted with another --session-ttl. When the cluster
+// has ended the session (its TTL lapsed while this process was paused, or
+// an operator evicted it), the keeper registers a new one: requests sent
+// from then on carry the new id, while whatever belonged to the old one
+// (open files, locks) is gone. The session id has one home, the Client
+// (Client.Session): requests and the keeper read the same value. Its
+// methods are safe for concurrent use.
 type Session struct {
-	c    *Client
-	info SessionInfo
-	id   atomic.Uint64
-	ttl  time.Duration
-	lost chan uint64 // ids the cluster answered ESTALE for
+	c     *Client
+	info  SessionInfo
+	ttlNs atomic.Int64
+	lost  chan uint64 // ids the cluster answered ESTALE for
 
 	ctx       context.Context // ends at Close
 	cancel    context.CancelFunc
@@ -52,23 +55,33 @@ func (c *Client) StartSession(ctx context.Context, info SessionInfo) (*Session, 
 	if err := Errno(r.Errno); err != nil {
 		return nil, fmt.Errorf("register session: %w", err)
 	}
-	ttl := time.Duration(r.TtlMs) * time.Millisecond
-	if ttl <= 0 {
-		ttl = DefaultSessionTTL
-	}
-	s := &Session{c: c, info: info, ttl: ttl, lost: make(chan uint64, 1), done: make(chan struct{})}
-	s.id.Store(r.Session)
+	s := &Session{c: c, info: info, lost: make(chan uint64, 1), done: make(chan struct{})}
+	s.ttlNs.Store(int64(DefaultSessionTTL))
+	s.setTTL(r.TtlMs)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	c.onSessionLost(s.markLost)
 	go s.loop()
 	return s, nil
 }
 
-// ID is the current session id.
-func (s *Session) ID() uint64 { return s.id.Load() }
+// ID is the current session id, the one requests carry from now on.
+func (s *Session) ID() uint64 { return s.c.Session() }
 
-// TTL is how long the session lives without a heartbeat.
-func (s *Session) TTL() time.Duration { return s.ttl }
+// TTL is how long the session lives without a heartbeat, as the cluster
+// last announced it.
+func (s *Session) TTL() time.Duration { return time.Duration(s.ttlNs.Load()) }
+
+// setTTL adopts the TTL the cluster announced; 0 (not announced) keeps the
+// current one.
+func (s *Session) setTTL(ms int64) {
+	if ms <= 0 {
+		return
+	}
+	ttl := time.Duration(ms) * time.Millisecond
+	if old := time.Duration(s.ttlNs.Swap(int64(ttl))); old != ttl {
+		s.c.log.Info("session TTL", "ttl", ttl, "previous", old)
+	}
+}
 
 // markLost tells the keeper that the cluster answered ESTALE for id.
 func (s *Session) markLost(id uint64) {
@@ -80,7 +93,7 @@ func (s *Session) markLost(id uint64) {
 
 func (s *Session) loop() {
 	defer close(s.done)
-	t := time.NewTicker(s.ttl / 3)
+	t := time.NewTicker(s.TTL() / 3)
 	defer t.Stop()
 	for {
 		var gone uint64
@@ -92,7 +105,7 @@ func (s *Session) loop() {
 			// A heartbeat that takes longer than the TTL is pointless:
 			// the session is gone by then or the next one will tell.
 			id := s.ID()
-			ctx, cancel := context.WithTimeout(s.ctx, s.ttl)
+			ctx, cancel := context.WithTimeout(s.ctx, s.TTL())
 			r, err := s.c.Heartbeat(ctx, &jfspb.HeartbeatRequest{Session: id})
 			cancel()
 			switch {
@@ -104,11 +117,14 @@ func (s *Session) loop() {
 				gone = id
 			case r.Errno != 0:
 				s.c.log.Warn("heartbeat refused", "session", id, "errno", syscall.Errno(r.Errno))
+			default:
+				s.setTTL(r.TtlMs)
 			}
 		}
 		if gone != 0 && gone == s.ID() {
 			s.renew(gone)
 		}
+		t.Reset(s.TTL() / 3)
 	}
 }
 
@@ -119,7 +135,8 @@ func (s *Session) renew(old uint64) {
 	for backoff := 100 * time.Millisecond; s.ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
 		r, err := s.c.Register(s.ctx, s.info.Host, s.info.MountPoint, s.info.Pid, s.info.Version)
 		if err == nil && r.Errno == 0 {
-			s.id.Store(r.Session)
+			// Register made r.Session the client's session.
+			s.setTTL(r.TtlMs)
 			s.c.log.Info("new session", "session", r.Session, "previous", old)
 			return
 		}

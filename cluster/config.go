@@ -57,7 +57,8 @@ type Config struct {
 	// raft state. It is ignored when the node restarts from its data dir.
 	InitialCluster []Peer
 
-	// Timing; zero values take the LAN defaults described in DESIGN.md.
+	// Timing; zero values take the defaults below (DESIGN.md "Timing" says
+	// why). CheckTiming states what combinations are allowed.
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -94,15 +95,60 @@ type Config struct {
 	InMemory bool
 }
 
+// Default raft timings. They keep one leader on a 2-core machine loaded far
+// beyond its cores, and still replace a dead leader within about two
+// heartbeat timeouts (see DESIGN.md "Timing").
+const (
+	DefaultHeartbeatTimeout   = time.Second
+	DefaultElectionTimeout    = 1500 * time.Millisecond
+	DefaultLeaderLeaseTimeout = time.Second
+)
+
+// CheckTiming reports whether the three raft timings work together; zero
+// values stand for the defaults. The error names the offending setting by
+// its jfsd flag.
+//
+//   - every timing is at least 10ms;
+//   - the leader lease must not exceed the heartbeat timeout: a leader must
+//     step down before a follower that stopped hearing from it can start an
+//     election, else two nodes could both act as leader;
+//   - the election timeout must be at least the heartbeat timeout.
+func CheckTiming(heartbeat, election, lease time.Duration) error {
+	if heartbeat == 0 {
+		heartbeat = DefaultHeartbeatTimeout
+	}
+	if election == 0 {
+		election = DefaultElectionTimeout
+	}
+	if lease == 0 {
+		lease = DefaultLeaderLeaseTimeout
+	}
+	for _, t := range []struct {
+		flag string
+		d    time.Duration
+	}{{"heartbeat-timeout", heartbeat}, {"election-timeout", election}, {"leader-lease-timeout", lease}} {
+		if t.d < 10*time.Millisecond {
+			return fmt.Errorf("--%s %v: must be at least 10ms", t.flag, t.d)
+		}
+	}
+	if lease > heartbeat {
+		return fmt.Errorf("--leader-lease-timeout %v must not exceed --heartbeat-timeout %v: a leader must step down before its followers may elect another", lease, heartbeat)
+	}
+	if election < heartbeat {
+		return fmt.Errorf("--election-timeout %v must be at least --heartbeat-timeout %v", election, heartbeat)
+	}
+	return nil
+}
+
 func (c *Config) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
 		}
 	}
-	def(&c.HeartbeatTimeout, 500*time.Millisecond)
-	def(&c.ElectionTimeout, 500*time.Millisecond)
-	def(&c.LeaderLeaseTimeout, 250*time.Millisecond)
+	def(&c.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	def(&c.ElectionTimeout, DefaultElectionTimeout)
+	def(&c.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
 	def(&c.CommitTimeout, 10*time.Millisecond)
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.ApplyTimeout, 10*time.Second)
@@ -125,6 +171,9 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("data dir is empty")
+	}
+	if err := CheckTiming(c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout); err != nil {
+		return err
 	}
 	if c.Transport == nil {
 		if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {

@@ -23,6 +23,7 @@ type Metrics struct {
 	reads    *prometheus.CounterVec
 	fsmReads *prometheus.CounterVec
 	rbatch   prometheus.Histogram
+	forwards *prometheus.CounterVec
 	n        *Node
 }
 
@@ -61,8 +62,11 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 			Name: "jfsd_read_batch_size", Help: "Reads served per batch (one leadership check each).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jfsd_forwarded_total", Help: "Requests a follower passed on to the leader for a client that could not reach it, by method.",
+		}, []string{"method"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, raftCollector{n})
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, raftCollector{n})
 	n.metrics.Store(m)
 	return m
 }
@@ -100,6 +104,12 @@ func (m *Metrics) observeReadBatch(n int) {
 func (m *Metrics) countWait(kind string) {
 	if m != nil {
 		m.waits.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *Metrics) countForward(method string) {
+	if m != nil {
+		m.forwards.WithLabelValues(method).Inc()
 	}
 }
 

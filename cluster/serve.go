@@ -19,6 +19,9 @@ func Serve(n *Node, lis net.Listener, opts ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Runs after any interceptor in opts (grpc.UnaryInterceptor), so a
+		// forwarded request is counted by the follower's metrics too.
+		grpc.ChainUnaryInterceptor(forwardInterceptor(n)),
 	}, opts...)...)
 	NewServer(n).RegisterServices(g)
 	go g.Serve(lis)

@@ -17,9 +17,10 @@ import (
 )
 
 // Server is the gRPC face of a Node: the Meta service for clients and the
-// Admin service for operators. A follower does not forward: it answers
-// UNAVAILABLE with a NotLeader detail naming the leader's API address, and
-// the client goes there (see DESIGN.md).
+// Admin service for operators. A follower answers UNAVAILABLE with a
+// NotLeader detail naming the leader's API address, and the client goes
+// there; it forwards to the leader only a request that asks for it
+// (ForwardKey, forward.go; see DESIGN.md).
 type Server struct {
 	jfspb.UnimplementedMetaServer
 	jfspb.UnimplementedAdminServer
@@ -117,6 +118,7 @@ const (
 	cmdSetSettings  = jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS
 	cmdFreeData     = jfspb.CommandType_COMMAND_TYPE_FREE_DATA
 	cmdTouchAtime   = jfspb.CommandType_COMMAND_TYPE_TOUCH_ATIME
+	cmdAlive        = jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE
 )
 
 // ---- sessions ----
@@ -130,14 +132,20 @@ func (s *Server) Register(ctx context.Context, r *jfspb.RegisterRequest) (*jfspb
 	return resp, err
 }
 
-// Heartbeat resets the session's timer on the leader, without the log.
-// ESTALE: the session expired or never was.
+// Heartbeat resets the session's timer on the leader and answers once the
+// leader's next SessionsAlive record, shared by every heartbeat since the
+// previous one, is committed (sessions.go). ESTALE: the session expired or
+// never was.
 func (s *Server) Heartbeat(ctx context.Context, r *jfspb.HeartbeatRequest) (*jfspb.HeartbeatResponse, error) {
 	if !s.n.ready() {
 		return nil, s.toStatus(ErrNotLeader)
 	}
-	if !s.n.sessions.beat(r.Session) {
+	b, ok := s.n.sessions.beat(r.Session)
+	if !ok {
 		return &jfspb.HeartbeatResponse{Errno: int32(syscall.ESTALE)}, nil
+	}
+	if err := b.wait(ctx); err != nil {
+		return nil, s.toStatus(err)
 	}
 	return &jfspb.HeartbeatResponse{TtlMs: s.n.cfg.SessionTTL.Milliseconds()}, nil
 }

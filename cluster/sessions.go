@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,27 +14,67 @@ import (
 // Heartbeats reset a timer in memory and never touch the log, so they are
 // cheap and contend on nothing but this map. A lapsed timer makes the leader
 // propose "expire session", whose apply releases the session's locks, ends
-// its opens and frees its sustained inodes. A new leader restarts every
-// timer with the full TTL: a client is never expired for heartbeats it sent
-// to a previous leader.
+// its opens and frees its sustained inodes.
+//
+// So that leader changes cannot postpone an expiry for ever, the leader
+// records in the log, at most once per aliveEvery and only when it heard
+// from anyone, which sessions it heard from since its previous record
+// (SessionsAlive, stamped with its clock), and answers a heartbeat only once
+// the record listing it is committed. A new leader starts each timer from
+// the session's last stamp (or its registration), not from the moment it
+// took office, and gives every session at least a grace of one election
+// timeout to reach it. See DESIGN.md "Sessions and fencing" for the bound.
 type sessionTimers struct {
-	n   *Node
-	ttl time.Duration
+	n          *Node
+	ttl        time.Duration
+	aliveEvery time.Duration // at most this long between SessionsAlive records
+	grace      time.Duration // a new leader's least time for a session to reach it
 
-	mu       sync.Mutex
-	active   bool
-	deadline map[uint64]time.Time
-	lastBeat map[uint64]time.Time
-	expiring map[uint64]bool
+	mu        sync.Mutex
+	active    bool
+	deadline  map[uint64]time.Time
+	lastBeat  map[uint64]time.Time
+	expiring  map[uint64]bool
+	pending   *aliveBatch // heartbeats waiting for the next SessionsAlive record
+	recorded  time.Time   // when the last SessionsAlive record was proposed
+	proposing bool        // a SessionsAlive proposal is in flight
+}
+
+// aliveBatch is the heartbeats that one SessionsAlive record will
+// acknowledge: their answers wait until done is closed, and err says
+// whether the record was committed.
+type aliveBatch struct {
+	sids map[uint64]bool
+	done chan struct{}
+	err  error
+}
+
+func (b *aliveBatch) finish(err error) {
+	b.err = err
+	close(b.done)
+}
+
+// wait waits for the record that acknowledges the heartbeat.
+func (b *aliveBatch) wait(ctx context.Context) error {
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func newSessionTimers(n *Node, ttl time.Duration) *sessionTimers {
-	return &sessionTimers{n: n, ttl: ttl, deadline: map[uint64]time.Time{},
-		lastBeat: map[uint64]time.Time{}, expiring: map[uint64]bool{}}
+	election := n.cfg.ElectionTimeout
+	return &sessionTimers{n: n, ttl: ttl, aliveEvery: min(ttl/4, election/2), grace: election,
+		deadline: map[uint64]time.Time{}, lastBeat: map[uint64]time.Time{},
+		expiring: map[uint64]bool{}}
 }
 
 // start arms a timer for every session in the state machine; the node has
-// just become a ready leader.
+// just become a ready leader. A session's timer runs from the last time a
+// leader recorded it alive (or its registration), but gives it at least
+// the grace to find this leader.
 func (st *sessionTimers) start() {
 	sessions := st.n.fsm.Sessions()
 	st.mu.Lock()
@@ -41,9 +83,28 @@ func (st *sessionTimers) start() {
 	st.active = true
 	clear(st.deadline)
 	clear(st.expiring)
+	st.failPending()
+	// The first heartbeats this leader hears are recorded at the next tick:
+	// a leader that does not last long still leaves them in the log.
+	st.recorded = time.Time{}
 	for _, s := range sessions {
-		st.deadline[s.Id] = now.Add(st.ttl)
+		st.deadline[s.Id] = startDeadline(s, st.ttl, st.grace, now)
 	}
+}
+
+// startDeadline is when a new leader that took office at now expires s
+// unless it hears from it: ttl after the session was last known alive, but
+// not before now+grace.
+func startDeadline(s *jfspb.Session, ttl, grace time.Duration, now time.Time) time.Time {
+	alive := time.Unix(0, max(s.GetAliveNs(), s.GetCreatedNs()))
+	return later(alive.Add(ttl), now.Add(grace))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // stop forgets every timer: the node no longer leads.
@@ -54,30 +115,54 @@ func (st *sessionTimers) stop() {
 	clear(st.deadline)
 	clear(st.lastBeat)
 	clear(st.expiring)
+	st.failPending()
 }
 
-// beat resets sid's timer. It reports false when the session is unknown (it
-// expired, or never was), which the client hears as ESTALE.
-func (st *sessionTimers) beat(sid uint64) bool {
+// failPending fails the heartbeats waiting for a record that this node
+// will not make; their clients retry at the leader. st.mu must be held.
+func (st *sessionTimers) failPending() {
+	if st.pending != nil {
+		st.pending.finish(ErrNotLeader)
+		st.pending = nil
+	}
+}
+
+// beat resets sid's timer. It returns false when the session is unknown
+// (it expired, or never was), which the client hears as ESTALE. Otherwise
+// the heartbeat is acknowledged once the SessionsAlive record that lists it
+// is committed: wait on the batch returned. So every heartbeat a client saw
+// succeed is in the log, and a later leader never starts the session's
+// timer from an earlier time.
+func (st *sessionTimers) beat(sid uint64) (*aliveBatch, bool) {
 	st.mu.Lock()
 	_, known := st.deadline[sid]
 	active := st.active
 	st.mu.Unlock()
 	if !active {
-		return false
+		return nil, false
 	}
 	if !known && st.n.fsm.Session(sid) == nil {
-		return false
+		return nil, false
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.expiring[sid] {
-		return false
+	if st.expiring[sid] || !st.active {
+		return nil, false
 	}
 	now := time.Now()
 	st.deadline[sid] = now.Add(st.ttl)
 	st.lastBeat[sid] = now
-	return true
+	if st.pending == nil {
+		st.pending = &aliveBatch{sids: map[uint64]bool{}, done: make(chan struct{})}
+	}
+	st.pending.sids[sid] = true
+	b := st.pending
+	// When a record is due already, make it now rather than at the next
+	// tick: a heartbeat after a quiet spell is answered after one commit.
+	if due := st.takeHeard(now); due != nil {
+		go st.recordAlive(due)
+	}
+	return b, true
 }
 
 // lastHeartbeat is when the leader last heard from sid (zero if not since it
@@ -90,7 +175,9 @@ func (st *sessionTimers) lastHeartbeat(sid uint64) time.Time {
 
 // run expires lapsed sessions until stop closes.
 func (st *sessionTimers) run(stop <-chan struct{}) {
-	every := min(max(st.ttl/10, 50*time.Millisecond), time.Second)
+	// Ticks at least twice per aliveEvery, so records are at most
+	// aliveEvery and a half apart.
+	every := min(max(st.ttl/10, 50*time.Millisecond), time.Second, max(st.aliveEvery/2, 10*time.Millisecond))
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -108,11 +195,50 @@ func (st *sessionTimers) run(stop <-chan struct{}) {
 				lapsed = append(lapsed, sid)
 			}
 		}
+		batch := st.takeHeard(now)
 		st.mu.Unlock()
 		for _, sid := range lapsed {
 			go st.expire(sid)
 		}
+		if batch != nil {
+			go st.recordAlive(batch)
+		}
 	}
+}
+
+// takeHeard returns the heartbeats waiting for a record when one is due,
+// and starts a new batch; nil when none is due or nobody was heard. st.mu
+// must be held.
+func (st *sessionTimers) takeHeard(now time.Time) *aliveBatch {
+	if !st.active || st.proposing || st.pending == nil || now.Sub(st.recorded) < st.aliveEvery {
+		return nil
+	}
+	b := st.pending
+	st.pending = nil
+	st.recorded = now
+	st.proposing = true
+	return b
+}
+
+// recordAlive proposes one SessionsAlive entry for the sessions of b, in
+// order, and then answers their heartbeats.
+func (st *sessionTimers) recordAlive(b *aliveBatch) {
+	alive := make([]uint64, 0, len(b.sids))
+	for sid := range b.sids {
+		alive = append(alive, sid)
+	}
+	slices.Sort(alive)
+	ctx, cancel := context.WithTimeout(context.Background(), st.n.cfg.ApplyTimeout)
+	defer cancel()
+	_, err := st.n.Propose(ctx, cmdAlive, nil, &jfspb.SessionsAliveRequest{Sessions: alive})
+	st.mu.Lock()
+	st.proposing = false
+	st.mu.Unlock()
+	if err != nil {
+		st.n.log.Warn("recording live sessions failed", "sessions", len(alive), "error", err)
+		err = fmt.Errorf("%w: recording the heartbeat: %v", ErrNotLeader, err)
+	}
+	b.finish(err)
 }
 
 func (st *sessionTimers) expire(sid uint64) {

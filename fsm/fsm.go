@@ -382,6 +382,7 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS:       handler("set_settings", true, (*txn).applySetSettings),
 		jfspb.CommandType_COMMAND_TYPE_FREE_DATA:          handler("free_data", true, (*txn).applyFreeData),
 		jfspb.CommandType_COMMAND_TYPE_TOUCH_ATIME:        handler("touch_atime", false, (*txn).applyTouchAtime),
+		jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE:     handler("sessions_alive", true, (*txn).applySessionsAlive),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
 		c := m[typ]

@@ -190,6 +190,26 @@ func (t *txn) applyExpireSession(req *jfspb.ExpireSessionRequest) *jfspb.ExpireS
 	return &jfspb.ExpireSessionResponse{}
 }
 
+// applySessionsAlive stamps every listed live session with the entry's
+// time: the leader heard from it since its previous such entry. Sessions
+// that no longer exist are skipped.
+func (t *txn) applySessionsAlive(req *jfspb.SessionsAliveRequest) *jfspb.SessionsAliveResponse {
+	for _, sid := range req.GetSessions() {
+		s := t.sessionRecord(sid)
+		if s == nil {
+			if t.err != nil {
+				return nil
+			}
+			continue
+		}
+		if t.now > s.AliveNs {
+			s.AliveNs = t.now
+			t.putSession(s)
+		}
+	}
+	return &jfspb.SessionsAliveResponse{}
+}
+
 // endSession releases everything session s holds: its locks, its opens
 // (freeing the sustained inodes nobody else has open), its stored results.
 func (t *txn) endSession(s *jfspb.Session) {

@@ -22,12 +22,13 @@ import (
 func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) (st fuse.Status) {
 	defer fs.observe("Create", time.Now(), &st)
 	fh := fs.nextFh.Add(1)
-	r, err := fs.c.Create(ctx(), &jfspb.CreateRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
-		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh})
+	req := &jfspb.CreateRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
+		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh}
+	r, err := fs.c.Create(ctx(), req)
 	if st = fs.status("create", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
-	fs.opened(fh)
+	fs.opened(fh, req.GetHeader().GetSession())
 	fs.fillEntry(r.Attr, &out.EntryOut)
 	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
@@ -39,14 +40,15 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) (st fuse.Status) {
 	defer fs.observe("Tmpfile", time.Now(), &st)
 	fh := fs.nextFh.Add(1)
-	r, err := fs.c.Create(ctx(), &jfspb.CreateRequest{Parent: in.NodeId, Mode: in.Mode,
-		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh, Tmpfile: true})
+	req := &jfspb.CreateRequest{Parent: in.NodeId, Mode: in.Mode,
+		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh, Tmpfile: true}
+	r, err := fs.c.Create(ctx(), req)
 	if st = fs.status("tmpfile", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
-	fs.opened(fh)
+	fs.opened(fh, req.GetHeader().GetSession())
 	fs.fillEntry(r.Attr, &out.EntryOut)
-	out.OpenOut = fuse.OpenOut{Fh: fh}
+	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
 }
 
@@ -54,11 +56,12 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("Open", time.Now(), &st)
 	fh := fs.nextFh.Add(1)
-	r, err := fs.c.Open(ctx(), &jfspb.OpenRequest{Ino: in.NodeId, Flags: in.Flags, Fh: fh})
+	req := &jfspb.OpenRequest{Ino: in.NodeId, Flags: in.Flags, Fh: fh}
+	r, err := fs.c.Open(ctx(), req)
 	if st = fs.byIno("open", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
-	fs.opened(fh)
+	fs.opened(fh, req.GetHeader().GetSession())
 	*out = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
 }

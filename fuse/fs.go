@@ -175,10 +175,13 @@ func (fs *FS) byIno(op string, err error, errno int32) fuse.Status {
 	return st
 }
 
-// opened records that fh was opened under the current session.
-func (fs *FS) opened(fh uint64) {
-	if s := fs.opts.Session; s != nil {
-		fs.handles.Store(fh, s.ID())
+// opened records that fh was opened under session sid: the session the
+// open request carried, which the cluster recorded the open under. Reading
+// the session's current id after the request instead would tag an open that
+// raced with a renewal with the wrong session.
+func (fs *FS) opened(fh, sid uint64) {
+	if fs.opts.Session != nil {
+		fs.handles.Store(fh, sid)
 	}
 }
 

@@ -105,3 +105,5 @@ func (x *FreeDataResponse) SetErrno(e int32) { x.Errno = e }
 func (x *TouchAtimeResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *ReleaseBatchResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *SessionsAliveResponse) SetErrno(e int32) { x.Errno = e }

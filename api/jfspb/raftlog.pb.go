@@ -62,6 +62,7 @@ const (
 	CommandType_COMMAND_TYPE_FREE_DATA          CommandType = 71 // FreeDataRequest
 	CommandType_COMMAND_TYPE_TOUCH_ATIME        CommandType = 30 // TouchAtimeRequest
 	CommandType_COMMAND_TYPE_RELEASE_BATCH      CommandType = 40 // ReleaseBatchRequest
+	CommandType_COMMAND_TYPE_SESSIONS_ALIVE     CommandType = 50 // SessionsAliveRequest
 )
 
 // Enum value maps for CommandType.
@@ -94,6 +95,7 @@ var (
 		71: "COMMAND_TYPE_FREE_DATA",
 		30: "COMMAND_TYPE_TOUCH_ATIME",
 		40: "COMMAND_TYPE_RELEASE_BATCH",
+		50: "COMMAND_TYPE_SESSIONS_ALIVE",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -123,6 +125,7 @@ var (
 		"COMMAND_TYPE_FREE_DATA":          71,
 		"COMMAND_TYPE_TOUCH_ATIME":        30,
 		"COMMAND_TYPE_RELEASE_BATCH":      40,
+		"COMMAND_TYPE_SESSIONS_ALIVE":     50,
 	}
 )
 
@@ -274,7 +277,7 @@ const file_raftlog_proto_rawDesc = "" +
 	"\atime_ns\x18\x06 \x01(\x03R\x06timeNs\x12\x12\n" +
 	"\x04body\x18\a \x01(\fR\x04body\x12\x1d\n" +
 	"\n" +
-	"acked_seqs\x18F \x03(\x04R\tackedSeqs*\xee\x05\n" +
+	"acked_seqs\x18F \x03(\x04R\tackedSeqs*\x8f\x06\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -303,7 +306,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x19COMMAND_TYPE_SET_SETTINGS\x10F\x12\x1a\n" +
 	"\x16COMMAND_TYPE_FREE_DATA\x10G\x12\x1c\n" +
 	"\x18COMMAND_TYPE_TOUCH_ATIME\x10\x1e\x12\x1e\n" +
-	"\x1aCOMMAND_TYPE_RELEASE_BATCH\x10(B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x1aCOMMAND_TYPE_RELEASE_BATCH\x10(\x12\x1f\n" +
+	"\x1bCOMMAND_TYPE_SESSIONS_ALIVE\x102B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

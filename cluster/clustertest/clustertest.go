@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ type Cluster struct {
 	nodes map[string]*cluster.Node // nil while stopped
 	cut   map[[2]string]bool       // links cut by Partition
 	tune  func(*cluster.Config)
-	Rand  *rand.Rand // seeded; tests draw their random choices from it
+	delay atomic.Int64 // nanoseconds every AppendEntries RPC waits (DelayAppends)
+	Rand  *rand.Rand   // seeded; tests draw their random choices from it
 	Seed  uint64
 }
 
@@ -46,6 +48,12 @@ func Fast(c *cluster.Config) {
 	c.ElectionTimeout = time.Second
 	c.LeaderLeaseTimeout = 500 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
+}
+
+// Defaults undoes Fast: the nodes run with the raft timings a real jfsd
+// uses (cluster.DefaultHeartbeatTimeout and its kin).
+func Defaults(c *cluster.Config) {
+	c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 0, 0, 0
 }
 
 // NewCluster starts n nodes (n1..nN) bootstrapped as one cluster and stops
@@ -89,7 +97,7 @@ func (c *Cluster) start(id string, peers []cluster.Peer) {
 	c.mu.Unlock()
 	c.relink()
 	cfg := cluster.Config{
-		ID: id, DataDir: c.dirs[id], APIAddr: "inmem-" + id, Transport: tr,
+		ID: id, DataDir: c.dirs[id], APIAddr: "inmem-" + id, Transport: &slowTransport{tr, c},
 		InitialCluster: peers,
 		ConfirmPeer: func(ctx context.Context, peer raft.Server, term uint64) (uint64, error) {
 			to := string(peer.ID)
@@ -139,6 +147,29 @@ func (c *Cluster) relink() {
 			}
 		}
 	}
+}
+
+// DelayAppends makes every AppendEntries RPC, heartbeats and replication
+// alike, wait d before it is sent, the way a leader on a CPU starved by
+// other work sends late and hears back late; 0 ends it.
+func (c *Cluster) DelayAppends(d time.Duration) { c.delay.Store(int64(d)) }
+
+// slowTransport is an InmemTransport whose AppendEntries obey DelayAppends.
+// It refuses pipelining, so that replication goes through AppendEntries too.
+type slowTransport struct {
+	*raft.InmemTransport
+	c *Cluster
+}
+
+func (s *slowTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
+
+func (s *slowTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if d := time.Duration(s.c.delay.Load()); d > 0 {
+		time.Sleep(d)
+	}
+	return s.InmemTransport.AppendEntries(id, target, args, resp)
 }
 
 // IDs are the node ids, n1..nN.

@@ -81,6 +81,9 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "block-size", Value: "64K", Usage: "file data block size, a power of two from 4K to 4M; used only when the cluster is created (the first leader records it)"},
 		&cli.StringFlag{Name: "capacity", Value: "0", Usage: "quota in bytes (suffixes K, M, G, T, P) that df reports and writes may not exceed; 0: none, df reports the leader's disk. Used only when the cluster is created; change it later with jfsctl settings set"},
 		&cli.Uint64Flag{Name: "max-inodes", Usage: "limit on the number of inodes; 0: none. Used only when the cluster is created; change it later with jfsctl settings set"},
+		&cli.DurationFlag{Name: "heartbeat-timeout", Value: cluster.DefaultHeartbeatTimeout, Usage: "a follower that has not heard from the leader for this long (up to twice as long, at random) starts an election; the leader sends heartbeats ten times as often"},
+		&cli.DurationFlag{Name: "election-timeout", Value: cluster.DefaultElectionTimeout, Usage: "how long a candidate waits for votes before it tries again (at least --heartbeat-timeout)"},
+		&cli.DurationFlag{Name: "leader-lease-timeout", Value: cluster.DefaultLeaderLeaseTimeout, Usage: "a leader that has not heard from a majority for this long steps down (at most --heartbeat-timeout)"},
 	}, sessionFlags()...)
 }
 
@@ -148,6 +151,9 @@ func runNode(c *cli.Context) error {
 	if c.Duration("session-ttl") < 100*time.Millisecond {
 		return fmt.Errorf("--session-ttl %v: must be at least 100ms", c.Duration("session-ttl"))
 	}
+	if err := cluster.CheckTiming(c.Duration("heartbeat-timeout"), c.Duration("election-timeout"), c.Duration("leader-lease-timeout")); err != nil {
+		return err
+	}
 	if m := c.String("metrics-addr"); m != "" {
 		if err := checkAddr("metrics-addr", m); err != nil {
 			return err
@@ -186,6 +192,8 @@ func runNode(c *cli.Context) error {
 			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
 			SnapshotInterval: c.Duration("snapshot-interval"),
 			FSM:              fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes")},
+			HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
+			LeaderLeaseTimeout: c.Duration("leader-lease-timeout"),
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",

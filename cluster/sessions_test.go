@@ -1,0 +1,144 @@
+package cluster_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/cluster"
+	"github.com/jfs-dev/jfs/cluster/clustertest"
+)
+
+// heartbeatAnyLeader sends one heartbeat for sid to whichever node answers
+// it as the ready leader, and reports whether one did and kept the session.
+func heartbeatAnyLeader(c *clustertest.Cluster, sid uint64) bool {
+	for _, id := range c.IDs() {
+		n := c.Node(id)
+		if n == nil || !n.IsLeader() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := cluster.NewServer(n).Heartbeat(ctx, &jfspb.HeartbeatRequest{Session: sid})
+		cancel()
+		if err == nil {
+			return r.Errno == 0
+		}
+	}
+	return false
+}
+
+// TestSessionExpiryAcrossLeaderChanges: a client that stops heartbeating
+// loses its session within TTL + one election timeout (plus scheduling
+// slack), however many leader changes happen meanwhile, because each new
+// leader starts the session's timer from when it was last recorded alive.
+// A client that keeps heartbeating keeps its session through the same
+// changes. Each new leader used to restart the timer at the full TTL, so
+// changes every half TTL postponed the expiry for as long as they went on.
+func TestSessionExpiryAcrossLeaderChanges(t *testing.T) {
+	const ttl = 3 * time.Second
+	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.SessionTTL = ttl })
+	leader := c.Leader()
+	election := 200 * time.Millisecond // clustertest.Fast
+	register := func(name string) uint64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := cluster.NewServer(leader).Register(ctx, &jfspb.RegisterRequest{Host: name, MountPoint: "/" + name, ClientId: name})
+		if err != nil || r.Errno != 0 {
+			t.Fatalf("register %s: %v %v", name, err, r)
+		}
+		return r.Session
+	}
+	dead, live := register("dead"), register("live")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	liveLost := make(chan struct{})
+	go func() {
+		// The live client heartbeats every TTL/3, as client.Session does,
+		// and like its calls retries one until some leader takes it.
+		tick := time.NewTicker(ttl / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for try := time.Now(); !heartbeatAnyLeader(c, live) && ctx.Err() == nil; {
+				if leader.FSM().Session(live) == nil {
+					close(liveLost)
+					return
+				}
+				if time.Since(try) > ttl/3 {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+
+	// The dead client's last heartbeat.
+	if !heartbeatAnyLeader(c, dead) {
+		t.Fatal("first heartbeat refused")
+	}
+	lastBeat := time.Now()
+
+	// Expiry is an applied ExpireSession: watch the state machines.
+	gone := func() bool {
+		for _, id := range c.IDs() {
+			if n := c.Node(id); n != nil && n.FSM().Session(dead) != nil {
+				return false
+			}
+		}
+		return true
+	}
+	expired := make(chan time.Duration, 1)
+	go func() {
+		for ctx.Err() == nil {
+			if gone() {
+				expired <- time.Since(lastBeat)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
+	// Leader changes every TTL/6 for one and a half TTLs.
+	transfers := 0
+	for time.Since(lastBeat) < ttl*3/2 {
+		l := c.Leader()
+		if err := l.Raft().LeadershipTransfer().Error(); err != nil {
+			t.Logf("transfer from %s: %v", l.ID(), err)
+		} else {
+			transfers++
+		}
+		next := time.NewTimer(ttl / 6)
+		<-next.C
+	}
+	if transfers < 3 {
+		t.Fatalf("only %d leader transfers succeeded", transfers)
+	}
+
+	bound := ttl + election + 2*time.Second
+	var took time.Duration
+	select {
+	case took = <-expired:
+	case <-time.After(4 * ttl):
+		t.Fatalf("session still alive %v after its last heartbeat (TTL %v, %d leader changes)", time.Since(lastBeat), ttl, transfers)
+	}
+	if took > bound {
+		t.Fatalf("session expired %v after its last heartbeat, want within %v (TTL %v + election timeout + 2s slack; %d leader changes)",
+			took, bound, ttl, transfers)
+	}
+	t.Logf("expired %v after the last heartbeat, across %d leader changes", took, transfers)
+	select {
+	case <-liveLost:
+		t.Fatal("the session that kept heartbeating was expired")
+	default:
+	}
+	if c.Leader().FSM().Session(live) == nil {
+		t.Fatal("the session that kept heartbeating is gone")
+	}
+}

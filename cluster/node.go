@@ -313,9 +313,9 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	if h != nil {
 		e.Session, e.Seq, e.Acked = h.Session, h.Seq, h.Acked
 	}
-	data, err := proto.Marshal(e)
+	data, err := fsm.Seal(e)
 	if err != nil {
-		return nil, fmt.Errorf("marshal log entry: %w", err)
+		return nil, err
 	}
 	timeout := n.cfg.ApplyTimeout
 	if d, ok := ctx.Deadline(); ok {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/fsm"
@@ -21,10 +20,10 @@ var _ raft.BatchingFSM = (*stateMachine)(nil)
 // state machine too, and passing one on keeps the state machine's applied
 // index equal to raft's, which the read path waits on. Type 0 is no command;
 // marked skippable, the state machine records the index and moves on.
-var noopEntry = mustMarshal(&jfspb.LogEntry{Skippable: true})
+var noopEntry = mustSeal(&jfspb.LogEntry{Skippable: true})
 
-func mustMarshal(m proto.Message) []byte {
-	b, err := proto.Marshal(m)
+func mustSeal(e *jfspb.LogEntry) []byte {
+	b, err := fsm.Seal(e)
 	if err != nil {
 		panic(err)
 	}

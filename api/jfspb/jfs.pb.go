@@ -4592,7 +4592,10 @@ type Member struct {
 	Leader  bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
 	ApiAddr string                 `protobuf:"bytes,5,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	// suffrage is raft's: Voter, Nonvoter or Staging.
-	Suffrage      string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	Suffrage string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	// corrupt, when set, says why the cluster found this member's state
+	// different from the others' (see MarkCorruptRequest).
+	Corrupt       string `protobuf:"bytes,60,opt,name=corrupt,proto3" json:"corrupt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4665,6 +4668,13 @@ func (x *Member) GetApiAddr() string {
 func (x *Member) GetSuffrage() string {
 	if x != nil {
 		return x.Suffrage
+	}
+	return ""
+}
+
+func (x *Member) GetCorrupt() string {
+	if x != nil {
+		return x.Corrupt
 	}
 	return ""
 }
@@ -5634,7 +5644,12 @@ func (x *EvictSessionResponse) GetErrno() int32 {
 
 // DigestRequest asks a node for a hash of its own state machine.
 type DigestRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// at_index, when set, asks for the digest the node took when it applied
+	// the checkpoint entry at that index, waiting until it has applied it.
+	// NOT_FOUND: the node kept no digest for that index (it restarted or
+	// restored a snapshot past it).
+	AtIndex       uint64 `protobuf:"varint,60,opt,name=at_index,json=atIndex,proto3" json:"at_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5667,6 +5682,13 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
 	return file_jfs_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *DigestRequest) GetAtIndex() uint64 {
+	if x != nil {
+		return x.AtIndex
+	}
+	return 0
 }
 
 type DigestResponse struct {
@@ -5742,6 +5764,204 @@ func (x *DigestResponse) GetNodeId() string {
 	return ""
 }
 
+// CheckpointRequest is the body of a checkpoint log entry: every node
+// digests its state as of that entry, and the leader compares the digests.
+type CheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointRequest) Reset() {
+	*x = CheckpointRequest{}
+	mi := &file_jfs_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointRequest) ProtoMessage() {}
+
+func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{88}
+}
+
+type CheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// index is the log index of the checkpoint.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointResponse) Reset() {
+	*x = CheckpointResponse{}
+	mi := &file_jfs_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointResponse) ProtoMessage() {}
+
+func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *CheckpointResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *CheckpointResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// MarkCorruptRequest records that node_id's state differed from the other
+// replicas' at the checkpoint at index. The node stops serving, the leader
+// demotes it to a nonvoter, and the mark stays until the member is removed.
+type MarkCorruptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkCorruptRequest) Reset() {
+	*x = MarkCorruptRequest{}
+	mi := &file_jfs_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkCorruptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkCorruptRequest) ProtoMessage() {}
+
+func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
+func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *MarkCorruptRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *MarkCorruptRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *MarkCorruptRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type MarkCorruptResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkCorruptResponse) Reset() {
+	*x = MarkCorruptResponse{}
+	mi := &file_jfs_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkCorruptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkCorruptResponse) ProtoMessage() {}
+
+func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
+func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *MarkCorruptResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // ConfirmTermRequest asks a node whether its current raft term is still
 // term. A leader asks a majority before it serves reads: an answer to a
 // request sent after the reads arrived cannot be stale, unlike the
@@ -5756,7 +5976,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5768,7 +5988,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5781,7 +6001,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -5810,7 +6030,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5822,7 +6042,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5835,7 +6055,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6176,14 +6396,15 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\x04R\x05owner\"0\n" +
 	"\x18ReleaseLockOwnerResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\x97\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xb1\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x19\n" +
 	"\bapi_addr\x18\x05 \x01(\tR\aapiAddr\x12\x1a\n" +
-	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\"R\n" +
+	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\x12\x18\n" +
+	"\acorrupt\x18< \x01(\tR\acorrupt\"R\n" +
 	"\x10SetMemberRequest\x12&\n" +
 	"\x06member\x18\x01 \x01(\v2\x0e.jfs.v1.MemberR\x06member\x12\x16\n" +
 	"\x06remove\x18\x02 \x01(\bR\x06remove\")\n" +
@@ -6244,13 +6465,24 @@ const file_jfs_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
 	"\x14EvictSessionResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\x0f\n" +
-	"\rDigestRequest\"|\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"*\n" +
+	"\rDigestRequest\x12\x19\n" +
+	"\bat_index\x18< \x01(\x04R\aatIndex\"|\n" +
 	"\x0eDigestResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x17\n" +
-	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"E\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"\x13\n" +
+	"\x11CheckpointRequest\"@\n" +
+	"\x12CheckpointResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"[\n" +
+	"\x12MarkCorruptRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"+\n" +
+	"\x13MarkCorruptResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"E\n" +
 	"\x12ConfirmTermRequest\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"S\n" +
@@ -6333,7 +6565,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -6426,8 +6658,12 @@ var file_jfs_proto_goTypes = []any{
 	(*EvictSessionResponse)(nil),     // 88: jfs.v1.EvictSessionResponse
 	(*DigestRequest)(nil),            // 89: jfs.v1.DigestRequest
 	(*DigestResponse)(nil),           // 90: jfs.v1.DigestResponse
-	(*ConfirmTermRequest)(nil),       // 91: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 92: jfs.v1.ConfirmTermResponse
+	(*CheckpointRequest)(nil),        // 91: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 92: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 93: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 94: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 95: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 96: jfs.v1.ConfirmTermResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,  // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -6515,7 +6751,7 @@ var file_jfs_proto_depIdxs = []int32{
 	85, // 82: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
 	87, // 83: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
 	72, // 84: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	91, // 85: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	95, // 85: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
 	89, // 86: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
 	8,  // 87: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
 	10, // 88: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
@@ -6555,7 +6791,7 @@ var file_jfs_proto_depIdxs = []int32{
 	86, // 122: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
 	88, // 123: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
 	73, // 124: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	92, // 125: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	96, // 125: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
 	90, // 126: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
 	87, // [87:127] is the sub-list for method output_type
 	47, // [47:87] is the sub-list for method input_type
@@ -6575,7 +6811,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   90,
+			NumMessages:   94,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

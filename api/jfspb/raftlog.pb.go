@@ -57,6 +57,11 @@ const (
 	CommandType_COMMAND_TYPE_FLOCK              CommandType = 19 // FlockRequest
 	CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER CommandType = 20 // ReleaseLockOwnerRequest
 	CommandType_COMMAND_TYPE_SET_MEMBER         CommandType = 21 // SetMemberRequest
+	// An integrity checkpoint: every node digests its state at this entry's
+	// index, and the leader compares the digests (cluster/integrity.go).
+	CommandType_COMMAND_TYPE_CHECKPOINT CommandType = 60 // CheckpointRequest
+	// Marks a node whose state differed from the others' at a checkpoint.
+	CommandType_COMMAND_TYPE_MARK_CORRUPT CommandType = 61 // MarkCorruptRequest
 )
 
 // Enum value maps for CommandType.
@@ -84,6 +89,8 @@ var (
 		19: "COMMAND_TYPE_FLOCK",
 		20: "COMMAND_TYPE_RELEASE_LOCK_OWNER",
 		21: "COMMAND_TYPE_SET_MEMBER",
+		60: "COMMAND_TYPE_CHECKPOINT",
+		61: "COMMAND_TYPE_MARK_CORRUPT",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -108,6 +115,8 @@ var (
 		"COMMAND_TYPE_FLOCK":              19,
 		"COMMAND_TYPE_RELEASE_LOCK_OWNER": 20,
 		"COMMAND_TYPE_SET_MEMBER":         21,
+		"COMMAND_TYPE_CHECKPOINT":         60,
+		"COMMAND_TYPE_MARK_CORRUPT":       61,
 	}
 )
 
@@ -152,7 +161,13 @@ type LogEntry struct {
 	// entry; apply takes every timestamp from it and never reads a clock.
 	TimeNs int64 `protobuf:"varint,6,opt,name=time_ns,json=timeNs,proto3" json:"time_ns,omitempty"`
 	// body is the marshaled request message of the type.
-	Body          []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
+	Body []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
+	// crc32c is the CRC-32C (Castagnoli) of every byte of the marshaled entry
+	// that precedes this field, which is always encoded last: the leader
+	// marshals the other fields, appends this one, and every node verifies it
+	// before it applies the entry. An entry without it, or with a wrong one,
+	// stops the node.
+	Crc32C        uint32 `protobuf:"fixed32,60,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -236,11 +251,18 @@ func (x *LogEntry) GetBody() []byte {
 	return nil
 }
 
+func (x *LogEntry) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
 var File_raftlog_proto protoreflect.FileDescriptor
 
 const file_raftlog_proto_rawDesc = "" +
 	"\n" +
-	"\rraftlog.proto\x12\x06jfs.v1\"\xab\x01\n" +
+	"\rraftlog.proto\x12\x06jfs.v1\"\xc3\x01\n" +
 	"\bLogEntry\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\rR\x04type\x12\x1c\n" +
 	"\tskippable\x18\x02 \x01(\bR\tskippable\x12\x18\n" +
@@ -248,7 +270,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05acked\x18\x05 \x01(\x04R\x05acked\x12\x17\n" +
 	"\atime_ns\x18\x06 \x01(\x03R\x06timeNs\x12\x12\n" +
-	"\x04body\x18\a \x01(\fR\x04body*\xd9\x04\n" +
+	"\x04body\x18\a \x01(\fR\x04body\x12\x16\n" +
+	"\x06crc32c\x18< \x01(\aR\x06crc32c*\x95\x05\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -272,7 +295,9 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x12COMMAND_TYPE_SETLK\x10\x12\x12\x16\n" +
 	"\x12COMMAND_TYPE_FLOCK\x10\x13\x12#\n" +
 	"\x1fCOMMAND_TYPE_RELEASE_LOCK_OWNER\x10\x14\x12\x1b\n" +
-	"\x17COMMAND_TYPE_SET_MEMBER\x10\x15B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x17COMMAND_TYPE_SET_MEMBER\x10\x15\x12\x1b\n" +
+	"\x17COMMAND_TYPE_CHECKPOINT\x10<\x12\x1d\n" +
+	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

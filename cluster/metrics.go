@@ -23,6 +23,7 @@ type Metrics struct {
 	reads    *prometheus.CounterVec
 	fsmReads *prometheus.CounterVec
 	rbatch   prometheus.Histogram
+	checks   *prometheus.CounterVec
 	n        *Node
 }
 
@@ -62,7 +63,18 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, raftCollector{n})
+	m.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jfsd_integrity_checks_total", Help: "Cross-replica digest comparisons run by this node as leader, by result: ok, mismatch (a member was marked corrupt), no_majority, error.",
+	}, []string{"result"})
+	corrupt := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jfsd_corrupt", Help: "1 when this node's state was found to differ from the other replicas': it serves nothing until rebuilt.",
+	}, func() float64 {
+		if n.Corrupt() != "" {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.checks, corrupt, raftCollector{n})
 	n.metrics.Store(m)
 	return m
 }
@@ -94,6 +106,12 @@ func (m *Metrics) countFSMRead(method string) {
 func (m *Metrics) observeReadBatch(n int) {
 	if m != nil {
 		m.rbatch.Observe(float64(n))
+	}
+}
+
+func (m *Metrics) countCheck(result string) {
+	if m != nil {
+		m.checks.WithLabelValues(result).Inc()
 	}
 }
 

@@ -48,6 +48,16 @@ type Node struct {
 	locks    *lockWaits     // blocked lock requests (leader only)
 	sessions *sessionTimers // session TTLs (leader only)
 
+	checkpoints checkpoints            // digests taken at checkpoint entries
+	corrupt     atomic.Pointer[string] // why this node's state is corrupt; nil: it is not
+	applyErr    atomic.Pointer[error]  // set when apply failed; nothing is applied after
+
+	// failed is closed, with failErr set, when the node cannot go on: apply
+	// stopped, raft shut down by itself, or the API server failed.
+	failOnce sync.Once
+	failed   chan struct{}
+	failErr  error
+
 	// readyTerm is the term in which this node, as leader, has applied its
 	// first own command: from then on its commit index covers every entry
 	// of earlier terms, so reads may use it (Raft dissertation §6.4).
@@ -69,10 +79,13 @@ func NewNode(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.Named("node"), stopped: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.Named("node"), stopped: make(chan struct{}), failed: make(chan struct{})}
 
 	var err error
 	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), cfg.FSM)
+	if errors.Is(err, fsm.ErrDamaged) {
+		return nil, err // says which file and what to do
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state machine: %w", err)
 	}
@@ -80,11 +93,18 @@ func NewNode(cfg Config) (*Node, error) {
 	n.locks = newLockWaits(n)
 	n.sessions = newSessionTimers(n, cfg.SessionTTL)
 	n.fsm.SetLockListener(n.locks.changed)
+	n.fsm.SetCheckpointListener(n.checkpoints.taken)
+	n.refreshCorrupt()
 	if err := n.startRaft(); err != nil {
 		n.fsm.Close()
 		return nil, err
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.watchRaft()
+	if cfg.IntegrityCheck > 0 {
+		n.wg.Add(1)
+		go n.integrityLoop(cfg.IntegrityCheck)
+	}
 	go n.watchLeadership()
 	go n.announceLoop()
 	go func() {
@@ -129,7 +149,19 @@ func (n *Node) startRaft() error {
 		mem := raft.NewInmemStore()
 		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
 	} else {
-		bs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+		path := filepath.Join(cfg.DataDir, "raft.db")
+		var bs *raftboltdb.BoltStore
+		err := fsm.CheckBoltFile(path)
+		if err == nil {
+			err = fsm.GuardFault(path, func() (err error) {
+				bs, err = raftboltdb.New(raftboltdb.Options{Path: path})
+				return err
+			})
+		}
+		if errors.Is(err, fsm.ErrDamaged) {
+			return fsm.WithHint(err, "this node cannot rejoin with it: jfsctl members remove "+cfg.ID+
+				", clear its data directory, start it without --initial-cluster, jfsctl members add")
+		}
 		if err != nil {
 			return fmt.Errorf("raft log: %w", err)
 		}
@@ -238,6 +270,56 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
+// fail records that the node cannot go on and why; the first reason wins.
+// It does not stop the node (it may run on raft's own goroutines, which
+// Shutdown waits for): whoever runs the node watches Failed and stops it.
+func (n *Node) fail(err error) {
+	n.failOnce.Do(func() {
+		n.failErr = err
+		n.log.Error("node cannot go on", "error", err)
+		close(n.failed)
+	})
+}
+
+// Failed is closed when the node can no longer work and must be shut down:
+// applying the log stopped, raft shut down without Shutdown being called
+// (this node was removed from the cluster), or the API server failed. Err
+// says why.
+func (n *Node) Failed() <-chan struct{} { return n.failed }
+
+// Err is the reason Failed was closed, or nil.
+func (n *Node) Err() error {
+	select {
+	case <-n.failed:
+		return n.failErr
+	default:
+		return nil
+	}
+}
+
+// watchRaft notices raft shutting down by itself (hashicorp/raft has no
+// event for it, so it looks twice a second) and fails the node.
+func (n *Node) watchRaft() {
+	defer n.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopped:
+			return
+		case <-t.C:
+		}
+		if n.raft.State() == raft.Shutdown {
+			select {
+			case <-n.stopped: // Shutdown was called
+			default:
+				n.fail(errors.New("raft has shut down (this node was removed from the cluster, or raft failed)"))
+			}
+			return
+		}
+	}
+}
+
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.ID }
 
@@ -340,8 +422,13 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	case err != nil:
 		return nil, err
 	}
-	res, _ := f.Response().(fsm.Result)
-	return res.Resp, nil
+	switch res := f.Response().(type) {
+	case fsm.Result:
+		return res.Resp, nil
+	case error:
+		return nil, res
+	}
+	return nil, fmt.Errorf("state machine answered %T", f.Response())
 }
 
 // ReadIndex makes a linearizable read possible: when it returns nil, the

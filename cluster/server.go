@@ -47,7 +47,7 @@ func (s *Server) toStatus(err error) error {
 			return status.Error(codes.Unavailable, err.Error())
 		}
 		return st.Err()
-	case errors.Is(err, ErrShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
+	case errors.Is(err, ErrShutdown), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, ErrCorrupt):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
@@ -104,6 +104,8 @@ const (
 	cmdFlock        = jfspb.CommandType_COMMAND_TYPE_FLOCK
 	cmdReleaseOwner = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
 	cmdSetMember    = jfspb.CommandType_COMMAND_TYPE_SET_MEMBER
+	cmdCheckpoint   = jfspb.CommandType_COMMAND_TYPE_CHECKPOINT
+	cmdMarkCorrupt  = jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT
 )
 
 // ---- sessions ----

@@ -35,9 +35,19 @@ func (s *stateMachine) Apply(l *raft.Log) any {
 }
 
 // ApplyBatch applies a batch of committed entries in one bolt transaction. An
-// entry the state machine cannot decode stops the node: applying the rest of
-// the log past it would make this replica diverge from the others.
+// entry the state machine cannot verify or decode stops the node: applying
+// the rest of the log past it would make this replica diverge from the
+// others. Raft goes on handing over entries; once apply has failed every
+// later entry is answered with the error and nothing more is applied, and
+// the node is failed (Node.Failed) for its owner to stop it.
 func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	if err := s.applyErr.Load(); err != nil {
+		for i := range out {
+			out[i] = *err
+		}
+		return out
+	}
 	entries := make([]fsm.Entry, len(logs))
 	for i, l := range logs {
 		data := l.Data
@@ -50,12 +60,22 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	results, err := s.fsm.ApplyBatch(entries)
 	s.metrics.Load().observeApply(len(entries), time.Since(start))
 	if err != nil {
-		s.log.Error("cannot apply the raft log; stopping", "error", err)
-		panic(fmt.Sprintf("jfsd %s: cannot apply the raft log: %v", s.cfg.ID, err))
+		err = fmt.Errorf("node %s cannot apply the raft log, and stops: %w", s.cfg.ID, err)
+		s.applyErr.Store(&err)
+		(*Node)(s).fail(err)
+		for i := range out {
+			out[i] = err
+		}
+		return out
 	}
-	out := make([]any, len(results))
+	marked := false
 	for i, r := range results {
 		out[i] = r
+		_, ok := r.Resp.(*jfspb.MarkCorruptResponse)
+		marked = marked || ok
+	}
+	if marked {
+		(*Node)(s).refreshCorrupt()
 	}
 	return out
 }
@@ -70,7 +90,11 @@ func (s *stateMachine) Snapshot() (raft.FSMSnapshot, error) {
 
 func (s *stateMachine) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return s.fsm.Restore(rc)
+	if err := s.fsm.Restore(rc); err != nil {
+		return err
+	}
+	(*Node)(s).refreshCorrupt()
+	return nil
 }
 
 type fsmSnapshot struct{ s *fsm.Snapshot }

@@ -404,15 +404,8 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 				break
 			}
 		}
-		if err := f.applyTx(entries[start:end], results[start:end]); err != nil {
+		if err := f.applyTx(entries[start:end], results[start:end], checkpoint); err != nil {
 			return nil, err
-		}
-		if checkpoint && f.checkpoint != nil && entries[end-1].Index == f.applied.Load() {
-			tx, err := f.db.Begin(false)
-			if err != nil {
-				return nil, fmt.Errorf("fsm: checkpoint at index %d: %w", entries[end-1].Index, err)
-			}
-			f.checkpoint(entries[end-1].Index, &Snapshot{tx: tx})
 		}
 		start = end
 	}
@@ -429,8 +422,11 @@ func (f *FSM) isCheckpoint(e Entry) bool {
 	return jfspb.CommandType(env.Type) == jfspb.CommandType_COMMAND_TYPE_CHECKPOINT
 }
 
-// applyTx applies entries in one transaction and fills results.
-func (f *FSM) applyTx(entries []Entry, results []Result) error {
+// applyTx applies entries in one transaction and fills results. With
+// checkpoint set, the last entry is a checkpoint: once the transaction is
+// committed, and before the applied index moves, the checkpoint listener
+// gets a view of the state as of its index.
+func (f *FSM) applyTx(entries []Entry, results []Result, checkpoint bool) error {
 	last := f.applied.Load()
 	pending := false
 	for _, e := range entries {
@@ -483,6 +479,13 @@ func (f *FSM) applyTx(entries []Entry, results []Result) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fail(fmt.Errorf("fsm: commit batch ending at index %d: %w", last, err))
+	}
+	if checkpoint && f.checkpoint != nil && last == entries[len(entries)-1].Index {
+		view, err := f.db.Begin(false)
+		if err != nil {
+			return fmt.Errorf("fsm: checkpoint at index %d: %w", last, err)
+		}
+		f.checkpoint(last, &Snapshot{tx: view})
 	}
 	f.setApplied(last)
 	if f.lockListener != nil && (len(lockInos) > 0 || lockAll) {

@@ -58,8 +58,9 @@ func verifyChecksum(data []byte) error {
 }
 
 // CheckpointFunc hears of every checkpoint entry: snap is the state as of
-// index, which the callee must Release. It runs on the apply path and must
-// not block; digesting snap belongs in another goroutine.
+// index, which the callee must Release. It is called before AppliedIndex
+// reaches index, on the apply path, and must not block; digesting snap
+// belongs in another goroutine.
 type CheckpointFunc func(index uint64, snap *Snapshot)
 
 // SetCheckpointListener installs fn; call it before the first ApplyBatch.

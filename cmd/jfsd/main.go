@@ -75,6 +75,7 @@ func nodeFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, Usage: "take a snapshot once this many log entries were applied since the last one"},
 		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
 		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
+		&cli.DurationFlag{Name: "integrity-check", Value: time.Minute, Usage: "how often the leader compares the replicas' state digests; a member whose state differs from the majority's is marked corrupt (0: never)"},
 	}, sessionFlags()...)
 }
 
@@ -129,6 +130,13 @@ func runNode(c *cli.Context) error {
 	if c.Uint64("snapshot-threshold") == 0 || c.Uint64("trailing-logs") == 0 {
 		return errors.New("--snapshot-threshold and --trailing-logs must be at least 1")
 	}
+	integrity := c.Duration("integrity-check")
+	switch {
+	case integrity < 0 || (integrity > 0 && integrity < 10*time.Millisecond):
+		return fmt.Errorf("--integrity-check %v: must be 0 (never) or at least 10ms", integrity)
+	case integrity == 0:
+		integrity = -1 // cluster.Config: negative is never
+	}
 	if c.Duration("snapshot-interval") < 10*time.Millisecond {
 		return fmt.Errorf("--snapshot-interval %v: must be at least 10ms", c.Duration("snapshot-interval"))
 	}
@@ -149,7 +157,7 @@ func runNode(c *cli.Context) error {
 			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
 			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c),
 			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
-			SnapshotInterval: c.Duration("snapshot-interval"),
+			SnapshotInterval: c.Duration("snapshot-interval"), IntegrityCheck: integrity,
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",
@@ -158,7 +166,10 @@ func runNode(c *cli.Context) error {
 		return err
 	}
 	log.Info("serving", "api", c.String("addr"), "raft", c.String("raft-addr"), "data-dir", c.String("data-dir"))
-	waitForSignal()
+	if failed := waitForSignal(n.node); failed != nil {
+		n.stop()
+		return failed
+	}
 	log.Info("stopping")
 	return n.stop()
 }
@@ -170,11 +181,30 @@ func readMode(c *cli.Context) cluster.ReadMode {
 	return cluster.ReadEach
 }
 
-func waitForSignal() {
+// waitForSignal returns nil on SIGINT or SIGTERM, or the error of the first
+// of nodes that fails (see cluster.Node.Failed).
+func waitForSignal(nodes ...*cluster.Node) error {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	<-ch
-	signal.Stop(ch)
+	defer signal.Stop(ch)
+	failed := make(chan *cluster.Node, len(nodes))
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, n := range nodes {
+		go func() {
+			select {
+			case <-n.Failed():
+				failed <- n
+			case <-stop:
+			}
+		}()
+	}
+	select {
+	case <-ch:
+		return nil
+	case n := <-failed:
+		return fmt.Errorf("node %s failed: %w", n.ID(), n.Err())
+	}
 }
 
 type nodeSpec struct {
@@ -241,7 +271,14 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		rn.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go rn.metrics.Serve(mlis)
+		go func() {
+			if err := rn.metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
+				log := spec.cfg.Logger
+				if log != nil {
+					log.Error("metrics server stopped", "addr", spec.metricsAddr, "error", err)
+				}
+			}
+		}()
 	}
 	return rn, nil
 }
@@ -332,11 +369,15 @@ func runDev(c *cli.Context) error {
 	}
 	fmt.Printf("\n  export JFS_SERVERS=%s\n  jfsctl cluster status\n", strings.Join(servers, ","))
 	fmt.Printf("\nCtrl-C stops the cluster.\n")
-	waitForSignal()
+	var nodeList []*cluster.Node
+	for _, rn := range nodes {
+		nodeList = append(nodeList, rn.node)
+	}
+	failed := waitForSignal(nodeList...)
 	if mounted != nil {
 		mounted.Unmount(5 * time.Second)
 	}
-	var errs []error
+	errs := []error{failed}
 	for _, rn := range nodes {
 		errs = append(errs, rn.stop())
 	}

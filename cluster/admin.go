@@ -119,7 +119,8 @@ func (s *Server) RemoveMember(ctx context.Context, r *jfspb.RemoveMemberRequest)
 }
 
 // TransferLeader hands leadership to r.Id, or to any voter when it is empty.
-// ENOENT: no such member.
+// ENOENT: no such member. EINVAL: the member does not vote, or is marked
+// corrupt.
 func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequest) (*jfspb.TransferLeaderResponse, error) {
 	if !s.n.IsLeader() {
 		return nil, s.toStatus(ErrNotLeader)
@@ -137,6 +138,9 @@ func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequ
 			return &jfspb.TransferLeaderResponse{Errno: int32(syscall.ENOENT)}, nil
 		}
 		srv := cf.Configuration().Servers[i]
+		if srv.Suffrage != raft.Voter || s.n.fsm.Member(r.Id).GetCorrupt() != "" {
+			return &jfspb.TransferLeaderResponse{Errno: errnoInval}, nil
+		}
 		if string(srv.ID) == s.n.ID() {
 			return &jfspb.TransferLeaderResponse{}, nil // already the leader
 		}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,11 +132,16 @@ func TestIntegrityFlippedStateDetected(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_ = c.AdminAt(ctx, pc.leader(t, c).apiAddr, func(ctx context.Context, a jfspb.AdminClient) error {
-		_, err := a.TransferLeader(ctx, &jfspb.TransferLeaderRequest{Id: victim.id})
-		t.Logf("transfer leadership to %s: %v", victim.id, err)
+	err := c.AdminAt(ctx, pc.leader(t, c).apiAddr, func(ctx context.Context, a jfspb.AdminClient) error {
+		r, err := a.TransferLeader(ctx, &jfspb.TransferLeaderRequest{Id: victim.id})
+		if err == nil && r.Errno != int32(syscall.EINVAL) {
+			t.Errorf("transfer leadership to the corrupt %s: errno %d, want EINVAL", victim.id, r.Errno)
+		}
 		return err
 	})
+	if err != nil {
+		t.Fatalf("transfer leadership: %v", err)
+	}
 	if l := pc.leader(t, c); l == victim {
 		t.Fatalf("the corrupt node %s leads", victim.id)
 	}
@@ -143,6 +149,10 @@ func TestIntegrityFlippedStateDetected(t *testing.T) {
 		t.Fatal("the cluster served the flipped content")
 	}
 	// Asked directly, the victim serves nothing.
+	out, _, err := jfsctl(t, pc.servers(), "cluster", "status")
+	if err != nil || !strings.Contains(out, victim.id+" is CORRUPT") {
+		t.Fatalf("cluster status does not show %s corrupt: %v\n%s", victim.id, err, out)
+	}
 	cc, err := grpc.NewClient(victim.apiAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"syscall"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -412,14 +413,28 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	return results, nil
 }
 
-// isCheckpoint reports whether e is a checkpoint entry. It only peeks at the
-// type; applyTx checks and decodes the entry in full.
+// isCheckpoint reports whether e is a checkpoint entry. It only peeks at
+// the type, without copying the body; applyTx checks and decodes the entry
+// in full.
 func (f *FSM) isCheckpoint(e Entry) bool {
-	var env jfspb.LogEntry
-	if proto.Unmarshal(e.Data, &env) != nil {
-		return false
+	b := e.Data
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			return n > 0 && jfspb.CommandType(v) == jfspb.CommandType_COMMAND_TYPE_CHECKPOINT
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
 	}
-	return jfspb.CommandType(env.Type) == jfspb.CommandType_COMMAND_TYPE_CHECKPOINT
+	return false
 }
 
 // applyTx applies entries in one transaction and fills results. With

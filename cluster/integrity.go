@@ -112,44 +112,84 @@ func (n *Node) refreshCorrupt() {
 		"node", n.cfg.ID, "reason", why)
 }
 
-// integrityLoop runs the leader's check every interval.
+// requestCheck asks the integrity loop for a round now (it does nothing
+// when the check is off or a request is pending).
+func (n *Node) requestCheck() {
+	select {
+	case n.checkNow <- struct{}{}:
+	default:
+	}
+}
+
+// integrityLoop runs the leader's check every interval, and at once when a
+// node becomes the ready leader or a member it had lost contact with
+// answers again (a restarted node is checked as soon as it is back, not an
+// interval later).
 func (n *Node) integrityLoop(interval time.Duration) {
 	defer n.wg.Done()
+	resumed := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(resumed, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.ResumedHeartbeatObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(obs)
+	defer n.raft.DeregisterObserver(obs)
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// A round in which a member did not answer (a node just back may not
+	// serve its API yet) is run again soon, a few times, backing off.
+	var again <-chan time.Time
+	retries := 0
 	for {
 		select {
 		case <-n.stopped:
 			return
 		case <-t.C:
+		case <-again:
+		case <-n.checkNow:
+		case o := <-resumed:
+			n.log.Info("member is back: checking the replicas", "member", o.Data.(raft.ResumedHeartbeatObservation).PeerID)
+			retries = 0
 		}
+		again = nil
 		if !n.ready() {
 			continue
 		}
-		if err := n.checkReplicas(); err != nil {
+		complete, err := n.checkReplicas()
+		if err != nil {
 			n.metrics.Load().countCheck("error")
 			n.log.Warn("integrity check failed", "error", err)
+		}
+		if complete {
+			retries = 0
+		} else if retries < maxCheckRetries {
+			again = time.After(min(interval, time.Second<<retries))
+			retries++
 		}
 	}
 }
 
+// maxCheckRetries bounds the quick repeats of an incomplete round (1s, 2s,
+// 4s, 8s, 16s); then the check waits for the interval.
+const maxCheckRetries = 5
+
 // checkReplicas runs one round of the check: checkpoint, collect, compare,
-// mark, demote.
-func (n *Node) checkReplicas() error {
+// mark, demote. complete is false when a member did not answer.
+func (n *Node) checkReplicas() (complete bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
 	resp, err := n.Propose(ctx, cmdCheckpoint, nil, &jfspb.CheckpointRequest{})
 	if err != nil {
-		return fmt.Errorf("propose checkpoint: %w", err)
+		return false, fmt.Errorf("propose checkpoint: %w", err)
 	}
 	cp, ok := resp.(*jfspb.CheckpointResponse)
 	if !ok {
-		return fmt.Errorf("checkpoint answered %T", resp)
+		return false, fmt.Errorf("checkpoint answered %T", resp)
 	}
 	index := cp.Index
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
-		return err
+		return false, err
 	}
 	var members []string
 	for _, srv := range cf.Configuration().Servers {
@@ -189,11 +229,11 @@ func (n *Node) checkReplicas() error {
 			req := &jfspb.MarkCorruptRequest{NodeId: id, Index: index,
 				Reason: fmt.Sprintf("digest %x, majority %x", short(sums[id]), short(verdict.majority))}
 			if _, err := n.Propose(ctx, cmdMarkCorrupt, nil, req); err != nil {
-				return fmt.Errorf("mark %s corrupt: %w", id, err)
+				return false, fmt.Errorf("mark %s corrupt: %w", id, err)
 			}
 		}
 	}
-	return n.demoteCorrupt()
+	return len(sums) == len(members), n.demoteCorrupt()
 }
 
 // demoteCorrupt takes the vote from every member marked corrupt; a corrupt

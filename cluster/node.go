@@ -51,6 +51,7 @@ type Node struct {
 	checkpoints checkpoints            // digests taken at checkpoint entries
 	corrupt     atomic.Pointer[string] // why this node's state is corrupt; nil: it is not
 	applyErr    atomic.Pointer[error]  // set when apply failed; nothing is applied after
+	checkNow    chan struct{}          // asks integrityLoop for a round now
 
 	// failed is closed, with failErr set, when the node cannot go on: apply
 	// stopped, raft shut down by itself, or the API server failed.
@@ -79,7 +80,8 @@ func NewNode(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.Named("node"), stopped: make(chan struct{}), failed: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.Named("node"), stopped: make(chan struct{}), failed: make(chan struct{}),
+		checkNow: make(chan struct{}, 1)}
 
 	var err error
 	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), cfg.FSM)
@@ -409,6 +411,7 @@ func (n *Node) becomeReady(term uint64) {
 		if err == nil {
 			n.readyTerm.Store(term)
 			n.sessions.start()
+			n.requestCheck()
 			n.log.Info("leader ready", "term", term)
 			return
 		}

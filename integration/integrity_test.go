@@ -86,9 +86,19 @@ func mustWriteMarkerFile(t *testing.T, pc *procCluster, c *client.Client) *proc 
 // found by the leader's cross-replica check once the follower is back: the
 // follower is marked corrupt (metric, loud log), refuses clients, loses its
 // vote, and the file's content read through the cluster, even after an
-// attempt to hand leadership to it, is the written one.
+// attempt to hand leadership to it, is the written one. The check runs
+// every --integrity-check, and at once when a member comes back.
 func TestIntegrityFlippedStateDetected(t *testing.T) {
-	pc := startProcCluster(t, 3, "--integrity-check", "200ms")
+	for _, tc := range []struct{ name, every string }{
+		{"periodic", "200ms"},
+		{"when back", "1h"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testFlippedState(t, tc.every) })
+	}
+}
+
+func testFlippedState(t *testing.T, every string) {
+	pc := startProcCluster(t, 3, "--integrity-check", every)
 	c := pc.client(t)
 	leader := mustWriteMarkerFile(t, pc, c)
 	victim := followerOf(pc, leader)

@@ -178,6 +178,45 @@ func testFlippedState(t *testing.T, every string) {
 			t.Fatalf("%s reports itself corrupt", p.id)
 		}
 	}
+
+	// The operator's rebuild: remove the member, clear its data directory,
+	// start it without --initial-cluster and add it again. It comes back
+	// as a healthy voter with the cluster's state.
+	if out, errOut, err := jfsctl(t, pc.servers(), "members", "remove", victim.id); err != nil {
+		t.Fatalf("members remove: %v: %s%s", err, out, errOut)
+	}
+	pc.stop(victim)
+	if err := os.RemoveAll(victim.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range victim.args {
+		if a == "--initial-cluster" {
+			victim.args = append(victim.args[:i:i], victim.args[i+2:]...)
+			break
+		}
+	}
+	pc.start(victim)
+	if out, errOut, err := jfsctl(t, pc.servers(), "members", "add", victim.id, victim.raftAddr, victim.apiAddr); err != nil {
+		t.Fatalf("members add: %v: %s%s", err, out, errOut)
+	}
+	if !waitFor(60*time.Second, func() bool {
+		st, err := statusOf(c, pc.leader(t, c))
+		if err != nil {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Id == victim.id {
+				return m.Voter && m.Corrupt == ""
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("rebuilt %s is not a voter without a mark", victim.id)
+	}
+	waitSameDigest(t, c, pc.procs)
+	if g := corruptGauge(victim); g != 0 {
+		t.Fatalf("rebuilt %s: jfsd_corrupt %v", victim.id, g)
+	}
 }
 
 // A byte flipped in a log entry of a stopped follower's raft.db is found

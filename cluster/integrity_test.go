@@ -59,6 +59,10 @@ func TestCorruptEntryFailsNode(t *testing.T) {
 	if got := n.FSM().AppliedIndex(); got != before {
 		t.Fatalf("applied index moved from %d to %d after the failure", before, got)
 	}
+	// No snapshot may claim the failed entries as applied.
+	if err := n.Raft().Snapshot().Error(); err == nil {
+		t.Fatal("raft took a snapshot after apply failed")
+	}
 }
 
 func itoa(v uint64) string {

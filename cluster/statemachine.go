@@ -80,7 +80,13 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// Snapshot refuses once apply has failed: raft counts the failed entries as
+// applied, and a snapshot labelled with its index would hold a state that
+// lacks them.
 func (s *stateMachine) Snapshot() (raft.FSMSnapshot, error) {
+	if err := s.applyErr.Load(); err != nil {
+		return nil, *err
+	}
 	snap, err := s.fsm.Snapshot()
 	if err != nil {
 		return nil, err
@@ -90,6 +96,9 @@ func (s *stateMachine) Snapshot() (raft.FSMSnapshot, error) {
 
 func (s *stateMachine) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	if err := s.applyErr.Load(); err != nil {
+		return *err
+	}
 	if err := s.fsm.Restore(rc); err != nil {
 		return err
 	}

@@ -177,6 +177,9 @@ func Open(path string, opts Options) (*FSM, error) {
 	}
 	f.commands = f.commandTable()
 	err := CheckBoltFile(path)
+	if fi, serr := os.Stat(path); err == nil && serr == nil && fi.Size() > 0 {
+		err = checkPages(path)
+	}
 	if err == nil {
 		err = GuardFault(path, f.openDB)
 	}
@@ -373,9 +376,9 @@ func setErrno(m proto.Message, e syscall.Errno) {
 	r.Set(fd, protoreflect.ValueOfInt32(int32(e)))
 }
 
-// ApplyBatch applies entries in one bolt read-write transaction that also
-// records the last applied index: either every entry takes effect or none
-// does. A checkpoint entry ends a transaction: the entries up to it are
+// ApplyBatch applies entries in a bolt read-write transaction that also
+// records the last applied index: either every entry of it takes effect or
+// none does. A checkpoint entry ends a transaction: the entries up to it are
 // committed, the checkpoint listener gets a view of the state as of its
 // index, and the rest of the batch goes into a new transaction.
 //
@@ -644,6 +647,9 @@ func writeSynced(path string, r io.Reader) error {
 // whose lock table loads, without changing it.
 func checkStateFile(path string) error {
 	if err := CheckBoltFile(path); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	if err := checkPages(path); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 	}
 	err := GuardFault(path, func() error {

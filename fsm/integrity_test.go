@@ -181,6 +181,12 @@ func TestOpenDamagedStateFile(t *testing.T) {
 			b[page+16+20] ^= 0xff
 			return b
 		}, "both meta pages are invalid"},
+		{"page headers", func(b []byte) []byte {
+			for p := 2 * page; p < len(b); p += page {
+				b[p+8] ^= 0xff // the page's flags: its type
+			}
+			return b
+		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "fsm.db")
@@ -197,6 +203,7 @@ func TestOpenDamagedStateFile(t *testing.T) {
 				!strings.Contains(msg, tc.reason) || !strings.Contains(msg, "remove it to rebuild") || strings.Contains(msg, "\n") {
 				t.Fatalf("error %q: want one line naming fsm.db, %q and the remedy", msg, tc.reason)
 			}
+			t.Log(msg)
 		})
 	}
 }

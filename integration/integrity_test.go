@@ -98,9 +98,11 @@ func TestIntegrityFlippedStateDetected(t *testing.T) {
 }
 
 func testFlippedState(t *testing.T, every string) {
+	mustHaveFUSE(t)
 	pc := startProcCluster(t, 3, "--integrity-check", every)
 	c := pc.client(t)
 	leader := mustWriteMarkerFile(t, pc, c)
+	m := startMount(t, pc, noCache...)
 	victim := followerOf(pc, leader)
 	pc.stop(victim)
 	t.Logf("flipped %d copies of the marker in %s's fsm.db", flipMarker(t, filepath.Join(victim.dataDir, "fsm.db")), victim.id)
@@ -157,6 +159,9 @@ func testFlippedState(t *testing.T, every string) {
 	}
 	if got := mustReadFile(t, c, "victim"); !bytes.Equal(got, integrityMarker) {
 		t.Fatal("the cluster served the flipped content")
+	}
+	if got := mustReadPath(t, m.path("victim")); !bytes.Equal(got, integrityMarker) {
+		t.Fatal("the mount read the flipped content")
 	}
 	// Asked directly, the victim serves nothing.
 	out, _, err := jfsctl(t, pc.servers(), "cluster", "status")

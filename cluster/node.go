@@ -400,6 +400,14 @@ func (n *Node) watchLeadership() {
 }
 
 func (n *Node) becomeReady(term uint64) {
+	if why := n.Corrupt(); why != "" {
+		// Elected before the leader that marked it could take its vote.
+		n.log.Error("this node's state is corrupt: handing leadership over", "reason", why)
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Error("handing leadership over failed", "error", err)
+		}
+		return
+	}
 	for attempt := 0; ; attempt++ {
 		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
 			return

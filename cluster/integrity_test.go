@@ -110,3 +110,47 @@ func TestServeFailureFailsNode(t *testing.T) {
 	lis.Close()
 	mustFail(t, n, "api server")
 }
+
+// A node marked corrupt that is elected anyway (its vote not yet taken)
+// hands leadership over instead of leading.
+func TestCorruptNodeHandsLeadershipOver(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	var other *cluster.Node
+	for _, id := range c.IDs() {
+		if id != leader.ID() {
+			other = c.Node(id)
+			break
+		}
+	}
+	mustPropose[*jfspb.MarkCorruptResponse](t, leader, jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT, nil,
+		&jfspb.MarkCorruptRequest{NodeId: other.ID(), Index: 1, Reason: "test"})
+	c.WaitApplied(leader.FSM().AppliedIndex())
+	if other.Corrupt() == "" {
+		t.Fatalf("%s does not know it is marked", other.ID())
+	}
+	cf := leader.Raft().GetConfiguration()
+	if err := cf.Error(); err != nil {
+		t.Fatal(err)
+	}
+	var addr raft.ServerAddress
+	for _, s := range cf.Configuration().Servers {
+		if string(s.ID) == other.ID() {
+			addr = s.Address
+		}
+	}
+	if err := leader.Raft().LeadershipTransferToServer(raft.ServerID(other.ID()), addr).Error(); err != nil {
+		t.Fatalf("transfer to %s: %v", other.ID(), err)
+	}
+	// other wins the election and hands over at once.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if l := c.Leader(); l.ID() != other.ID() && !other.IsLeader() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the corrupt %s still leads", other.ID())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -690,19 +690,23 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// view runs fn in a read transaction of the current state.
+// view runs fn in a read transaction of the current state. A page damaged
+// since Open makes bolt panic (or fault) on the reader's goroutine; that
+// becomes an error (and the read EIO) instead of killing the process.
 func (f *FSM) view(fn func(t *txn) error) error {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
 	if f.db == nil {
 		return ErrClosed
 	}
-	return f.db.View(func(tx *bolt.Tx) error {
-		t := newTxn(f, tx, 0, 0, 0)
-		if err := fn(t); err != nil {
-			return err
-		}
-		return t.err
+	return GuardFault(f.path, func() error {
+		return f.db.View(func(tx *bolt.Tx) error {
+			t := newTxn(f, tx, 0, 0, 0)
+			if err := fn(t); err != nil {
+				return err
+			}
+			return t.err
+		})
 	})
 }
 

@@ -94,23 +94,27 @@ func (t *txn) applyMarkCorrupt(req *jfspb.MarkCorruptRequest) *jfspb.MarkCorrupt
 	return &jfspb.MarkCorruptResponse{}
 }
 
-// Digest hashes the view like FSM.Digest.
-func (s *Snapshot) Digest() ([32]byte, error) { return digestTx(s.tx) }
+// Digest hashes the view like FSM.Digest. A damaged page gives an error
+// that wraps ErrDamaged.
+func (s *Snapshot) Digest() (sum [32]byte, err error) {
+	err = GuardFault(s.tx.DB().Path(), func() error {
+		var err error
+		sum, err = digestTx(s.tx)
+		return err
+	})
+	return sum, err
+}
 
-// digestTx hashes every bucket, key and value of tx except the applied index.
-func digestTx(tx *bolt.Tx) (sum [32]byte, err error) {
-	defer func() {
-		// A damaged page makes bolt panic; report it as an error.
-		if r := recover(); r != nil {
-			err = fmt.Errorf("fsm: digest: damaged state file: %v", r)
-		}
-	}()
+// digestTx hashes every bucket, key and value of tx except the applied
+// index. Bolt panics on a damaged page: call it under GuardFault.
+func digestTx(tx *bolt.Tx) ([32]byte, error) {
+	var sum [32]byte
 	h := sha256.New()
 	field := func(b []byte) {
 		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
 		h.Write(b)
 	}
-	err = tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 		field(name)
 		return b.ForEach(func(k, v []byte) error {
 			if bytes.Equal(name, bucketMeta) && bytes.Equal(k, metaApplied) {

@@ -207,3 +207,40 @@ func TestOpenDamagedStateFile(t *testing.T) {
 		})
 	}
 }
+
+// A page damaged while the FSM runs makes a read fail with EIO (and Digest
+// with an error) instead of crashing the process.
+func TestReadOfDamagedPageIsEIO(t *testing.T) {
+	h := mustHarness(t, Options{})
+	var attrs []*jfspb.Attr
+	for i := range 200 {
+		attrs = append(attrs, h.mustCreate(RootIno, fmt.Sprintf("file-%03d-%s", i, strings.Repeat("x", 100)), false))
+	}
+	fh, err := os.OpenFile(h.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := fh.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := int64(os.Getpagesize())
+	for p := 2 * page; p < fi.Size(); p += page {
+		if _, err := fh.WriteAt([]byte{0xfe, 0xff}, p+8); err != nil { // the page's type
+			t.Fatal(err)
+		}
+	}
+	fh.Close()
+	failed := 0
+	for _, a := range attrs {
+		if r := h.f.GetAttr(&jfspb.GetAttrRequest{Ino: a.Ino}); r.Errno == int32(syscall.EIO) {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no read saw the damage")
+	}
+	if _, _, err := h.f.Digest(); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("Digest of a damaged state: %v, want ErrDamaged", err)
+	}
+}

@@ -2,12 +2,15 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
 	"syscall"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
@@ -39,7 +42,7 @@ func (s *Server) ClusterStatus(ctx context.Context, _ *jfspb.ClusterStatusReques
 			Suffrage: srv.Suffrage.String(),
 		}
 		if rec := s.n.fsm.Member(string(srv.ID)); rec != nil {
-			m.ApiAddr = rec.ApiAddr
+			m.ApiAddr, m.Corrupt = rec.ApiAddr, rec.Corrupt
 		}
 		resp.Members = append(resp.Members, m)
 	}
@@ -116,7 +119,8 @@ func (s *Server) RemoveMember(ctx context.Context, r *jfspb.RemoveMemberRequest)
 }
 
 // TransferLeader hands leadership to r.Id, or to any voter when it is empty.
-// ENOENT: no such member.
+// ENOENT: no such member. EINVAL: the member does not vote, or is marked
+// corrupt.
 func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequest) (*jfspb.TransferLeaderResponse, error) {
 	if !s.n.IsLeader() {
 		return nil, s.toStatus(ErrNotLeader)
@@ -134,6 +138,9 @@ func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequ
 			return &jfspb.TransferLeaderResponse{Errno: int32(syscall.ENOENT)}, nil
 		}
 		srv := cf.Configuration().Servers[i]
+		if srv.Suffrage != raft.Voter || s.n.fsm.Member(r.Id).GetCorrupt() != "" {
+			return &jfspb.TransferLeaderResponse{Errno: errnoInval}, nil
+		}
 		if string(srv.ID) == s.n.ID() {
 			return &jfspb.TransferLeaderResponse{}, nil // already the leader
 		}
@@ -210,8 +217,20 @@ func raftErr(err error) error {
 
 // Digest is answered by any node from its own state machine, leader or not:
 // a hash of every key and value but the applied index, and that index, so
-// that replicas at the same index can be compared.
-func (s *Server) Digest(ctx context.Context, _ *jfspb.DigestRequest) (*jfspb.DigestResponse, error) {
+// that replicas at the same index can be compared. With at_index, the
+// digest taken at the checkpoint at that index (integrity.go); NOT_FOUND
+// when the node kept none.
+func (s *Server) Digest(ctx context.Context, r *jfspb.DigestRequest) (*jfspb.DigestResponse, error) {
+	if r.AtIndex != 0 {
+		sum, err := s.n.digestAt(ctx, r.AtIndex)
+		if errors.Is(err, errNoDigest) {
+			return nil, status.Errorf(codes.NotFound, "node %s: index %d: %v", s.n.ID(), r.AtIndex, err)
+		}
+		if err != nil {
+			return nil, s.toStatus(err)
+		}
+		return &jfspb.DigestResponse{AppliedIndex: r.AtIndex, Digest: sum[:], NodeId: s.n.ID()}, nil
+	}
 	applied, sum, err := s.n.fsm.Digest()
 	if err != nil {
 		return nil, s.toStatus(err)

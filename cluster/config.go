@@ -80,6 +80,9 @@ type Config struct {
 	// graph for cycles that formed after their waits were admitted
 	// (default 500ms).
 	DeadlockScan time.Duration
+	// IntegrityCheck is how often the leader compares the replicas' state
+	// digests at a checkpoint (default 1m; negative: never).
+	IntegrityCheck time.Duration
 
 	FSM fsm.Options
 
@@ -154,6 +157,7 @@ func (c *Config) setDefaults() {
 	def(&c.ApplyTimeout, 10*time.Second)
 	def(&c.SessionTTL, 30*time.Second)
 	def(&c.DeadlockScan, 500*time.Millisecond)
+	def(&c.IntegrityCheck, time.Minute)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}

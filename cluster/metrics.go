@@ -24,6 +24,7 @@ type Metrics struct {
 	fsmReads *prometheus.CounterVec
 	rbatch   prometheus.Histogram
 	forwards *prometheus.CounterVec
+	checks   *prometheus.CounterVec
 	n        *Node
 }
 
@@ -66,7 +67,18 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 			Name: "jfsd_forwarded_total", Help: "Requests a follower passed on to the leader for a client that could not reach it, by method.",
 		}, []string{"method"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, raftCollector{n})
+	m.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jfsd_integrity_checks_total", Help: "Cross-replica digest comparisons run by this node as leader, by result: ok, mismatch (a member was marked corrupt), no_majority, error.",
+	}, []string{"result"})
+	corrupt := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jfsd_corrupt", Help: "1 when this node's state was found to differ from the other replicas': it serves nothing until rebuilt.",
+	}, func() float64 {
+		if n.Corrupt() != "" {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, corrupt, raftCollector{n})
 	n.metrics.Store(m)
 	return m
 }
@@ -98,6 +110,12 @@ func (m *Metrics) countFSMRead(method string) {
 func (m *Metrics) observeReadBatch(n int) {
 	if m != nil {
 		m.rbatch.Observe(float64(n))
+	}
+}
+
+func (m *Metrics) countCheck(result string) {
+	if m != nil {
+		m.checks.WithLabelValues(result).Inc()
 	}
 }
 

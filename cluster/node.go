@@ -48,6 +48,17 @@ type Node struct {
 	locks    *lockWaits     // blocked lock requests (leader only)
 	sessions *sessionTimers // session TTLs (leader only)
 
+	checkpoints checkpoints            // digests taken at checkpoint entries
+	corrupt     atomic.Pointer[string] // why this node's state is corrupt; nil: it is not
+	applyErr    atomic.Pointer[error]  // set when apply failed; nothing is applied after
+	checkNow    chan struct{}          // asks integrityLoop for a round now
+
+	// failed is closed, with failErr set, when the node cannot go on: apply
+	// stopped, raft shut down by itself, or the API server failed.
+	failOnce sync.Once
+	failed   chan struct{}
+	failErr  error
+
 	// readyTerm is the term in which this node, as leader, has applied its
 	// first own command: from then on its commit index covers every entry
 	// of earlier terms, so reads may use it (Raft dissertation §6.4).
@@ -69,10 +80,14 @@ func NewNode(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.Named("node"), stopped: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.Named("node"), stopped: make(chan struct{}), failed: make(chan struct{}),
+		checkNow: make(chan struct{}, 1)}
 
 	var err error
 	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), cfg.FSM)
+	if errors.Is(err, fsm.ErrDamaged) {
+		return nil, err // says which file and what to do
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state machine: %w", err)
 	}
@@ -80,11 +95,18 @@ func NewNode(cfg Config) (*Node, error) {
 	n.locks = newLockWaits(n)
 	n.sessions = newSessionTimers(n, cfg.SessionTTL)
 	n.fsm.SetLockListener(n.locks.changed)
+	n.fsm.SetCheckpointListener(n.checkpoints.taken)
+	n.refreshCorrupt()
 	if err := n.startRaft(); err != nil {
 		n.fsm.Close()
 		return nil, err
 	}
-	n.wg.Add(5)
+	n.wg.Add(6)
+	go n.watchRaft()
+	if cfg.IntegrityCheck > 0 {
+		n.wg.Add(1)
+		go n.integrityLoop(cfg.IntegrityCheck)
+	}
 	go n.watchLeadership()
 	go n.announceLoop()
 	go n.freeLoop(freeCheckInterval)
@@ -130,7 +152,24 @@ func (n *Node) startRaft() error {
 		mem := raft.NewInmemStore()
 		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
 	} else {
-		bs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+		path := filepath.Join(cfg.DataDir, "raft.db")
+		var bs *raftboltdb.BoltStore
+		err := fsm.CheckBoltFile(path)
+		if err == nil {
+			err = fsm.GuardFault(path, func() (err error) {
+				if bs, err = raftboltdb.New(raftboltdb.Options{Path: path}); err != nil {
+					return err
+				}
+				if err = checkLog(bs); err != nil {
+					bs.Close()
+				}
+				return err
+			})
+		}
+		if errors.Is(err, fsm.ErrDamaged) {
+			return fsm.WithHint(err, "this node cannot rejoin with it: jfsctl members remove "+cfg.ID+
+				", clear its data directory, start it without --initial-cluster, jfsctl members add")
+		}
 		if err != nil {
 			return fmt.Errorf("raft log: %w", err)
 		}
@@ -187,6 +226,40 @@ func (n *Node) startRaft() error {
 	return nil
 }
 
+// checkLog reads every entry of the stored log and verifies the checksum of
+// every command, so that a damaged log is found at start, with one clear
+// error, instead of stopping the node (or, sent on by a leader, a follower)
+// when the entry is applied, or making raft panic on an entry that does not
+// decode.
+func checkLog(logs raft.LogStore) error {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("first index: %v", err)}
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("last index: %v", err)}
+	}
+	if first == 0 {
+		return nil // empty
+	}
+	var l raft.Log
+	for i := first; i <= last; i++ {
+		if err := logs.GetLog(i, &l); err != nil {
+			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d does not read: %v", i, err)}
+		}
+		if l.Index != i {
+			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d is stored as index %d", i, l.Index)}
+		}
+		if l.Type == raft.LogCommand {
+			if err := fsm.VerifyChecksum(l.Data); err != nil {
+				return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d fails its checksum: %v", i, err)}
+			}
+		}
+	}
+	return nil
+}
+
 // catchUpFromSnapshot restores the newest snapshot when the state machine on
 // disk is older than it (a lost or replaced fsm.db): raft would otherwise
 // replay only the entries after the snapshot.
@@ -239,6 +312,56 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
+// fail records that the node cannot go on and why; the first reason wins.
+// It does not stop the node (it may run on raft's own goroutines, which
+// Shutdown waits for): whoever runs the node watches Failed and stops it.
+func (n *Node) fail(err error) {
+	n.failOnce.Do(func() {
+		n.failErr = err
+		n.log.Error("node cannot go on", "error", err)
+		close(n.failed)
+	})
+}
+
+// Failed is closed when the node can no longer work and must be shut down:
+// applying the log stopped, raft shut down without Shutdown being called
+// (this node was removed from the cluster), or the API server failed. Err
+// says why.
+func (n *Node) Failed() <-chan struct{} { return n.failed }
+
+// Err is the reason Failed was closed, or nil.
+func (n *Node) Err() error {
+	select {
+	case <-n.failed:
+		return n.failErr
+	default:
+		return nil
+	}
+}
+
+// watchRaft notices raft shutting down by itself (hashicorp/raft has no
+// event for it, so it looks twice a second) and fails the node.
+func (n *Node) watchRaft() {
+	defer n.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopped:
+			return
+		case <-t.C:
+		}
+		if n.raft.State() == raft.Shutdown {
+			select {
+			case <-n.stopped: // Shutdown was called
+			default:
+				n.fail(errors.New("raft has shut down (this node was removed from the cluster, or raft failed)"))
+			}
+			return
+		}
+	}
+}
+
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.ID }
 
@@ -278,6 +401,14 @@ func (n *Node) watchLeadership() {
 }
 
 func (n *Node) becomeReady(term uint64) {
+	if why := n.Corrupt(); why != "" {
+		// Elected before the leader that marked it could take its vote.
+		n.log.Error("this node's state is corrupt: handing leadership over", "reason", why)
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Error("handing leadership over failed", "error", err)
+		}
+		return
+	}
 	for attempt := 0; ; attempt++ {
 		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
 			return
@@ -291,6 +422,7 @@ func (n *Node) becomeReady(term uint64) {
 		if err == nil {
 			n.readyTerm.Store(term)
 			n.sessions.start()
+			n.requestCheck()
 			n.log.Info("leader ready", "term", term)
 			return
 		}
@@ -336,9 +468,9 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	if h != nil {
 		e.Session, e.Seq, e.Acked, e.AckedSeqs = h.Session, h.Seq, h.Acked, h.AckedSeqs
 	}
-	data, err := proto.Marshal(e)
+	data, err := fsm.Seal(e)
 	if err != nil {
-		return nil, fmt.Errorf("marshal log entry: %w", err)
+		return nil, err
 	}
 	// raft.Apply waits to enqueue without any limit when its timeout is
 	// not positive, so a deadline already past must not reach it.
@@ -374,8 +506,13 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	case err != nil:
 		return nil, err
 	}
-	res, _ := out.f.Response().(fsm.Result)
-	return res.Resp, nil
+	switch res := out.f.Response().(type) {
+	case fsm.Result:
+		return res.Resp, nil
+	case error:
+		return nil, res
+	}
+	return nil, fmt.Errorf("state machine answered %T", out.f.Response())
 }
 
 // ReadIndex makes a linearizable read possible: when it returns nil, the

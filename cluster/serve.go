@@ -1,11 +1,17 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
 // MaxMessageSize bounds one gRPC message; a write carries at most 4 MiB of
@@ -13,19 +19,47 @@ import (
 const MaxMessageSize = 16 << 20
 
 // Serve serves n's API on lis in the background and returns the gRPC
-// server (opts are added to the defaults); GracefulStop or Stop it before n.Shutdown.
+// server (opts are added to the defaults); GracefulStop or Stop it before
+// n.Shutdown. If serving fails (the listener breaks), the node is failed:
+// see Node.Failed.
 func Serve(n *Node, lis net.Listener, opts ...grpc.ServerOption) *grpc.Server {
 	g := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Runs after any interceptor in opts (grpc.UnaryInterceptor), so a
-		// forwarded request is counted by the follower's metrics too.
-		grpc.ChainUnaryInterceptor(forwardInterceptor(n)),
+		// forwarded request is counted by the follower's metrics too; a
+		// corrupt node refuses before it forwards anything.
+		grpc.ChainUnaryInterceptor(refuseWhenCorrupt(n), forwardInterceptor(n)),
 	}, opts...)...)
 	NewServer(n).RegisterServices(g)
-	go g.Serve(lis)
+	go func() {
+		// Serve returns nil after Stop or GracefulStop.
+		if err := g.Serve(lis); err != nil {
+			n.fail(fmt.Errorf("api server on %s: %w", lis.Addr(), err))
+		}
+	}()
 	return g
+}
+
+// answeredWhenCorrupt are the methods a corrupt node still answers: they
+// report on it, or on raft, and serve no state.
+var answeredWhenCorrupt = map[string]bool{
+	jfspb.Admin_ClusterStatus_FullMethodName: true,
+	jfspb.Admin_Digest_FullMethodName:        true,
+	jfspb.Admin_ConfirmTerm_FullMethodName:   true,
+}
+
+// refuseWhenCorrupt answers UNAVAILABLE to every other call while n is
+// marked corrupt, so that no client reads its state; clients go to another
+// node.
+func refuseWhenCorrupt(n *Node) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if why := n.Corrupt(); why != "" && !answeredWhenCorrupt[info.FullMethod] {
+			return nil, status.Errorf(codes.Unavailable, "%v: node %s: %s", ErrCorrupt, n.ID(), why)
+		}
+		return h(ctx, req)
+	}
 }
 
 // StopServer stops g gracefully, or at once after timeout.

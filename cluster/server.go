@@ -49,7 +49,7 @@ func (s *Server) toStatus(err error) error {
 			return status.Error(codes.Unavailable, err.Error())
 		}
 		return st.Err()
-	case errors.Is(err, ErrShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
+	case errors.Is(err, ErrShutdown), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, ErrCorrupt):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
@@ -119,6 +119,8 @@ const (
 	cmdFreeData     = jfspb.CommandType_COMMAND_TYPE_FREE_DATA
 	cmdTouchAtime   = jfspb.CommandType_COMMAND_TYPE_TOUCH_ATIME
 	cmdAlive        = jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE
+	cmdCheckpoint   = jfspb.CommandType_COMMAND_TYPE_CHECKPOINT
+	cmdMarkCorrupt  = jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT
 )
 
 // ---- sessions ----

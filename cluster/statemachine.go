@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/fsm"
@@ -21,10 +20,10 @@ var _ raft.BatchingFSM = (*stateMachine)(nil)
 // state machine too, and passing one on keeps the state machine's applied
 // index equal to raft's, which the read path waits on. Type 0 is no command;
 // marked skippable, the state machine records the index and moves on.
-var noopEntry = mustMarshal(&jfspb.LogEntry{Skippable: true})
+var noopEntry = mustSeal(&jfspb.LogEntry{Skippable: true})
 
-func mustMarshal(m proto.Message) []byte {
-	b, err := proto.Marshal(m)
+func mustSeal(e *jfspb.LogEntry) []byte {
+	b, err := fsm.Seal(e)
 	if err != nil {
 		panic(err)
 	}
@@ -36,9 +35,19 @@ func (s *stateMachine) Apply(l *raft.Log) any {
 }
 
 // ApplyBatch applies a batch of committed entries in one bolt transaction. An
-// entry the state machine cannot decode stops the node: applying the rest of
-// the log past it would make this replica diverge from the others.
+// entry the state machine cannot verify or decode stops the node: applying
+// the rest of the log past it would make this replica diverge from the
+// others. Raft goes on handing over entries; once apply has failed every
+// later entry is answered with the error and nothing more is applied, and
+// the node is failed (Node.Failed) for its owner to stop it.
 func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	if err := s.applyErr.Load(); err != nil {
+		for i := range out {
+			out[i] = *err
+		}
+		return out
+	}
 	entries := make([]fsm.Entry, len(logs))
 	for i, l := range logs {
 		data := l.Data
@@ -51,17 +60,33 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	results, err := s.fsm.ApplyBatch(entries)
 	s.metrics.Load().observeApply(len(entries), time.Since(start))
 	if err != nil {
-		s.log.Error("cannot apply the raft log; stopping", "error", err)
-		panic(fmt.Sprintf("jfsd %s: cannot apply the raft log: %v", s.cfg.ID, err))
+		err = fmt.Errorf("node %s cannot apply the raft log, and stops: %w", s.cfg.ID, err)
+		s.applyErr.Store(&err)
+		(*Node)(s).fail(err)
+		for i := range out {
+			out[i] = err
+		}
+		return out
 	}
-	out := make([]any, len(results))
+	marked := false
 	for i, r := range results {
 		out[i] = r
+		_, ok := r.Resp.(*jfspb.MarkCorruptResponse)
+		marked = marked || ok
+	}
+	if marked {
+		(*Node)(s).refreshCorrupt()
 	}
 	return out
 }
 
+// Snapshot refuses once apply has failed: raft counts the failed entries as
+// applied, and a snapshot labelled with its index would hold a state that
+// lacks them.
 func (s *stateMachine) Snapshot() (raft.FSMSnapshot, error) {
+	if err := s.applyErr.Load(); err != nil {
+		return nil, *err
+	}
 	snap, err := s.fsm.Snapshot()
 	if err != nil {
 		return nil, err
@@ -71,7 +96,14 @@ func (s *stateMachine) Snapshot() (raft.FSMSnapshot, error) {
 
 func (s *stateMachine) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return s.fsm.Restore(rc)
+	if err := s.applyErr.Load(); err != nil {
+		return *err
+	}
+	if err := s.fsm.Restore(rc); err != nil {
+		return err
+	}
+	(*Node)(s).refreshCorrupt()
+	return nil
 }
 
 type fsmSnapshot struct{ s *fsm.Snapshot }

@@ -14,9 +14,7 @@
 package fsm
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,6 +26,7 @@ import (
 	"syscall"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
@@ -140,6 +139,8 @@ type FSM struct {
 	// may have changed (all: every inode may have). Set before the first
 	// ApplyBatch; see SetLockListener.
 	lockListener func(inos []uint64, all bool)
+	// checkpoint hears of checkpoint entries; see SetCheckpointListener.
+	checkpoint CheckpointFunc
 }
 
 // SetLockListener installs fn, called after every committed batch with the
@@ -177,7 +178,10 @@ func lockEffect(typ jfspb.CommandType, req proto.Message) (ino uint64, all, some
 }
 
 // Open opens or creates the state file at path. A new file gets the root
-// directory. The lock table is rebuilt from the file.
+// directory. The lock table is rebuilt from the file. A file that is torn,
+// truncated or otherwise cannot be read safely is refused with an error
+// that wraps ErrDamaged, names the file and says how to recover; it never
+// crashes the process.
 func Open(path string, opts Options) (*FSM, error) {
 	f := &FSM{
 		path:     path,
@@ -186,8 +190,15 @@ func Open(path string, opts Options) (*FSM, error) {
 		closed:   make(chan struct{}),
 	}
 	f.commands = f.commandTable()
-	if err := f.openDB(); err != nil {
-		return nil, err
+	err := CheckBoltFile(path)
+	if fi, serr := os.Stat(path); err == nil && serr == nil && fi.Size() > 0 {
+		err = checkPages(path)
+	}
+	if err == nil {
+		err = GuardFault(path, f.openDB)
+	}
+	if err != nil {
+		return nil, WithHint(err, "remove it to rebuild from the log and snapshots")
 	}
 	return f, nil
 }
@@ -383,6 +394,8 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_FREE_DATA:          handler("free_data", true, (*txn).applyFreeData),
 		jfspb.CommandType_COMMAND_TYPE_TOUCH_ATIME:        handler("touch_atime", false, (*txn).applyTouchAtime),
 		jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE:     handler("sessions_alive", true, (*txn).applySessionsAlive),
+		jfspb.CommandType_COMMAND_TYPE_CHECKPOINT:         handler("checkpoint", true, (*txn).applyCheckpoint),
+		jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT:       handler("mark_corrupt", true, (*txn).applyMarkCorrupt),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
 		c := m[typ]
@@ -401,14 +414,20 @@ func (c command) errnoResponse(e syscall.Errno) response {
 
 func setErrno(m jfspb.Errno, e syscall.Errno) { m.SetErrno(int32(e)) }
 
-// ApplyBatch applies entries in one bolt read-write transaction that also
-// records the last applied index: either every entry takes effect or none
-// does. It returns one Result per entry; entries with Index <=
-// AppliedIndex() are ignored (nil Resp), as are unknown command types marked
-// skippable. A non-nil error means the node must stop: an entry that does
-// not decode (ErrCorruptEntry) or an unknown type that is not skippable
-// (ErrUnknownCommand), or a storage failure; nothing of the batch is applied
-// then.
+// ApplyBatch applies entries in a bolt read-write transaction that also
+// records the last applied index: either every entry of it takes effect or
+// none does. A checkpoint entry ends a transaction: the entries up to it are
+// committed, the checkpoint listener gets a view of the state as of its
+// index, and the rest of the batch goes into a new transaction.
+//
+// It returns one Result per entry; entries with Index <= AppliedIndex() are
+// ignored (nil Resp), as are unknown command types marked skippable. A
+// non-nil error means the node must stop: an entry whose checksum does not
+// match (ErrChecksum) or that does not decode (ErrCorruptEntry), an unknown
+// type that is not skippable (ErrUnknownCommand), or a storage failure;
+// nothing of the failing transaction is applied then (the transactions
+// before it, ended by checkpoints, stay applied), and the caller must not
+// apply any later entry.
 func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
@@ -418,6 +437,52 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 		return nil, ErrClosed
 	}
 	results := make([]Result, len(entries))
+	for start := 0; start < len(entries); {
+		end, checkpoint := start, false
+		for ; end < len(entries); end++ {
+			if f.isCheckpoint(entries[end]) {
+				end++
+				checkpoint = true
+				break
+			}
+		}
+		if err := f.applyTx(entries[start:end], results[start:end], checkpoint); err != nil {
+			return nil, err
+		}
+		start = end
+	}
+	return results, nil
+}
+
+// isCheckpoint reports whether e is a checkpoint entry. It only peeks at
+// the type, without copying the body; applyTx checks and decodes the entry
+// in full.
+func (f *FSM) isCheckpoint(e Entry) bool {
+	b := e.Data
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			return n > 0 && jfspb.CommandType(v) == jfspb.CommandType_COMMAND_TYPE_CHECKPOINT
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+	}
+	return false
+}
+
+// applyTx applies entries in one transaction and fills results. With
+// checkpoint set, the last entry is a checkpoint: once the transaction is
+// committed, and before the applied index moves, the checkpoint listener
+// gets a view of the state as of its index.
+func (f *FSM) applyTx(entries []Entry, results []Result, checkpoint bool) error {
 	last := f.applied.Load()
 	pending := false
 	for _, e := range entries {
@@ -427,16 +492,16 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 		}
 	}
 	if !pending {
-		return results, nil
+		return nil
 	}
 
 	f.tableMu.Lock()
 	defer f.tableMu.Unlock()
 	tx, err := f.db.Begin(true)
 	if err != nil {
-		return nil, fmt.Errorf("fsm: begin batch: %w", err)
+		return fmt.Errorf("fsm: begin batch: %w", err)
 	}
-	fail := func(err error) ([]Result, error) {
+	fail := func(err error) error {
 		tx.Rollback()
 		f.pendingCreated = 0
 		// The lock table may hold changes of the rolled back batch.
@@ -445,7 +510,7 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 		} else {
 			err = errors.Join(err, lerr)
 		}
-		return nil, err
+		return err
 	}
 	var lockInos []uint64
 	lockAll := false
@@ -475,16 +540,26 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	if f.pendingCreated != 0 {
 		f.created, f.pendingCreated = f.pendingCreated, 0
 	}
+	if checkpoint && f.checkpoint != nil && last == entries[len(entries)-1].Index {
+		view, err := f.db.Begin(false)
+		if err != nil {
+			return fmt.Errorf("fsm: checkpoint at index %d: %w", last, err)
+		}
+		f.checkpoint(last, &Snapshot{tx: view})
+	}
 	f.setApplied(last)
 	if f.lockListener != nil && (len(lockInos) > 0 || lockAll) {
 		f.lockListener(lockInos, lockAll)
 	}
-	return results, nil
+	return nil
 }
 
 // applyEntry applies one entry inside tx and returns its response, and its
 // request and type for the lock listener.
 func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jfspb.CommandType, error) {
+	if err := verifyChecksum(e.Data); err != nil {
+		return nil, nil, 0, fmt.Errorf("%w: index %d term %d: %v", ErrChecksum, e.Index, e.Term, err)
+	}
 	var env jfspb.LogEntry
 	if err := proto.Unmarshal(e.Data, &env); err != nil {
 		return nil, nil, 0, fmt.Errorf("%w: index %d term %d: envelope: %v", ErrCorruptEntry, e.Index, e.Term, err)
@@ -550,8 +625,10 @@ func (s *Snapshot) Release() { s.once.Do(func() { s.tx.Rollback() }) }
 
 // Restore replaces the whole state with a snapshot stream written by
 // Snapshot.WriteTo: the stream goes to a temporary file beside the state
-// file, which is synced, checked, renamed over the state file and reopened;
-// the lock table is rebuilt from it.
+// file, which is synced and checked in full (a jfs state file of this
+// format whose lock table loads), renamed over the state file and reopened;
+// the lock table is rebuilt from it. When Restore fails the FSM keeps
+// serving: the old state if the new one was not yet in place.
 func (f *FSM) Restore(r io.Reader) error {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
@@ -574,15 +651,25 @@ func (f *FSM) Restore(r io.Reader) error {
 	f.db = nil
 	f.dbMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("fsm: restore: close old state: %w", err)
+		os.Remove(tmp)
+		return errors.Join(fmt.Errorf("fsm: restore: close old state: %w", err), f.reopen())
 	}
 	if err := os.Rename(tmp, f.path); err != nil {
-		return fmt.Errorf("fsm: restore: %w", err)
+		os.Remove(tmp)
+		return errors.Join(fmt.Errorf("fsm: restore: %w", err), f.reopen())
 	}
 	if err := syncDir(filepath.Dir(f.path)); err != nil {
-		return fmt.Errorf("fsm: restore: %w", err)
+		return errors.Join(fmt.Errorf("fsm: restore: %w", err), f.reopen())
 	}
-	return f.openDB()
+	return f.reopen()
+}
+
+// reopen opens the state file again after Restore closed it.
+func (f *FSM) reopen() error {
+	if err := GuardFault(f.path, f.openDB); err != nil {
+		return fmt.Errorf("fsm: reopen %s: %w", f.path, err)
+	}
+	return nil
 }
 
 func writeSynced(path string, r io.Reader) error {
@@ -604,24 +691,42 @@ func writeSynced(path string, r io.Reader) error {
 	return nil
 }
 
-// checkStateFile opens path read-only and checks it is a jfs state file.
+// checkStateFile checks that path is a whole jfs state file of this format
+// whose lock table loads, without changing it.
 func checkStateFile(path string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err := CheckBoltFile(path); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	if err := checkPages(path); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	err := GuardFault(path, func() error {
+		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		err = db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketMeta)
+			if b == nil {
+				return errors.New("no meta bucket")
+			}
+			v := b.Get(metaVersion)
+			if len(v) != 8 || binary.BigEndian.Uint64(v) != formatVersion {
+				return fmt.Errorf("format version %x, want %d", v, formatVersion)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		_, err = loadTable(db)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 	}
-	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMeta)
-		if b == nil {
-			return fmt.Errorf("%w: no meta bucket", ErrBadSnapshot)
-		}
-		v := b.Get(metaVersion)
-		if len(v) != 8 || binary.BigEndian.Uint64(v) != formatVersion {
-			return fmt.Errorf("%w: format version %x, want %d", ErrBadSnapshot, v, formatVersion)
-		}
-		return nil
-	})
+	return nil
 }
 
 func syncDir(dir string) error {
@@ -633,19 +738,23 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// view runs fn in a read transaction of the current state.
+// view runs fn in a read transaction of the current state. A page damaged
+// since Open makes bolt panic (or fault) on the reader's goroutine; that
+// becomes an error (and the read EIO) instead of killing the process.
 func (f *FSM) view(fn func(t *txn) error) error {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
 	if f.db == nil {
 		return ErrClosed
 	}
-	return f.db.View(func(tx *bolt.Tx) error {
-		t := newTxn(f, tx, 0, 0, 0)
-		if err := fn(t); err != nil {
-			return err
-		}
-		return t.err
+	return GuardFault(f.path, func() error {
+		return f.db.View(func(tx *bolt.Tx) error {
+			t := newTxn(f, tx, 0, 0, 0)
+			if err := fn(t); err != nil {
+				return err
+			}
+			return t.err
+		})
 	})
 }
 
@@ -672,23 +781,8 @@ func (f *FSM) Digest() (uint64, [32]byte, error) {
 	var applied uint64
 	err := f.view(func(t *txn) error {
 		applied = t.metaGet(metaApplied)
-		h := sha256.New()
-		field := func(b []byte) {
-			h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
-			h.Write(b)
-		}
-		err := t.tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			field(name)
-			return b.ForEach(func(k, v []byte) error {
-				if bytes.Equal(name, bucketMeta) && bytes.Equal(k, metaApplied) {
-					return nil
-				}
-				field(k)
-				field(v)
-				return nil
-			})
-		})
-		copy(sum[:], h.Sum(nil))
+		var err error
+		sum, err = digestTx(t.tx)
 		return err
 	})
 	if err != nil {

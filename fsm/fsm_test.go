@@ -133,7 +133,7 @@ func TestApplyBatchAllOrNothing(t *testing.T) {
 	lock := h.entry(cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 1, Type: jfspb.LockType_LOCK_TYPE_WRITE}, h.sess, 101, 0)
 	h.index++
 	bad := Entry{Index: h.index, Term: 1, Data: []byte{0xff, 0xff, 0xff}}
-	if _, err := h.f.ApplyBatch([]Entry{good, lock, bad}); !errors.Is(err, ErrCorruptEntry) || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "index %d", bad.Index)) {
+	if _, err := h.f.ApplyBatch([]Entry{good, lock, bad}); !errors.Is(err, ErrChecksum) || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "index %d", bad.Index)) {
 		t.Fatalf("corrupt entry: %v", err)
 	}
 	if h.f.AppliedIndex() != before {
@@ -169,7 +169,7 @@ func TestApplyBatchAllOrNothing(t *testing.T) {
 func TestApplyBadEntries(t *testing.T) {
 	h := mustHarness(t, Options{})
 	envelope := func(typ uint32, skippable bool, body []byte) Entry {
-		data, _ := proto.Marshal(&jfspb.LogEntry{Type: typ, Skippable: skippable, Session: h.sess, Seq: 50, TimeNs: h.now, Body: body})
+		data, _ := Seal(&jfspb.LogEntry{Type: typ, Skippable: skippable, Session: h.sess, Seq: 50, TimeNs: h.now, Body: body})
 		h.index++
 		return Entry{Index: h.index, Term: 2, Data: data}
 	}
@@ -181,7 +181,7 @@ func TestApplyBadEntries(t *testing.T) {
 		{"unknown type", envelope(999, false, nil), ErrUnknownCommand},
 		{"unspecified type", envelope(0, false, nil), ErrUnknownCommand},
 		{"corrupt body", envelope(uint32(cMkdir), false, []byte{0x0a, 0xff}), ErrCorruptEntry},
-		{"corrupt envelope", Entry{Index: h.index + 1, Data: []byte{0x08}}, ErrCorruptEntry},
+		{"no checksum", Entry{Index: h.index + 1, Data: []byte{0x08}}, ErrChecksum},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := h.f.ApplyBatch([]Entry{tc.e})

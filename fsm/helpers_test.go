@@ -91,7 +91,7 @@ func (h *harness) entry(typ jfspb.CommandType, req proto.Message, sess, seq, ack
 	}
 	h.index++
 	h.now += 1e9
-	data, err := proto.Marshal(&jfspb.LogEntry{
+	data, err := Seal(&jfspb.LogEntry{
 		Type: uint32(typ), Session: sess, Seq: seq, Acked: acked, TimeNs: h.now, Body: body,
 	})
 	if err != nil {

@@ -83,7 +83,7 @@ func mustEntryData(t *testing.T, typ jfspb.CommandType, req proto.Message, now i
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := proto.Marshal(&jfspb.LogEntry{Type: uint32(typ), TimeNs: now, Body: body})
+	data, err := Seal(&jfspb.LogEntry{Type: uint32(typ), TimeNs: now, Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}

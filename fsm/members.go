@@ -14,7 +14,8 @@ import (
 // leader.
 
 // applySetMember records or forgets a member. Only id, address and api_addr
-// are kept; EINVAL without an id.
+// are taken from the request; a corrupt mark (applyMarkCorrupt) is kept.
+// EINVAL without an id.
 func (t *txn) applySetMember(req *jfspb.SetMemberRequest) *jfspb.SetMemberResponse {
 	m := req.GetMember()
 	if m.GetId() == "" {
@@ -24,9 +25,16 @@ func (t *txn) applySetMember(req *jfspb.SetMemberRequest) *jfspb.SetMemberRespon
 		t.del(bucketMember, []byte(m.Id))
 		return &jfspb.SetMemberResponse{}
 	}
-	rec, err := proto.Marshal(&jfspb.Member{Id: m.Id, Address: m.Address, ApiAddr: m.ApiAddr})
+	rec := &jfspb.Member{Id: m.Id, Address: m.Address, ApiAddr: m.ApiAddr}
+	// A corrupt mark outlives address updates: only removal clears it.
+	if v := t.b(bucketMember).Get([]byte(m.Id)); v != nil {
+		old := &jfspb.Member{}
+		t.fail(proto.Unmarshal(v, old))
+		rec.Corrupt = old.Corrupt
+	}
+	b, err := proto.Marshal(rec)
 	t.fail(err)
-	t.put(bucketMember, []byte(m.Id), rec)
+	t.put(bucketMember, []byte(m.Id), b)
 	return &jfspb.SetMemberResponse{}
 }
 

@@ -171,7 +171,7 @@ func TestAckedSeqsForgetAboveAcked(t *testing.T) {
 		}
 		h.index++
 		h.now += 1e9
-		data, err := proto.Marshal(&jfspb.LogEntry{Type: uint32(cMkdir), Session: h.sess, Seq: seq, TimeNs: h.now, Body: body, AckedSeqs: acks})
+		data, err := Seal(&jfspb.LogEntry{Type: uint32(cMkdir), Session: h.sess, Seq: seq, TimeNs: h.now, Body: body, AckedSeqs: acks})
 		if err != nil {
 			t.Fatal(err)
 		}

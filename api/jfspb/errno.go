@@ -107,3 +107,7 @@ func (x *TouchAtimeResponse) SetErrno(e int32) { x.Errno = e }
 func (x *ReleaseBatchResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *SessionsAliveResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *CheckpointResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *MarkCorruptResponse) SetErrno(e int32) { x.Errno = e }

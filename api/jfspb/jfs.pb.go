@@ -5333,7 +5333,10 @@ type Member struct {
 	Leader  bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
 	ApiAddr string                 `protobuf:"bytes,5,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	// suffrage is raft's: Voter, Nonvoter or Staging.
-	Suffrage      string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	Suffrage string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	// corrupt, when set, says why the cluster found this member's state
+	// different from the others' (see MarkCorruptRequest).
+	Corrupt       string `protobuf:"bytes,60,opt,name=corrupt,proto3" json:"corrupt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5406,6 +5409,13 @@ func (x *Member) GetApiAddr() string {
 func (x *Member) GetSuffrage() string {
 	if x != nil {
 		return x.Suffrage
+	}
+	return ""
+}
+
+func (x *Member) GetCorrupt() string {
+	if x != nil {
+		return x.Corrupt
 	}
 	return ""
 }
@@ -6375,7 +6385,12 @@ func (x *EvictSessionResponse) GetErrno() int32 {
 
 // DigestRequest asks a node for a hash of its own state machine.
 type DigestRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// at_index, when set, asks for the digest the node took when it applied
+	// the checkpoint entry at that index, waiting until it has applied it.
+	// NOT_FOUND: the node kept no digest for that index (it restarted or
+	// restored a snapshot past it).
+	AtIndex       uint64 `protobuf:"varint,60,opt,name=at_index,json=atIndex,proto3" json:"at_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6408,6 +6423,13 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
 	return file_jfs_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *DigestRequest) GetAtIndex() uint64 {
+	if x != nil {
+		return x.AtIndex
+	}
+	return 0
 }
 
 type DigestResponse struct {
@@ -6483,6 +6505,204 @@ func (x *DigestResponse) GetNodeId() string {
 	return ""
 }
 
+// CheckpointRequest is the body of a checkpoint log entry: every node
+// digests its state as of that entry, and the leader compares the digests.
+type CheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointRequest) Reset() {
+	*x = CheckpointRequest{}
+	mi := &file_jfs_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointRequest) ProtoMessage() {}
+
+func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{99}
+}
+
+type CheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// index is the log index of the checkpoint.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointResponse) Reset() {
+	*x = CheckpointResponse{}
+	mi := &file_jfs_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointResponse) ProtoMessage() {}
+
+func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *CheckpointResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *CheckpointResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// MarkCorruptRequest records that node_id's state differed from the other
+// replicas' at the checkpoint at index. The node stops serving, the leader
+// demotes it to a nonvoter, and the mark stays until the member is removed.
+type MarkCorruptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkCorruptRequest) Reset() {
+	*x = MarkCorruptRequest{}
+	mi := &file_jfs_proto_msgTypes[101]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkCorruptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkCorruptRequest) ProtoMessage() {}
+
+func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[101]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
+func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{101}
+}
+
+func (x *MarkCorruptRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *MarkCorruptRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *MarkCorruptRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type MarkCorruptResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkCorruptResponse) Reset() {
+	*x = MarkCorruptResponse{}
+	mi := &file_jfs_proto_msgTypes[102]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkCorruptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkCorruptResponse) ProtoMessage() {}
+
+func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[102]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
+func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{102}
+}
+
+func (x *MarkCorruptResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // ConfirmTermRequest asks a node whether its current raft term is still
 // term. A leader asks a majority before it serves reads: an answer to a
 // request sent after the reads arrived cannot be stale, unlike the
@@ -6497,7 +6717,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6509,7 +6729,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6522,7 +6742,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -6551,7 +6771,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6563,7 +6783,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6576,7 +6796,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6614,7 +6834,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6626,7 +6846,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6639,7 +6859,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -6666,7 +6886,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6678,7 +6898,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6691,7 +6911,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -7076,14 +7296,15 @@ const file_jfs_proto_rawDesc = "" +
 	"\x10FreeDataResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12!\n" +
 	"\ffreed_blocks\x18\x02 \x01(\x04R\vfreedBlocks\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\x97\x01\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\xb1\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x19\n" +
 	"\bapi_addr\x18\x05 \x01(\tR\aapiAddr\x12\x1a\n" +
-	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\"R\n" +
+	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\x12\x18\n" +
+	"\acorrupt\x18< \x01(\tR\acorrupt\"R\n" +
 	"\x10SetMemberRequest\x12&\n" +
 	"\x06member\x18\x01 \x01(\v2\x0e.jfs.v1.MemberR\x06member\x12\x16\n" +
 	"\x06remove\x18\x02 \x01(\bR\x06remove\")\n" +
@@ -7144,13 +7365,24 @@ const file_jfs_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
 	"\x14EvictSessionResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\x0f\n" +
-	"\rDigestRequest\"|\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"*\n" +
+	"\rDigestRequest\x12\x19\n" +
+	"\bat_index\x18< \x01(\x04R\aatIndex\"|\n" +
 	"\x0eDigestResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x17\n" +
-	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"E\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"\x13\n" +
+	"\x11CheckpointRequest\"@\n" +
+	"\x12CheckpointResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"[\n" +
+	"\x12MarkCorruptRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"+\n" +
+	"\x13MarkCorruptResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"E\n" +
 	"\x12ConfirmTermRequest\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"S\n" +
@@ -7244,7 +7476,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 103)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -7348,10 +7580,14 @@ var file_jfs_proto_goTypes = []any{
 	(*EvictSessionResponse)(nil),     // 99: jfs.v1.EvictSessionResponse
 	(*DigestRequest)(nil),            // 100: jfs.v1.DigestRequest
 	(*DigestResponse)(nil),           // 101: jfs.v1.DigestResponse
-	(*ConfirmTermRequest)(nil),       // 102: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 103: jfs.v1.ConfirmTermResponse
-	(*ReleaseBatchRequest)(nil),      // 104: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 105: jfs.v1.ReleaseBatchResponse
+	(*CheckpointRequest)(nil),        // 102: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 103: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 104: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 105: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 106: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 107: jfs.v1.ConfirmTermResponse
+	(*ReleaseBatchRequest)(nil),      // 108: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 109: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,   // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -7442,7 +7678,7 @@ var file_jfs_proto_depIdxs = []int32{
 	73,  // 85: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
 	54,  // 86: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
 	50,  // 87: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	104, // 88: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	108, // 88: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
 	85,  // 89: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
 	87,  // 90: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
 	89,  // 91: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
@@ -7451,7 +7687,7 @@ var file_jfs_proto_depIdxs = []int32{
 	96,  // 94: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
 	98,  // 95: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
 	83,  // 96: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	102, // 97: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	106, // 97: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
 	100, // 98: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
 	78,  // 99: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
 	8,   // 100: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
@@ -7486,7 +7722,7 @@ var file_jfs_proto_depIdxs = []int32{
 	74,  // 129: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
 	55,  // 130: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
 	51,  // 131: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	105, // 132: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	109, // 132: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
 	86,  // 133: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
 	88,  // 134: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
 	90,  // 135: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
@@ -7495,7 +7731,7 @@ var file_jfs_proto_depIdxs = []int32{
 	97,  // 138: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
 	99,  // 139: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
 	84,  // 140: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	103, // 141: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	107, // 141: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
 	101, // 142: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
 	79,  // 143: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
 	100, // [100:144] is the sub-list for method output_type
@@ -7516,7 +7752,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   103,
+			NumMessages:   107,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

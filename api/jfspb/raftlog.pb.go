@@ -63,6 +63,11 @@ const (
 	CommandType_COMMAND_TYPE_TOUCH_ATIME        CommandType = 30 // TouchAtimeRequest
 	CommandType_COMMAND_TYPE_RELEASE_BATCH      CommandType = 40 // ReleaseBatchRequest
 	CommandType_COMMAND_TYPE_SESSIONS_ALIVE     CommandType = 50 // SessionsAliveRequest
+	// An integrity checkpoint: every node digests its state at this entry's
+	// index, and the leader compares the digests (cluster/integrity.go).
+	CommandType_COMMAND_TYPE_CHECKPOINT CommandType = 60 // CheckpointRequest
+	// Marks a node whose state differed from the others' at a checkpoint.
+	CommandType_COMMAND_TYPE_MARK_CORRUPT CommandType = 61 // MarkCorruptRequest
 )
 
 // Enum value maps for CommandType.
@@ -96,6 +101,8 @@ var (
 		30: "COMMAND_TYPE_TOUCH_ATIME",
 		40: "COMMAND_TYPE_RELEASE_BATCH",
 		50: "COMMAND_TYPE_SESSIONS_ALIVE",
+		60: "COMMAND_TYPE_CHECKPOINT",
+		61: "COMMAND_TYPE_MARK_CORRUPT",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -126,6 +133,8 @@ var (
 		"COMMAND_TYPE_TOUCH_ATIME":        30,
 		"COMMAND_TYPE_RELEASE_BATCH":      40,
 		"COMMAND_TYPE_SESSIONS_ALIVE":     50,
+		"COMMAND_TYPE_CHECKPOINT":         60,
+		"COMMAND_TYPE_MARK_CORRUPT":       61,
 	}
 )
 
@@ -172,7 +181,13 @@ type LogEntry struct {
 	// body is the marshaled request message of the type.
 	Body []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
 	// acked_seqs copies the Header's: results the state machine may forget.
-	AckedSeqs     []uint64 `protobuf:"varint,70,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
+	AckedSeqs []uint64 `protobuf:"varint,70,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
+	// crc32c is the CRC-32C (Castagnoli) of every byte of the marshaled entry
+	// that precedes this field, which is always encoded last: the leader
+	// marshals the other fields, appends this one, and every node verifies it
+	// before it applies the entry. An entry without it, or with a wrong one,
+	// stops the node.
+	Crc32C        uint32 `protobuf:"fixed32,60,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -263,11 +278,18 @@ func (x *LogEntry) GetAckedSeqs() []uint64 {
 	return nil
 }
 
+func (x *LogEntry) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
 var File_raftlog_proto protoreflect.FileDescriptor
 
 const file_raftlog_proto_rawDesc = "" +
 	"\n" +
-	"\rraftlog.proto\x12\x06jfs.v1\"\xca\x01\n" +
+	"\rraftlog.proto\x12\x06jfs.v1\"\xe2\x01\n" +
 	"\bLogEntry\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\rR\x04type\x12\x1c\n" +
 	"\tskippable\x18\x02 \x01(\bR\tskippable\x12\x18\n" +
@@ -277,7 +299,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\atime_ns\x18\x06 \x01(\x03R\x06timeNs\x12\x12\n" +
 	"\x04body\x18\a \x01(\fR\x04body\x12\x1d\n" +
 	"\n" +
-	"acked_seqs\x18F \x03(\x04R\tackedSeqs*\x8f\x06\n" +
+	"acked_seqs\x18F \x03(\x04R\tackedSeqs\x12\x16\n" +
+	"\x06crc32c\x18< \x01(\aR\x06crc32c*\xcb\x06\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -307,7 +330,9 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x16COMMAND_TYPE_FREE_DATA\x10G\x12\x1c\n" +
 	"\x18COMMAND_TYPE_TOUCH_ATIME\x10\x1e\x12\x1e\n" +
 	"\x1aCOMMAND_TYPE_RELEASE_BATCH\x10(\x12\x1f\n" +
-	"\x1bCOMMAND_TYPE_SESSIONS_ALIVE\x102B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x1bCOMMAND_TYPE_SESSIONS_ALIVE\x102\x12\x1b\n" +
+	"\x17COMMAND_TYPE_CHECKPOINT\x10<\x12\x1d\n" +
+	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

@@ -225,7 +225,10 @@ type nodeView struct {
 	Term         uint64 `json:"term"`
 	CommitIndex  uint64 `json:"commit_index"`
 	AppliedIndex uint64 `json:"applied_index"`
-	Error        string `json:"error,omitempty"`
+	// Corrupt says why the cluster found this member's state different
+	// from the others'; it serves nothing until rebuilt.
+	Corrupt string `json:"corrupt,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 type statusView struct {
@@ -267,7 +270,7 @@ func clusterStatus(c *cli.Context) error {
 	}
 	view := statusView{LeaderID: st.LeaderId, LeaderAddr: st.LeaderAddr, Term: st.Term}
 	for _, m := range st.Members {
-		nv := nodeView{ID: m.Id, RaftAddr: m.Address, APIAddr: m.ApiAddr, Suffrage: m.Suffrage}
+		nv := nodeView{ID: m.Id, RaftAddr: m.Address, APIAddr: m.ApiAddr, Suffrage: m.Suffrage, Corrupt: m.Corrupt}
 		if m.ApiAddr == "" {
 			nv.Error = "API address not known yet"
 		} else {
@@ -300,7 +303,16 @@ func clusterStatus(c *cli.Context) error {
 	for _, m := range view.Members {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.ID, m.RaftAddr, m.APIAddr, m.Suffrage, m.State, m.Term, m.CommitIndex, m.AppliedIndex)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, m := range view.Members {
+		if m.Corrupt != "" {
+			fmt.Fprintf(w, "\n%s is CORRUPT (%s): it serves nothing and does not vote. Rebuild it: jfsctl members remove %s,\n"+
+				"stop it, clear its data directory, start it without --initial-cluster, jfsctl members add %s ...\n", m.ID, m.Corrupt, m.ID, m.ID)
+		}
+	}
+	return nil
 }
 
 // digestView is one member's answer to Digest.

@@ -84,6 +84,7 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "heartbeat-timeout", Value: cluster.DefaultHeartbeatTimeout, Usage: "a follower that has not heard from the leader for this long (up to twice as long, at random) starts an election; the leader sends heartbeats ten times as often"},
 		&cli.DurationFlag{Name: "election-timeout", Value: cluster.DefaultElectionTimeout, Usage: "how long a candidate waits for votes before it tries again (at least --heartbeat-timeout)"},
 		&cli.DurationFlag{Name: "leader-lease-timeout", Value: cluster.DefaultLeaderLeaseTimeout, Usage: "a leader that has not heard from a majority for this long steps down (at most --heartbeat-timeout)"},
+		&cli.DurationFlag{Name: "integrity-check", Value: time.Minute, Usage: "how often the leader compares the replicas' state digests; a member whose state differs from the majority's is marked corrupt (0: never)"},
 	}, sessionFlags()...)
 }
 
@@ -162,6 +163,13 @@ func runNode(c *cli.Context) error {
 	if c.Uint64("snapshot-threshold") == 0 || c.Uint64("trailing-logs") == 0 {
 		return errors.New("--snapshot-threshold and --trailing-logs must be at least 1")
 	}
+	integrity := c.Duration("integrity-check")
+	switch {
+	case integrity < 0 || (integrity > 0 && integrity < 10*time.Millisecond):
+		return fmt.Errorf("--integrity-check %v: must be 0 (never) or at least 10ms", integrity)
+	case integrity == 0:
+		integrity = -1 // cluster.Config: negative is never
+	}
 	if c.Duration("snapshot-interval") < 10*time.Millisecond {
 		return fmt.Errorf("--snapshot-interval %v: must be at least 10ms", c.Duration("snapshot-interval"))
 	}
@@ -190,7 +198,7 @@ func runNode(c *cli.Context) error {
 			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
 			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c),
 			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
-			SnapshotInterval: c.Duration("snapshot-interval"),
+			SnapshotInterval: c.Duration("snapshot-interval"), IntegrityCheck: integrity,
 			FSM:              fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes")},
 			HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 			LeaderLeaseTimeout: c.Duration("leader-lease-timeout"),
@@ -202,7 +210,10 @@ func runNode(c *cli.Context) error {
 		return err
 	}
 	log.Info("serving", "api", c.String("addr"), "raft", c.String("raft-addr"), "data-dir", c.String("data-dir"))
-	waitForSignal()
+	if failed := waitForSignal(n.node); failed != nil {
+		n.stop()
+		return failed
+	}
 	log.Info("stopping")
 	return n.stop()
 }
@@ -214,11 +225,30 @@ func readMode(c *cli.Context) cluster.ReadMode {
 	return cluster.ReadEach
 }
 
-func waitForSignal() {
+// waitForSignal returns nil on SIGINT or SIGTERM, or the error of the first
+// of nodes that fails (see cluster.Node.Failed).
+func waitForSignal(nodes ...*cluster.Node) error {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	<-ch
-	signal.Stop(ch)
+	defer signal.Stop(ch)
+	failed := make(chan *cluster.Node, len(nodes))
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, n := range nodes {
+		go func() {
+			select {
+			case <-n.Failed():
+				failed <- n
+			case <-stop:
+			}
+		}()
+	}
+	select {
+	case <-ch:
+		return nil
+	case n := <-failed:
+		return fmt.Errorf("node %s failed: %w", n.ID(), n.Err())
+	}
 }
 
 type nodeSpec struct {
@@ -285,7 +315,14 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		rn.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go rn.metrics.Serve(mlis)
+		go func() {
+			if err := rn.metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
+				log := spec.cfg.Logger
+				if log != nil {
+					log.Error("metrics server stopped", "addr", spec.metricsAddr, "error", err)
+				}
+			}
+		}()
 	}
 	return rn, nil
 }
@@ -376,11 +413,15 @@ func runDev(c *cli.Context) error {
 	}
 	fmt.Printf("\n  export JFS_SERVERS=%s\n  jfsctl cluster status\n", strings.Join(servers, ","))
 	fmt.Printf("\nCtrl-C stops the cluster.\n")
-	waitForSignal()
+	var nodeList []*cluster.Node
+	for _, rn := range nodes {
+		nodeList = append(nodeList, rn.node)
+	}
+	failed := waitForSignal(nodeList...)
 	if mounted != nil {
 		mounted.Unmount(5 * time.Second)
 	}
-	var errs []error
+	errs := []error{failed}
 	for _, rn := range nodes {
 		errs = append(errs, rn.stop())
 	}

@@ -94,10 +94,17 @@ func (st *sessionTimers) start() {
 
 // startDeadline is when a new leader that took office at now expires s
 // unless it hears from it: ttl after the session was last known alive, but
-// not before now+grace.
+// not before now+grace, so that a live client has time to find this
+// leader; and never later than ttl+grace after it was last known alive, so
+// that leaders changing faster than the grace cannot postpone the expiry
+// of a dead client for ever.
 func startDeadline(s *jfspb.Session, ttl, grace time.Duration, now time.Time) time.Time {
 	alive := time.Unix(0, max(s.GetAliveNs(), s.GetCreatedNs()))
-	return later(alive.Add(ttl), now.Add(grace))
+	d := later(alive.Add(ttl), now.Add(grace))
+	if limit := alive.Add(ttl + grace); d.After(limit) {
+		d = limit
+	}
+	return d
 }
 
 func later(a, b time.Time) time.Time {

@@ -39,7 +39,6 @@ func TestSessionExpiryAcrossLeaderChanges(t *testing.T) {
 	const ttl = 3 * time.Second
 	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.SessionTTL = ttl })
 	leader := c.Leader()
-	election := 200 * time.Millisecond // clustertest.Fast
 	register := func(name string) uint64 {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -105,9 +104,17 @@ func TestSessionExpiryAcrossLeaderChanges(t *testing.T) {
 		}
 	}()
 
-	// Leader changes every TTL/6 for one and a half TTLs.
+	// Leader changes every TTL/6 until the session expires, for at most
+	// three TTLs. A leader that restarted every timer at the full TTL
+	// would keep the session alive for as long as the changes go on; the
+	// rule under test expires it about one TTL after its last heartbeat
+	// (the bound is TTL + an election timeout), well inside the changes.
+	// The time it took is reported, not judged against a tight bound, so a
+	// loaded machine does not fail the test.
 	transfers := 0
-	for time.Since(lastBeat) < ttl*3/2 {
+	var took time.Duration
+changes:
+	for time.Since(lastBeat) < 3*ttl {
 		l := c.Leader()
 		if err := l.Raft().LeadershipTransfer().Error(); err != nil {
 			t.Logf("transfer from %s: %v", l.ID(), err)
@@ -115,22 +122,18 @@ func TestSessionExpiryAcrossLeaderChanges(t *testing.T) {
 			transfers++
 		}
 		next := time.NewTimer(ttl / 6)
-		<-next.C
+		select {
+		case took = <-expired:
+			next.Stop()
+			break changes
+		case <-next.C:
+		}
+	}
+	if took == 0 {
+		t.Fatalf("session still alive %v after its last heartbeat (TTL %v) across %d leader changes", time.Since(lastBeat), ttl, transfers)
 	}
 	if transfers < 3 {
-		t.Fatalf("only %d leader transfers succeeded", transfers)
-	}
-
-	bound := ttl + election + 2*time.Second
-	var took time.Duration
-	select {
-	case took = <-expired:
-	case <-time.After(4 * ttl):
-		t.Fatalf("session still alive %v after its last heartbeat (TTL %v, %d leader changes)", time.Since(lastBeat), ttl, transfers)
-	}
-	if took > bound {
-		t.Fatalf("session expired %v after its last heartbeat, want within %v (TTL %v + election timeout + 2s slack; %d leader changes)",
-			took, bound, ttl, transfers)
+		t.Fatalf("only %d leader transfers succeeded before the session expired", transfers)
 	}
 	t.Logf("expired %v after the last heartbeat, across %d leader changes", took, transfers)
 	select {

@@ -90,10 +90,11 @@ func (n *Node) Health(maxLag uint64) Health {
 }
 
 // LiveHandler answers /health: 200 while the node is live, 503 once it
-// failed or its raft shut down; the body is the Health as JSON either way.
-func LiveHandler(n *Node) http.Handler {
+// failed or its raft shut down; the body is the Health (its readiness
+// judged by maxLag, as /ready does) as JSON either way.
+func LiveHandler(n *Node, maxLag uint64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := n.Health(DefaultReadyMaxLag)
+		h := n.Health(maxLag)
 		writeHealth(w, h, h.Live)
 	})
 }

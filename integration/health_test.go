@@ -103,9 +103,9 @@ func jfsctlHealth(t testing.TB, servers []string) (clusterHealthJSON, int, strin
 }
 
 // TestHealthReady: every node of a running cluster is live and ready and
-// jfsctl cluster health exits 0; once two of the three nodes stop, the
-// last one stays live but turns not ready (no leader), and jfsctl cluster
-// health exits 1.
+// jfsctl cluster health exits 0, still with one node stopped; once two of
+// the three nodes stop, the last one stays live but turns not ready (no
+// leader), and jfsctl cluster health exits 1.
 func TestHealthReady(t *testing.T) {
 	pc := startProcCluster(t, 3)
 	for _, p := range pc.procs {
@@ -137,8 +137,26 @@ func TestHealthReady(t *testing.T) {
 		t.Fatalf("healthy cluster reported as %+v", h)
 	}
 
-	// Stop two nodes; the third cannot reach a majority.
+	// One node stopped: two of three voters are a majority, writes go on.
 	pc.stop(pc.procs[0])
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		// If the stopped node led, a new leader is elected first.
+		var errOut string
+		h, code, errOut = jfsctlHealth(t, pc.servers())
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jfsctl cluster health with one node stopped: exit %d after 30s: %+v\n%s", code, h, errOut)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !h.Writable || h.HealthyVoters != 2 || h.Voters != 3 {
+		t.Fatalf("jfsctl cluster health with one node stopped: %+v, want writable with 2 of 3 voters healthy", h)
+	}
+
+	// Two nodes stopped: the third cannot reach a majority.
 	pc.stop(pc.procs[1])
 	last := pc.procs[2]
 	nr := mustHealthStatus(t, last, "/ready", http.StatusServiceUnavailable)

@@ -86,7 +86,10 @@ func clusterHealthCmd(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--servers: %w", err)
 	}
-	attempt := min(3*time.Second, c.Duration("timeout"))
+	attempt := 3 * time.Second // per member: a down member must not hold up the report
+	if t := c.Duration("timeout"); t > 0 && t < attempt {
+		attempt = t
+	}
 	cl, err := client.New(client.Config{Servers: servers, RetryFor: attempt, AttemptTimeout: attempt})
 	if err != nil {
 		return err

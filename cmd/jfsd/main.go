@@ -317,7 +317,7 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.Handle("/health", cluster.LiveHandler(n))
+		mux.Handle("/health", cluster.LiveHandler(n, spec.readyMaxLag))
 		mux.Handle("/ready", cluster.ReadyHandler(n, spec.readyMaxLag))
 		rn.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {

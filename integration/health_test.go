@@ -518,3 +518,87 @@ func TestDashboardMetricsExported(t *testing.T) {
 	}
 	t.Logf("%d queries, %d metric references, all exported", len(exprs), queried)
 }
+
+// TestDashboardShape: the dashboard is one Grafana can import and use with
+// any Prometheus data source: a datasource variable DS_PROMETHEUS that
+// every panel and query uses, unique panel ids, panels inside the 24
+// columns of the grid.
+func TestDashboardShape(t *testing.T) {
+	b, err := os.ReadFile(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type ds struct {
+		Type string `json:"type"`
+		UID  string `json:"uid"`
+	}
+	type panel struct {
+		ID         int    `json:"id"`
+		Type       string `json:"type"`
+		Title      string `json:"title"`
+		Datasource *ds    `json:"datasource"`
+		GridPos    struct {
+			H, W, X, Y int
+		} `json:"gridPos"`
+		Targets []struct {
+			RefID      string `json:"refId"`
+			Datasource *ds    `json:"datasource"`
+		} `json:"targets"`
+		Panels []json.RawMessage `json:"panels"`
+	}
+	type variable struct {
+		Name  string `json:"name"`
+		Type  string `json:"type"`
+		Query string `json:"query"`
+	}
+	var d struct {
+		UID        string            `json:"uid"`
+		Title      string            `json:"title"`
+		Panels     []json.RawMessage `json:"panels"`
+		Templating struct {
+			List []variable `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("%s: %v", dashboardPath, err)
+	}
+	if d.UID == "" || d.Title == "" {
+		t.Fatalf("%s: uid %q, title %q", dashboardPath, d.UID, d.Title)
+	}
+	if !slices.Contains(d.Templating.List, variable{Name: "DS_PROMETHEUS", Type: "datasource", Query: "prometheus"}) {
+		t.Fatalf("%s: no datasource variable DS_PROMETHEUS of type prometheus", dashboardPath)
+	}
+	want := ds{Type: "prometheus", UID: "${DS_PROMETHEUS}"}
+	ids := map[int]string{}
+	var walk func([]json.RawMessage)
+	walk = func(ps []json.RawMessage) {
+		for _, raw := range ps {
+			var p panel
+			if err := json.Unmarshal(raw, &p); err != nil {
+				t.Fatalf("%s: %v", dashboardPath, err)
+			}
+			if other, dup := ids[p.ID]; dup || p.ID == 0 {
+				t.Errorf("panel %q: id %d (also %q)", p.Title, p.ID, other)
+			}
+			ids[p.ID] = p.Title
+			if g := p.GridPos; g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 || g.Y < 0 {
+				t.Errorf("panel %q: gridPos %+v outside the grid", p.Title, g)
+			}
+			if p.Type != "row" {
+				if p.Datasource == nil || *p.Datasource != want {
+					t.Errorf("panel %q: datasource %+v, want %+v", p.Title, p.Datasource, want)
+				}
+				if len(p.Targets) == 0 {
+					t.Errorf("panel %q has no query", p.Title)
+				}
+			}
+			for _, tg := range p.Targets {
+				if tg.Datasource == nil || *tg.Datasource != want {
+					t.Errorf("panel %q query %s: datasource %+v, want %+v", p.Title, tg.RefID, tg.Datasource, want)
+				}
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+}

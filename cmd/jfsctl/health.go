@@ -168,8 +168,10 @@ func chooseView(answers map[string]statusAnswer) *jfspb.ClusterStatusResponse {
 // judgeCluster decides, from the member list of view and every member's
 // own answer (by API address), which members are healthy and whether the
 // cluster can take writes: a healthy member leads, and a majority of the
-// voters is healthy. servers are the addresses asked first, reported as
-// the members when no node answered. It is pure.
+// voters is healthy. A member's lag is counted from the higher of its own
+// commit index and, when view is the leader's, the leader's. servers are
+// the addresses asked first, reported as the members when no node
+// answered. It is pure.
 func judgeCluster(view *jfspb.ClusterStatusResponse, answers map[string]statusAnswer, servers []string, maxLag uint64) clusterHealth {
 	h := clusterHealth{Reasons: []string{}, Members: []memberHealth{}}
 	if view == nil {
@@ -183,7 +185,11 @@ func judgeCluster(view *jfspb.ClusterStatusResponse, answers map[string]statusAn
 		h.Reasons = append(h.Reasons, "no node answered")
 		return h
 	}
-	leaderHealthy := false
+	var leaderCommit uint64
+	if view.State == "Leader" {
+		leaderCommit = view.CommitIndex
+	}
+	var leaderTerm uint64
 	for _, vm := range view.Members {
 		m := memberHealth{ID: vm.Id, APIAddr: vm.ApiAddr, Suffrage: vm.Suffrage, Corrupt: vm.Corrupt, Problems: []string{}}
 		a, asked := answers[vm.ApiAddr]
@@ -207,8 +213,10 @@ func judgeCluster(view *jfspb.ClusterStatusResponse, answers map[string]statusAn
 					m.Corrupt = own.Corrupt
 				}
 			}
-			if st.CommitIndex > st.AppliedIndex {
-				m.Lag = st.CommitIndex - st.AppliedIndex
+			// A follower's commit index trails the leader's while its log
+			// does: measure against the leader's when it is known.
+			if ref := max(st.CommitIndex, leaderCommit); ref > st.AppliedIndex {
+				m.Lag = ref - st.AppliedIndex
 			}
 			if st.State == "Shutdown" {
 				m.Problems = append(m.Problems, "raft is shut down")
@@ -230,12 +238,14 @@ func judgeCluster(view *jfspb.ClusterStatusResponse, answers map[string]statusAn
 				h.HealthyVoters++
 			}
 		}
-		if m.Healthy && m.State == "Leader" {
-			h.Leader, leaderHealthy = m.ID, true
+		if m.Healthy && m.State == "Leader" && m.Term >= leaderTerm {
+			// A leader cut off from the majority may not have stepped
+			// down yet; the newest term's leader is the one.
+			h.Leader, leaderTerm = m.ID, m.Term
 		}
 		h.Members = append(h.Members, m)
 	}
-	if !leaderHealthy {
+	if h.Leader == "" {
 		h.Reasons = append(h.Reasons, "no healthy leader")
 	}
 	if quorum := h.Voters/2 + 1; h.HealthyVoters < quorum {

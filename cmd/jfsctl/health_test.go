@@ -48,12 +48,20 @@ func TestJudgeCluster(t *testing.T) {
 			a["a2"] = st("n2", "Follower", "", 100, 100)
 			a["a3"] = st("n3", "Follower", "", 100, 100)
 		}, "", false, 0, "no healthy leader"},
+		{"followers' logs far behind the leader's", func(a map[string]statusAnswer) {
+			a["a1"] = st("n1", "Leader", "n1", 5000, 5000)
+			a["a3"] = st("n3", "Follower", "n1", 100, 100)
+		}, "", false, 1, "1 of 3 voters healthy"},
 		{"wrong node at an address", func(a map[string]statusAnswer) { a["a3"] = st("x9", "Follower", "n1", 100, 100) }, "", true, 2, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			answers := healthy()
 			tc.edit(answers)
+			// The view is the leader's answer, as chooseView picks it.
 			view := &jfspb.ClusterStatusResponse{NodeId: "n1", State: "Leader", LeaderId: "n1", Members: members(tc.corrupt)}
+			if a := answers["a1"]; a.st != nil && a.st.State == "Leader" {
+				view.CommitIndex = a.st.CommitIndex
+			}
 			h := judgeCluster(view, answers, []string{"a1"}, 1000)
 			if h.Writable != tc.writable || h.HealthyVoters != tc.healthy || h.Voters != 3 {
 				t.Fatalf("writable %v, %d of %d voters healthy; want %v, %d of 3 (reasons %q)", h.Writable, h.HealthyVoters, h.Voters, tc.writable, tc.healthy, h.Reasons)
@@ -88,5 +96,21 @@ func TestChooseViewPrefersLeader(t *testing.T) {
 	delete(answers, "a2")
 	if v := chooseView(answers); v.NodeId != "n1" {
 		t.Fatalf("chose %s, want n1", v.NodeId)
+	}
+}
+
+func TestJudgeClusterNewestLeader(t *testing.T) {
+	members := []*jfspb.Member{{Id: "n1", ApiAddr: "a1", Suffrage: "Voter"}, {Id: "n2", ApiAddr: "a2", Suffrage: "Voter"}, {Id: "n3", ApiAddr: "a3", Suffrage: "Voter"}}
+	answer := func(id, state, leader string, term uint64) statusAnswer {
+		return statusAnswer{st: &jfspb.ClusterStatusResponse{NodeId: id, State: state, LeaderId: leader, Term: term, CommitIndex: 10, AppliedIndex: 10, Members: members}}
+	}
+	// n1 was cut off and has not stepped down yet; n2 leads the majority.
+	answers := map[string]statusAnswer{"a1": answer("n1", "Leader", "n1", 2), "a2": answer("n2", "Leader", "n2", 3), "a3": answer("n3", "Follower", "n2", 3)}
+	view := chooseView(answers)
+	if view.NodeId != "n2" {
+		t.Fatalf("chose the view of %s, want the newest leader n2", view.NodeId)
+	}
+	if h := judgeCluster(view, answers, []string{"a1"}, 1000); h.Leader != "n2" || !h.Writable {
+		t.Fatalf("leader %q writable %v, want n2 and writable", h.Leader, h.Writable)
 	}
 }

@@ -27,7 +27,7 @@ func healthCommand(jsonFlag cli.Flag) *cli.Command {
 		Description: `Asks each address of --servers, and every member the answers name, for its raft
 state, leader, commit and applied index. A member is healthy when it answers, knows
 a leader, is not marked corrupt and has applied the log to within --max-lag entries
-of its commit index. The cluster can take writes when a healthy leader is known and
+of its commit index (or of the leader's, when that is higher). The cluster can take writes when a healthy leader is known and
 a majority of the voters is healthy: then jfsctl exits 0, otherwise 1 with the
 reasons on stderr.`,
 		Flags: []cli.Flag{

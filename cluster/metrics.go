@@ -78,7 +78,18 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, corrupt, raftCollector{n})
+	sessions := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jfsd_sessions", Help: "Client sessions live in this node's state machine.",
+	}, func() float64 { return float64(len(n.fsm.Sessions())) })
+	// Series of known labels exist from the start, at 0, so that rate()
+	// and increase() see their first events and dashboards find them.
+	for _, kind := range []string{"posix", "flock"} {
+		m.waits.WithLabelValues(kind)
+	}
+	for _, how := range []string{"immediate", "background"} {
+		m.deadlock.WithLabelValues(how)
+	}
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, corrupt, sessions, raftCollector{n})
 	n.metrics.Store(m)
 	return m
 }

@@ -41,6 +41,7 @@ requests that need the leader follow it.
   export JFS_SERVERS=10.0.0.1:7101,10.0.0.2:7101,10.0.0.3:7101
   jfsctl cluster status          # members, raft state, leader, term, indexes
   jfsctl cluster digest          # each replica's applied index and state digest
+  jfsctl cluster health          # exit 0 when the cluster can take writes
   jfsctl locks ls                # every held and waiting lock, with path, host, pid
   jfsctl sessions ls             # client sessions: last heartbeat, locks held
   jfsctl sessions evict ID       # end a session now; its locks are released
@@ -69,7 +70,7 @@ Most commands take --json for scripts.`,
 					Usage:  "every member's applied index and a hash of its state machine: members at the same index must agree",
 					Flags:  []cli.Flag{jsonFlag},
 					Action: clusterDigest,
-				}},
+				}, healthCommand(jsonFlag)},
 			},
 			{
 				Name:  "members",

@@ -74,7 +74,8 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:7001", Usage: "host:port for raft traffic between nodes"},
 		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7101", Usage: "host:port of the gRPC API for clients, jfsctl and other nodes"},
 		&cli.StringFlag{Name: "initial-cluster", Usage: "ID=RAFT-ADDR,... of every node of a new cluster"},
-		&cli.StringFlag{Name: "metrics-addr", Usage: "host:port to serve Prometheus metrics on /metrics (off when empty)"},
+		&cli.StringFlag{Name: "metrics-addr", Usage: "host:port to serve Prometheus metrics on /metrics, and /health and /ready (off when empty)"},
+		&cli.Uint64Flag{Name: "ready-max-lag", Value: cluster.DefaultReadyMaxLag, Usage: "/ready answers 503 while more than this many committed log entries are not applied yet"},
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, Usage: "take a snapshot once this many log entries were applied since the last one"},
 		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
 		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
@@ -205,6 +206,7 @@ func runNode(c *cli.Context) error {
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",
+		readyMaxLag: c.Uint64("ready-max-lag"),
 	})
 	if err != nil {
 		return err
@@ -259,6 +261,7 @@ type nodeSpec struct {
 	// apply) as jfsd_raft_*. They are process-wide, so only a process that
 	// runs one node asks for them.
 	raftMetrics bool
+	readyMaxLag uint64 // the bound of /ready, see cluster.Health
 }
 
 // exportRaftMetrics sends what hashicorp/raft measures through go-metrics
@@ -314,6 +317,8 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/health", cluster.LiveHandler(n, spec.readyMaxLag))
+		mux.Handle("/ready", cluster.ReadyHandler(n, spec.readyMaxLag))
 		rn.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := rn.metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {

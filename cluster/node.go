@@ -40,6 +40,8 @@ type Node struct {
 	raft  *raft.Raft
 	trans raft.Transport
 	store io.Closer // the raft log store, closed after raft
+	logs  raft.LogStore
+	began time.Time // when the node started
 
 	metrics atomic.Pointer[Metrics] // nil unless NewMetrics was called
 
@@ -80,7 +82,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.Named("node"), stopped: make(chan struct{}), failed: make(chan struct{}),
+	n := &Node{cfg: cfg, began: time.Now(), log: cfg.Logger.Named("node"), stopped: make(chan struct{}), failed: make(chan struct{}),
 		checkNow: make(chan struct{}, 1)}
 
 	var err error
@@ -182,6 +184,7 @@ func (n *Node) startRaft() error {
 		}
 		snaps = fss
 	}
+	n.logs = logs
 	if err := n.catchUpFromSnapshot(snaps); err != nil {
 		n.closeStore()
 		return err
@@ -391,16 +394,48 @@ func (n *Node) watchLeadership() {
 				continue
 			}
 			term := n.raft.CurrentTerm()
+			outage := time.Since(n.lastLeaderSeen(term))
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
-				n.becomeReady(term)
+				n.becomeReady(term, outage)
 			}()
 		}
 	}
 }
 
-func (n *Node) becomeReady(term uint64) {
+// lastLeaderSeen is the latest sign of an earlier leader at work that this
+// node, just elected in term, has: the last time one contacted it, or when
+// the newest entry of an earlier term was appended by its leader; the
+// node's own start if it has neither. The time since then is how long the
+// cluster may have had no leader, during which no client could heartbeat.
+func (n *Node) lastLeaderSeen(term uint64) time.Time {
+	seen := n.raft.LastContact()
+	if n.logs != nil {
+		first, _ := n.logs.FirstIndex()
+		last, err := n.logs.LastIndex()
+		// The newest entries may be this term's own no-op and
+		// configuration: look a few back.
+		for i := last; err == nil && i > 0 && i >= first && last-i < 8; i-- {
+			var l raft.Log
+			if n.logs.GetLog(i, &l) != nil {
+				break
+			}
+			if l.Term < term {
+				if l.AppendedAt.After(seen) {
+					seen = l.AppendedAt
+				}
+				break
+			}
+		}
+	}
+	if seen.IsZero() {
+		seen = n.began
+	}
+	return seen
+}
+
+func (n *Node) becomeReady(term uint64, outage time.Duration) {
 	if why := n.Corrupt(); why != "" {
 		// Elected before the leader that marked it could take its vote.
 		n.log.Error("this node's state is corrupt: handing leadership over", "reason", why)
@@ -421,7 +456,7 @@ func (n *Node) becomeReady(term uint64) {
 		cancel()
 		if err == nil {
 			n.readyTerm.Store(term)
-			n.sessions.start()
+			n.sessions.start(outage)
 			n.requestCheck()
 			n.log.Info("leader ready", "term", term)
 			return

@@ -75,12 +75,19 @@ func newSessionTimers(n *Node, ttl time.Duration) *sessionTimers {
 // just become a ready leader. A session's timer runs from the last time a
 // leader recorded it alive (or its registration), but gives it at least
 // the grace to find this leader.
-func (st *sessionTimers) start() {
-	sessions := st.n.fsm.Sessions()
+//
+// outage is how long the cluster may have been without a leader before
+// this one (see Node.lastLeaderSeen): no client could heartbeat then, so
+// it is added to every session's last stamp.
+func (st *sessionTimers) start(outage time.Duration) {
+	// Active before the sessions are read, under the lock: a session
+	// registered meanwhile is either read here or added by add() once
+	// this returns, never missed.
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	now := time.Now()
 	st.active = true
+	sessions := st.n.fsm.Sessions()
+	now := time.Now()
 	clear(st.deadline)
 	clear(st.expiring)
 	st.failPending()
@@ -88,18 +95,20 @@ func (st *sessionTimers) start() {
 	// a leader that does not last long still leaves them in the log.
 	st.recorded = time.Time{}
 	for _, s := range sessions {
-		st.deadline[s.Id] = startDeadline(s, st.ttl, st.grace, now)
+		st.deadline[s.Id] = startDeadline(s, st.ttl, st.grace, now, outage)
 	}
 }
 
-// startDeadline is when a new leader that took office at now expires s
-// unless it hears from it: ttl after the session was last known alive, but
+// startDeadline is when a new leader that took office at now, after a time
+// without any leader of outage, expires s unless it hears from it. The
+// session counts as alive at its last stamp plus outage (it could not
+// heartbeat while no leader was there); then it expires ttl after that, but
 // not before now+grace, so that a live client has time to find this
-// leader; and never later than ttl+grace after it was last known alive, so
-// that leaders changing faster than the grace cannot postpone the expiry
-// of a dead client for ever.
-func startDeadline(s *jfspb.Session, ttl, grace time.Duration, now time.Time) time.Time {
-	alive := time.Unix(0, max(s.GetAliveNs(), s.GetCreatedNs()))
+// leader; and never later than ttl+grace after that, so that leaders
+// changing faster than the grace cannot postpone the expiry of a dead
+// client for ever.
+func startDeadline(s *jfspb.Session, ttl, grace time.Duration, now time.Time, outage time.Duration) time.Time {
+	alive := time.Unix(0, max(s.GetAliveNs(), s.GetCreatedNs())).Add(max(outage, 0))
 	d := later(alive.Add(ttl), now.Add(grace))
 	if limit := alive.Add(ttl + grace); d.After(limit) {
 		d = limit

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -107,5 +108,44 @@ func TestSessionIDOneSource(t *testing.T) {
 	}
 	if got := sess.ID(); got != r.Session || c.Session() != r.Session {
 		t.Fatalf("after registering session %d: keeper says %d, requests carry %d", r.Session, got, c.Session())
+	}
+}
+
+// TestSessionOutlivesClusterOutage: while no node runs, no client can
+// heartbeat, so that time is not held against a session. After the whole
+// cluster was down for longer than TTL + an election timeout, the mount's
+// session lives on: a file it held open is still writable.
+func TestSessionOutlivesClusterOutage(t *testing.T) {
+	const ttl = 3 * time.Second
+	pc := startProcCluster(t, 3, "--session-ttl", ttl.String())
+	c := pc.client(t)
+	m := startMount(t, pc)
+	f, err := os.OpenFile(m.path("f"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("before ")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pc.procs {
+		pc.stop(p)
+	}
+	// The outage itself is what is tested: longer than TTL + the election
+	// timeout (1.5s) + the grace, with nobody in office.
+	time.Sleep(2*ttl + 2*time.Second)
+	for _, p := range pc.procs {
+		pc.start(p)
+	}
+	pc.leader(t, c)
+	if _, err := f.Write([]byte("after")); err != nil {
+		t.Fatalf("write through a file opened before the outage: %v (the session was expired)", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	got, err := os.ReadFile(m.path("f"))
+	if err != nil || string(got) != "before after" {
+		t.Fatalf("read back %q, %v", got, err)
 	}
 }

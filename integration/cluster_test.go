@@ -25,8 +25,13 @@ func mustRegister(t *testing.T, c *client.Client) {
 
 // writeFile creates name in the root and writes data to it through c.
 func writeFile(ctx context.Context, c *client.Client, name string, data []byte) error {
+	return writeFileFlags(ctx, c, name, data, 0)
+}
+
+// writeFileFlags is writeFile with open flags added to O_CREAT|O_RDWR.
+func writeFileFlags(ctx context.Context, c *client.Client, name string, data []byte, flags int) error {
 	cr, err := c.Create(ctx, &jfspb.CreateRequest{Parent: 1, Name: []byte(name), Mode: 0o644,
-		Flags: uint32(syscall.O_CREAT | syscall.O_RDWR), Fh: 1})
+		Flags: uint32(syscall.O_CREAT | syscall.O_RDWR | flags), Fh: 1})
 	if err != nil {
 		return err
 	}

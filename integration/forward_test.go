@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/client"
 )
 
@@ -67,26 +66,7 @@ func (d *cutDialer) cutOff(addr string) {
 
 // writeExcl creates name in the root with O_EXCL and writes data to it.
 func writeExcl(ctx context.Context, c *client.Client, name string, data []byte) error {
-	cr, err := c.Create(ctx, &jfspb.CreateRequest{Parent: 1, Name: []byte(name), Mode: 0o644,
-		Flags: uint32(syscall.O_CREAT | syscall.O_EXCL | syscall.O_RDWR), Fh: 1})
-	if err != nil {
-		return err
-	}
-	if err := client.Errno(cr.Errno); err != nil {
-		return fmt.Errorf("create %s: %w", name, err)
-	}
-	wr, err := c.Write(ctx, &jfspb.WriteRequest{Ino: cr.Attr.Ino, Data: data, Fh: 1})
-	if err != nil {
-		return err
-	}
-	if err := client.Errno(wr.Errno); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	rr, err := c.Release(ctx, &jfspb.ReleaseRequest{Ino: cr.Attr.Ino, Fh: 1})
-	if err != nil {
-		return err
-	}
-	return client.Errno(rr.Errno)
+	return writeFileFlags(ctx, c, name, data, syscall.O_EXCL)
 }
 
 // TestClientReachesLeaderThroughFollower: a client cut off from the

@@ -97,6 +97,13 @@ type procCluster struct {
 
 func startProcCluster(t testing.TB, n int, extra ...string) *procCluster {
 	t.Helper()
+	return startProcClusterEach(t, n, func(int) []string { return extra })
+}
+
+// startProcClusterEach is startProcCluster with flags of each node's own:
+// extra(i) for node i (from 0).
+func startProcClusterEach(t testing.TB, n int, extra func(i int) []string) *procCluster {
+	t.Helper()
 	base := t.TempDir()
 	pc := &procCluster{t: t}
 	var initial []string
@@ -107,10 +114,10 @@ func startProcCluster(t testing.TB, n int, extra ...string) *procCluster {
 		initial = append(initial, p.id+"="+p.raftAddr)
 		pc.procs = append(pc.procs, p)
 	}
-	for _, p := range pc.procs {
+	for i, p := range pc.procs {
 		p.args = append([]string{"--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raftAddr,
 			"--addr", p.apiAddr, "--initial-cluster", strings.Join(initial, ","), "--log-level", "info",
-			"--metrics-addr", p.metricsAddr}, extra...)
+			"--metrics-addr", p.metricsAddr}, extra(i)...)
 		pc.start(p)
 	}
 	pc.mustAllUp()

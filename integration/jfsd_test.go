@@ -111,6 +111,17 @@ func TestJfsdBadInput(t *testing.T) {
 		{append(base, "--log-level", "loud"), `--log-level "loud"`},
 		{append(base, "--no-such-flag"), "flag provided but not defined"},
 		{append(base, "extra"), `unexpected argument "extra"`},
+		// Settings recorded when the cluster is created.
+		{append(base, "--block-size", "3K"), `--block-size "3K"`},
+		{append(base, "--block-size", "2K"), `--block-size "2K"`},
+		{append(base, "--block-size", "8M"), `--block-size "8M"`},
+		{append(base, "--block-size", "lots"), `--block-size "lots"`},
+		{append(base, "--capacity", "12X"), `--capacity`},
+		{append(base, "--capacity", "99999999P"), `too large`},
+		// Raft timings that cannot work together.
+		{append(base, "--heartbeat-timeout", "500ms"), "--leader-lease-timeout 1s must not exceed --heartbeat-timeout 500ms"},
+		{append(base, "--heartbeat-timeout", "2s", "--election-timeout", "1s", "--leader-lease-timeout", "1s"), "--election-timeout 1s must be at least --heartbeat-timeout 2s"},
+		{append(base, "--leader-lease-timeout", "1ms"), "--leader-lease-timeout 1ms: must be at least 10ms"},
 	} {
 		cmd := exec.Command(filepath.Join(binDir, "jfsd"), tc.args...)
 		out, err := cmd.CombinedOutput()

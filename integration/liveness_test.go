@@ -3,39 +3,11 @@ package integration
 import (
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jfs-dev/jfs/client"
 )
-
-// TestJfsdTimingFlags: raft timings that cannot work together are refused
-// with an error naming the flags.
-func TestJfsdTimingFlags(t *testing.T) {
-	dataDir := filepath.Join(t.TempDir(), "data")
-	base := []string{"--id", "n1", "--data-dir", dataDir}
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--heartbeat-timeout", "500ms"}, "--leader-lease-timeout 1s must not exceed --heartbeat-timeout 500ms"},
-		{[]string{"--heartbeat-timeout", "2s", "--election-timeout", "1s", "--leader-lease-timeout", "1s"}, "--election-timeout 1s must be at least --heartbeat-timeout 2s"},
-		{[]string{"--leader-lease-timeout", "1ms"}, "--leader-lease-timeout 1ms: must be at least 10ms"},
-	} {
-		args := append(append([]string{}, base...), tc.args...)
-		out, err := exec.Command(filepath.Join(binDir, "jfsd"), args...).CombinedOutput()
-		if err == nil {
-			t.Errorf("jfsd %v: exit 0, want an error", tc.args)
-			continue
-		}
-		if !strings.Contains(string(out), tc.want) {
-			t.Errorf("jfsd %v: output %q, want it to mention %q", tc.args, out, tc.want)
-		}
-	}
-}
 
 func mustStartSession(t *testing.T, c *client.Client) *client.Session {
 	t.Helper()

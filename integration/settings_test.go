@@ -3,9 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,41 +10,6 @@ import (
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
-
-// startProcClusterEach is startProcCluster with flags of each node's own:
-// extra(i) for node i (from 0).
-func startProcClusterEach(t *testing.T, n int, extra func(i int) []string) *procCluster {
-	t.Helper()
-	base := t.TempDir()
-	pc := &procCluster{t: t}
-	var initial []string
-	for i := 1; i <= n; i++ {
-		p := &proc{id: fmt.Sprintf("n%d", i), raftAddr: freeAddr(t), apiAddr: freeAddr(t), metricsAddr: freeAddr(t)}
-		p.dataDir = filepath.Join(base, p.id)
-		p.logPath = filepath.Join(base, p.id+".log")
-		initial = append(initial, p.id+"="+p.raftAddr)
-		pc.procs = append(pc.procs, p)
-	}
-	for i, p := range pc.procs {
-		p.args = append([]string{"--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raftAddr,
-			"--addr", p.apiAddr, "--initial-cluster", strings.Join(initial, ","), "--log-level", "info",
-			"--metrics-addr", p.metricsAddr}, extra(i)...)
-		pc.start(p)
-	}
-	pc.mustAllUp()
-	t.Cleanup(func() {
-		for _, p := range pc.procs {
-			pc.kill(p)
-		}
-		if t.Failed() {
-			for _, p := range pc.procs {
-				b, _ := os.ReadFile(p.logPath)
-				t.Logf("---- log of %s ----\n%s", p.id, tail(b, 60))
-			}
-		}
-	})
-	return pc
-}
 
 // TestSettingsReplicatedFromCreation starts three nodes with different
 // settings flags: the cluster takes one node's settings as a whole, every
@@ -146,35 +108,5 @@ func TestStatFSReportsLeaderDisk(t *testing.T) {
 	}
 	if got := fs.Bavail * uint64(fs.Bsize); !near(got, free) {
 		t.Errorf("df on the mount shows %d bytes available; the leader's disk has %d free", got, free)
-	}
-}
-
-// TestJfsdBadSettingsFlags: settings flags out of range are refused before
-// anything is created.
-func TestJfsdBadSettingsFlags(t *testing.T) {
-	dataDir := filepath.Join(t.TempDir(), "data")
-	base := []string{"--id", "n1", "--data-dir", dataDir}
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--block-size", "3K"}, `--block-size "3K"`},
-		{[]string{"--block-size", "2K"}, `--block-size "2K"`},
-		{[]string{"--block-size", "8M"}, `--block-size "8M"`},
-		{[]string{"--block-size", "lots"}, `--block-size "lots"`},
-		{[]string{"--capacity", "12X"}, `--capacity`},
-		{[]string{"--capacity", "99999999P"}, `too large`},
-	} {
-		out, err := exec.Command(filepath.Join(binDir, "jfsd"), append(base, tc.args...)...).CombinedOutput()
-		if err == nil {
-			t.Errorf("jfsd %v: exit 0, want an error", tc.args)
-			continue
-		}
-		if !strings.Contains(string(out), tc.want) {
-			t.Errorf("jfsd %v: output %q, want it to mention %q", tc.args, out, tc.want)
-		}
-	}
-	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
-		t.Errorf("a rejected command created the data dir (%v)", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -75,6 +76,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7101", Usage: "host:port of the gRPC API for clients, jfsctl and other nodes"},
 		&cli.StringFlag{Name: "initial-cluster", Usage: "ID=RAFT-ADDR,... of every node of a new cluster"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "host:port to serve Prometheus metrics on /metrics (off when empty)"},
+		&cli.BoolFlag{Name: "pprof", Usage: "also serve Go's profiles (net/http/pprof) under /debug/pprof/ on --metrics-addr"},
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, Usage: "take a snapshot once this many log entries were applied since the last one"},
 		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
 		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
@@ -205,6 +207,7 @@ func runNode(c *cli.Context) error {
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",
+		pprof:       c.Bool("pprof"),
 	})
 	if err != nil {
 		return err
@@ -259,6 +262,8 @@ type nodeSpec struct {
 	// apply) as jfsd_raft_*. They are process-wide, so only a process that
 	// runs one node asks for them.
 	raftMetrics bool
+	// pprof serves net/http/pprof on the metrics listener.
+	pprof bool
 }
 
 // exportRaftMetrics sends what hashicorp/raft measures through go-metrics
@@ -314,6 +319,9 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if spec.pprof {
+			servePprof(mux)
+		}
 		rn.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := rn.metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
@@ -325,6 +333,15 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 		}()
 	}
 	return rn, nil
+}
+
+// servePprof adds Go's profiles (net/http/pprof) to mux under /debug/pprof/.
+func servePprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 func (rn *runningNode) stop() error {

@@ -23,6 +23,7 @@ func TestJfsdTimingFlags(t *testing.T) {
 		{[]string{"--heartbeat-timeout", "500ms"}, "--leader-lease-timeout 1s must not exceed --heartbeat-timeout 500ms"},
 		{[]string{"--heartbeat-timeout", "2s", "--election-timeout", "1s", "--leader-lease-timeout", "1s"}, "--election-timeout 1s must be at least --heartbeat-timeout 2s"},
 		{[]string{"--leader-lease-timeout", "1ms"}, "--leader-lease-timeout 1ms: must be at least 10ms"},
+		{[]string{"--commit-timeout", "0s"}, "--commit-timeout 0s: must be at least 1ms"},
 	} {
 		args := append(append([]string{}, base...), tc.args...)
 		out, err := exec.Command(filepath.Join(binDir, "jfsd"), args...).CombinedOutput()

@@ -47,7 +47,9 @@ of the process serving the mount (process_cpu_seconds_total in its .stats, so
 the right process is measured wherever it runs) plus that of the nodes given
 with --cluster-metrics (the same metric in their metrics); the JSON splits it
 into mount_us_per_op and nodes_us_per_op. What could not be read is named under
-the table. Idle work of those processes (heartbeats, timers) counts too.
+the table. Idle work of those processes (heartbeats, timers) counts too. A
+mount made by "jfsd dev --mount" runs in the nodes' process: its figure is
+then the whole cluster's.
 
 A progress line goes to stderr when it is a terminal; --json prints only JSON on
 stdout.`,

@@ -46,8 +46,8 @@ func TestBenchWorkloadsOnALocalDir(t *testing.T) {
 		if r.Errors != 0 {
 			t.Errorf("%s %s: %d errors, first: %s", r.Workload, r.Op, r.Errors, r.FirstError)
 		}
-		if r.Procs != procs || r.Cluster != nil {
-			t.Errorf("%s %s: procs %d cluster %+v", r.Workload, r.Op, r.Procs, r.Cluster)
+		if r.Procs != procs || r.Cluster != nil || r.CPU != nil || r.CPUMicrosPerOp != nil {
+			t.Errorf("%s %s: procs %d cluster %+v cpu %+v", r.Workload, r.Op, r.Procs, r.Cluster, r.CPU)
 		}
 		if r.Ops > 0 && (r.P50Micros <= 0 || r.P99Micros < r.P50Micros || r.MaxMicros < r.P99Micros || r.OpsPerSec <= 0) {
 			t.Errorf("%s %s: implausible p50 %v p99 %v max %v ops/s %v", r.Workload, r.Op, r.P50Micros, r.P99Micros, r.MaxMicros, r.OpsPerSec)
@@ -95,7 +95,7 @@ func TestBenchWorkloadsOnALocalDir(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
 	}
-	if strings.Contains(table.String(), "FSM READS") {
+	if strings.Contains(table.String(), "FSM READS") || strings.Contains(table.String(), "CPU/OP") {
 		t.Errorf("a local directory has no cluster columns:\n%s", table.String())
 	}
 	t.Logf("\n%s", table.String())

@@ -79,6 +79,12 @@ type Result struct {
 	Overlaps *uint64 `json:"overlaps,omitempty"`
 	// Cluster is set on a jfs mount.
 	Cluster *ClusterCost `json:"cluster,omitempty"`
+	// CPUMicrosPerOp is the CPU time the jfs mount's process and the
+	// nodes given with --cluster-metrics used in the phase, per operation;
+	// CPU says what it covers. Both are set on a jfs mount only, and
+	// CPUMicrosPerOp only when something was measured.
+	CPUMicrosPerOp *float64 `json:"cpu_us_per_op,omitempty"`
+	CPU            *CPUCost `json:"cpu,omitempty"`
 }
 
 // ClusterCost is what the operations of a phase cost the cluster, per
@@ -302,6 +308,10 @@ func runWorkload(ctx context.Context, cfg Config, fs FSInfo, name string) ([]Res
 	var results []Result
 	for _, ph := range phases[name] {
 		before, berr := clusterBefore(ctx, cfg, fs)
+		var cpuBefore cpuSample
+		if fs.JFS {
+			cpuBefore = sampleCPU(ctx, fs.Stats, cfg.ClusterMetrics)
+		}
 		for _, w := range workers {
 			w.ops = 0
 			if _, err := fmt.Fprintf(w.stdin, "go %s\n", ph.name); err != nil {
@@ -344,9 +354,12 @@ func runWorkload(ctx context.Context, cfg Config, fs FSInfo, name string) ([]Res
 		}
 		rs := aggregate(name, ph, prs)
 		if fs.JFS {
+			cpuAfter := sampleCPU(ctx, fs.Stats, cfg.ClusterMetrics)
 			cost := clusterAfter(ctx, cfg, before, berr, rs)
+			cpu := cpuCost(cpuBefore, cpuAfter, phaseOps(rs))
 			for i := range rs {
 				rs[i].Cluster = cost
+				rs[i].setCPU(cpu)
 			}
 		}
 		if cfg.Progress != nil && !cfg.Live {
@@ -385,10 +398,7 @@ func clusterAfter(ctx context.Context, cfg Config, before clusterSample, berr er
 	if err != nil {
 		return &ClusterCost{Note: err.Error()}
 	}
-	var ops uint64
-	for _, r := range rs {
-		ops += r.Ops
-	}
+	ops := phaseOps(rs)
 	if ops == 0 {
 		return &ClusterCost{Note: "no operations"}
 	}
@@ -398,6 +408,23 @@ func clusterAfter(ctx context.Context, cfg Config, before clusterSample, berr er
 		ReadRequests: per(after.readRequests, before.readRequests),
 		FSMReads:     per(after.fsmReads, before.fsmReads),
 		LogWrites:    per(after.applied, before.applied),
+	}
+}
+
+// phaseOps is the operations of every row of a phase.
+func phaseOps(rs []Result) uint64 {
+	var ops uint64
+	for _, r := range rs {
+		ops += r.Ops
+	}
+	return ops
+}
+
+// setCPU sets the CPU cost of the phase r belongs to.
+func (r *Result) setCPU(c *CPUCost) {
+	r.CPU = c
+	if t, ok := c.Total(); ok {
+		r.CPUMicrosPerOp = &t
 	}
 }
 
@@ -476,11 +503,11 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		time.Duration(rep.DurationSeconds*float64(time.Second)))
 	header := []string{"WORKLOAD", "OPERATION", "OPS", "OPS/S", "P50", "P99", "ERRORS"}
 	if rep.FS.JFS {
-		header = append(header, "READ RPCS/OP", "FSM READS/OP", "LOG WRITES/OP")
+		header = append(header, "READ RPCS/OP", "FSM READS/OP", "LOG WRITES/OP", "CPU/OP")
 	}
 	header = append(header, "NOTE")
 	rows := [][]string{header}
-	var notes []string
+	var notes, cpuNotes []string
 	for _, r := range rep.Results {
 		row := []string{r.Workload, r.Op, strconv.FormatUint(r.Ops, 10), fmt.Sprintf("%.0f", r.OpsPerSec),
 			fmtMicros(r.P50Micros), fmtMicros(r.P99Micros), strconv.FormatUint(r.Errors, 10)}
@@ -492,6 +519,17 @@ func (rep *Report) WriteTable(w io.Writer) error {
 				if c != nil && c.Note != "" && !slices.Contains(notes, c.Note) {
 					notes = append(notes, c.Note)
 				}
+			}
+			cpu := "n/a"
+			switch v := r.CPUMicrosPerOp; {
+			case v != nil && *v == 0:
+				cpu = "0µs"
+			case v != nil:
+				cpu = fmtMicros(*v)
+			}
+			row = append(row, cpu)
+			if c := r.CPU; c != nil && c.Note != "" && !slices.Contains(cpuNotes, c.Note) {
+				cpuNotes = append(cpuNotes, c.Note)
 			}
 		}
 		var note []string
@@ -532,6 +570,12 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	}
 	for _, n := range notes {
 		fmt.Fprintf(&b, "\ncluster reads and writes n/a: %s\n", n)
+	}
+	if rep.FS.JFS {
+		b.WriteString("\nCPU/OP: CPU time of the mount process and the nodes per operation, background work included\n")
+	}
+	for _, n := range cpuNotes {
+		fmt.Fprintf(&b, "CPU/OP: %s\n", n)
 	}
 	_, err := w.Write(b.Bytes())
 	return err

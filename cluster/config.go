@@ -105,6 +105,12 @@ const (
 	DefaultHeartbeatTimeout   = time.Second
 	DefaultElectionTimeout    = 1500 * time.Millisecond
 	DefaultLeaderLeaseTimeout = time.Second
+	// DefaultCommitTimeout is how long an idle leader waits (up to twice
+	// as long, at random) before it tells the followers the commit index
+	// of the entries they already hold, so that they apply them. New
+	// entries are sent at once whatever it is; it only bounds how far an
+	// idle follower's state lags behind the leader's.
+	DefaultCommitTimeout = 250 * time.Millisecond
 )
 
 // CheckTiming reports whether the three raft timings work together; zero
@@ -152,7 +158,7 @@ func (c *Config) setDefaults() {
 	def(&c.HeartbeatTimeout, DefaultHeartbeatTimeout)
 	def(&c.ElectionTimeout, DefaultElectionTimeout)
 	def(&c.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
-	def(&c.CommitTimeout, 10*time.Millisecond)
+	def(&c.CommitTimeout, DefaultCommitTimeout)
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.ApplyTimeout, 10*time.Second)
 	def(&c.SessionTTL, 30*time.Second)

@@ -89,7 +89,10 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 	for _, how := range []string{"immediate", "background"} {
 		m.deadlock.WithLabelValues(how)
 	}
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, corrupt, sessions, raftCollector{n})
+	freeChecks := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "jfsd_free_checks_total", Help: "Times the free loop woke to look for dead file data to free: after applies, not on a timer, so an idle node does not look.",
+	}, func() float64 { return float64(n.freeLooks.Load()) })
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, corrupt, sessions, freeChecks, raftCollector{n})
 	n.metrics.Store(m)
 	return m
 }

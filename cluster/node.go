@@ -54,6 +54,8 @@ type Node struct {
 	corrupt     atomic.Pointer[string] // why this node's state is corrupt; nil: it is not
 	applyErr    atomic.Pointer[error]  // set when apply failed; nothing is applied after
 	checkNow    chan struct{}          // asks integrityLoop for a round now
+	freeKick    chan struct{}          // asks freeLoop to look for dead data (kickFree)
+	freeLooks   atomic.Uint64          // times freeLoop woke to look (jfsd_free_checks_total)
 
 	// failed is closed, with failErr set, when the node cannot go on: apply
 	// stopped, raft shut down by itself, or the API server failed.
@@ -83,7 +85,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	n := &Node{cfg: cfg, began: time.Now(), log: cfg.Logger.Named("node"), stopped: make(chan struct{}), failed: make(chan struct{}),
-		checkNow: make(chan struct{}, 1)}
+		checkNow: make(chan struct{}, 1), freeKick: make(chan struct{}, 1)}
 
 	var err error
 	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), cfg.FSM)
@@ -111,7 +113,7 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	go n.watchLeadership()
 	go n.announceLoop()
-	go n.freeLoop(freeCheckInterval)
+	go n.freeLoop(freeRetryPause)
 	go func() {
 		defer n.wg.Done()
 		n.locks.run(n.stopped, cfg.DeadlockScan)
@@ -458,6 +460,7 @@ func (n *Node) becomeReady(term uint64, outage time.Duration) {
 			n.readyTerm.Store(term)
 			n.sessions.start(outage)
 			n.requestCheck()
+			n.kickFree()
 			n.log.Info("leader ready", "term", term)
 			return
 		}

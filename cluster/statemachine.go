@@ -68,6 +68,9 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return out
 	}
+	// Any command may have left dead file data (a truncate, an unlink, a
+	// close, an expired session): let the leader look.
+	(*Node)(s).kickFree()
 	marked := false
 	for i, r := range results {
 		out[i] = r
@@ -103,6 +106,7 @@ func (s *stateMachine) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	(*Node)(s).refreshCorrupt()
+	(*Node)(s).kickFree()
 	return nil
 }
 

@@ -122,6 +122,7 @@ func TestJfsdBadInput(t *testing.T) {
 		{append(base, "--heartbeat-timeout", "500ms"), "--leader-lease-timeout 1s must not exceed --heartbeat-timeout 500ms"},
 		{append(base, "--heartbeat-timeout", "2s", "--election-timeout", "1s", "--leader-lease-timeout", "1s"), "--election-timeout 1s must be at least --heartbeat-timeout 2s"},
 		{append(base, "--leader-lease-timeout", "1ms"), "--leader-lease-timeout 1ms: must be at least 10ms"},
+		{append(base, "--commit-timeout", "0s"), "--commit-timeout 0s: must be at least 1ms"},
 	} {
 		cmd := exec.Command(filepath.Join(binDir, "jfsd"), tc.args...)
 		out, err := cmd.CombinedOutput()

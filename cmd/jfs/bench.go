@@ -42,6 +42,15 @@ jfsd --metrics-addr): read requests that reached the leader, state-machine reads
 after batching, and log entries written, per operation. Without them these
 columns say n/a. Background work such as other clients counts too.
 
+On a jfs mount CPU/OP (cpu_us_per_op in --json) is the CPU time, per operation,
+of the process serving the mount (process_cpu_seconds_total in its .stats, so
+the right process is measured wherever it runs) plus that of the nodes given
+with --cluster-metrics (the same metric in their metrics); the JSON splits it
+into mount_us_per_op and nodes_us_per_op. What could not be read is named under
+the table. Idle work of those processes (heartbeats, timers) counts too. A
+mount made by "jfsd dev --mount" runs in the nodes' process: its figure is
+then the whole cluster's.
+
 A progress line goes to stderr when it is a terminal; --json prints only JSON on
 stdout.`,
 		Flags: []cli.Flag{

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -52,7 +53,9 @@ locked, after another mount wrote and closed (or unlocked) it shows that write.
 As root the file system is mounted directly, with allow_other; otherwise with
 fusermount3. Prometheus metrics are served on --metrics /metrics and read from
 MOUNTPOINT/.stats; MOUNTPOINT/.accesslog streams the access log while it is
-read (see jfs stats and jfs profile).`,
+read (see jfs stats and jfs profile). With --pprof the metrics listener also
+serves Go's profiles under /debug/pprof/ (go tool pprof URL/debug/pprof/profile);
+it is off by default, since a profile costs CPU and shows internals.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...] (required)"},
 			&cli.BoolFlag{Name: "background", Aliases: []string{"d"}, Usage: "serve in the background; return once mounted, printing the mount process's pid"},
@@ -62,6 +65,7 @@ read (see jfs stats and jfs profile).`,
 			&cli.DurationFlag{Name: "negative-entry-cache", Value: 0, Usage: "how long the kernel may remember that a name does not exist (0: off)"},
 			&cli.DurationFlag{Name: "retry-for", Value: 30 * time.Second, Usage: "how long a request looks for a leader before it fails (EIO; at mount: the mount fails)"},
 			&cli.StringFlag{Name: "metrics", Value: "127.0.0.1:9567", Usage: "HOST:PORT to serve Prometheus metrics on; a free port when taken; empty: off"},
+			&cli.BoolFlag{Name: "pprof", Usage: "also serve Go's profiles (net/http/pprof) under /debug/pprof/ on --metrics"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn or error", EnvVars: []string{"JFS_LOG_LEVEL"}},
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to this file (default: stderr; with --background /var/log/jfs.log as root, else ~/.jfs/jfs.log)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and answer"},
@@ -253,7 +257,7 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		cl.SetReadMerging(false)
 	}
 	m := newMetrics()
-	stopMetrics, err := m.serve(c.String("metrics"), log)
+	stopMetrics, err := m.serve(c.String("metrics"), c.Bool("pprof"), log)
 	if err != nil {
 		cancel()
 		return err
@@ -298,8 +302,8 @@ type metrics struct{ *fuse.Metrics }
 func newMetrics() *metrics { return &metrics{fuse.NewMetrics()} }
 
 // serve listens on addr ("" is off); when its port is taken, on a free port
-// of the same host.
-func (m *metrics) serve(addr string, log hclog.Logger) (stop func(), err error) {
+// of the same host. With withPprof it also serves net/http/pprof.
+func (m *metrics) serve(addr string, withPprof bool, log hclog.Logger) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
@@ -317,6 +321,14 @@ func (m *metrics) serve(addr string, log hclog.Logger) (stop func(), err error) 
 	log.Info("serving metrics", "addr", "http://"+l.Addr().String()+"/metrics")
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		log.Info("serving profiles", "addr", "http://"+l.Addr().String()+"/debug/pprof/")
+	}
 	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: stdLogger(log)}
 	go s.Serve(l)
 	return func() {

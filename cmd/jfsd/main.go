@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -76,6 +77,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "initial-cluster", Usage: "ID=RAFT-ADDR,... of every node of a new cluster"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "host:port to serve Prometheus metrics on /metrics, and /health and /ready (off when empty)"},
 		&cli.Uint64Flag{Name: "ready-max-lag", Value: cluster.DefaultReadyMaxLag, Usage: "/ready answers 503 while more than this many committed log entries are not applied yet"},
+		&cli.BoolFlag{Name: "pprof", Usage: "also serve Go's profiles (net/http/pprof) under /debug/pprof/ on --metrics-addr"},
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, Usage: "take a snapshot once this many log entries were applied since the last one"},
 		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
 		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
@@ -85,6 +87,7 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "heartbeat-timeout", Value: cluster.DefaultHeartbeatTimeout, Usage: "a follower that has not heard from the leader for this long (up to twice as long, at random) starts an election; the leader sends heartbeats ten times as often"},
 		&cli.DurationFlag{Name: "election-timeout", Value: cluster.DefaultElectionTimeout, Usage: "how long a candidate waits for votes before it tries again (at least --heartbeat-timeout)"},
 		&cli.DurationFlag{Name: "leader-lease-timeout", Value: cluster.DefaultLeaderLeaseTimeout, Usage: "a leader that has not heard from a majority for this long steps down (at most --heartbeat-timeout)"},
+		&cli.DurationFlag{Name: "commit-timeout", Value: cluster.DefaultCommitTimeout, Usage: "an idle leader tells the followers what is committed after this long (up to twice as long, at random); lower: followers' state closer to the leader's, more idle traffic"},
 		&cli.DurationFlag{Name: "integrity-check", Value: time.Minute, Usage: "how often the leader compares the replicas' state digests; a member whose state differs from the majority's is marked corrupt (0: never)"},
 	}, sessionFlags()...)
 }
@@ -161,6 +164,9 @@ func runNode(c *cli.Context) error {
 			return err
 		}
 	}
+	if ct := c.Duration("commit-timeout"); ct < time.Millisecond {
+		return fmt.Errorf("--commit-timeout %v: must be at least 1ms", ct)
+	}
 	if c.Uint64("snapshot-threshold") == 0 || c.Uint64("trailing-logs") == 0 {
 		return errors.New("--snapshot-threshold and --trailing-logs must be at least 1")
 	}
@@ -202,11 +208,12 @@ func runNode(c *cli.Context) error {
 			SnapshotInterval: c.Duration("snapshot-interval"), IntegrityCheck: integrity,
 			FSM:              fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes")},
 			HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
-			LeaderLeaseTimeout: c.Duration("leader-lease-timeout"),
+			LeaderLeaseTimeout: c.Duration("leader-lease-timeout"), CommitTimeout: c.Duration("commit-timeout"),
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",
 		readyMaxLag: c.Uint64("ready-max-lag"),
+		pprof:       c.Bool("pprof"),
 	})
 	if err != nil {
 		return err
@@ -262,6 +269,8 @@ type nodeSpec struct {
 	// runs one node asks for them.
 	raftMetrics bool
 	readyMaxLag uint64 // the bound of /ready, see cluster.Health
+	// pprof serves net/http/pprof on the metrics listener.
+	pprof bool
 }
 
 // exportRaftMetrics sends what hashicorp/raft measures through go-metrics
@@ -319,6 +328,9 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/health", cluster.LiveHandler(n, spec.readyMaxLag))
 		mux.Handle("/ready", cluster.ReadyHandler(n, spec.readyMaxLag))
+		if spec.pprof {
+			servePprof(mux)
+		}
 		rn.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := rn.metrics.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
@@ -330,6 +342,15 @@ func startNode(spec nodeSpec) (*runningNode, error) {
 		}()
 	}
 	return rn, nil
+}
+
+// servePprof adds Go's profiles (net/http/pprof) to mux under /debug/pprof/.
+func servePprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 func (rn *runningNode) stop() error {

@@ -52,6 +52,7 @@ type Node struct {
 	corrupt     atomic.Pointer[string] // why this node's state is corrupt; nil: it is not
 	applyErr    atomic.Pointer[error]  // set when apply failed; nothing is applied after
 	checkNow    chan struct{}          // asks integrityLoop for a round now
+	restoreMu   sync.Mutex             // held by the one restore that may run (backup.go)
 
 	// failed is closed, with failErr set, when the node cannot go on: apply
 	// stopped, raft shut down by itself, or the API server failed.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
@@ -25,8 +26,6 @@ import (
 
 // BackupChunk is the most bytes of a backup file one message carries.
 const BackupChunk = 1 << 20
-
-const cmdRestored = jfspb.CommandType_COMMAND_TYPE_RESTORED
 
 // chunkSender sends what is written to it as SnapshotChunk messages of at
 // most BackupChunk bytes.
@@ -148,35 +147,43 @@ func receiveBackup(stream jfspb.Admin_SnapshotRestoreServer, w io.Writer) error 
 // restoreBackup makes the verified state file at statePath, described by h,
 // the state of every node, and returns how many sessions of it ended.
 //
-// While it runs the leader is not ready: reads, heartbeats and the
-// integrity check wait (clients retry), blocked lock requests fail with
-// ESTALE (their sessions end), and the session timers stop. raft.Restore
-// installs the state on this node under a new index past every index used
-// so far, and sends it to the followers as a snapshot; it returns once a
-// majority has it. The state machine's applied index becomes the backup's
-// (h.Index), which is below the new index, so every later entry is applied
-// on every node, also after a restart (fsm.db then holds the backup and an
-// index below the newest snapshot's, or a later one; DESIGN.md). Then the
-// leader proposes Restored: every session of the backup ends, and the member
-// table becomes this cluster's. Mounts find their sessions gone and
-// register anew.
+// The leader first applies Restored to the file (fsm.PrepareRestore): every
+// session of the backup ends, and the member table becomes this cluster's;
+// so the state every node installs is final, and a leader change halfway
+// leaves no session of the backup alive. While the restore runs the leader
+// is not ready: reads, heartbeats and the integrity check wait or are
+// redirected (clients retry), blocked lock requests fail with ESTALE, and
+// the session timers stop. raft.Restore installs the state on this node
+// under a new index S past every index used so far, and sends it to the
+// followers as a snapshot; it returns once a majority has it. Every state
+// machine then holds the state's own applied index, which is below S, so
+// every later entry is applied on every node, also after a restart
+// (DESIGN.md). A last proposal moves the applied index past S, which the
+// read path waits for.
 func (n *Node) restoreBackup(ctx context.Context, h fsm.BackupHeader, statePath string) (uint32, error) {
 	term := n.readyTerm.Load()
 	if term == 0 || !n.ready() {
 		return 0, ErrNotLeader
 	}
-	members := n.fsm.Members()
+	applied, ended, err := fsm.PrepareRestore(statePath, n.fsm.Members(), time.Now().UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
 	in, err := os.Open(statePath)
 	if err != nil {
 		return 0, fmt.Errorf("restore: %w", err)
 	}
 	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
 
 	n.readyTerm.Store(0)
 	n.sessions.stop()
 	n.locks.endAll(syscall.ESTALE)
 	// Ready again when done, if this node still leads in the same term; if
-	// not, the next leader restarts its timers (watchLeadership).
+	// not, the next leader starts its own timers (watchLeadership).
 	defer func() {
 		if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 			n.readyTerm.Store(term)
@@ -185,26 +192,20 @@ func (n *Node) restoreBackup(ctx context.Context, h fsm.BackupHeader, statePath 
 		}
 	}()
 
-	n.log.Warn("restoring a backup: the whole state is replaced", "index", h.Index, "bytes", h.Size, "inodes", h.Inodes)
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: h.Index, Term: h.Term, Size: int64(h.Size)}
+	n.log.Warn("restoring a backup: the whole state is replaced", "index", h.Index, "bytes", fi.Size(), "inodes", h.Inodes, "sessions_ended", ended)
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: applied, Term: h.Term, Size: fi.Size()}
 	if err := n.raft.Restore(meta, in, n.cfg.ApplyTimeout); err != nil {
 		return 0, fmt.Errorf("restore: %w", raftErr(err))
 	}
-	// The state is restored; now end its sessions. A failure here (this
-	// node lost the leadership) leaves them to expire by their TTL on the
-	// next leader; the operator may run the restore again.
+	// The state machine's applied index is the state's, below raft's; the
+	// next command moves it past, and reads wait for that.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ApplyTimeout)
 	defer cancel()
-	resp, err := n.Propose(ctx, cmdRestored, nil, &jfspb.RestoredRequest{Members: members})
-	if err != nil {
-		return 0, fmt.Errorf("restored, but ending the sessions of the backup failed: %w", err)
+	if _, err := n.Propose(ctx, cmdSetMember, nil, &jfspb.SetMemberRequest{Member: n.self()}); err != nil {
+		n.log.Warn("backup restored; announcing the leader after it failed", "error", err)
 	}
-	r, ok := resp.(*jfspb.RestoredResponse)
-	if !ok || r.Errno != 0 {
-		return 0, fmt.Errorf("restored, but ending the sessions of the backup failed: %v", resp)
-	}
-	n.log.Warn("backup restored", "index", h.Index, "sessions_ended", r.SessionsEnded)
-	return r.SessionsEnded, nil
+	n.log.Warn("backup restored", "index", h.Index, "sessions_ended", ended)
+	return ended, nil
 }
 
 // endAll ends every wait that is not being granted with errno: the whole

@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"errors"
+	"fmt"
 	"syscall"
 
 	"google.golang.org/protobuf/proto"
@@ -8,8 +10,8 @@ import (
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
-// applyRestored follows the restore of a backup (cluster/backup.go). The
-// restored state holds the sessions of the cluster it was taken on, at the
+// applyRestored readies a backup's state for a restore (PrepareRestore). The
+// backup holds the sessions of the cluster it was taken on, at the
 // time it was taken: they all end here, as by expiry (their locks are
 // released, their opens end, their sustained inodes are freed), so every
 // mount registers anew and its old handles fail. The member table becomes
@@ -69,4 +71,37 @@ func (f *FSM) Members() []*jfspb.Member {
 		return nil
 	}
 	return out
+}
+
+// PrepareRestore readies the state file at path, a verified backup's state
+// (OpenBackup), to become the state of a running cluster: it applies
+// Restored (members) to it as the entry after its applied index, stamped
+// nowNs, so that the state that every node installs already has no session
+// of the backup and this cluster's member table. It returns the state's new
+// applied index and how many sessions ended. The file is changed in place;
+// nothing else is.
+func PrepareRestore(path string, members []*jfspb.Member, nowNs int64) (applied uint64, ended uint32, err error) {
+	f, err := Open(path, Options{})
+	if err != nil {
+		return 0, 0, fmt.Errorf("fsm: prepare restore: %w", err)
+	}
+	defer func() { err = errors.Join(err, f.Close()) }()
+	body, err := proto.Marshal(&jfspb.RestoredRequest{Members: members})
+	if err != nil {
+		return 0, 0, err
+	}
+	data, err := Seal(&jfspb.LogEntry{Type: uint32(jfspb.CommandType_COMMAND_TYPE_RESTORED), TimeNs: nowNs, Body: body})
+	if err != nil {
+		return 0, 0, err
+	}
+	index := f.AppliedIndex() + 1
+	results, err := f.ApplyBatch([]Entry{{Index: index, Data: data}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("fsm: prepare restore: %w", err)
+	}
+	r, ok := results[0].Resp.(*jfspb.RestoredResponse)
+	if !ok || r.Errno != 0 {
+		return 0, 0, fmt.Errorf("fsm: prepare restore: answered %v", results[0].Resp)
+	}
+	return index, r.SessionsEnded, nil
 }

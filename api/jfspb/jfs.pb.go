@@ -6987,9 +6987,9 @@ func (x *SnapshotRestoreResponse) GetSessionsEnded() uint32 {
 	return 0
 }
 
-// RestoredRequest follows a restore through the log: every session of the
-// restored state ends (as by expiry), and the member table becomes members
-// (this cluster's, which the backup may not know).
+// RestoredRequest readies a backup's state for a restore: every session of
+// it ends (as by expiry), and the member table becomes members (the running
+// cluster's, which the backup may not know). See COMMAND_TYPE_RESTORED.
 type RestoredRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`

@@ -68,9 +68,10 @@ const (
 	CommandType_COMMAND_TYPE_CHECKPOINT CommandType = 60 // CheckpointRequest
 	// Marks a node whose state differed from the others' at a checkpoint.
 	CommandType_COMMAND_TYPE_MARK_CORRUPT CommandType = 61 // MarkCorruptRequest
-	// Follows a restore of a backup (jfsctl snapshot restore): ends every
-	// session of the restored state and sets the member table to this
-	// cluster's.
+	// Readies a backup's state for a restore (jfsctl snapshot restore): ends
+	// every session of it and sets the member table to the running cluster's.
+	// The leader applies it to the backup's state before raft installs that
+	// state on every node (fsm.PrepareRestore); it is not proposed.
 	CommandType_COMMAND_TYPE_RESTORED CommandType = 90 // RestoredRequest
 )
 

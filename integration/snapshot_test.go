@@ -415,3 +415,54 @@ func TestSnapshotRestoreRefusesBadFiles(t *testing.T) {
 		t.Fatalf("a file written before the refused restores reads %q", got)
 	}
 }
+
+// TestSnapshotRestoreEndsLocksAndWaits: a lock held and a lock request
+// blocked on the leader when a backup (taken before either) is restored:
+// the holder's lock is gone with its session, the blocked request returns
+// with an error instead of waiting for ever or being granted to a session
+// that no longer exists, and the leader lists no lock and no waiter.
+func TestSnapshotRestoreEndsLocksAndWaits(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	a, b := startMount(t, pc), startMount(t, pc)
+	mustWriteFile(t, a.path("f"), []byte("locked file"))
+	file := filepath.Join(t.TempDir(), "backup.jfs")
+	mustJfsctl(t, pc.servers(), "snapshot", "save", file)
+
+	h, w := startLocker(t, "holder"), startLocker(t, "waiter")
+	h.must("open 1 %s", a.path("f"))
+	h.must("lk 1 setlkw w 0 0")
+	w.must("open 1 %s", b.path("f"))
+	w.send("lk 1 setlkw w 0 0")
+	w.blocked(pc, "waiter")
+
+	mustJfsctl(t, pc.servers(), "snapshot", "restore", file)
+	r, ok := w.answer(30 * time.Second)
+	if !ok {
+		t.Fatal("the blocked lock request did not return within 30s of the restore")
+	}
+	t.Logf("the blocked request answered %q", r)
+	if r == "ok" {
+		t.Fatal("the lock request of a handle opened before the restore was granted")
+	}
+	c := pc.client(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var locks []*jfspb.LockInfo
+		err := c.Admin(context.Background(), func(ctx context.Context, a jfspb.AdminClient) error {
+			r, err := a.ListLocks(ctx, &jfspb.ListLocksRequest{})
+			locks = r.GetLocks()
+			return err
+		})
+		if err == nil && len(locks) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("locks after the restore: %v (%v)", locks, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A new open locks the file at once: nothing of the old state holds it.
+	n := startLocker(t, "new")
+	n.must("open 1 %s", b.path("f"))
+	n.must("lk 1 setlk w 0 0")
+}

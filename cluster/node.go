@@ -255,6 +255,9 @@ func checkLog(logs raft.LogStore, snapIndex uint64) error {
 	var l raft.Log
 	for i := first; i <= last; i++ {
 		if err := logs.GetLog(i, &l); errors.Is(err, raft.ErrLogNotFound) && i <= snapIndex {
+			// The hole may be long (a backup of a cluster with a larger
+			// index): go on after the snapshot, which raft starts from.
+			i = snapIndex
 			continue
 		} else if err != nil {
 			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d does not read: %v", i, err)}

@@ -506,6 +506,14 @@ func (c *Client) Admin(ctx context.Context, fn func(ctx context.Context, a jfspb
 	})
 }
 
+// AdminStream is Admin for a call whose length has no bound (a streaming
+// backup or restore): an attempt is bounded by ctx alone.
+func (c *Client) AdminStream(ctx context.Context, fn func(ctx context.Context, a jfspb.AdminClient) error) error {
+	return c.retry(ctx, 0, func(ctx context.Context, cc *grpc.ClientConn) error {
+		return fn(ctx, jfspb.NewAdminClient(cc))
+	})
+}
+
 // AdminAt calls fn with the Admin service of the node at addr, once.
 func (c *Client) AdminAt(ctx context.Context, addr string, fn func(ctx context.Context, a jfspb.AdminClient) error) error {
 	cc, err := c.conn(addr)

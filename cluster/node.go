@@ -56,6 +56,7 @@ type Node struct {
 	checkNow    chan struct{}          // asks integrityLoop for a round now
 	freeKick    chan struct{}          // asks freeLoop to look for dead data (kickFree)
 	freeLooks   atomic.Uint64          // times freeLoop woke to look (jfsd_free_checks_total)
+	restoreMu   sync.Mutex             // held by the one restore that may run (backup.go)
 
 	// failed is closed, with failErr set, when the node cannot go on: apply
 	// stopped, raft shut down by itself, or the API server failed.
@@ -156,15 +157,23 @@ func (n *Node) startRaft() error {
 		mem := raft.NewInmemStore()
 		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
 	} else {
+		fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger.Named("snapshot"))
+		if err != nil {
+			return fmt.Errorf("snapshot store: %w", err)
+		}
+		var snapIndex uint64
+		if list, err := fss.List(); err == nil && len(list) > 0 {
+			snapIndex = list[0].Index
+		}
 		path := filepath.Join(cfg.DataDir, "raft.db")
 		var bs *raftboltdb.BoltStore
-		err := fsm.CheckBoltFile(path)
+		err = fsm.CheckBoltFile(path)
 		if err == nil {
 			err = fsm.GuardFault(path, func() (err error) {
 				if bs, err = raftboltdb.New(raftboltdb.Options{Path: path}); err != nil {
 					return err
 				}
-				if err = checkLog(bs); err != nil {
+				if err = checkLog(bs, snapIndex); err != nil {
 					bs.Close()
 				}
 				return err
@@ -179,11 +188,6 @@ func (n *Node) startRaft() error {
 		}
 		n.store = bs
 		logs, stable = bs, bs
-		fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger.Named("snapshot"))
-		if err != nil {
-			bs.Close()
-			return fmt.Errorf("snapshot store: %w", err)
-		}
 		snaps = fss
 	}
 	n.logs = logs
@@ -236,7 +240,12 @@ func (n *Node) startRaft() error {
 // error, instead of stopping the node (or, sent on by a leader, a follower)
 // when the entry is applied, or making raft panic on an entry that does not
 // decode.
-func checkLog(logs raft.LogStore) error {
+//
+// Entries at or below snapIndex, the newest snapshot's index, may be
+// missing: raft never reads them again, and installing a snapshot (a
+// restored backup, or a follower that fell behind the leader's log) leaves
+// a hole between the entries a node had and the snapshot's index.
+func checkLog(logs raft.LogStore, snapIndex uint64) error {
 	first, err := logs.FirstIndex()
 	if err != nil {
 		return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("first index: %v", err)}
@@ -250,7 +259,12 @@ func checkLog(logs raft.LogStore) error {
 	}
 	var l raft.Log
 	for i := first; i <= last; i++ {
-		if err := logs.GetLog(i, &l); err != nil {
+		if err := logs.GetLog(i, &l); errors.Is(err, raft.ErrLogNotFound) && i <= snapIndex {
+			// The hole may be long (a backup of a cluster with a larger
+			// index): go on after the snapshot, which raft starts from.
+			i = snapIndex
+			continue
+		} else if err != nil {
 			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d does not read: %v", i, err)}
 		}
 		if l.Index != i {

@@ -169,7 +169,7 @@ func lockEffect(typ jfspb.CommandType, req proto.Message) (ino uint64, all, some
 			}
 		}
 		return 0, false, false
-	case *jfspb.CloseSessionRequest, *jfspb.ExpireSessionRequest, *jfspb.UnlinkRequest, *jfspb.RenameRequest:
+	case *jfspb.CloseSessionRequest, *jfspb.ExpireSessionRequest, *jfspb.RestoredRequest, *jfspb.UnlinkRequest, *jfspb.RenameRequest:
 		// Ending a session releases its locks anywhere; freeing an inode
 		// drops its locks.
 		return 0, true, true
@@ -396,6 +396,7 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE:     handler("sessions_alive", true, (*txn).applySessionsAlive),
 		jfspb.CommandType_COMMAND_TYPE_CHECKPOINT:         handler("checkpoint", true, (*txn).applyCheckpoint),
 		jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT:       handler("mark_corrupt", true, (*txn).applyMarkCorrupt),
+		jfspb.CommandType_COMMAND_TYPE_RESTORED:           handler("restored", true, (*txn).applyRestored),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
 		c := m[typ]

@@ -111,3 +111,7 @@ func (x *SessionsAliveResponse) SetErrno(e int32) { x.Errno = e }
 func (x *CheckpointResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *MarkCorruptResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *RestoredResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *SnapshotRestoreResponse) SetErrno(e int32) { x.Errno = e }

@@ -6820,6 +6820,272 @@ func (x *ConfirmTermResponse) GetSame() bool {
 	return false
 }
 
+type SnapshotSaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSaveRequest) Reset() {
+	*x = SnapshotSaveRequest{}
+	mi := &file_jfs_proto_msgTypes[105]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSaveRequest) ProtoMessage() {}
+
+func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[105]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{105}
+}
+
+// SnapshotChunk is a piece of a backup file, at most 1 MiB.
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_jfs_proto_msgTypes[106]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[106]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{106}
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// SnapshotRestoreResponse describes the restored backup (its header) and
+// how many sessions of the restored state were ended.
+type SnapshotRestoreResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Inodes        uint64                 `protobuf:"varint,5,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	SessionsEnded uint32                 `protobuf:"varint,6,opt,name=sessions_ended,json=sessionsEnded,proto3" json:"sessions_ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRestoreResponse) Reset() {
+	*x = SnapshotRestoreResponse{}
+	mi := &file_jfs_proto_msgTypes[107]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRestoreResponse) ProtoMessage() {}
+
+func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[107]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{107}
+}
+
+func (x *SnapshotRestoreResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetInodes() uint64 {
+	if x != nil {
+		return x.Inodes
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetSessionsEnded() uint32 {
+	if x != nil {
+		return x.SessionsEnded
+	}
+	return 0
+}
+
+// RestoredRequest readies a backup's state for a restore: every session of
+// it ends (as by expiry), and the member table becomes members (the running
+// cluster's, which the backup may not know). See COMMAND_TYPE_RESTORED.
+type RestoredRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoredRequest) Reset() {
+	*x = RestoredRequest{}
+	mi := &file_jfs_proto_msgTypes[108]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoredRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoredRequest) ProtoMessage() {}
+
+func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[108]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
+func (*RestoredRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{108}
+}
+
+func (x *RestoredRequest) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type RestoredResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	SessionsEnded uint32                 `protobuf:"varint,2,opt,name=sessions_ended,json=sessionsEnded,proto3" json:"sessions_ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoredResponse) Reset() {
+	*x = RestoredResponse{}
+	mi := &file_jfs_proto_msgTypes[109]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoredResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoredResponse) ProtoMessage() {}
+
+func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[109]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
+func (*RestoredResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{109}
+}
+
+func (x *RestoredResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *RestoredResponse) GetSessionsEnded() uint32 {
+	if x != nil {
+		return x.SessionsEnded
+	}
+	return 0
+}
+
 // ReleaseBatchRequest ends several opens of the session in one log entry:
 // each release is applied as a ReleaseRequest (its own header is ignored).
 // A mount batches the releases that free no lock. EINVAL for an empty batch
@@ -6834,7 +7100,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6846,7 +7112,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6859,7 +7125,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -6886,7 +7152,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6898,7 +7164,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6911,7 +7177,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -7389,7 +7655,22 @@ const file_jfs_proto_rawDesc = "" +
 	"\x13ConfirmTermResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04same\x18\x03 \x01(\bR\x04same\"q\n" +
+	"\x04same\x18\x03 \x01(\bR\x04same\"\x15\n" +
+	"\x13SnapshotSaveRequest\"#\n" +
+	"\rSnapshotChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xac\x01\n" +
+	"\x17SnapshotRestoreResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06inodes\x18\x05 \x01(\x04R\x06inodes\x12%\n" +
+	"\x0esessions_ended\x18\x06 \x01(\rR\rsessionsEnded\";\n" +
+	"\x0fRestoredRequest\x12(\n" +
+	"\amembers\x18\x01 \x03(\v2\x0e.jfs.v1.MemberR\amembers\"O\n" +
+	"\x10RestoredResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12%\n" +
+	"\x0esessions_ended\x18\x02 \x01(\rR\rsessionsEnded\"q\n" +
 	"\x13ReleaseBatchRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x122\n" +
 	"\breleases\x18\x02 \x03(\v2\x16.jfs.v1.ReleaseRequestR\breleases\"D\n" +
@@ -7449,7 +7730,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse\x12C\n" +
 	"\n" +
 	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse\x12I\n" +
-	"\fReleaseBatch\x12\x1b.jfs.v1.ReleaseBatchRequest\x1a\x1c.jfs.v1.ReleaseBatchResponse2\x95\x06\n" +
+	"\fReleaseBatch\x12\x1b.jfs.v1.ReleaseBatchRequest\x1a\x1c.jfs.v1.ReleaseBatchResponse2\xa8\a\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -7461,7 +7742,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\bAnnounce\x12\x18.jfs.v1.SetMemberRequest\x1a\x19.jfs.v1.SetMemberResponse\x12F\n" +
 	"\vConfirmTerm\x12\x1a.jfs.v1.ConfirmTermRequest\x1a\x1b.jfs.v1.ConfirmTermResponse\x127\n" +
 	"\x06Digest\x12\x15.jfs.v1.DigestRequest\x1a\x16.jfs.v1.DigestResponse\x12F\n" +
-	"\vSetSettings\x12\x1a.jfs.v1.SetSettingsRequest\x1a\x1b.jfs.v1.SetSettingsResponseB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\vSetSettings\x12\x1a.jfs.v1.SetSettingsRequest\x1a\x1b.jfs.v1.SetSettingsResponse\x12D\n" +
+	"\fSnapshotSave\x12\x1b.jfs.v1.SnapshotSaveRequest\x1a\x15.jfs.v1.SnapshotChunk0\x01\x12K\n" +
+	"\x0fSnapshotRestore\x12\x15.jfs.v1.SnapshotChunk\x1a\x1f.jfs.v1.SnapshotRestoreResponse(\x01B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_jfs_proto_rawDescOnce sync.Once
@@ -7476,7 +7759,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 112)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -7586,8 +7869,13 @@ var file_jfs_proto_goTypes = []any{
 	(*MarkCorruptResponse)(nil),      // 105: jfs.v1.MarkCorruptResponse
 	(*ConfirmTermRequest)(nil),       // 106: jfs.v1.ConfirmTermRequest
 	(*ConfirmTermResponse)(nil),      // 107: jfs.v1.ConfirmTermResponse
-	(*ReleaseBatchRequest)(nil),      // 108: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 109: jfs.v1.ReleaseBatchResponse
+	(*SnapshotSaveRequest)(nil),      // 108: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 109: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 110: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 111: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 112: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 113: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 114: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,   // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -7644,101 +7932,106 @@ var file_jfs_proto_depIdxs = []int32{
 	66,  // 51: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
 	1,   // 52: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
 	95,  // 53: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	3,   // 54: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
-	46,  // 55: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
-	7,   // 56: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,   // 57: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	11,  // 58: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	17,  // 59: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	19,  // 60: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	21,  // 61: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	23,  // 62: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	25,  // 63: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	27,  // 64: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	29,  // 65: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	31,  // 66: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	33,  // 67: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	35,  // 68: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	37,  // 69: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	39,  // 70: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	41,  // 71: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	44,  // 72: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	46,  // 73: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	48,  // 74: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	52,  // 75: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	56,  // 76: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	58,  // 77: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	60,  // 78: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	62,  // 79: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	64,  // 80: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	67,  // 81: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	69,  // 82: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	71,  // 83: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	75,  // 84: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	73,  // 85: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	54,  // 86: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	50,  // 87: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	108, // 88: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	85,  // 89: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	87,  // 90: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	89,  // 91: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	91,  // 92: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	93,  // 93: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	96,  // 94: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	98,  // 95: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	83,  // 96: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	106, // 97: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	100, // 98: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	78,  // 99: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	8,   // 100: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10,  // 101: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12,  // 102: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	18,  // 103: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	20,  // 104: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	22,  // 105: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	24,  // 106: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	26,  // 107: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	28,  // 108: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	30,  // 109: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	32,  // 110: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	34,  // 111: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	36,  // 112: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	38,  // 113: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	40,  // 114: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	43,  // 115: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	45,  // 116: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	47,  // 117: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	49,  // 118: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	53,  // 119: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	57,  // 120: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	59,  // 121: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	61,  // 122: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	63,  // 123: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	65,  // 124: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	68,  // 125: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	70,  // 126: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	72,  // 127: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	76,  // 128: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	74,  // 129: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	55,  // 130: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	51,  // 131: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	109, // 132: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	86,  // 133: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	88,  // 134: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	90,  // 135: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	92,  // 136: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	94,  // 137: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	97,  // 138: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	99,  // 139: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	84,  // 140: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	107, // 141: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	101, // 142: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	79,  // 143: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	100, // [100:144] is the sub-list for method output_type
-	56,  // [56:100] is the sub-list for method input_type
-	56,  // [56:56] is the sub-list for extension type_name
-	56,  // [56:56] is the sub-list for extension extendee
-	0,   // [0:56] is the sub-list for field type_name
+	82,  // 54: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	3,   // 55: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	46,  // 56: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
+	7,   // 57: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	9,   // 58: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	11,  // 59: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	17,  // 60: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	19,  // 61: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	21,  // 62: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	23,  // 63: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	25,  // 64: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	27,  // 65: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	29,  // 66: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	31,  // 67: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	33,  // 68: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	35,  // 69: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	37,  // 70: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	39,  // 71: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	41,  // 72: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	44,  // 73: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	46,  // 74: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	48,  // 75: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	52,  // 76: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	56,  // 77: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	58,  // 78: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	60,  // 79: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	62,  // 80: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	64,  // 81: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	67,  // 82: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	69,  // 83: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	71,  // 84: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	75,  // 85: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	73,  // 86: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	54,  // 87: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	50,  // 88: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	113, // 89: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	85,  // 90: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	87,  // 91: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	89,  // 92: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	91,  // 93: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	93,  // 94: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	96,  // 95: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	98,  // 96: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	83,  // 97: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	106, // 98: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	100, // 99: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	78,  // 100: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	108, // 101: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	109, // 102: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	8,   // 103: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10,  // 104: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	12,  // 105: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	18,  // 106: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	20,  // 107: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	22,  // 108: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	24,  // 109: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	26,  // 110: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	28,  // 111: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	30,  // 112: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	32,  // 113: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	34,  // 114: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	36,  // 115: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	38,  // 116: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	40,  // 117: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	43,  // 118: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	45,  // 119: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	47,  // 120: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	49,  // 121: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	53,  // 122: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	57,  // 123: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	59,  // 124: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	61,  // 125: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	63,  // 126: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	65,  // 127: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	68,  // 128: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	70,  // 129: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	72,  // 130: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	76,  // 131: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	74,  // 132: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	55,  // 133: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	51,  // 134: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	114, // 135: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	86,  // 136: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	88,  // 137: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	90,  // 138: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	92,  // 139: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	94,  // 140: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	97,  // 141: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	99,  // 142: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	84,  // 143: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	107, // 144: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	101, // 145: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	79,  // 146: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	109, // 147: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	110, // 148: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	103, // [103:149] is the sub-list for method output_type
+	57,  // [57:103] is the sub-list for method input_type
+	57,  // [57:57] is the sub-list for extension type_name
+	57,  // [57:57] is the sub-list for extension extendee
+	0,   // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -7752,7 +8045,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   107,
+			NumMessages:   112,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1362,17 +1362,19 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_ClusterStatus_FullMethodName  = "/jfs.v1.Admin/ClusterStatus"
-	Admin_AddMember_FullMethodName      = "/jfs.v1.Admin/AddMember"
-	Admin_RemoveMember_FullMethodName   = "/jfs.v1.Admin/RemoveMember"
-	Admin_TransferLeader_FullMethodName = "/jfs.v1.Admin/TransferLeader"
-	Admin_ListSessions_FullMethodName   = "/jfs.v1.Admin/ListSessions"
-	Admin_ListLocks_FullMethodName      = "/jfs.v1.Admin/ListLocks"
-	Admin_EvictSession_FullMethodName   = "/jfs.v1.Admin/EvictSession"
-	Admin_Announce_FullMethodName       = "/jfs.v1.Admin/Announce"
-	Admin_ConfirmTerm_FullMethodName    = "/jfs.v1.Admin/ConfirmTerm"
-	Admin_Digest_FullMethodName         = "/jfs.v1.Admin/Digest"
-	Admin_SetSettings_FullMethodName    = "/jfs.v1.Admin/SetSettings"
+	Admin_ClusterStatus_FullMethodName   = "/jfs.v1.Admin/ClusterStatus"
+	Admin_AddMember_FullMethodName       = "/jfs.v1.Admin/AddMember"
+	Admin_RemoveMember_FullMethodName    = "/jfs.v1.Admin/RemoveMember"
+	Admin_TransferLeader_FullMethodName  = "/jfs.v1.Admin/TransferLeader"
+	Admin_ListSessions_FullMethodName    = "/jfs.v1.Admin/ListSessions"
+	Admin_ListLocks_FullMethodName       = "/jfs.v1.Admin/ListLocks"
+	Admin_EvictSession_FullMethodName    = "/jfs.v1.Admin/EvictSession"
+	Admin_Announce_FullMethodName        = "/jfs.v1.Admin/Announce"
+	Admin_ConfirmTerm_FullMethodName     = "/jfs.v1.Admin/ConfirmTerm"
+	Admin_Digest_FullMethodName          = "/jfs.v1.Admin/Digest"
+	Admin_SetSettings_FullMethodName     = "/jfs.v1.Admin/SetSettings"
+	Admin_SnapshotSave_FullMethodName    = "/jfs.v1.Admin/SnapshotSave"
+	Admin_SnapshotRestore_FullMethodName = "/jfs.v1.Admin/SnapshotRestore"
 )
 
 // AdminClient is the client API for Admin service.
@@ -1395,6 +1397,12 @@ type AdminClient interface {
 	Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error)
 	// SetSettings changes the file system's settings through the log.
 	SetSettings(ctx context.Context, in *SetSettingsRequest, opts ...grpc.CallOption) (*SetSettingsResponse, error)
+	// SnapshotSave streams a backup of the whole state from the leader, in
+	// the backup file format (fsm/backupfile.go).
+	SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
+	// SnapshotRestore takes a backup file and, once the leader has verified
+	// all of it, makes it the state of every node through the log.
+	SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse], error)
 }
 
 type adminClient struct {
@@ -1515,6 +1523,38 @@ func (c *adminClient) SetSettings(ctx context.Context, in *SetSettingsRequest, o
 	return out, nil
 }
 
+func (c *adminClient) SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_SnapshotSave_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotSaveRequest, SnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SnapshotSaveClient = grpc.ServerStreamingClient[SnapshotChunk]
+
+func (c *adminClient) SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[1], Admin_SnapshotRestore_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotChunk, SnapshotRestoreResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SnapshotRestoreClient = grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse]
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -1535,6 +1575,12 @@ type AdminServer interface {
 	Digest(context.Context, *DigestRequest) (*DigestResponse, error)
 	// SetSettings changes the file system's settings through the log.
 	SetSettings(context.Context, *SetSettingsRequest) (*SetSettingsResponse, error)
+	// SnapshotSave streams a backup of the whole state from the leader, in
+	// the backup file format (fsm/backupfile.go).
+	SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
+	// SnapshotRestore takes a backup file and, once the leader has verified
+	// all of it, makes it the state of every node through the log.
+	SnapshotRestore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -1577,6 +1623,12 @@ func (UnimplementedAdminServer) Digest(context.Context, *DigestRequest) (*Digest
 }
 func (UnimplementedAdminServer) SetSettings(context.Context, *SetSettingsRequest) (*SetSettingsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetSettings not implemented")
+}
+func (UnimplementedAdminServer) SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotSave not implemented")
+}
+func (UnimplementedAdminServer) SnapshotRestore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotRestore not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1797,6 +1849,24 @@ func _Admin_SetSettings_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SnapshotSave_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotSaveRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).SnapshotSave(m, &grpc.GenericServerStream[SnapshotSaveRequest, SnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SnapshotSaveServer = grpc.ServerStreamingServer[SnapshotChunk]
+
+func _Admin_SnapshotRestore_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AdminServer).SnapshotRestore(&grpc.GenericServerStream[SnapshotChunk, SnapshotRestoreResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SnapshotRestoreServer = grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1849,6 +1919,17 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_SetSettings_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SnapshotSave",
+			Handler:       _Admin_SnapshotSave_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SnapshotRestore",
+			Handler:       _Admin_SnapshotRestore_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "jfs.proto",
 }

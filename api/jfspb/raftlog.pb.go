@@ -68,6 +68,11 @@ const (
 	CommandType_COMMAND_TYPE_CHECKPOINT CommandType = 60 // CheckpointRequest
 	// Marks a node whose state differed from the others' at a checkpoint.
 	CommandType_COMMAND_TYPE_MARK_CORRUPT CommandType = 61 // MarkCorruptRequest
+	// Readies a backup's state for a restore (jfsctl snapshot restore): ends
+	// every session of it and sets the member table to the running cluster's.
+	// The leader applies it to the backup's state before raft installs that
+	// state on every node (fsm.PrepareRestore); it is not proposed.
+	CommandType_COMMAND_TYPE_RESTORED CommandType = 90 // RestoredRequest
 )
 
 // Enum value maps for CommandType.
@@ -103,6 +108,7 @@ var (
 		50: "COMMAND_TYPE_SESSIONS_ALIVE",
 		60: "COMMAND_TYPE_CHECKPOINT",
 		61: "COMMAND_TYPE_MARK_CORRUPT",
+		90: "COMMAND_TYPE_RESTORED",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -135,6 +141,7 @@ var (
 		"COMMAND_TYPE_SESSIONS_ALIVE":     50,
 		"COMMAND_TYPE_CHECKPOINT":         60,
 		"COMMAND_TYPE_MARK_CORRUPT":       61,
+		"COMMAND_TYPE_RESTORED":           90,
 	}
 )
 
@@ -300,7 +307,7 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x04body\x18\a \x01(\fR\x04body\x12\x1d\n" +
 	"\n" +
 	"acked_seqs\x18F \x03(\x04R\tackedSeqs\x12\x16\n" +
-	"\x06crc32c\x18< \x01(\aR\x06crc32c*\xcb\x06\n" +
+	"\x06crc32c\x18< \x01(\aR\x06crc32c*\xe6\x06\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -332,7 +339,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x1aCOMMAND_TYPE_RELEASE_BATCH\x10(\x12\x1f\n" +
 	"\x1bCOMMAND_TYPE_SESSIONS_ALIVE\x102\x12\x1b\n" +
 	"\x17COMMAND_TYPE_CHECKPOINT\x10<\x12\x1d\n" +
-	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=\x12\x19\n" +
+	"\x15COMMAND_TYPE_RESTORED\x10ZB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

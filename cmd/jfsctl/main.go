@@ -48,6 +48,7 @@ requests that need the leader follow it.
   jfsctl leader transfer [ID]    # move the leadership
   jfsctl members add ID RAFT-ADDR API-ADDR
   jfsctl members remove ID
+  jfsctl snapshot save FILE      # back up the whole state; inspect FILE, restore FILE
 
 Most commands take --json for scripts.`,
 		Writer:         out,
@@ -116,6 +117,7 @@ Most commands take --json for scripts.`,
 					Action: locksLs,
 				}},
 			},
+			snapshotCommand,
 			{
 				Name:  "settings",
 				Usage: "file system settings, kept in the replicated state",

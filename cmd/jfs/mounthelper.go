@@ -167,7 +167,6 @@ func parseHelperArgs(app *cli.App, args []string) (*helperArgs, error) {
 		case key == "ro":
 			return nil, errors.New("option ro: jfs has no read-only mounts")
 		case !known && ha.sloppy:
-			ha.ignored = append(ha.ignored, o)
 			fmt.Fprintf(os.Stderr, "%s: ignoring unknown option %s (-s)\n", mountHelperName, o)
 			continue
 		case !known:

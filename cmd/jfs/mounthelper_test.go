@@ -31,6 +31,17 @@ func TestParseHelperArgs(t *testing.T) {
 	}
 }
 
+func TestParseHelperArgsFlags(t *testing.T) {
+	ha, err := parseHelperArgs(newApp(), []string{"h:1", "/m", "-sfnv", "-o", "unknown"})
+	if err != nil || !ha.sloppy || !ha.fake || !ha.verbose {
+		t.Errorf("-sfnv: %+v %v, want sloppy, fake and verbose", ha, err)
+	}
+	ha, err = parseHelperArgs(newApp(), []string{"h:1", "/m"})
+	if err != nil || ha.sloppy || ha.fake || ha.verbose {
+		t.Errorf("no flags: %+v %v", ha, err)
+	}
+}
+
 func TestParseHelperArgsRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

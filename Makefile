@@ -4,10 +4,24 @@ PKGS := ./...
 # Packages with concurrency run under the race detector.
 RACE_PKGS := ./rangelock/... ./fsm/... ./cluster/... ./client/... ./fuse/... ./bench/...
 
-.PHONY: build test check vet fmt bench proto
+# make install puts the programs in $(DESTDIR)$(BINDIR) and links mount(8)'s
+# helper, $(SBINDIR)/mount.jfs, to jfs, so that mount -t jfs and fstab work.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= /sbin
+
+.PHONY: build test check vet fmt bench proto install uninstall
 
 build:
 	$(GO) build -o bin/ ./cmd/...
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
+	install -m 0755 bin/jfsd bin/jfs bin/jfsctl $(DESTDIR)$(BINDIR)/
+	ln -sfn $(BINDIR)/jfs $(DESTDIR)$(SBINDIR)/mount.jfs
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/jfsd $(DESTDIR)$(BINDIR)/jfs $(DESTDIR)$(BINDIR)/jfsctl $(DESTDIR)$(SBINDIR)/mount.jfs
 
 # The whole suite: formatting, vet, race-checked unit tests, then everything
 # (integration tests start real jfsd processes and real FUSE mounts).

@@ -16,8 +16,23 @@ import (
 // Version is the client version, reported in the mount's session.
 var Version = "0.1.0-dev"
 
+// commandLine is the command line the app runs: os.Args, or for mount.jfs
+// the jfs mount command it translates to. "jfs mount -d" starts it again.
+var commandLine []string
+
 func main() {
-	app := &cli.App{
+	if filepath.Base(os.Args[0]) == mountHelperName {
+		os.Exit(runMountHelper(newApp(), os.Args[1:]))
+	}
+	commandLine = flagsFirst(os.Args)
+	if err := newApp().Run(commandLine); err != nil {
+		fmt.Fprintln(os.Stderr, "jfs:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
 		Name:    "jfs",
 		Usage:   "mount a jfs file system",
 		Version: Version,
@@ -34,10 +49,6 @@ attributes only for the configured times.
   jfs profile /mnt/jfs          # the access log, summarized live`,
 		Commands:       []*cli.Command{mountCommand(), umountCommand(), benchCommand(), statsCommand(), profileCommand()},
 		ExitErrHandler: func(*cli.Context, error) {},
-	}
-	if err := app.Run(flagsFirst(os.Args)); err != nil {
-		fmt.Fprintln(os.Stderr, "jfs:", err)
-		os.Exit(1)
 	}
 }
 

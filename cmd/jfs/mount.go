@@ -23,6 +23,7 @@ import (
 
 	"github.com/jfs-dev/jfs/client"
 	"github.com/jfs-dev/jfs/fuse"
+	"github.com/jfs-dev/jfs/internal/sdnotify"
 )
 
 // readyFDEnv names the descriptor on which a mount started by "jfs mount -d"
@@ -55,10 +56,17 @@ fusermount3. Prometheus metrics are served on --metrics /metrics and read from
 MOUNTPOINT/.stats; MOUNTPOINT/.accesslog streams the access log while it is
 read (see jfs stats and jfs profile). With --pprof the metrics listener also
 serves Go's profiles under /debug/pprof/ (go tool pprof URL/debug/pprof/profile);
-it is off by default, since a profile costs CPU and shows internals.`,
+it is off by default, since a profile costs CPU and shows internals.
+
+Under systemd, run it in the foreground with Type=notify: it reports READY=1
+once the file system is mounted and STOPPING=1 when it unmounts. With
+--background, Type=forking and PIDFile= take --pid-file. Invoked as mount.jfs
+(a link to jfs), it is mount(8)'s helper: mount -t jfs SERVERS MOUNTPOINT -o
+attr-cache=1s,noatime (see README.md).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...] (required)"},
 			&cli.BoolFlag{Name: "background", Aliases: []string{"d"}, Usage: "serve in the background; return once mounted, printing the mount process's pid"},
+			&cli.StringFlag{Name: "pid-file", Usage: "once mounted, write the mount process's pid to this file; it is removed at unmount"},
 			&cli.DurationFlag{Name: "attr-cache", Value: time.Second, Usage: "how long the kernel may cache attributes (0: off)"},
 			&cli.DurationFlag{Name: "entry-cache", Value: time.Second, Usage: "how long the kernel may cache names of files (0: off)"},
 			&cli.DurationFlag{Name: "dir-entry-cache", Value: time.Second, Usage: "how long the kernel may cache names of directories (0: off)"},
@@ -206,7 +214,11 @@ func background(c *cli.Context, mc *mountConfig) error {
 		return err
 	}
 	defer r.Close()
-	cmd := exec.Command(exe, os.Args[1:]...)
+	// The same command line that started this process (for mount.jfs, the
+	// jfs mount command it stands for), named jfs whatever this file is
+	// called.
+	cmd := exec.Command(exe, commandLine[1:]...)
+	cmd.Args[0] = "jfs"
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -279,18 +291,50 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		return err
 	}
 	log.Info("mounted", "mountpoint", mc.mountPoint, "servers", strings.Join(mc.servers, ","))
+	if p := c.String("pid-file"); p != "" {
+		if err := writePidFile(p); err != nil {
+			mounted.Unmount(5 * time.Second)
+			return err
+		}
+		defer os.Remove(p)
+	}
 	if readyFD != nil {
 		fmt.Fprintln(readyFD, "ready")
 		readyFD.Close()
 	}
+	notify(log, sdnotify.Ready)
 
 	select {
 	case <-mounted.Done():
 		log.Info("unmounted", "mountpoint", mc.mountPoint)
+		notify(log, sdnotify.Stopping)
 		mounted.Unmount(0)
 	case s := <-sigs:
 		log.Info("unmounting", "signal", s)
+		notify(log, sdnotify.Stopping)
 		mounted.Unmount(5 * time.Second)
+	}
+	return nil
+}
+
+// notify tells systemd the mount's state when it runs as a Type=notify
+// service; a failure is logged, not fatal.
+func notify(log hclog.Logger, state string) {
+	if _, err := sdnotify.Notify(state); err != nil {
+		log.Warn("cannot notify the service manager", "state", state, "error", err)
+	}
+}
+
+// writePidFile writes this process's pid to path, replacing it at once so
+// that a reader never sees half a file.
+func writePidFile(path string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("--pid-file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("--pid-file: %w", err)
 	}
 	return nil
 }

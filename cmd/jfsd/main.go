@@ -31,6 +31,7 @@ import (
 	"github.com/jfs-dev/jfs/cluster"
 	"github.com/jfs-dev/jfs/fsm"
 	"github.com/jfs-dev/jfs/fuse"
+	"github.com/jfs-dev/jfs/internal/sdnotify"
 )
 
 // Version is the jfsd version, reported to clients and in --version.
@@ -219,7 +220,13 @@ func runNode(c *cli.Context) error {
 		return err
 	}
 	log.Info("serving", "api", c.String("addr"), "raft", c.String("raft-addr"), "data-dir", c.String("data-dir"))
-	if failed := waitForSignal(n.node); failed != nil {
+	// A Type=notify service (contrib/systemd/jfsd@.service) is started now.
+	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		log.Warn("cannot notify the service manager", "error", err)
+	}
+	failed := waitForSignal(n.node)
+	sdnotify.Notify(sdnotify.Stopping)
+	if failed != nil {
 		n.stop()
 		return failed
 	}

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 
@@ -54,13 +55,16 @@ func deadAt(rs []blockRange, blk uint64) (blockRange, bool) {
 	return blockRange{}, false
 }
 
-// markDead records the blocks [from, ∞) of ino as dead, merged with the
-// ranges of ino it overlaps or touches.
-func (t *txn) markDead(ino, from uint64) {
-	r := blockRange{from, math.MaxUint64}
+// markDead records the blocks [from, ∞) of ino as dead (truncation).
+func (t *txn) markDead(ino, from uint64) { t.markDeadRange(ino, blockRange{from, math.MaxUint64}) }
+
+// markDeadRange records the blocks of r (non-empty) of ino as dead, merged
+// with the ranges of ino it overlaps or touches, so that the ranges of an
+// inode stay disjoint and none is adjacent to another.
+func (t *txn) markDeadRange(ino uint64, r blockRange) {
 	for _, e := range t.deadRanges(ino) {
 		if e.from <= r.to && r.from <= e.to {
-			r.from = min(r.from, e.from)
+			r.from, r.to = min(r.from, e.from), max(r.to, e.to)
 			t.del(bucketFreeing, key2(ino, e.from))
 		}
 	}
@@ -86,31 +90,51 @@ func (t *txn) revive(ino uint64, n *inode, r blockRange, blk uint64) []blockRang
 }
 
 // dropBlocksFrom deletes the blocks of ino from block first on, at once if
-// they are at most FreeStep, else by marking them dead for FreeData.
+// they are few, else by marking them dead for FreeData.
 func (t *txn) dropBlocksFrom(ino uint64, n *inode, first uint64) {
-	for _, r := range t.deadRanges(ino) {
-		if r.to > first {
+	t.dropBlocks(ino, n, blockRange{first, math.MaxUint64})
+}
+
+// dropBlocks deletes the stored blocks of ino in r (non-empty) at once when
+// they are at most FreeStep, else it marks r dead for FreeData. It reads
+// at most FreeStep+1 keys and no block data, so its work is bounded
+// whatever the size of r.
+func (t *txn) dropBlocks(ino uint64, n *inode, r blockRange) {
+	for _, d := range t.deadRanges(ino) {
+		if d.from < r.to && r.from < d.to {
 			// Some are dead already: counting the live ones would walk
 			// the dead ones.
-			t.markDead(ino, first)
+			t.markDeadRange(ino, r)
 			return
 		}
 	}
-	var keys [][]byte
-	var freed int64
-	t.scanFrom(bucketBlock, u64(ino), key2(ino, first), func(k, v []byte) bool {
-		keys = append(keys, k)
-		freed += int64(len(v))
-		return len(keys) <= FreeStep
-	})
-	if len(keys) > FreeStep {
-		t.markDead(ino, first)
+	keys, freed, done := t.blockKeys(ino, r, FreeStep+1)
+	if !done || len(keys) > FreeStep {
+		t.markDeadRange(ino, r)
 		return
 	}
 	for _, k := range keys {
 		t.del(bucketBlock, k)
 	}
 	t.account(n, -freed)
+}
+
+// blockKeys returns copies of the keys of the stored blocks of ino in r, in
+// order, at most max of them, with the bytes their values hold; done
+// reports whether it reached the end of r. Values are only measured, never
+// copied.
+func (t *txn) blockKeys(ino uint64, r blockRange, max int) (keys [][]byte, size int64, done bool) {
+	c := t.b(bucketBlock).Cursor()
+	for k, v := c.Seek(key2(ino, r.from)); ; k, v = c.Next() {
+		if len(k) != 16 || binary.BigEndian.Uint64(k) != ino || binary.BigEndian.Uint64(k[8:]) >= r.to {
+			return keys, size, true
+		}
+		if len(keys) == max {
+			return keys, size, false
+		}
+		keys = append(keys, bytes.Clone(k))
+		size += int64(len(v))
+	}
 }
 
 // applyFreeData deletes up to req.MaxBlocks (at most FreeStep; 0 means

@@ -24,9 +24,14 @@ import (
 // Invariants: the ranges of an inode are disjoint; every block inside a
 // range is dead; no live block holds data at or past the file size.
 
-// FreeStep is the most blocks one apply deletes: a truncate or removal
-// deletes up to this many at once, more are left to FreeData commands.
-const FreeStep = 1024
+// FreeStep is the most blocks one apply deletes: a truncate, removal or
+// punched hole deletes up to this many at once, more are left to FreeData
+// commands. FreeStepBytes caps the same in bytes: a step stops at whichever
+// comes first (but always frees at least one block).
+const (
+	FreeStep      = 1024
+	FreeStepBytes = 64 << 20
+)
 
 // blockRange is the half-open range of block numbers [from, to).
 type blockRange struct{ from, to uint64 }
@@ -96,9 +101,9 @@ func (t *txn) dropBlocksFrom(ino uint64, n *inode, first uint64) {
 }
 
 // dropBlocks deletes the stored blocks of ino in r (non-empty) at once when
-// they are at most FreeStep, else it marks r dead for FreeData. It reads
-// at most FreeStep+1 keys and no block data, so its work is bounded
-// whatever the size of r.
+// they are at most FreeStep blocks and FreeStepBytes bytes, else it marks r
+// dead for FreeData. It visits at most FreeStep+1 keys and copies no block
+// data, so its work is bounded whatever the size of r.
 func (t *txn) dropBlocks(ino uint64, n *inode, r blockRange) {
 	for _, d := range t.deadRanges(ino) {
 		if d.from < r.to && r.from < d.to {
@@ -108,8 +113,8 @@ func (t *txn) dropBlocks(ino uint64, n *inode, r blockRange) {
 			return
 		}
 	}
-	keys, freed, done := t.blockKeys(ino, r, FreeStep+1)
-	if !done || len(keys) > FreeStep {
+	keys, freed, done := t.blockKeys(ino, r, FreeStep, FreeStepBytes)
+	if !done {
 		t.markDeadRange(ino, r)
 		return
 	}
@@ -120,16 +125,17 @@ func (t *txn) dropBlocks(ino uint64, n *inode, r blockRange) {
 }
 
 // blockKeys returns copies of the keys of the stored blocks of ino in r, in
-// order, at most max of them, with the bytes their values hold; done
+// order, stopping before the one that would pass maxKeys keys or maxBytes
+// bytes (the byte limit never stops the first one), with the bytes their values hold; done
 // reports whether it reached the end of r. Values are only measured, never
 // copied.
-func (t *txn) blockKeys(ino uint64, r blockRange, max int) (keys [][]byte, size int64, done bool) {
+func (t *txn) blockKeys(ino uint64, r blockRange, maxKeys int, maxBytes int64) (keys [][]byte, size int64, done bool) {
 	c := t.b(bucketBlock).Cursor()
 	for k, v := c.Seek(key2(ino, r.from)); ; k, v = c.Next() {
 		if len(k) != 16 || binary.BigEndian.Uint64(k) != ino || binary.BigEndian.Uint64(k[8:]) >= r.to {
 			return keys, size, true
 		}
-		if len(keys) == max {
+		if len(keys) == maxKeys || (len(keys) > 0 && size+int64(len(v)) > maxBytes) {
 			return keys, size, false
 		}
 		keys = append(keys, bytes.Clone(k))
@@ -138,13 +144,15 @@ func (t *txn) blockKeys(ino uint64, r blockRange, max int) (keys [][]byte, size 
 }
 
 // applyFreeData deletes up to req.MaxBlocks (at most FreeStep; 0 means
-// FreeStep) dead blocks, the oldest inodes' first. Every dead range looked
-// at counts against the budget too, so one command does bounded work.
+// FreeStep) dead blocks, and at most FreeStepBytes bytes, the oldest
+// inodes' first. Every dead range looked at counts against the block budget
+// too, so one command does bounded work; block data is never copied.
 func (t *txn) applyFreeData(req *jfspb.FreeDataRequest) *jfspb.FreeDataResponse {
 	budget := uint64(req.GetMaxBlocks())
 	if budget == 0 || budget > FreeStep {
 		budget = FreeStep
 	}
+	bytesLeft := int64(FreeStepBytes)
 	type dead struct {
 		ino uint64
 		r   blockRange
@@ -158,29 +166,16 @@ func (t *txn) applyFreeData(req *jfspb.FreeDataRequest) *jfspb.FreeDataResponse 
 	})
 	var freedBlocks uint64
 	for _, d := range ranges {
-		if budget == 0 {
+		if budget == 0 || bytesLeft <= 0 {
 			break
 		}
 		budget--
-		var keys [][]byte
-		var size int64
-		done := true
-		t.scanFrom(bucketBlock, u64(d.ino), key2(d.ino, d.r.from), func(k, v []byte) bool {
-			if binary.BigEndian.Uint64(k[8:]) >= d.r.to {
-				return false
-			}
-			if uint64(len(keys)) == budget {
-				done = false
-				return false
-			}
-			keys = append(keys, k)
-			size += int64(len(v))
-			return true
-		})
+		keys, size, done := t.blockKeys(d.ino, d.r, int(budget), bytesLeft)
 		for _, k := range keys {
 			t.del(bucketBlock, k)
 		}
 		budget -= uint64(len(keys))
+		bytesLeft -= size
 		freedBlocks += uint64(len(keys))
 		if n := t.inode(d.ino); n != nil {
 			t.account(n, -size)

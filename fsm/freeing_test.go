@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
@@ -257,4 +258,59 @@ func deadRangesOf(t *testing.T, f *FSM, ino uint64) []blockRange {
 		t.Fatal(err)
 	}
 	return rs
+}
+
+// TestFreeingLargeBlocksBoundedInBytes: with 4 MiB blocks, a truncate of
+// more than FreeStepBytes of data does not delete it in its own apply, no
+// step deletes more than FreeStepBytes, and neither the truncate nor a
+// FreeData step copies the block data it deletes (it only needs lengths).
+func TestFreeingLargeBlocksBoundedInBytes(t *testing.T) {
+	const bs = MaxBlockSize
+	h := mustHarness(t, Options{BlockSize: bs})
+	f := h.mustCreate(RootIno, "big", false)
+	const nblocks = FreeStepBytes/bs + 4
+	block := bytes.Repeat([]byte{7}, bs)
+	for i := range nblocks {
+		h.mustWrite(f.Ino, int64(i)*bs, block)
+	}
+	// allocated runs apply and returns the bytes the process allocated
+	// meanwhile.
+	allocated := func(apply func()) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		apply()
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	// Bolt itself rewrites the leaf pages around a cut (a leaf holds up to
+	// two 4 MiB values), but copying the deleted data would pass this.
+	const copyLimit = FreeStepBytes / 2
+	if a := allocated(func() {
+		mustOK(t, h.do(cSetAttr, &jfspb.SetAttrRequest{Ino: f.Ino, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_SIZE), Size: 0}))
+	}); a > copyLimit {
+		t.Errorf("the truncate allocated %d bytes", a)
+	}
+	if _, stored := storedBlocks(t, h.f, f.Ino); nblocks*bs-stored > FreeStepBytes {
+		t.Fatalf("the truncate deleted %d bytes in one apply, more than %d", nblocks*bs-stored, FreeStepBytes)
+	}
+	for steps := 1; h.f.PendingFrees(); steps++ {
+		if steps > nblocks {
+			t.Fatal("FreeData does not finish")
+		}
+		_, before := storedBlocks(t, h.f, f.Ino)
+		if a := allocated(func() {
+			mustOK(t, h.mustApplyEntry(h.entry(cFreeData, &jfspb.FreeDataRequest{}, 0, 0, 0)))
+		}); a > copyLimit {
+			t.Errorf("FreeData step %d allocated %d bytes", steps, a)
+		}
+		if _, after := storedBlocks(t, h.f, f.Ino); before-after > FreeStepBytes {
+			t.Errorf("FreeData step %d deleted %d bytes, more than %d", steps, before-after, FreeStepBytes)
+		}
+	}
+	if n, _ := storedBlocks(t, h.f, f.Ino); n != 0 {
+		t.Errorf("%d blocks left", n)
+	}
+	if st := h.f.StatFS(nil); st.UsedBytes != 0 {
+		t.Errorf("used bytes %d, want 0", st.UsedBytes)
+	}
 }

@@ -231,6 +231,13 @@ func (n *Node) startRaft() error {
 // error, instead of stopping the node (or, sent on by a leader, a follower)
 // when the entry is applied, or making raft panic on an entry that does not
 // decode.
+//
+// Commands written before entries were sealed carry no checksum: they are
+// fine until the first one that carries one (an upgraded cluster's log), as
+// apply accepts them; after it every command must carry one. A wrong
+// checksum is damage (fsm.ErrDamaged, answered with the advice to rebuild
+// the node); a command without one after a sealed one is not damage but a
+// mixed-version cluster, which rebuilding would not cure.
 func checkLog(logs raft.LogStore) error {
 	first, err := logs.FirstIndex()
 	if err != nil {
@@ -244,6 +251,7 @@ func checkLog(logs raft.LogStore) error {
 		return nil // empty
 	}
 	var l raft.Log
+	var sealedAt uint64 // the first command with a checksum
 	for i := first; i <= last; i++ {
 		if err := logs.GetLog(i, &l); err != nil {
 			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d does not read: %v", i, err)}
@@ -251,10 +259,20 @@ func checkLog(logs raft.LogStore) error {
 		if l.Index != i {
 			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d is stored as index %d", i, l.Index)}
 		}
-		if l.Type == raft.LogCommand {
-			if err := fsm.VerifyChecksum(l.Data); err != nil {
-				return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d fails its checksum: %v", i, err)}
-			}
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		switch err := fsm.VerifyChecksum(l.Data); {
+		case errors.Is(err, fsm.ErrNoChecksum) && sealedAt == 0:
+			// Written before entries were sealed.
+		case errors.Is(err, fsm.ErrNoChecksum):
+			return fmt.Errorf("log entry %d has no checksum although entry %d before it has one: "+
+				"it was written by an older version of jfsd; every node must run the same version "+
+				"(stop all nodes, upgrade all, start them)", i, sealedAt)
+		case err != nil:
+			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d fails its checksum: %v", i, err)}
+		case sealedAt == 0:
+			sealedAt = i
 		}
 	}
 	return nil

@@ -12,14 +12,17 @@ import (
 //
 // Deleting every block of a large file in one apply transaction stalls
 // every other command behind it (100 GiB at 64 KiB blocks is 1.6 M
-// deletes). A truncate or a removal that would delete more than FreeStep
-// blocks instead marks the blocks from the new end on as dead: it records
-// the range of block numbers [from, to) of the inode in the freeing bucket
-// and returns. Dead blocks are never read (they read as zeros), never
-// reused (a write into one starts a fresh block and takes its number out of
-// the range), and are deleted at most FreeStep per FreeData command, which
-// the leader proposes in the background while any are left. Stored bytes,
-// per inode and in total, count a dead block until it is deleted.
+// deletes). A truncate, removal or punched hole that would delete more
+// than FreeStep blocks (or FreeStepBytes) instead marks the blocks as dead:
+// it records the range of block numbers [from, to) of the inode in the
+// freeing bucket ([from, ∞) from a truncate's new end, a finite range for
+// the whole blocks inside a hole) and returns. Dead blocks are never read
+// (they read as zeros), never reused (a write into one starts a fresh block
+// and takes its number out of the range), and are deleted at most FreeStep
+// (and FreeStepBytes) per FreeData command, which the leader proposes in
+// the background while any are left. Stored bytes, per inode and in total,
+// count a dead block until it is deleted. Freeing measures block data,
+// never copies it.
 //
 // Invariants: the ranges of an inode are disjoint; every block inside a
 // range is dead; no live block holds data at or past the file size.

@@ -239,9 +239,10 @@ func (s *Server) Digest(ctx context.Context, r *jfspb.DigestRequest) (*jfspb.Dig
 }
 
 // SetSettings changes the file system's settings through the log (see
-// fsm/settings.go): EINVAL, EBUSY as the state machine answers.
+// fsm/settings.go): EINVAL, EBUSY as the state machine answers, and EINVAL
+// for initial, which only a new cluster's first leader proposes.
 func (s *Server) SetSettings(ctx context.Context, r *jfspb.SetSettingsRequest) (*jfspb.SetSettingsResponse, error) {
-	if r.GetSettings() == nil {
+	if r.GetSettings() == nil || r.GetInitial() {
 		return &jfspb.SetSettingsResponse{Errno: int32(syscall.EINVAL)}, nil
 	}
 	return propose[*jfspb.SetSettingsResponse](ctx, s, cmdSetSettings, nil, r)

@@ -245,6 +245,13 @@ func (n *Node) startRaft() error {
 // missing: raft never reads them again, and installing a snapshot (a
 // restored backup, or a follower that fell behind the leader's log) leaves
 // a hole between the entries a node had and the snapshot's index.
+//
+// Commands written before entries were sealed carry no checksum: they are
+// fine until the first one that carries one (an upgraded cluster's log), as
+// apply accepts them; after it every command must carry one. A wrong
+// checksum is damage (fsm.ErrDamaged, answered with the advice to rebuild
+// the node); a command without one after a sealed one is not damage but a
+// mixed-version cluster, which rebuilding would not cure.
 func checkLog(logs raft.LogStore, snapIndex uint64) error {
 	first, err := logs.FirstIndex()
 	if err != nil {
@@ -258,6 +265,7 @@ func checkLog(logs raft.LogStore, snapIndex uint64) error {
 		return nil // empty
 	}
 	var l raft.Log
+	var sealedAt uint64 // the first command with a checksum
 	for i := first; i <= last; i++ {
 		if err := logs.GetLog(i, &l); errors.Is(err, raft.ErrLogNotFound) && i <= snapIndex {
 			// The hole may be long (a backup of a cluster with a larger
@@ -270,10 +278,20 @@ func checkLog(logs raft.LogStore, snapIndex uint64) error {
 		if l.Index != i {
 			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d is stored as index %d", i, l.Index)}
 		}
-		if l.Type == raft.LogCommand {
-			if err := fsm.VerifyChecksum(l.Data); err != nil {
-				return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d fails its checksum: %v", i, err)}
-			}
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		switch err := fsm.VerifyChecksum(l.Data); {
+		case errors.Is(err, fsm.ErrNoChecksum) && sealedAt == 0:
+			// Written before entries were sealed.
+		case errors.Is(err, fsm.ErrNoChecksum):
+			return fmt.Errorf("log entry %d has no checksum although entry %d before it has one: "+
+				"it was written by an older version of jfsd; every node must run the same version "+
+				"(stop all nodes, upgrade all, start them)", i, sealedAt)
+		case err != nil:
+			return &fsm.DamagedError{File: "raft.db", Reason: fmt.Sprintf("log entry %d fails its checksum: %v", i, err)}
+		case sealedAt == 0:
+			sealedAt = i
 		}
 	}
 	return nil

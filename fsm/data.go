@@ -138,7 +138,8 @@ const (
 //
 // The space accounting (blocks, used bytes) follows what is stored. Mode 0
 // and ZERO_RANGE store at most MaxFallocate bytes in one command (EFBIG
-// above), as one command is applied in one transaction.
+// above), as one command is applied in one transaction. PUNCH_HOLE has no
+// limit: its work is bounded however large the hole (punchHole).
 func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateResponse {
 	fail := func(e syscall.Errno) *jfspb.FallocateResponse { return &jfspb.FallocateResponse{Errno: eno(e)} }
 	ino, off, length, mode := req.GetIno(), req.GetOffset(), req.GetLength(), req.GetMode()
@@ -220,44 +221,45 @@ func (t *txn) storeZeros(ino uint64, n *inode, lo, hi uint64, overwrite bool) {
 }
 
 // punchHole makes [lo, hi) of ino read as zeros while storing as little as
-// it can: blocks whose stored bytes all fall inside are deleted, a block
-// whose stored end falls inside is trimmed, and the bytes inside a block
-// that keeps data after the hole are zeroed.
+// it can: the blocks wholly inside are dropped (at once when few, else
+// marked dead for FreeData: freeing.go); of the at most two blocks the hole
+// only partly covers, one whose stored bytes all fall inside is deleted,
+// one whose stored end falls inside is trimmed, and otherwise the bytes
+// inside are zeroed. It reads only those two blocks' data, so its work is
+// bounded whatever the size of the hole.
 func (t *txn) punchHole(ino uint64, n *inode, lo, hi uint64) {
 	bs := t.settings().blockSize
-	dead := t.deadRanges(ino)
-	type stored struct {
-		blk  uint64
-		data []byte
+	if first, end := (lo+bs-1)/bs, hi/bs; first < end {
+		t.dropBlocks(ino, n, blockRange{first, end})
 	}
-	var hit []stored
-	t.scanFrom(bucketBlock, u64(ino), key2(ino, lo/bs), func(k, v []byte) bool {
-		blk := binary.BigEndian.Uint64(k[8:])
-		if blk*bs >= hi {
-			return false
-		}
+	dead := t.deadRanges(ino)
+	edge := func(blk uint64) {
 		if _, ok := deadAt(dead, blk); ok {
-			return true // reads as zeros already; freed in the background
+			return // reads as zeros already; freed in the background
 		}
-		hit = append(hit, stored{blk, v})
-		return true
-	})
-	for _, s := range hit {
-		base := s.blk * bs
+		old := t.b(bucketBlock).Get(key2(ino, blk))
+		base := blk * bs
 		a, b := max(lo, base)-base, min(hi, base+bs)-base // the hole within the block
-		switch L := uint64(len(s.data)); {
+		switch L := uint64(len(old)); {
 		case a >= L:
-			// The hole starts past the stored bytes: nothing to do.
+			// The hole starts past the stored bytes (or nothing is
+			// stored): nothing to do.
 		case a == 0 && b >= L:
-			t.del(bucketBlock, key2(ino, s.blk))
+			t.del(bucketBlock, key2(ino, blk))
 			t.account(n, -int64(L))
 		case b >= L:
-			t.putBlock(ino, n, s.blk, s.data, s.data[:a:a])
+			t.putBlock(ino, n, blk, old, bytes.Clone(old[:a]))
 		default:
-			buf := bytes.Clone(s.data)
+			buf := bytes.Clone(old)
 			clear(buf[a:b])
-			t.putBlock(ino, n, s.blk, s.data, buf)
+			t.putBlock(ino, n, blk, old, buf)
 		}
+	}
+	if lo%bs != 0 {
+		edge(lo / bs)
+	}
+	if hi%bs != 0 && (lo%bs == 0 || hi/bs != lo/bs) {
+		edge(hi / bs)
 	}
 }
 

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 
@@ -11,21 +12,29 @@ import (
 //
 // Deleting every block of a large file in one apply transaction stalls
 // every other command behind it (100 GiB at 64 KiB blocks is 1.6 M
-// deletes). A truncate or a removal that would delete more than FreeStep
-// blocks instead marks the blocks from the new end on as dead: it records
-// the range of block numbers [from, to) of the inode in the freeing bucket
-// and returns. Dead blocks are never read (they read as zeros), never
-// reused (a write into one starts a fresh block and takes its number out of
-// the range), and are deleted at most FreeStep per FreeData command, which
-// the leader proposes in the background while any are left. Stored bytes,
-// per inode and in total, count a dead block until it is deleted.
+// deletes). A truncate, removal or punched hole that would delete more
+// than FreeStep blocks (or FreeStepBytes) instead marks the blocks as dead:
+// it records the range of block numbers [from, to) of the inode in the
+// freeing bucket ([from, ∞) from a truncate's new end, a finite range for
+// the whole blocks inside a hole) and returns. Dead blocks are never read
+// (they read as zeros), never reused (a write into one starts a fresh block
+// and takes its number out of the range), and are deleted at most FreeStep
+// (and FreeStepBytes) per FreeData command, which the leader proposes in
+// the background while any are left. Stored bytes, per inode and in total,
+// count a dead block until it is deleted. Freeing measures block data,
+// never copies it.
 //
 // Invariants: the ranges of an inode are disjoint; every block inside a
 // range is dead; no live block holds data at or past the file size.
 
-// FreeStep is the most blocks one apply deletes: a truncate or removal
-// deletes up to this many at once, more are left to FreeData commands.
-const FreeStep = 1024
+// FreeStep is the most blocks one apply deletes: a truncate, removal or
+// punched hole deletes up to this many at once, more are left to FreeData
+// commands. FreeStepBytes caps the same in bytes: a step stops at whichever
+// comes first (but always frees at least one block).
+const (
+	FreeStep      = 1024
+	FreeStepBytes = 64 << 20
+)
 
 // blockRange is the half-open range of block numbers [from, to).
 type blockRange struct{ from, to uint64 }
@@ -54,13 +63,16 @@ func deadAt(rs []blockRange, blk uint64) (blockRange, bool) {
 	return blockRange{}, false
 }
 
-// markDead records the blocks [from, ∞) of ino as dead, merged with the
-// ranges of ino it overlaps or touches.
-func (t *txn) markDead(ino, from uint64) {
-	r := blockRange{from, math.MaxUint64}
+// markDead records the blocks [from, ∞) of ino as dead (truncation).
+func (t *txn) markDead(ino, from uint64) { t.markDeadRange(ino, blockRange{from, math.MaxUint64}) }
+
+// markDeadRange records the blocks of r (non-empty) of ino as dead, merged
+// with the ranges of ino it overlaps or touches, so that the ranges of an
+// inode stay disjoint and none is adjacent to another.
+func (t *txn) markDeadRange(ino uint64, r blockRange) {
 	for _, e := range t.deadRanges(ino) {
 		if e.from <= r.to && r.from <= e.to {
-			r.from = min(r.from, e.from)
+			r.from, r.to = min(r.from, e.from), max(r.to, e.to)
 			t.del(bucketFreeing, key2(ino, e.from))
 		}
 	}
@@ -86,25 +98,27 @@ func (t *txn) revive(ino uint64, n *inode, r blockRange, blk uint64) []blockRang
 }
 
 // dropBlocksFrom deletes the blocks of ino from block first on, at once if
-// they are at most FreeStep, else by marking them dead for FreeData.
+// they are few, else by marking them dead for FreeData.
 func (t *txn) dropBlocksFrom(ino uint64, n *inode, first uint64) {
-	for _, r := range t.deadRanges(ino) {
-		if r.to > first {
+	t.dropBlocks(ino, n, blockRange{first, math.MaxUint64})
+}
+
+// dropBlocks deletes the stored blocks of ino in r (non-empty) at once when
+// they are at most FreeStep blocks and FreeStepBytes bytes, else it marks r
+// dead for FreeData. It visits at most FreeStep+1 keys and copies no block
+// data, so its work is bounded whatever the size of r.
+func (t *txn) dropBlocks(ino uint64, n *inode, r blockRange) {
+	for _, d := range t.deadRanges(ino) {
+		if d.from < r.to && r.from < d.to {
 			// Some are dead already: counting the live ones would walk
 			// the dead ones.
-			t.markDead(ino, first)
+			t.markDeadRange(ino, r)
 			return
 		}
 	}
-	var keys [][]byte
-	var freed int64
-	t.scanFrom(bucketBlock, u64(ino), key2(ino, first), func(k, v []byte) bool {
-		keys = append(keys, k)
-		freed += int64(len(v))
-		return len(keys) <= FreeStep
-	})
-	if len(keys) > FreeStep {
-		t.markDead(ino, first)
+	keys, freed, done := t.blockKeys(ino, r, FreeStep, FreeStepBytes)
+	if !done {
+		t.markDeadRange(ino, r)
 		return
 	}
 	for _, k := range keys {
@@ -113,14 +127,35 @@ func (t *txn) dropBlocksFrom(ino uint64, n *inode, first uint64) {
 	t.account(n, -freed)
 }
 
+// blockKeys returns copies of the keys of the stored blocks of ino in r, in
+// order, stopping before the one that would pass maxKeys keys or maxBytes
+// bytes (the byte limit never stops the first one), with the bytes their values hold; done
+// reports whether it reached the end of r. Values are only measured, never
+// copied.
+func (t *txn) blockKeys(ino uint64, r blockRange, maxKeys int, maxBytes int64) (keys [][]byte, size int64, done bool) {
+	c := t.b(bucketBlock).Cursor()
+	for k, v := c.Seek(key2(ino, r.from)); ; k, v = c.Next() {
+		if len(k) != 16 || binary.BigEndian.Uint64(k) != ino || binary.BigEndian.Uint64(k[8:]) >= r.to {
+			return keys, size, true
+		}
+		if len(keys) == maxKeys || (len(keys) > 0 && size+int64(len(v)) > maxBytes) {
+			return keys, size, false
+		}
+		keys = append(keys, bytes.Clone(k))
+		size += int64(len(v))
+	}
+}
+
 // applyFreeData deletes up to req.MaxBlocks (at most FreeStep; 0 means
-// FreeStep) dead blocks, the oldest inodes' first. Every dead range looked
-// at counts against the budget too, so one command does bounded work.
+// FreeStep) dead blocks, and at most FreeStepBytes bytes, the oldest
+// inodes' first. Every dead range looked at counts against the block budget
+// too, so one command does bounded work; block data is never copied.
 func (t *txn) applyFreeData(req *jfspb.FreeDataRequest) *jfspb.FreeDataResponse {
 	budget := uint64(req.GetMaxBlocks())
 	if budget == 0 || budget > FreeStep {
 		budget = FreeStep
 	}
+	bytesLeft := int64(FreeStepBytes)
 	type dead struct {
 		ino uint64
 		r   blockRange
@@ -134,29 +169,16 @@ func (t *txn) applyFreeData(req *jfspb.FreeDataRequest) *jfspb.FreeDataResponse 
 	})
 	var freedBlocks uint64
 	for _, d := range ranges {
-		if budget == 0 {
+		if budget == 0 || bytesLeft <= 0 {
 			break
 		}
 		budget--
-		var keys [][]byte
-		var size int64
-		done := true
-		t.scanFrom(bucketBlock, u64(d.ino), key2(d.ino, d.r.from), func(k, v []byte) bool {
-			if binary.BigEndian.Uint64(k[8:]) >= d.r.to {
-				return false
-			}
-			if uint64(len(keys)) == budget {
-				done = false
-				return false
-			}
-			keys = append(keys, k)
-			size += int64(len(v))
-			return true
-		})
+		keys, size, done := t.blockKeys(d.ino, d.r, int(budget), bytesLeft)
 		for _, k := range keys {
 			t.del(bucketBlock, k)
 		}
 		budget -= uint64(len(keys))
+		bytesLeft -= size
 		freedBlocks += uint64(len(keys))
 		if n := t.inode(d.ino); n != nil {
 			t.account(n, -size)

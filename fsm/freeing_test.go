@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
@@ -166,5 +167,150 @@ func TestFallocateOverDeadBlocks(t *testing.T) {
 				t.Errorf("stored %d bytes, statfs says %d used, want %d", stored, used, wantStored)
 			}
 		})
+	}
+}
+
+// TestBigPunchHoleFreesInSteps: punching a hole over many blocks deletes at
+// most one step's worth in its own apply and reads only the two blocks it
+// partly covers; the punched range reads as zeros, the bytes around it
+// stay, a write into it shows only itself, FreeData frees the rest, a
+// second hole next to the first and a truncate over both merge with it,
+// and replicas stay equal throughout.
+func TestBigPunchHoleFreesInSteps(t *testing.T) {
+	const bs = 16
+	h := mustHarness(t, Options{BlockSize: bs})
+	g := h.mustReplica(Options{BlockSize: 4096})
+	f := h.mustCreate(RootIno, "big", false)
+	const nblocks = 3*FreeStep + 100
+	data := make([]byte, nblocks*bs)
+	for i := range data {
+		data[i] = byte(i%250) + 1
+	}
+	h.mustWrite(f.Ino, 0, data)
+	want := bytes.Clone(data)
+
+	lo, hi := int64(2*bs+5), int64((nblocks-2)*bs+7)
+	mustOK(t, h.fallocate(f.Ino, fallocPunchHole|fallocKeepSize, lo, hi-lo))
+	clear(want[lo:hi])
+	if n, _ := storedBlocks(t, h.f, f.Ino); nblocks-n > FreeStep {
+		t.Fatalf("the punch deleted %d blocks in one apply, more than %d", nblocks-n, FreeStep)
+	}
+	if a := h.mustAttr(f.Ino); a.Size != uint64(len(data)) {
+		t.Fatalf("size %d after punch, want %d", a.Size, len(data))
+	}
+	mustEqualBytes(t, "punched", h.mustRead(f.Ino, 0, len(data)), want)
+	mustEqualBytes(t, "left edge", h.mustRead(f.Ino, 0, 4*bs), want[:4*bs])
+	mustEqualBytes(t, "right edge", h.mustRead(f.Ino, (nblocks-4)*bs, 4*bs), want[(nblocks-4)*bs:])
+
+	h.mustWrite(f.Ino, 1000*bs+3, []byte("new"))
+	copy(want[1000*bs+3:], "new")
+	mustEqualBytes(t, "written into the hole", h.mustRead(f.Ino, 999*bs, 3*bs), want[999*bs:1002*bs])
+	mustSameDigest(t, h.f, g)
+
+	h.mustFreeAll()
+	// Left: blocks 0 and 1 whole, 5 bytes of block 2, 6 bytes of block
+	// 1000, block nblocks-2 with its first 7 bytes zeroed, block nblocks-1.
+	wantStored := uint64(2*bs + 5 + 6 + 2*bs)
+	n, stored := storedBlocks(t, h.f, f.Ino)
+	if n != 6 || stored != wantStored {
+		t.Errorf("%d blocks of %d bytes left, want 6 of %d", n, stored, wantStored)
+	}
+	if st := h.f.StatFS(nil); st.UsedBytes != stored {
+		t.Errorf("used bytes %d, stored %d", st.UsedBytes, stored)
+	}
+	if a := h.mustAttr(f.Ino); a.Blocks != (wantStored+511)/512 {
+		t.Errorf("attr blocks %d, want %d", a.Blocks, (wantStored+511)/512)
+	}
+	mustEqualBytes(t, "after freeing", h.mustRead(f.Ino, 0, len(data)), want)
+	mustSameDigest(t, h.f, g)
+
+	// Two big holes side by side, then a truncate into the first: the
+	// dead ranges merge and everything past the new end goes.
+	h.mustWrite(f.Ino, 0, data)
+	want = bytes.Clone(data)
+	mustOK(t, h.fallocate(f.Ino, fallocPunchHole|fallocKeepSize, 0, (FreeStep+10)*bs))
+	mustOK(t, h.fallocate(f.Ino, fallocPunchHole|fallocKeepSize, (FreeStep+10)*bs, (FreeStep+10)*bs))
+	clear(want[:2*(FreeStep+10)*bs])
+	mustEqualBytes(t, "two holes", h.mustRead(f.Ino, 0, len(data)), want)
+	if rs := deadRangesOf(t, h.f, f.Ino); len(rs) != 1 || rs[0] != (blockRange{0, 2 * (FreeStep + 10)}) {
+		t.Errorf("dead ranges %v, want one [0, %d)", rs, 2*(FreeStep+10))
+	}
+	mustOK(t, h.do(cSetAttr, &jfspb.SetAttrRequest{Ino: f.Ino, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_SIZE), Size: 100 * bs}))
+	mustEqualBytes(t, "truncated", h.mustRead(f.Ino, 0, len(data)), make([]byte, 100*bs))
+	h.mustFreeAll()
+	if n, _ := storedBlocks(t, h.f, f.Ino); n != 0 {
+		t.Errorf("%d blocks left, want none", n)
+	}
+	if st := h.f.StatFS(nil); st.UsedBytes != 0 {
+		t.Errorf("used bytes %d, want 0", st.UsedBytes)
+	}
+	mustSameDigest(t, h.f, g)
+}
+
+// deadRangesOf returns the dead ranges of ino.
+func deadRangesOf(t *testing.T, f *FSM, ino uint64) []blockRange {
+	t.Helper()
+	var rs []blockRange
+	if err := f.view(func(tx *txn) error {
+		rs = tx.deadRanges(ino)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// TestFreeingLargeBlocksBoundedInBytes: with 4 MiB blocks, a truncate of
+// more than FreeStepBytes of data does not delete it in its own apply, no
+// step deletes more than FreeStepBytes, and neither the truncate nor a
+// FreeData step copies the block data it deletes (it only needs lengths).
+func TestFreeingLargeBlocksBoundedInBytes(t *testing.T) {
+	const bs = MaxBlockSize
+	h := mustHarness(t, Options{BlockSize: bs})
+	f := h.mustCreate(RootIno, "big", false)
+	const nblocks = FreeStepBytes/bs + 4
+	block := bytes.Repeat([]byte{7}, bs)
+	for i := range nblocks {
+		h.mustWrite(f.Ino, int64(i)*bs, block)
+	}
+	// allocated runs apply and returns the bytes the process allocated
+	// meanwhile.
+	allocated := func(apply func()) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		apply()
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	// Bolt itself rewrites the leaf pages around a cut (a leaf holds up to
+	// two 4 MiB values), but copying the deleted data would pass this.
+	const copyLimit = FreeStepBytes / 2
+	if a := allocated(func() {
+		mustOK(t, h.do(cSetAttr, &jfspb.SetAttrRequest{Ino: f.Ino, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_SIZE), Size: 0}))
+	}); a > copyLimit {
+		t.Errorf("the truncate allocated %d bytes", a)
+	}
+	if _, stored := storedBlocks(t, h.f, f.Ino); nblocks*bs-stored > FreeStepBytes {
+		t.Fatalf("the truncate deleted %d bytes in one apply, more than %d", nblocks*bs-stored, FreeStepBytes)
+	}
+	for steps := 1; h.f.PendingFrees(); steps++ {
+		if steps > nblocks {
+			t.Fatal("FreeData does not finish")
+		}
+		_, before := storedBlocks(t, h.f, f.Ino)
+		if a := allocated(func() {
+			mustOK(t, h.mustApplyEntry(h.entry(cFreeData, &jfspb.FreeDataRequest{}, 0, 0, 0)))
+		}); a > copyLimit {
+			t.Errorf("FreeData step %d allocated %d bytes", steps, a)
+		}
+		if _, after := storedBlocks(t, h.f, f.Ino); before-after > FreeStepBytes {
+			t.Errorf("FreeData step %d deleted %d bytes, more than %d", steps, before-after, FreeStepBytes)
+		}
+	}
+	if n, _ := storedBlocks(t, h.f, f.Ino); n != 0 {
+		t.Errorf("%d blocks left", n)
+	}
+	if st := h.f.StatFS(nil); st.UsedBytes != 0 {
+		t.Errorf("used bytes %d, want 0", st.UsedBytes)
 	}
 }

@@ -558,8 +558,12 @@ func (f *FSM) applyTx(entries []Entry, results []Result, checkpoint bool) error 
 // applyEntry applies one entry inside tx and returns its response, and its
 // request and type for the lock listener.
 func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jfspb.CommandType, error) {
-	if err := verifyChecksum(e.Data); err != nil {
+	st := newTxn(f, tx, e.Index, 0, 0)
+	if err := st.checkSeal(verifyChecksum(e.Data)); err != nil {
 		return nil, nil, 0, fmt.Errorf("%w: index %d term %d: %v", ErrChecksum, e.Index, e.Term, err)
+	}
+	if st.err != nil {
+		return nil, nil, 0, fmt.Errorf("fsm: index %d term %d: record sealing: %w", e.Index, e.Term, st.err)
 	}
 	var env jfspb.LogEntry
 	if err := proto.Unmarshal(e.Data, &env); err != nil {

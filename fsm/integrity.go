@@ -16,9 +16,20 @@ import (
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
-// ErrChecksum: a log entry whose CRC-32C is missing or does not match its
-// bytes. It is never applied; the node stops.
+// ErrChecksum: a log entry whose CRC-32C does not match its bytes, or that
+// has none although an entry with one was applied before it. It is never
+// applied; the node stops.
 var ErrChecksum = errors.New("fsm: log entry checksum mismatch")
+
+// ErrNoChecksum is what VerifyChecksum answers for an entry that carries no
+// checksum: one written before entries were sealed. Such an entry is
+// accepted only while no sealed entry came before it.
+var ErrNoChecksum = errors.New("no checksum")
+
+// metaSealed is set (to the index of the entry) by the first applied entry
+// that carries a checksum; from then on an entry without one is
+// ErrChecksum. Being in the state, it travels in snapshots.
+var metaSealed = []byte("sealed")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -44,20 +55,63 @@ func Seal(e *jfspb.LogEntry) ([]byte, error) {
 }
 
 // VerifyChecksum checks a sealed entry's checksum without decoding it: the
-// error says what is wrong. Apply verifies every entry; a node also checks
-// its stored log with it at start.
+// error says what is wrong, and is ErrNoChecksum for an entry that carries
+// none (written before entries were sealed). Apply verifies every entry; a
+// node also checks its stored log with it at start.
+//
+// The upgrade rule: entries without a checksum are accepted until the first
+// entry with one; after it every entry must carry one. A wrong checksum is
+// always an error.
 func VerifyChecksum(data []byte) error { return verifyChecksum(data) }
 
 // verifyChecksum checks that data ends with the checksum field and that it
-// matches the bytes before it.
+// matches the bytes before it. The checksum field is recognised only as the
+// last top-level field of the message, so that an entry written before
+// sealing whose last bytes happen to look like one (inside its body, say)
+// is ErrNoChecksum, not a mismatch.
 func verifyChecksum(data []byte) error {
 	n := len(data) - checksumLen
-	if n < 0 || !bytes.Equal(data[n:n+len(checksumField)], checksumField) {
-		return errors.New("no checksum")
+	if n < 0 || !bytes.Equal(data[n:n+len(checksumField)], checksumField) || !lastFieldAt(data, n) {
+		return ErrNoChecksum
 	}
 	want := binary.LittleEndian.Uint32(data[len(data)-4:])
 	if got := crc32.Checksum(data[:n], castagnoli); got != want {
 		return fmt.Errorf("crc32c %08x, recorded %08x", got, want)
+	}
+	return nil
+}
+
+// lastFieldAt reports whether the last top-level field of the protobuf
+// message data starts at offset n.
+func lastFieldAt(data []byte, n int) bool {
+	for off := 0; off < len(data); {
+		_, _, l := protowire.ConsumeField(data[off:])
+		if l < 0 {
+			return false
+		}
+		if off+l == len(data) {
+			return off == n
+		}
+		off += l
+	}
+	return false
+}
+
+// checkSeal applies the upgrade rule to the entry t applies (at t.index):
+// err is what verifyChecksum said of it. The first entry with a checksum
+// records that the log is sealed from then on.
+func (t *txn) checkSeal(err error) error {
+	switch {
+	case errors.Is(err, ErrNoChecksum):
+		if at := t.metaGet(metaSealed); at != 0 {
+			return fmt.Errorf("no checksum, but entry %d and every one since carried one (written by an older version?)", at)
+		}
+		return nil
+	case err != nil:
+		return err
+	}
+	if t.metaGet(metaSealed) == 0 {
+		t.metaPut(metaSealed, t.index)
 	}
 	return nil
 }

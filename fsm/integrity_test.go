@@ -244,3 +244,106 @@ func TestReadOfDamagedPageIsEIO(t *testing.T) {
 		t.Fatalf("Digest of a damaged state: %v, want ErrDamaged", err)
 	}
 }
+
+// An existing cluster's log starts with entries written before entries
+// were sealed. They apply until the first sealed entry; after it an entry
+// without a checksum is refused, also on a replica restored from a snapshot
+// taken after it. A wrong checksum is refused before sealing too, and an
+// old entry whose last bytes merely look like a checksum field is accepted.
+func TestUnsealedEntriesOnlyBeforeTheFirstSealed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	f := mustOpen(t, path, Options{NoSync: true})
+	var index uint64
+	old := func(typ jfspb.CommandType, req proto.Message, sess, seq uint64) Entry {
+		t.Helper()
+		body, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		index++
+		data, err := proto.Marshal(&jfspb.LogEntry{Type: uint32(typ), Session: sess, Seq: seq, TimeNs: t0 + int64(index)*1e9, Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Entry{Index: index, Term: 1, Data: data}
+	}
+	sealed := func(typ jfspb.CommandType, req proto.Message, sess, seq uint64) Entry {
+		t.Helper()
+		e := old(typ, req, sess, seq)
+		var env jfspb.LogEntry
+		if err := proto.Unmarshal(e.Data, &env); err != nil {
+			t.Fatal(err)
+		}
+		data, err := Seal(&env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Data = data
+		return e
+	}
+	apply := func(f *FSM, es ...Entry) ([]Result, error) {
+		t.Helper()
+		return f.ApplyBatch(es)
+	}
+	mkdir := func(name string) *jfspb.MkdirRequest {
+		return &jfspb.MkdirRequest{Parent: RootIno, Name: []byte(name), Mode: 0o755}
+	}
+
+	reg := old(cRegister, &jfspb.RegisterRequest{Host: "h", ClientId: "c"}, 0, 0)
+	rs, err := apply(f, reg)
+	if err != nil {
+		t.Fatalf("old register: %v", err)
+	}
+	sess := rs[0].Resp.(*jfspb.RegisterResponse).Session
+	// An old entry whose body ends with the bytes of a checksum field.
+	tricky := mkdir("a")
+	tricky.Mode = 0 // so that the name is the last thing in the body
+	tricky.Name = append(append([]byte("a"), checksumField...), 1, 2, 3, 4)
+	tail := old(cMkdir, tricky, sess, 1)
+	if !bytes.Equal(tail.Data[len(tail.Data)-checksumLen:][:len(checksumField)], checksumField) {
+		t.Fatal("the entry does not end like a sealed one")
+	}
+	if _, err := apply(f, tail, old(cMkdir, mkdir("b"), sess, 2)); err != nil {
+		t.Fatalf("old entries: %v", err)
+	}
+	// A wrong checksum is refused even before sealing.
+	bad := sealed(cMkdir, mkdir("x"), sess, 3)
+	bad.Data[len(bad.Data)-1] ^= 0xff
+	if _, err := apply(f, bad); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("wrong checksum before sealing: got %v, want ErrChecksum", err)
+	}
+	index--
+	if _, err := apply(f, sealed(cMkdir, mkdir("c"), sess, 3), sealed(cMkdir, mkdir("d"), sess, 4)); err != nil {
+		t.Fatalf("sealed entries after old ones: %v", err)
+	}
+	for _, name := range []string{string(tricky.Name), "b", "c", "d"} {
+		if e := errnoOf(f.Lookup(&jfspb.LookupRequest{Parent: RootIno, Name: []byte(name)})); e != 0 {
+			t.Fatalf("lookup %q: %v", name, e)
+		}
+	}
+
+	// A replica restored from a snapshot knows the log is sealed.
+	g := mustOpen(t, filepath.Join(t.TempDir(), "replica.db"), Options{NoSync: true})
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_, err = snap.WriteTo(&buf)
+	snap.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	late := old(cMkdir, mkdir("e"), sess, 5)
+	for name, fsm := range map[string]*FSM{"node": f, "restored replica": g} {
+		if _, err := apply(fsm, late); !errors.Is(err, ErrChecksum) {
+			t.Fatalf("%s: old entry after sealed ones: got %v, want ErrChecksum", name, err)
+		}
+	}
+	if e := errnoOf(f.Lookup(&jfspb.LookupRequest{Parent: RootIno, Name: []byte("e")})); e != syscall.ENOENT {
+		t.Fatalf("the refused entry applied: lookup e: %v", e)
+	}
+}

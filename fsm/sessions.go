@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"syscall"
@@ -20,10 +21,15 @@ import (
 // A repeat of a stored (session, seq) gets the stored response without being
 // applied again. A (session, seq) at or below the highest acked seen from
 // the session whose response is gone gets EALREADY. Each command of the
-// session deletes the stored responses at or below its acked, and those of
-// the seqs it acknowledges one by one (acked_seqs: the client received
-// them while an older request, such as a blocked F_SETLKW, was still in
-// flight; it never retries them). seq 0 opts out of all this.
+// session deletes the stored responses at or below its acked, and replaces
+// those of the seqs it acknowledges one by one (acked_seqs: the client
+// received them while an older request, such as a blocked F_SETLKW, was
+// still in flight; it never retries them) by a 4-byte marker, so that a
+// late duplicate of such a request still gets EALREADY rather than being
+// applied again; the markers go with the responses once acked passes them.
+// A marker only ever replaces a stored response, so there are never more
+// markers than responses were stored above acked. seq 0 opts out of all
+// this.
 //
 // A SetLk or Flock answered EAGAIN changed nothing (or, for a flock
 // conversion, only dropped the old lock, as Linux does), and its response is
@@ -72,12 +78,12 @@ func (t *txn) applyOnce(c command, typ jfspb.CommandType, env *jfspb.LogEntry, r
 	}
 	var resp response
 	if seq > 0 {
-		if v := t.b(bucketResult).Get(key2(sid, seq)); v != nil {
+		if v := t.b(bucketResult).Get(key2(sid, seq)); v != nil && !isAckedMarker(v) {
 			resp = t.storedResult(sid, seq, v)
 			if resp == nil {
 				return nil
 			}
-		} else if seq <= s.GetAcked() {
+		} else if v != nil || seq <= s.GetAcked() {
 			resp = c.errnoResponse(syscall.EALREADY)
 		}
 	}
@@ -102,18 +108,35 @@ func (t *txn) applyOnce(c command, typ jfspb.CommandType, env *jfspb.LogEntry, r
 	}
 	for _, a := range env.GetAckedSeqs() {
 		if a > s.GetAcked() && a != seq {
-			t.del(bucketResult, key2(sid, a))
+			k := key2(sid, a)
+			if v := t.b(bucketResult).Get(k); v != nil && !isAckedMarker(v) {
+				t.put(bucketResult, k, ackedMarker)
+			}
 		}
 	}
 	return resp
 }
 
-// StoredResults counts the responses kept for retries of session sid.
+// ackedMarker replaces the stored response of a seq above acked that the
+// client acknowledged one by one: a late repeat of it answers EALREADY, as
+// one at or below acked does. It is deleted with the responses once acked
+// passes it. No command type is 0xffffffff, so it is never a response.
+var ackedMarker = []byte{0xff, 0xff, 0xff, 0xff}
+
+func isAckedMarker(v []byte) bool { return bytes.Equal(v, ackedMarker) }
+
+// StoredResults counts the responses kept for retries of session sid (not
+// the markers of results acknowledged one by one).
 func (f *FSM) StoredResults(sid uint64) uint64 {
 	var n uint64
 	f.view(func(t *txn) error {
 		n = 0
-		t.scan(bucketResult, u64(sid), func(_, _ []byte) bool { n++; return true })
+		t.scan(bucketResult, u64(sid), func(_, v []byte) bool {
+			if !isAckedMarker(v) {
+				n++
+			}
+			return true
+		})
 		return nil
 	})
 	return n

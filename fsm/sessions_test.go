@@ -191,3 +191,56 @@ func TestAckedSeqsForgetAboveAcked(t *testing.T) {
 	mustOK(t, apply(1, nil, mkdir("a")))
 	mustOK(t, apply(4, nil, mkdir("d")))
 }
+
+// TestLateDuplicateOfAckedSeqAnswersEALREADY: a request above acked whose
+// result the client acknowledged one by one must not be applied again when
+// a late copy of it arrives (an append would land twice): the copy answers
+// EALREADY. Once acked passes it, the marker goes and the answer stays.
+func TestLateDuplicateOfAckedSeqAnswersEALREADY(t *testing.T) {
+	h := mustHarness(t, Options{})
+	f := h.mustCreate(RootIno, "log", false)
+	apply := func(seq, acked uint64, acks []uint64) proto.Message {
+		t.Helper()
+		body, err := proto.Marshal(&jfspb.WriteRequest{Ino: f.Ino, Data: []byte("x"), Append: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.index++
+		h.now += 1e9
+		data, err := Seal(&jfspb.LogEntry{Type: uint32(cWrite), Session: h.sess, Seq: seq, Acked: acked, TimeNs: h.now, Body: body, AckedSeqs: acks})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.mustApplyEntry(Entry{Index: h.index, Term: 1, Data: data})
+	}
+	rawResults := func() int {
+		t.Helper()
+		n := 0
+		if err := h.f.view(func(tx *txn) error {
+			tx.scan(bucketResult, u64(h.sess), func(_, _ []byte) bool { n++; return true })
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	mustOK(t, apply(100, 49, nil))
+	mustOK(t, apply(101, 49, []uint64{100}))
+	if n := h.f.StoredResults(h.sess); n != 1 {
+		t.Errorf("%d stored results, want 1 (seq 101)", n)
+	}
+	mustErrno(t, apply(100, 49, nil), syscall.EALREADY)
+	if a := h.mustAttr(f.Ino); a.Size != 2 {
+		t.Fatalf("size %d after two appends and a late copy of the first, want 2", a.Size)
+	}
+	// A retry of 101 still gets its stored response.
+	mustOK(t, apply(101, 49, []uint64{100}))
+	mustOK(t, apply(102, 101, nil))
+	if n := rawResults(); n != 1 {
+		t.Errorf("%d entries kept for the session, want 1 (seq 102; the marker of 100 gone)", n)
+	}
+	mustErrno(t, apply(100, 101, nil), syscall.EALREADY)
+	if a := h.mustAttr(f.Ino); a.Size != 3 {
+		t.Fatalf("size %d after three appends, want 3", a.Size)
+	}
+}

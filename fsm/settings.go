@@ -22,7 +22,21 @@ var (
 )
 
 // MaxBlockSize is the largest block size: one block must fit in one write.
-const MaxBlockSize = MaxWrite
+// MinBlockSize is the smallest an operator may set: a tiny block would turn
+// one write into millions of block records.
+const (
+	MaxBlockSize = MaxWrite
+	MinBlockSize = 4 << 10
+)
+
+// validBlockSize reports whether bs may be recorded: a power of two of at
+// most MaxBlockSize, and for a change by an operator (not initial) at least
+// MinBlockSize. The initial settings carry the first leader's jfsd
+// --block-size, which jfsd already holds to MinBlockSize (tests of the
+// state machine alone use smaller blocks).
+func validBlockSize(bs uint64, initial bool) bool {
+	return bs != 0 && bs&(bs-1) == 0 && bs <= MaxBlockSize && (initial || bs >= MinBlockSize)
+}
 
 // settings are the replicated settings as apply uses them.
 type settings struct {
@@ -48,23 +62,26 @@ func (s settings) proto() *jfspb.Settings {
 }
 
 // applySetSettings records req.Settings. With initial it changes nothing
-// once settings are recorded. A block size of 0 keeps the current one;
-// EINVAL past MaxBlockSize; EBUSY for a different block size while any
-// file data is stored or waits to be freed (the stored blocks are shaped
-// by it). Capacity and inode limit may change at any time; 0 removes them.
+// once settings are recorded. A block size of 0 keeps the current one
+// (EINVAL with initial, which must carry the block size); EINVAL for a
+// block size validBlockSize refuses; EBUSY for a different block size
+// while any file data is stored or waits to be freed (the stored blocks are
+// shaped by it). Capacity and inode limit may change at any time; 0
+// removes them.
 func (t *txn) applySetSettings(req *jfspb.SetSettingsRequest) *jfspb.SetSettingsResponse {
 	want := req.GetSettings()
-	recorded := t.metaGet(metaBlockSize) != 0
-	if req.GetInitial() && recorded {
-		return &jfspb.SetSettingsResponse{Settings: t.settings().proto()}
-	}
 	cur := t.settings()
 	bs := uint64(want.GetBlockSize())
+	if !(bs == 0 && !req.GetInitial()) && !validBlockSize(bs, req.GetInitial()) {
+		return &jfspb.SetSettingsResponse{Errno: eno(syscall.EINVAL), Settings: cur.proto()}
+	}
+	recorded := t.metaGet(metaBlockSize) != 0
+	if req.GetInitial() && recorded {
+		return &jfspb.SetSettingsResponse{Settings: cur.proto()}
+	}
 	switch {
 	case bs == 0:
 		bs = cur.blockSize
-	case bs > MaxBlockSize:
-		return &jfspb.SetSettingsResponse{Errno: eno(syscall.EINVAL), Settings: cur.proto()}
 	case bs != cur.blockSize && t.holdsData():
 		if !req.GetInitial() {
 			return &jfspb.SetSettingsResponse{Errno: eno(syscall.EBUSY), Settings: cur.proto()}
@@ -79,9 +96,13 @@ func (t *txn) applySetSettings(req *jfspb.SetSettingsRequest) *jfspb.SetSettings
 	return &jfspb.SetSettingsResponse{Settings: t.settings().proto()}
 }
 
-// holdsData reports whether any data block is stored.
+// holdsData reports whether any data block is stored or any dead range
+// waits to be freed.
 func (t *txn) holdsData() bool {
-	k, _ := t.b(bucketBlock).Cursor().First()
+	if k, _ := t.b(bucketBlock).Cursor().First(); k != nil {
+		return true
+	}
+	k, _ := t.b(bucketFreeing).Cursor().First()
 	return k != nil
 }
 

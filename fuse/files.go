@@ -183,16 +183,25 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
 	sid, _ := fs.handles.LoadAndDelete(in.Fh)
-	owners := fs.owners.released(in.NodeId, in.Fh)
+	flock := in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0
+	var flockOwner uint64
+	if flock {
+		flockOwner = in.LockOwner
+	}
+	// From here until the release is answered, a lock request of an owner
+	// it names waits for it (owners.go).
+	owners, finish := fs.owners.released(in.NodeId, in.Fh, flockOwner)
 	if !st.Ok() {
+		finish()
 		return // the ended session's opens and locks are gone with it
 	}
 	p := pendingRelease{req: &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
-		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0, LockOwners: owners}}
+		ReleaseFlock: flock, LockOwners: owners}, finish: finish}
 	p.session, _ = sid.(uint64)
 	if p.req.ReleaseFlock || len(owners) > 0 {
 		fs.releases.urgent(p)
 	} else {
+		finish() // names no owner
 		fs.releases.plain(p)
 	}
 }
@@ -202,6 +211,7 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 type pendingRelease struct {
 	req     *jfspb.ReleaseRequest
 	session uint64
+	finish  func() // called once the release is answered or dropped
 }
 
 // stale reports whether p's file was opened under a session the cluster has
@@ -244,6 +254,9 @@ func (fs *FS) sendReleases(ps []pendingRelease) {
 // sendRelease sends one release that frees locks to the cluster; a failure
 // is logged, as no one waits for it.
 func (fs *FS) sendRelease(p pendingRelease) {
+	if p.finish != nil {
+		defer p.finish()
+	}
 	req := p.req
 	if fs.stale(p) {
 		return

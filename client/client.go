@@ -487,7 +487,19 @@ func write[Req, Resp any](ctx context.Context, c *Client, m method[Req, Resp], r
 // ctx and the connection (a blocking lock request waits as long as it must,
 // and a retry would lose its place in the queue).
 func writeWithin[Req, Resp any](ctx context.Context, c *Client, attempt time.Duration, m method[Req, Resp], req Req, setHeader func(Req, *jfspb.Header)) (Resp, error) {
+	return writeAs(ctx, c, 0, attempt, m, req, setHeader)
+}
+
+// writeAs is writeWithin under session instead of the client's current one
+// (0: the current one). A request that ends something opened under an
+// earlier session must name that session: sent under the current one it
+// would end what that one opened. The cluster answers ESTALE for a session
+// it has ended.
+func writeAs[Req, Resp any](ctx context.Context, c *Client, session uint64, attempt time.Duration, m method[Req, Resp], req Req, setHeader func(Req, *jfspb.Header)) (Resp, error) {
 	h, done := c.header()
+	if session != 0 && session != h.Session {
+		h.Session = session
+	}
 	setHeader(req, h)
 	var resp Resp
 	err := c.retry(ctx, attempt, false, func(ctx context.Context, cc *grpc.ClientConn) error {

@@ -25,3 +25,7 @@ func FailTransfers(n int) (failed func() int, restore func()) {
 type failedFuture struct{}
 
 func (failedFuture) Error() error { return raft.ErrLeadershipTransferInProgress }
+
+// OFDMarks is the number of lock owners n's lock waits keep marked as
+// maybe open file descriptions.
+func OFDMarks(n *Node) int { return n.locks.ofdMarks() }

@@ -251,7 +251,13 @@ func (c *Client) Leader() string {
 // connection; the request keeps its (session, seq), so it is still applied
 // exactly once. The leader is tried directly again once its suspicion
 // lapses (SuspectFor).
-func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try func(ctx context.Context, cc *grpc.ClientConn) error) error {
+//
+// A call known to wait long on a healthy leader (a heartbeat, which is
+// answered only once the record listing it is committed) passes patient:
+// its timeout then makes the client forget the leader guess, but does not
+// make it pass the node over (suspectNode), which would send all other
+// traffic through a follower for SuspectFor.
+func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, patient bool, try func(ctx context.Context, cc *grpc.ClientConn) error) error {
 	start := time.Now() // of the window, moved on by unbounded attempts
 	backoff := c.cfg.MinBackoff
 	var last error
@@ -313,7 +319,9 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, try fu
 		if redirected || via != "" {
 			continue
 		}
-		if st.Code() == codes.DeadlineExceeded || (st.Code() == codes.Unavailable && !isNotLeader(st)) {
+		if st.Code() == codes.DeadlineExceeded && patient {
+			c.forget(addr)
+		} else if st.Code() == codes.DeadlineExceeded || (st.Code() == codes.Unavailable && !isNotLeader(st)) {
 			if !forward {
 				c.suspectNode(addr) // timed out, or could not connect
 			}
@@ -461,7 +469,7 @@ type method[Req, Resp any] func(jfspb.MetaClient, context.Context, Req, ...grpc.
 // read sends a request that changes nothing.
 func read[Req, Resp any](ctx context.Context, c *Client, m method[Req, Resp], req Req) (Resp, error) {
 	var resp Resp
-	err := c.retry(ctx, c.cfg.AttemptTimeout, func(ctx context.Context, cc *grpc.ClientConn) error {
+	err := c.retry(ctx, c.cfg.AttemptTimeout, false, func(ctx context.Context, cc *grpc.ClientConn) error {
 		var err error
 		resp, err = m(jfspb.NewMetaClient(cc), ctx, req)
 		return err
@@ -479,10 +487,22 @@ func write[Req, Resp any](ctx context.Context, c *Client, m method[Req, Resp], r
 // ctx and the connection (a blocking lock request waits as long as it must,
 // and a retry would lose its place in the queue).
 func writeWithin[Req, Resp any](ctx context.Context, c *Client, attempt time.Duration, m method[Req, Resp], req Req, setHeader func(Req, *jfspb.Header)) (Resp, error) {
+	return writeAs(ctx, c, 0, attempt, m, req, setHeader)
+}
+
+// writeAs is writeWithin under session instead of the client's current one
+// (0: the current one). A request that ends something opened under an
+// earlier session must name that session: sent under the current one it
+// would end what that one opened. The cluster answers ESTALE for a session
+// it has ended.
+func writeAs[Req, Resp any](ctx context.Context, c *Client, session uint64, attempt time.Duration, m method[Req, Resp], req Req, setHeader func(Req, *jfspb.Header)) (Resp, error) {
 	h, done := c.header()
+	if session != 0 && session != h.Session {
+		h.Session = session
+	}
 	setHeader(req, h)
 	var resp Resp
-	err := c.retry(ctx, attempt, func(ctx context.Context, cc *grpc.ClientConn) error {
+	err := c.retry(ctx, attempt, false, func(ctx context.Context, cc *grpc.ClientConn) error {
 		var err error
 		resp, err = m(jfspb.NewMetaClient(cc), ctx, req)
 		return err
@@ -501,7 +521,7 @@ func writeWithin[Req, Resp any](ctx context.Context, c *Client, attempt time.Dur
 // Admin calls fn with the Admin service of the leader, retrying as other
 // requests do.
 func (c *Client) Admin(ctx context.Context, fn func(ctx context.Context, a jfspb.AdminClient) error) error {
-	return c.retry(ctx, c.cfg.AttemptTimeout, func(ctx context.Context, cc *grpc.ClientConn) error {
+	return c.retry(ctx, c.cfg.AttemptTimeout, false, func(ctx context.Context, cc *grpc.ClientConn) error {
 		return fn(ctx, jfspb.NewAdminClient(cc))
 	})
 }

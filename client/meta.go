@@ -134,6 +134,19 @@ func (c *Client) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.R
 	return write(ctx, c, jfspb.MetaClient.Release, r, func(r *jfspb.ReleaseRequest, h *jfspb.Header) { r.Header = h })
 }
 
+// ReleaseAs applies a ReleaseRequest exactly once under session, the
+// session the file was opened under (0: the current one). A release of a
+// file of an ended session answers ESTALE and ends nothing.
+func (c *Client) ReleaseAs(ctx context.Context, session uint64, r *jfspb.ReleaseRequest) (*jfspb.ReleaseResponse, error) {
+	return writeAs(ctx, c, session, c.cfg.AttemptTimeout, jfspb.MetaClient.Release, r, func(r *jfspb.ReleaseRequest, h *jfspb.Header) { r.Header = h })
+}
+
+// ReleaseBatchAs applies a ReleaseBatchRequest exactly once under session
+// (0: the current one), the session every file in it was opened under.
+func (c *Client) ReleaseBatchAs(ctx context.Context, session uint64, r *jfspb.ReleaseBatchRequest) (*jfspb.ReleaseBatchResponse, error) {
+	return writeAs(ctx, c, session, c.cfg.AttemptTimeout, jfspb.MetaClient.ReleaseBatch, r, func(r *jfspb.ReleaseBatchRequest, h *jfspb.Header) { r.Header = h })
+}
+
 // ReleaseBatch applies a ReleaseBatchRequest exactly once.
 func (c *Client) ReleaseBatch(ctx context.Context, r *jfspb.ReleaseBatchRequest) (*jfspb.ReleaseBatchResponse, error) {
 	return write(ctx, c, jfspb.MetaClient.ReleaseBatch, r, func(r *jfspb.ReleaseBatchRequest, h *jfspb.Header) { r.Header = h })

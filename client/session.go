@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
@@ -106,7 +108,7 @@ func (s *Session) loop() {
 			// the session is gone by then or the next one will tell.
 			id := s.ID()
 			ctx, cancel := context.WithTimeout(s.ctx, s.TTL())
-			r, err := s.c.Heartbeat(ctx, &jfspb.HeartbeatRequest{Session: id})
+			r, err := s.heartbeat(ctx, id)
 			cancel()
 			switch {
 			case s.ctx.Err() != nil:
@@ -126,6 +128,29 @@ func (s *Session) loop() {
 		}
 		t.Reset(s.TTL() / 3)
 	}
+}
+
+// heartbeatAttempt bounds one try of a heartbeat at one node. The leader
+// answers a heartbeat only once the SessionsAlive record that lists the
+// session is committed, which happens at most every min(TTL/4, election/2)
+// and a half: a healthy leader may take up to 3/8 of the TTL plus a commit.
+// Half the TTL covers that; the client's AttemptTimeout, when longer, too.
+func (s *Session) heartbeatAttempt() time.Duration {
+	return max(s.c.cfg.AttemptTimeout, s.TTL()/2)
+}
+
+// heartbeat sends one heartbeat for session id to the leader. A try that
+// times out does not make the client pass the node over (see Client.retry):
+// a slow heartbeat says nothing about the leader's health.
+func (s *Session) heartbeat(ctx context.Context, id uint64) (*jfspb.HeartbeatResponse, error) {
+	var resp *jfspb.HeartbeatResponse
+	req := &jfspb.HeartbeatRequest{Session: id}
+	err := s.c.retry(ctx, s.heartbeatAttempt(), true, func(ctx context.Context, cc *grpc.ClientConn) error {
+		var err error
+		resp, err = jfspb.NewMetaClient(cc).Heartbeat(ctx, req)
+		return err
+	})
+	return resp, err
 }
 
 // renew registers a new session after the cluster ended session old,

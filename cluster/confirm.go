@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
@@ -116,7 +117,11 @@ func (pc *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 	if cc := pc.conns[addr]; cc != nil {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Pings find a peer that froze (SIGSTOP) or was cut off while its TCP
+	// connection stays up, so no call to it (a forwarded lock wait above
+	// all) hangs for good. The servers allow pings every 5s.
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}))
 	if err != nil {
 		return nil, err
 	}

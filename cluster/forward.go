@@ -2,10 +2,12 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"strings"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -56,17 +58,68 @@ func forwardInterceptor(n *Node) grpc.UnaryServerInterceptor {
 			return nil, status.Errorf(codes.Unavailable, "forward to leader at %s: %v", addr, err)
 		}
 		// The server context carries the caller's deadline and cancellation
-		// but not its metadata: the leader sees a plain request.
+		// but not its metadata: the leader sees a plain request. The call
+		// is also cancelled when this node sees the leader change: a
+		// blocking lock request would otherwise wait for good at a leader
+		// that was frozen or cut off after the call began. The client then
+		// sends it again, with the same (session, seq), to the new leader.
+		ctx, stop := n.untilLeaderChanges(ctx, addr)
+		defer stop()
 		err = cc.Invoke(ctx, info.FullMethod, req, reply,
 			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))
 		n.metrics.Load().countForward(path.Base(info.FullMethod))
 		if err != nil {
+			if changed := context.Cause(ctx); errors.Is(changed, errLeaderChanged) {
+				// Not ErrNotLeader's status with this node's view: the
+				// client looks for the new leader by itself.
+				return nil, status.Errorf(codes.Unavailable, "forward to leader at %s: %v", addr, changed)
+			}
 			if _, ok := status.FromError(err); ok {
 				return nil, err
 			}
 			return nil, status.Errorf(codes.Unavailable, "forward to leader at %s: %v", addr, err)
 		}
 		return reply, nil
+	}
+}
+
+// errLeaderChanged is the cause of a forwarded call's cancellation when
+// this node saw the leader change while the call was under way.
+var errLeaderChanged = errors.New("the leader changed while the request was forwarded")
+
+// untilLeaderChanges returns a context derived from ctx that is cancelled,
+// with cause errLeaderChanged, as soon as this node no longer sees the node
+// at leaderAddr as the leader (a new leader, or none while an election
+// runs). stop releases its resources and must be called.
+func (n *Node) untilLeaderChanges(ctx context.Context, leaderAddr string) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	changes := make(chan raft.Observation, 1)
+	obs := raft.NewObserver(changes, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(obs)
+	done := make(chan struct{})
+	go func() {
+		// Whatever changed before the observer was registered is seen here.
+		for {
+			if addr, _ := n.LeaderAPIAddr(); addr != leaderAddr {
+				cancel(errLeaderChanged)
+				return
+			}
+			select {
+			case <-changes:
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		n.raft.DeregisterObserver(obs)
+		cancel(nil)
 	}
 }
 

@@ -30,6 +30,11 @@ var ErrCorrupt = errors.New("cluster: this node's state is corrupt")
 // errNoDigest: no digest is kept for the asked index.
 var errNoDigest = errors.New("no digest kept for that index")
 
+// errDigestSkipped: the checkpoint arrived while this node was still
+// digesting an earlier one, so it was not digested. The Digest RPC answers
+// it as NOT_FOUND, at once: the leader does not wait for it.
+var errDigestSkipped = fmt.Errorf("%w: skipped, a digest of an earlier checkpoint was still running", errNoDigest)
+
 // keptDigests is how many checkpoint digests a node remembers.
 const keptDigests = 8
 
@@ -39,16 +44,31 @@ type digestResult struct {
 	done chan struct{} // closed when sum and err are set
 }
 
-// checkpoints holds the digests this node took at checkpoint entries.
+// checkpoints holds the digests this node took at checkpoint entries. At
+// most one digest runs at a time: a digest reads the whole state inside one
+// bolt read transaction, and several at once on a large state would hold
+// old pages for long and stall commits.
 type checkpoints struct {
 	mu      sync.Mutex
 	byIndex map[uint64]*digestResult
 	order   []uint64 // indexes in byIndex, oldest first
+	running bool     // a digest is being computed
+}
+
+// digester is the view of the state a checkpoint hands over.
+type digester interface {
+	Digest() ([32]byte, error)
+	Release()
 }
 
 // taken is the state machine's checkpoint listener: it digests the view in
 // the background.
-func (c *checkpoints) taken(index uint64, snap *fsm.Snapshot) {
+func (c *checkpoints) taken(index uint64, snap *fsm.Snapshot) { c.take(index, snap) }
+
+// take digests view in the background and keeps the result under index,
+// unless a digest is running already: then it releases view at once and
+// keeps errDigestSkipped.
+func (c *checkpoints) take(index uint64, view digester) {
 	r := &digestResult{done: make(chan struct{})}
 	c.mu.Lock()
 	if c.byIndex == nil {
@@ -62,12 +82,30 @@ func (c *checkpoints) taken(index uint64, snap *fsm.Snapshot) {
 		delete(c.byIndex, c.order[0])
 		c.order = c.order[1:]
 	}
+	skip := c.running
+	c.running = true
 	c.mu.Unlock()
+	if skip {
+		view.Release()
+		r.err = errDigestSkipped
+		close(r.done)
+		return
+	}
 	go func() {
-		defer snap.Release()
-		r.sum, r.err = snap.Digest()
+		defer view.Release()
+		r.sum, r.err = view.Digest()
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
 		close(r.done)
 	}()
+}
+
+// busy reports whether a digest is being computed.
+func (c *checkpoints) busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.running
 }
 
 // digestAt waits until the state machine has applied index and returns the
@@ -155,6 +193,12 @@ func (n *Node) integrityLoop(interval time.Duration) {
 		if !n.ready() {
 			continue
 		}
+		if n.checkpoints.busy() {
+			// The previous round's digest still runs here: a new
+			// checkpoint would only be skipped. Look again soon.
+			again = time.After(time.Second)
+			continue
+		}
 		complete, err := n.checkReplicas()
 		if err != nil {
 			n.metrics.Load().countCheck("error")
@@ -197,12 +241,30 @@ func (n *Node) checkReplicas() (complete bool, err error) {
 			members = append(members, string(srv.ID))
 		}
 	}
+	// Every node digests the whole state, which takes time in proportion
+	// to its size: no fixed deadline fits. This node's own digest sets the
+	// pace: the others started theirs at the same entry and are given as
+	// long again as it took, and at least ApplyTimeout.
 	sums := map[string][32]byte{}
+	began := time.Now()
+	own, cancelOwn := n.untilStopped()
+	sum, err := n.digestAt(own, index)
+	cancelOwn()
+	if err == nil && slices.Contains(members, n.cfg.ID) {
+		sums[n.cfg.ID] = sum
+	} else if err != nil {
+		n.log.Debug("no digest of this node", "index", index, "error", err)
+	}
+	collect, cancelCollect := context.WithTimeout(context.Background(), max(n.cfg.ApplyTimeout, time.Since(began)))
+	defer cancelCollect()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, id := range members {
+		if id == n.cfg.ID {
+			continue
+		}
 		wg.Go(func() {
-			sum, err := n.memberDigest(ctx, id, index)
+			sum, err := n.memberDigest(collect, id, index)
 			if err != nil {
 				n.log.Debug("no digest from member", "member", id, "index", index, "error", err)
 				return
@@ -228,12 +290,28 @@ func (n *Node) checkReplicas() (complete bool, err error) {
 				"node", id, "index", index, "digests", describeSums(sums))
 			req := &jfspb.MarkCorruptRequest{NodeId: id, Index: index,
 				Reason: fmt.Sprintf("digest %x, majority %x", short(sums[id]), short(verdict.majority))}
-			if _, err := n.Propose(ctx, cmdMarkCorrupt, nil, req); err != nil {
+			mctx, mcancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+			_, err := n.Propose(mctx, cmdMarkCorrupt, nil, req)
+			mcancel()
+			if err != nil {
 				return false, fmt.Errorf("mark %s corrupt: %w", id, err)
 			}
 		}
 	}
 	return len(sums) == len(members), n.demoteCorrupt()
+}
+
+// untilStopped returns a context that ends when the node stops.
+func (n *Node) untilStopped() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-n.stopped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // demoteCorrupt takes the vote from every member marked corrupt; a corrupt

@@ -114,6 +114,18 @@ func TestServeFailureFailsNode(t *testing.T) {
 // A node marked corrupt that is elected anyway (its vote not yet taken)
 // hands leadership over instead of leading.
 func TestCorruptNodeHandsLeadershipOver(t *testing.T) {
+	testCorruptHandsOver(t, 0)
+}
+
+// A corrupt leader whose transfers fail keeps trying until one succeeds,
+// instead of leading for good, never ready.
+func TestCorruptNodeRetriesHandOver(t *testing.T) {
+	testCorruptHandsOver(t, 3)
+}
+
+func testCorruptHandsOver(t *testing.T, failures int) {
+	failed, restore := cluster.FailTransfers(failures)
+	t.Cleanup(restore) // after the cluster has stopped
 	c := clustertest.NewCluster(t, 3)
 	leader := c.Leader()
 	var other *cluster.Node
@@ -126,8 +138,11 @@ func TestCorruptNodeHandsLeadershipOver(t *testing.T) {
 	mustPropose[*jfspb.MarkCorruptResponse](t, leader, jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT, nil,
 		&jfspb.MarkCorruptRequest{NodeId: other.ID(), Index: 1, Reason: "test"})
 	c.WaitApplied(leader.FSM().AppliedIndex())
-	if other.Corrupt() == "" {
-		t.Fatalf("%s does not know it is marked", other.ID())
+	// The mark is read from the state just after the apply.
+	for deadline := time.Now().Add(30 * time.Second); other.Corrupt() == ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not know it is marked", other.ID())
+		}
 	}
 	cf := leader.Raft().GetConfiguration()
 	if err := cf.Error(); err != nil {
@@ -152,5 +167,8 @@ func TestCorruptNodeHandsLeadershipOver(t *testing.T) {
 			t.Fatalf("the corrupt %s still leads", other.ID())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if got := failed(); got != failures {
+		t.Fatalf("%d transfers were refused, want %d", got, failures)
 	}
 }

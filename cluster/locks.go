@@ -62,8 +62,14 @@ type lockWaits struct {
 	hosts    map[uint64]uint64 // session -> hash of its host, for graph nodes
 	// ofdOwners are the lock owners that a request marked maybe_ofd: an open
 	// file description may own their locks, so none is merged into its
-	// process (processNode). Forgotten when their locks are released.
-	ofdOwners map[rangelock.Owner]struct{}
+	// process (processNode). Each maps to the inodes it was marked on,
+	// with the number of its marked requests still being served there.
+	// An owner is forgotten on an inode once it holds no lock there, waits
+	// for none and has no marked request in progress (pruneOFD, after every
+	// change of the inode's locks), and when its locks are released or its
+	// session ends; so the map holds no more owners than hold or want locks.
+	ofdOwners map[rangelock.Owner]map[uint64]int
+	ofdByIno  map[uint64]map[rangelock.Owner]struct{} // the same marks by inode
 
 	dirtyMu  sync.Mutex
 	dirty    map[uint64]bool // inodes whose locks changed since the pump last looked
@@ -75,8 +81,8 @@ func newLockWaits(n *Node) *lockWaits {
 	return &lockWaits{
 		n: n, queues: map[uint64][]*waiter{}, byKey: map[waitKey]*waiter{}, byID: map[uint64]*waiter{},
 		canceled: newCancelMemo(), graph: rangelock.NewGraph(), hosts: map[uint64]uint64{},
-		ofdOwners: map[rangelock.Owner]struct{}{},
-		dirty:     map[uint64]bool{}, kick: make(chan struct{}, 1),
+		ofdOwners: map[rangelock.Owner]map[uint64]int{}, ofdByIno: map[uint64]map[rangelock.Owner]struct{}{},
+		dirty: map[uint64]bool{}, kick: make(chan struct{}, 1),
 	}
 }
 
@@ -153,11 +159,18 @@ func (lw *lockWaits) refresh() {
 			inos = append(inos, ino)
 		}
 	}
+	if all {
+		for ino := range lw.ofdByIno {
+			inos = append(inos, ino)
+		}
+	}
 	slices.Sort(inos)
+	inos = slices.Compact(inos)
 	var renewed []*waiter
-	for _, ino := range slices.Compact(inos) {
+	for _, ino := range inos {
 		renewed = append(renewed, lw.reconsider(ino)...)
 	}
+	lw.pruneOFD(inos)
 	// Only now, with every changed edge renewed, look for cycles that the
 	// renewals closed.
 	for _, w := range renewed {
@@ -249,12 +262,77 @@ func (w *waiter) edges(blockers []rangelock.Owner) []rangelock.Owner {
 	return blockers
 }
 
-// markOFD records that a lock request (not an unlock) of owner was marked
-// maybe_ofd by its mount: the owner gets a graph node of its own.
-func (lw *lockWaits) markOFD(owner rangelock.Owner) {
+// markOFD records that a lock request (not an unlock) of owner on ino was
+// marked maybe_ofd by its mount: the owner gets a graph node of its own.
+// done must be called once the request has been answered; the mark then
+// lasts while the owner holds or wants a lock on ino.
+func (lw *lockWaits) markOFD(owner rangelock.Owner, ino uint64) (done func()) {
 	lw.mu.Lock()
-	lw.ofdOwners[owner] = struct{}{}
-	lw.mu.Unlock()
+	defer lw.mu.Unlock()
+	inos := lw.ofdOwners[owner]
+	if inos == nil {
+		inos = map[uint64]int{}
+		lw.ofdOwners[owner] = inos
+	}
+	inos[ino]++
+	if lw.ofdByIno[ino] == nil {
+		lw.ofdByIno[ino] = map[rangelock.Owner]struct{}{}
+	}
+	lw.ofdByIno[ino][owner] = struct{}{}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			lw.mu.Lock()
+			if inos := lw.ofdOwners[owner]; inos != nil && inos[ino] > 0 {
+				inos[ino]--
+			}
+			lw.mu.Unlock()
+			lw.markDirty(ino) // a refused request leaves nothing to keep
+		})
+	}
+}
+
+// pruneOFD forgets the maybe-OFD marks on inos of owners that hold no lock
+// there, wait for none and have no marked request in progress. Called with
+// lw.mu held, after the queues of inos were reconsidered.
+func (lw *lockWaits) pruneOFD(inos []uint64) {
+	for _, ino := range inos {
+		owners := lw.ofdByIno[ino]
+		if len(owners) == 0 {
+			continue
+		}
+		// Every owner holding a lock on ino conflicts with a write lock
+		// over the whole file asked by an owner that holds none.
+		holding := map[rangelock.Owner]bool{}
+		for _, h := range lw.n.fsm.LockHolders(ino, false, rangelock.Owner{}, rangelock.Write, rangelock.Range{Start: 0, End: rangelock.MaxOffset}) {
+			holding[h.Owner] = true
+		}
+		for _, w := range lw.queues[ino] {
+			holding[w.owner] = true
+		}
+		for o := range owners {
+			if holding[o] || lw.ofdOwners[o][ino] > 0 {
+				continue
+			}
+			lw.unmarkOFD(o, ino)
+		}
+	}
+}
+
+// unmarkOFD drops owner's maybe-OFD mark on ino. Called with lw.mu held.
+func (lw *lockWaits) unmarkOFD(owner rangelock.Owner, ino uint64) {
+	if inos := lw.ofdOwners[owner]; inos != nil {
+		delete(inos, ino)
+		if len(inos) == 0 {
+			delete(lw.ofdOwners, owner)
+		}
+	}
+	if owners := lw.ofdByIno[ino]; owners != nil {
+		delete(owners, owner)
+		if len(owners) == 0 {
+			delete(lw.ofdByIno, ino)
+		}
+	}
 }
 
 // forgetOwners drops the marks of owners of session sid whose locks on an
@@ -263,8 +341,23 @@ func (lw *lockWaits) forgetOwners(sid uint64, owners ...uint64) {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	for _, o := range owners {
-		delete(lw.ofdOwners, rangelock.Owner{Session: sid, ID: o})
+		lw.forgetOFD(rangelock.Owner{Session: sid, ID: o})
 	}
+}
+
+// forgetOFD drops every maybe-OFD mark of owner. Called with lw.mu held.
+func (lw *lockWaits) forgetOFD(owner rangelock.Owner) {
+	for ino := range lw.ofdOwners[owner] {
+		lw.unmarkOFD(owner, ino)
+	}
+	delete(lw.ofdOwners, owner)
+}
+
+// ofdMarks is the number of owners marked maybe-OFD (for tests).
+func (lw *lockWaits) ofdMarks() int {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return len(lw.ofdOwners)
 }
 
 // wait serves a blocking lock request: try it; if it conflicts, queue it
@@ -471,7 +564,7 @@ func (lw *lockWaits) dropSession(sid uint64) {
 	delete(lw.hosts, sid)
 	for o := range lw.ofdOwners {
 		if o.Session == sid {
-			delete(lw.ofdOwners, o)
+			lw.forgetOFD(o)
 		}
 	}
 	for _, w := range lw.all() {
@@ -493,6 +586,7 @@ func (lw *lockWaits) failAll(err error) {
 	}
 	clear(lw.hosts)
 	clear(lw.ofdOwners)
+	clear(lw.ofdByIno)
 }
 
 // all returns every waiter, by inode then arrival. Called with lw.mu held.

@@ -472,10 +472,7 @@ func (n *Node) lastLeaderSeen(term uint64) time.Time {
 func (n *Node) becomeReady(term uint64, outage time.Duration) {
 	if why := n.Corrupt(); why != "" {
 		// Elected before the leader that marked it could take its vote.
-		n.log.Error("this node's state is corrupt: handing leadership over", "reason", why)
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
-			n.log.Error("handing leadership over failed", "error", err)
-		}
+		n.handOver(term, why)
 		return
 	}
 	for attempt := 0; ; attempt++ {
@@ -502,6 +499,36 @@ func (n *Node) becomeReady(term uint64, outage time.Duration) {
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// transferLeadership starts a leadership transfer; tests replace it to
+// make transfers fail.
+var transferLeadership = func(r *raft.Raft) raft.Future { return r.LeadershipTransfer() }
+
+// handOver hands the leadership of term over because this node's state is
+// corrupt (why), retrying with a growing pause (100ms to 5s) for as long
+// as this node leads in term: a corrupt leader is never ready and refuses
+// every call, so it must not stay leader because one transfer failed (no
+// follower caught up in time, say).
+func (n *Node) handOver(term uint64, why string) {
+	backoff := 100 * time.Millisecond
+	for {
+		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+			return
+		}
+		n.log.Error("this node's state is corrupt: handing leadership over", "reason", why, "term", term)
+		err := transferLeadership(n.raft).Error()
+		if err == nil {
+			return
+		}
+		n.log.Error("handing leadership over failed; trying again", "error", err, "in", backoff)
+		select {
+		case <-n.stopped:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/cluster"
 	"github.com/jfs-dev/jfs/cluster/clustertest"
 )
 
@@ -63,4 +65,42 @@ func TestMaybeOFDWaitsAreNotMerged(t *testing.T) {
 	mustGet(t, wq, "q's cancelled wait")
 	mustOK(t, a.ofdLock(ctx, y, q, q, un, false, false), "q's unlock of y")
 	mustOK(t, wf, "the open file's wait for y")
+}
+
+// TestOFDMarksAreBounded: the leader forgets an owner's maybe-OFD mark once
+// the owner holds no lock and waits for none, so requests of many short-
+// lived open files (refused, or locked and unlocked) do not pile up marks.
+// An owner that holds a lock keeps its mark.
+func TestOFDMarksAreBounded(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a := newLockClient(t, leader, "hostA")
+	ctx := context.Background()
+	x := a.mustCreate("x")
+	const p = 7
+	marks := func(want int, what string) {
+		t.Helper()
+		first := cluster.OFDMarks(leader)
+		// Well within the session TTL (30s), whose end would drop them all.
+		deadline := time.Now().Add(20 * time.Second)
+		for cluster.OFDMarks(leader) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d owners marked maybe-OFD (%d at first), want %d", what, cluster.OFDMarks(leader), first, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	mustOK(t, a.ofdLock(ctx, x, 1001, p, wr, false, true), "the holder's lock")
+	marks(1, "the holder's lock")
+	for o := uint64(2000); o < 2100; o++ {
+		if r := mustGet(t, a.ofdLock(ctx, x, o, p, wr, false, true), "a refused lock"); r.err != nil || r.errno != syscall.EAGAIN {
+			t.Fatalf("owner %d's lock: %v %v, want EAGAIN", o, r.err, r.errno)
+		}
+	}
+	marks(1, "100 refused requests of other owners")
+	// A lock taken and released.
+	mustOK(t, a.ofdLock(ctx, x, 1001, p, un, false, false), "the holder's unlock")
+	mustOK(t, a.ofdLock(ctx, x, 3000, p, wr, false, true), "another owner's lock")
+	mustOK(t, a.ofdLock(ctx, x, 3000, p, un, false, false), "its unlock")
+	marks(0, "every lock released")
 }

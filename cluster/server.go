@@ -315,7 +315,8 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 		return &jfspb.SetLkResponse{Errno: int32(e)}, nil
 	}
 	if r.MaybeOfd && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && r.Header != nil && s.n.ready() {
-		s.n.locks.markOFD(rangelock.Owner{Session: r.Header.Session, ID: r.Owner})
+		done := s.n.locks.markOFD(rangelock.Owner{Session: r.Header.Session, ID: r.Owner}, r.Ino)
+		defer done()
 	}
 	w, ok := newPosixWaiter(r)
 	if !r.Block || !ok {

@@ -183,16 +183,25 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
 	sid, _ := fs.handles.LoadAndDelete(in.Fh)
-	owners := fs.owners.released(in.NodeId, in.Fh)
+	flock := in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0
+	var flockOwner uint64
+	if flock {
+		flockOwner = in.LockOwner
+	}
+	// From here until the release is answered, a lock request of an owner
+	// it names waits for it (owners.go).
+	owners, finish := fs.owners.released(in.NodeId, in.Fh, flockOwner)
 	if !st.Ok() {
+		finish()
 		return // the ended session's opens and locks are gone with it
 	}
 	p := pendingRelease{req: &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
-		ReleaseFlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0, LockOwners: owners}}
+		ReleaseFlock: flock, LockOwners: owners}, finish: finish}
 	p.session, _ = sid.(uint64)
 	if p.req.ReleaseFlock || len(owners) > 0 {
 		fs.releases.urgent(p)
 	} else {
+		finish() // names no owner
 		fs.releases.plain(p)
 	}
 }
@@ -202,33 +211,52 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 type pendingRelease struct {
 	req     *jfspb.ReleaseRequest
 	session uint64
+	finish  func() // called once the release is answered or dropped
 }
 
 // stale reports whether p's file was opened under a session the cluster has
-// ended since: its open is gone with the session, and the release, sent
-// under the new session, would end an open of that one. It is dropped.
+// ended since: its open is gone with the session, so the release is
+// dropped. This saves a request only: the session may be renewed just after
+// this check, and a release is sent under its file's own session
+// (ReleaseAs), which the cluster answers ESTALE once that session ended.
 func (fs *FS) stale(p pendingRelease) bool {
 	s := fs.opts.Session
 	return s != nil && p.session != 0 && s.ID() != p.session
 }
 
-// sendReleases sends plain releases as one batch (one log entry); failures
-// are logged, as no one waits for them.
+// sendReleases sends plain releases as one batch (one log entry) per
+// session the files were opened under; failures are logged, as no one
+// waits for them.
 func (fs *FS) sendReleases(ps []pendingRelease) {
-	req := &jfspb.ReleaseBatchRequest{}
+	var sessions []uint64
+	bySession := map[uint64]*jfspb.ReleaseBatchRequest{}
 	for _, p := range ps {
-		if !fs.stale(p) {
-			req.Releases = append(req.Releases, p.req)
+		if fs.stale(p) {
+			continue
 		}
+		req := bySession[p.session]
+		if req == nil {
+			req = &jfspb.ReleaseBatchRequest{}
+			bySession[p.session] = req
+			sessions = append(sessions, p.session)
+		}
+		req.Releases = append(req.Releases, p.req)
 	}
-	if len(req.Releases) == 0 {
-		return
+	for _, sid := range sessions {
+		fs.sendReleaseBatch(sid, bySession[sid])
 	}
+}
+
+// sendReleaseBatch sends req under session sid (0: the current one).
+func (fs *FS) sendReleaseBatch(sid uint64, req *jfspb.ReleaseBatchRequest) {
 	start := time.Now()
-	r, err := fs.c.ReleaseBatch(ctx(), req)
+	r, err := fs.c.ReleaseBatchAs(ctx(), sid, req)
 	d := time.Since(start)
 	for range req.Releases {
 		fs.opts.Metrics.observeMeta("release", d)
+	}
+	if err == nil && fs.endedSession(sid, r.GetErrno()) {
+		return
 	}
 	if st := fs.status("release", err, r.GetErrno()); !st.Ok() {
 		fs.log.Warn("releasing open files failed", "files", len(req.Releases), "status", st)
@@ -244,16 +272,29 @@ func (fs *FS) sendReleases(ps []pendingRelease) {
 // sendRelease sends one release that frees locks to the cluster; a failure
 // is logged, as no one waits for it.
 func (fs *FS) sendRelease(p pendingRelease) {
+	if p.finish != nil {
+		defer p.finish()
+	}
 	req := p.req
 	if fs.stale(p) {
 		return
 	}
 	start := time.Now()
-	r, err := fs.c.Release(ctx(), req)
+	r, err := fs.c.ReleaseAs(ctx(), p.session, req)
 	fs.opts.Metrics.observeMeta("release", time.Since(start))
+	if err == nil && fs.endedSession(p.session, r.GetErrno()) {
+		return
+	}
 	if st := fs.status("release", err, r.GetErrno()); !st.Ok() {
 		fs.log.Debug("release failed", "ino", req.Ino, "fh", req.Fh, "status", st)
 	}
+}
+
+// endedSession reports whether errno is the cluster's ESTALE for a release
+// sent under sid, an earlier session than the current one: its opens and
+// locks ended with it, so there is nothing to release and nothing to report.
+func (fs *FS) endedSession(sid uint64, errno int32) bool {
+	return errno == int32(syscall.ESTALE) && sid != 0 && sid != fs.c.Session()
 }
 
 // OpenDir needs no handle: ReadDir pages through the directory by cookie.

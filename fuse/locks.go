@@ -119,8 +119,18 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 	sent := make(chan *jfspb.Header, 1)
 	onHeader := func(h *jfspb.Header) { sent <- h }
 	done := make(chan fuse.Status, 1)
+	// A release naming this owner that is still on its way goes first:
+	// sent after this request, it would drop what this one takes
+	// (owners.go). Looked at after locking noted the request, so a release
+	// that begins later does not name the owner.
+	afterReleases := func() {
+		if ch := fs.owners.releaseOf(in.NodeId, in.Owner); ch != nil {
+			<-ch
+		}
+	}
 	go func() {
 		if in.LkFlags&fuse.FUSE_LK_FLOCK != 0 {
+			afterReleases()
 			r, err := fs.c.Flock(ctx(), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid, Block: block}, onHeader)
 			done <- fs.status("flock", err, r.GetErrno())
 			return
@@ -131,6 +141,7 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 			// releases whatever was granted.
 			maybeOFD = fs.owners.locking(in.NodeId, in.Fh, in.Owner, in.Lk.Pid)
 		}
+		afterReleases()
 		start, length := fcntlRange(&in.Lk)
 		r, err := fs.c.SetLk(ctx(), &jfspb.SetLkRequest{Ino: in.NodeId, Owner: in.Owner, Type: typ,
 			Start: start, Len: length, Pid: in.Lk.Pid, Block: block, MaybeOfd: maybeOFD}, onHeader)

@@ -31,23 +31,87 @@ import (
 // owners has at least one OFD owner, and neither may be merged into the
 // process (see maybeOFD).
 
+// An OFD owner id is the address of the kernel's struct file, which the
+// kernel commonly reuses at once after a close, while RELEASE is sent in
+// the background. After close(fd); open(); F_OFD_SETLK, owner X has locked
+// through the new fh2 before RELEASE of the old fh1 arrives. So RELEASE of
+// fh drops owner X only when X's last lock went through fh (ownerUse.lastFh).
+// And a release naming X that is on its way to the cluster (sent in the
+// background, see release.go) must reach it before a later lock request of
+// X does, or the release would drop the new lock: a lock request of X waits
+// for such a release first (releaseOf).
+
 // lockOwners is the mount's record of lock owners. Safe for concurrent use.
 type lockOwners struct {
-	mu    sync.Mutex
-	keys  map[plockKey]*ownerUse         // (ino, owner) that may hold locks on ino
-	byFh  map[uint64]map[uint64]struct{} // fh -> owners that locked through it since their FLUSH
-	byPid map[uint32]map[uint64]int      // pid -> owner -> number of its keys locked with pid
+	mu        sync.Mutex
+	keys      map[plockKey]*ownerUse         // (ino, owner) that may hold locks on ino
+	byFh      map[uint64]map[uint64]struct{} // fh -> owners that locked through it since their FLUSH
+	byPid     map[uint32]map[uint64]int      // pid -> owner -> number of its keys locked with pid
+	releasing map[plockKey]*releaseFlight    // (ino, owner) named by a release not yet answered
 }
 
 // ownerUse is what is known of one (ino, owner).
 type ownerUse struct {
-	fhs  map[uint64]struct{} // the open files it locked through
-	pids []uint32            // the pids it locked with
+	fhs    map[uint64]struct{} // the open files it locked through
+	lastFh uint64              // the open file of its latest lock request
+	pids   []uint32            // the pids it locked with
+}
+
+// releaseFlight is the releases in flight that name one (ino, owner).
+type releaseFlight struct {
+	n    int           // how many
+	done chan struct{} // closed when the last one is answered
 }
 
 func newLockOwners() *lockOwners {
 	return &lockOwners{keys: map[plockKey]*ownerUse{}, byFh: map[uint64]map[uint64]struct{}{},
-		byPid: map[uint32]map[uint64]int{}}
+		byPid: map[uint32]map[uint64]int{}, releasing: map[plockKey]*releaseFlight{}}
+}
+
+// releaseOf returns a channel closed once no release naming owner on ino
+// is in flight any more; nil when none is now. A lock request of owner
+// waits for it before it is sent.
+func (lo *lockOwners) releaseOf(ino, owner uint64) <-chan struct{} {
+	lo.mu.Lock()
+	defer lo.mu.Unlock()
+	if f := lo.releasing[plockKey{ino, owner}]; f != nil {
+		return f.done
+	}
+	return nil
+}
+
+// sending marks owners of ino as named by a release on its way, until the
+// returned finish is called (once, when the release was answered or
+// dropped). Called with lo.mu held.
+func (lo *lockOwners) sending(ino uint64, owners []uint64) (finish func()) {
+	if len(owners) == 0 {
+		return func() {}
+	}
+	for _, o := range owners {
+		k := plockKey{ino, o}
+		f := lo.releasing[k]
+		if f == nil {
+			f = &releaseFlight{done: make(chan struct{})}
+			lo.releasing[k] = f
+		}
+		f.n++
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			lo.mu.Lock()
+			defer lo.mu.Unlock()
+			for _, o := range owners {
+				k := plockKey{ino, o}
+				if f := lo.releasing[k]; f != nil {
+					if f.n--; f.n == 0 {
+						close(f.done)
+						delete(lo.releasing, k)
+					}
+				}
+			}
+		})
+	}
 }
 
 // locking records that owner, in process pid, asks for a lock (not an
@@ -66,6 +130,7 @@ func (lo *lockOwners) locking(ino, fh, owner uint64, pid uint32) (maybeOFD bool)
 		lo.keys[k] = u
 	}
 	u.fhs[fh] = struct{}{}
+	u.lastFh = fh
 	if lo.byFh[fh] == nil {
 		lo.byFh[fh] = map[uint64]struct{}{}
 	}
@@ -97,13 +162,23 @@ func (lo *lockOwners) flushed(ino, owner uint64) bool {
 }
 
 // released is the RELEASE of fh, an open file of ino: it returns the owners
-// that locked through fh and were not seen in a FLUSH since, the open file's
-// own OFD owners, whose locks on ino go with it. They are forgotten.
-func (lo *lockOwners) released(ino, fh uint64) []uint64 {
+// that locked through fh and were not seen in a FLUSH since, and whose
+// latest lock request went through fh: the open file's own OFD owners,
+// whose locks on ino go with it. They are forgotten. An owner whose latest
+// lock went through another fh (its id reused by the kernel for a newer
+// open file) is kept, with only fh forgotten. The returned owners, and
+// flockOwner when not 0 (the owner a release of a flock names), count as
+// named by a release in flight until finish is called.
+func (lo *lockOwners) released(ino, fh, flockOwner uint64) (owners []uint64, finish func()) {
 	lo.mu.Lock()
 	defer lo.mu.Unlock()
 	var out []uint64
 	for owner := range lo.byFh[fh] {
+		k := plockKey{ino, owner}
+		if u := lo.keys[k]; u != nil && u.lastFh != fh {
+			delete(u.fhs, fh)
+			continue
+		}
 		out = append(out, owner)
 	}
 	slices.Sort(out)
@@ -111,7 +186,11 @@ func (lo *lockOwners) released(ino, fh uint64) []uint64 {
 		lo.forget(plockKey{ino, owner})
 	}
 	delete(lo.byFh, fh)
-	return out
+	named := out
+	if flockOwner != 0 && !slices.Contains(out, flockOwner) {
+		named = append(slices.Clone(out), flockOwner)
+	}
+	return out, lo.sending(ino, named)
 }
 
 // forget drops k from every index, reporting whether it was known. Called

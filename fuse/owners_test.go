@@ -35,7 +35,7 @@ func TestLockOwners(t *testing.T) {
 	if lo.flushed(ino, proc) {
 		t.Fatal("a second FLUSH of the process: reported as holding again")
 	}
-	if got := lo.released(ino, 1); len(got) != 0 {
+	if got := releasedNow(lo, ino, 1); len(got) != 0 {
 		t.Fatalf("RELEASE of fh 1 after its process flushed: drops %v, want nothing", got)
 	}
 
@@ -51,7 +51,7 @@ func TestLockOwners(t *testing.T) {
 	// The process closes fh 5's descriptor: FLUSH with the process owner,
 	// which leaves the OFD owner of fh 5 alone.
 	lo.flushed(ino, proc)
-	if got := lo.released(ino, 5); !slices.Equal(got, []uint64{ofd1}) {
+	if got := releasedNow(lo, ino, 5); !slices.Equal(got, []uint64{ofd1}) {
 		t.Fatalf("RELEASE of fh 5: drops %v, want [%d]", got, ofd1)
 	}
 	if lo.locking(ino, 4, proc, 7) {
@@ -65,7 +65,7 @@ func TestLockOwners(t *testing.T) {
 	}
 	// fh 6's last close: its OFD owner goes; other's lock through fh 3 and
 	// the process's through fh 4 and on ino2 stay.
-	if got := lo.released(ino, 6); !slices.Equal(got, []uint64{ofd2}) {
+	if got := releasedNow(lo, ino, 6); !slices.Equal(got, []uint64{ofd2}) {
 		t.Fatalf("RELEASE of fh 6: drops %v, want [%d]", got, ofd2)
 	}
 	if !lo.flushed(ino, other) || !lo.flushed(ino, proc) || !lo.flushed(ino2, proc) {
@@ -112,5 +112,81 @@ func TestReleaserUrgentOvertakes(t *testing.T) {
 			}
 			seen[n] = true
 		}
+	}
+}
+
+// releasedNow is RELEASE of fh on ino, answered at once.
+func releasedNow(lo *lockOwners, ino, fh uint64) []uint64 {
+	owners, finish := lo.released(ino, fh, 0)
+	finish()
+	return owners
+}
+
+// TestLockOwnerReused: the kernel reuses an OFD owner id (the address of
+// its struct file) for a new open file right after a close, before the old
+// file's RELEASE arrives. The late RELEASE of the old fh must not drop the
+// owner, whose latest lock went through the new fh; the new fh's RELEASE
+// does.
+func TestLockOwnerReused(t *testing.T) {
+	const ino, x = 10, 500
+	lo := newLockOwners()
+	lo.locking(ino, 1, x, 7) // F_OFD_SETLK through fh 1
+	lo.locking(ino, 2, x, 7) // close; open (fh 2, same owner); F_OFD_SETLK
+	if got := releasedNow(lo, ino, 1); len(got) != 0 {
+		t.Fatalf("late RELEASE of fh 1 drops %v, whose latest lock went through fh 2", got)
+	}
+	if got := releasedNow(lo, ino, 2); !slices.Equal(got, []uint64{x}) {
+		t.Fatalf("RELEASE of fh 2 drops %v, want [%d]", got, x)
+	}
+	// Without reuse, the owner goes with its fh as before.
+	lo.locking(ino, 3, x, 7)
+	if got := releasedNow(lo, ino, 3); !slices.Equal(got, []uint64{x}) {
+		t.Fatalf("RELEASE of fh 3 drops %v, want [%d]", got, x)
+	}
+}
+
+// TestLockWaitsForRelease: a lock request of an owner that a release in
+// flight names waits until that release was answered, so the release
+// cannot overtake it at the cluster and drop what it took. Other owners,
+// and the owner once the release is answered, do not wait.
+func TestLockWaitsForRelease(t *testing.T) {
+	const ino, x, flockOwner, other = 10, 500, 600, 700
+	lo := newLockOwners()
+	lo.locking(ino, 1, x, 7)
+	owners, finish := lo.released(ino, 1, flockOwner)
+	if !slices.Equal(owners, []uint64{x}) {
+		t.Fatalf("RELEASE of fh 1 drops %v, want [%d]", owners, x)
+	}
+	// The kernel reuses x for fh 2 and locks through it while the release
+	// is on its way.
+	lo.locking(ino, 2, x, 7)
+	wait := lo.releaseOf(ino, x)
+	if wait == nil {
+		t.Fatal("a lock of the owner a release in flight names does not wait for it")
+	}
+	if lo.releaseOf(ino, flockOwner) == nil {
+		t.Fatal("a flock of the owner whose flock a release in flight drops does not wait for it")
+	}
+	if lo.releaseOf(ino, other) != nil || lo.releaseOf(ino+1, x) != nil {
+		t.Fatal("a lock no release in flight names waits")
+	}
+	select {
+	case <-wait:
+		t.Fatal("the wait ended before the release was answered")
+	default:
+	}
+	finish()
+	finish() // a second call changes nothing
+	select {
+	case <-wait:
+	default:
+		t.Fatal("the wait did not end when the release was answered")
+	}
+	if lo.releaseOf(ino, x) != nil {
+		t.Fatal("a lock still waits after the release was answered")
+	}
+	// fh 2's lock is the owner's latest: its own release drops it.
+	if got := releasedNow(lo, ino, 2); !slices.Equal(got, []uint64{x}) {
+		t.Fatalf("RELEASE of fh 2 drops %v, want [%d]", got, x)
 	}
 }

@@ -136,3 +136,76 @@ func testReachLeaderThroughFollower(t *testing.T, drop bool) {
 		t.Fatalf("followers forwarded %v requests, want at least %d", forwarded, files)
 	}
 }
+
+// TestForwardedLockWaitSurvivesFrozenLeader: a client cut off from the
+// leader's API port has its blocking F_SETLKW forwarded by a follower; the
+// leader then freezes (SIGSTOP), so its TCP connections stay up and the
+// client's own pings, to the follower, are answered. The follower cancels
+// the forwarded call when it sees another leader elected, the client queues
+// the wait again at the new leader, and the holder's unlock there grants it.
+// Before, the forwarded call waited on the frozen leader for good.
+func TestForwardedLockWaitSurvivesFrozenLeader(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	holder := pc.client(t)
+	d := newCutDialer(false)
+	waiter, err := client.New(client.Config{Servers: pc.servers(), RetryFor: 10 * time.Second,
+		AttemptTimeout: 2 * time.Second, Dial: d.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { waiter.Close() })
+	mustRegister(t, holder)
+	mustRegister(t, waiter)
+	cr, err := holder.Create(ctx, &jfspb.CreateRequest{Parent: 1, Name: []byte("f"), Mode: 0o644,
+		Flags: uint32(syscall.O_CREAT | syscall.O_RDWR), Fh: 1})
+	if err != nil || cr.Errno != 0 {
+		t.Fatalf("create: %v %v", err, cr)
+	}
+	setLk := func(c *client.Client, pid uint32, typ jfspb.LockType, block bool) error {
+		r, err := c.SetLk(ctx, &jfspb.SetLkRequest{Ino: cr.Attr.Ino, Owner: uint64(pid), Type: typ, Pid: pid, Block: block})
+		if err == nil {
+			err = client.Errno(r.Errno)
+		}
+		return err
+	}
+	if err := setLk(holder, 1, jfspb.LockType_LOCK_TYPE_WRITE, false); err != nil {
+		t.Fatalf("holder's lock: %v", err)
+	}
+	old := pc.leader(t, holder)
+	d.cutOff(old.apiAddr)
+	waited := make(chan error, 1)
+	go func() { waited <- setLk(waiter, 2, jfspb.LockType_LOCK_TYPE_WRITE, true) }()
+
+	// The wait is queued on the leader, through a follower.
+	var locks struct {
+		Locks []struct {
+			Waiting bool `json:"waiting"`
+		} `json:"locks"`
+	}
+	mustJfsctlJSON(t, pc.servers(), 30*time.Second, &locks, func() bool {
+		return len(locks.Locks) == 2 && (locks.Locks[0].Waiting || locks.Locks[1].Waiting)
+	}, "locks", "ls", "--json")
+
+	sigProc(t, old, syscall.SIGSTOP)
+	t.Cleanup(func() { old.cmd.Process.Signal(syscall.SIGCONT) })
+	var others []*proc
+	for _, p := range pc.procs {
+		if p != old {
+			others = append(others, p)
+		}
+	}
+	next := leaderAmong(t, holder, others...)
+	if err := setLk(holder, 1, jfspb.LockType_LOCK_TYPE_UNLOCK, false); err != nil {
+		t.Fatalf("holder's unlock at the new leader %s: %v", next.id, err)
+	}
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("the forwarded wait across the frozen leader: %v, want the grant", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the forwarded wait was not granted within 60s of the unlock at the new leader %s", next.id)
+	}
+}

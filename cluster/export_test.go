@@ -1,0 +1,31 @@
+package cluster
+
+import (
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
+
+// FailTransfers makes the first n leadership transfers of a corrupt leader
+// fail. Call it before the nodes start; restore, after they stopped, puts
+// the real transfer back. failed tells how many transfers were refused.
+func FailTransfers(n int) (failed func() int, restore func()) {
+	real := transferLeadership
+	var tried atomic.Int64
+	transferLeadership = func(r *raft.Raft) raft.Future {
+		if tried.Add(1) <= int64(n) {
+			return failedFuture{}
+		}
+		return real(r)
+	}
+	return func() int { return int(min(tried.Load(), int64(n))) },
+		func() { transferLeadership = real }
+}
+
+type failedFuture struct{}
+
+func (failedFuture) Error() error { return raft.ErrLeadershipTransferInProgress }
+
+// OFDMarks is the number of lock owners n's lock waits keep marked as
+// maybe open file descriptions.
+func OFDMarks(n *Node) int { return n.locks.ofdMarks() }

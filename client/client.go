@@ -529,7 +529,7 @@ func (c *Client) Admin(ctx context.Context, fn func(ctx context.Context, a jfspb
 // AdminStream is Admin for a call whose length has no bound (a streaming
 // backup or restore): an attempt is bounded by ctx alone.
 func (c *Client) AdminStream(ctx context.Context, fn func(ctx context.Context, a jfspb.AdminClient) error) error {
-	return c.retry(ctx, 0, func(ctx context.Context, cc *grpc.ClientConn) error {
+	return c.retry(ctx, 0, false, func(ctx context.Context, cc *grpc.ClientConn) error {
 		return fn(ctx, jfspb.NewAdminClient(cc))
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/client"
 )
 

@@ -121,11 +121,12 @@ func TestHealthReady(t *testing.T) {
 	var code int
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		// Every node is ready, yet the leader may still be announcing its
-		// API address; poll until the report settles.
+		// Every node is ready, yet a member may still be announcing its
+		// API address (the cluster is writable before every member is
+		// reachable); poll until the report settles.
 		var errOut string
 		h, code, errOut = jfsctlHealth(t, pc.servers()[:1])
-		if code == 0 {
+		if code == 0 && h.HealthyVoters == h.Voters {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -279,6 +279,12 @@ func (n *Node) checkReplicas() (complete bool, err error) {
 	switch {
 	case len(verdict.differ) == 0 && verdict.agreed:
 		n.metrics.Load().countCheck("ok")
+	case !verdict.agreed && distinct(sums) <= 1:
+		// Too few answered (members still starting, or busy with an
+		// earlier digest), and those that did agree: nothing to report
+		// but an incomplete round, which is retried.
+		n.metrics.Load().countCheck("incomplete")
+		n.log.Debug("replica check incomplete", "index", index, "answered", len(sums), "members", len(members))
 	case !verdict.agreed:
 		n.metrics.Load().countCheck("no_majority")
 		n.log.Error("REPLICAS DISAGREE and no majority agrees: cannot tell which state is corrupt",
@@ -393,6 +399,15 @@ func compareDigests(members []string, sums map[string][32]byte) verdict {
 	}
 	slices.Sort(v.differ)
 	return v
+}
+
+// distinct counts the different digests in sums.
+func distinct(sums map[string][32]byte) int {
+	seen := map[[32]byte]bool{}
+	for _, s := range sums {
+		seen[s] = true
+	}
+	return len(seen)
 }
 
 func short(s [32]byte) []byte { return s[:6] }

@@ -68,7 +68,7 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 		}, []string{"method"}),
 	}
 	m.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "jfsd_integrity_checks_total", Help: "Cross-replica digest comparisons run by this node as leader, by result: ok, mismatch (a member was marked corrupt), no_majority, error.",
+		Name: "jfsd_integrity_checks_total", Help: "Cross-replica digest comparisons run by this node as leader, by result: ok, mismatch (a member was marked corrupt), no_majority (members differ and no digest has a majority), incomplete (too few answered, and they agree), error.",
 	}, []string{"result"})
 	corrupt := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "jfsd_corrupt", Help: "1 when this node's state was found to differ from the other replicas': it serves nothing until rebuilt.",

@@ -258,9 +258,17 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 	defer cl.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), retryFor+10*time.Second)
-	go func() { // a signal while the cluster is sought ends the wait
+	// A signal while the cluster is sought or the file system is being
+	// mounted ends the wait; if the mount got far enough to succeed
+	// anyway, it is undone at once below (the kernel shows the mount
+	// before Mount returns, so a signal can come in between).
+	early := make(chan os.Signal, 1)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
 		select {
-		case <-sigs:
+		case s := <-sigs:
+			early <- s
 			cancel()
 		case <-ctx.Done():
 		}
@@ -284,11 +292,19 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		},
 	})
 	cancel()
+	<-watched // a signal is now either in early or still in sigs
 	switch {
 	case errors.Is(err, client.ErrNoLeader):
 		return fmt.Errorf("cannot reach the jfs cluster at %s: %w", strings.Join(mc.servers, ","), err)
 	case err != nil:
 		return err
+	}
+	select {
+	case s := <-early:
+		log.Info("unmounting: signalled while mounting", "signal", s)
+		mounted.Unmount(5 * time.Second)
+		return nil
+	default:
 	}
 	log.Info("mounted", "mountpoint", mc.mountPoint, "servers", strings.Join(mc.servers, ","))
 	if p := c.String("pid-file"); p != "" {

@@ -72,6 +72,9 @@ func runFSX(t *testing.T, jfsdArgs ...string) {
 	for i := range *fsxOps {
 		// Every run has a big truncate at least once.
 		x.step(i == *fsxOps/2)
+		if tenth := max(*fsxOps/10, 1); (i+1)%tenth == 0 && *fsxOps >= 10000 {
+			t.Logf("fsx: %d operations in %v", i+1, time.Since(start).Round(time.Second))
+		}
 	}
 	x.checkAll("at the end")
 	x.close()

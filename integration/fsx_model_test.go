@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 )
@@ -90,16 +91,13 @@ func fsxDiff(base int64, want, got []byte) string {
 	fmt.Fprintf(&b, "%d bytes differ, the first at offset %#x\n", count, base+int64(first))
 	fmt.Fprintf(&b, "%-10s %-48s %s\n", "OFFSET", "GOOD", "BAD")
 	shown := 0
-	for line := first &^ 15; line < n && shown < 8; line += 16 {
-		end := min(line+16, n)
-		differs := false
-		for i := line; i < end; i++ {
-			differs = differs || want[i] != got[i]
-		}
-		if !differs {
+	// Lines start at file offsets that are multiples of 16.
+	for abs := (base + int64(first)) &^ 15; abs < base+int64(n) && shown < 8; abs += 16 {
+		lo, hi := max(abs-base, 0), min(abs+16-base, int64(n))
+		if bytes.Equal(want[lo:hi], got[lo:hi]) {
 			continue
 		}
-		fmt.Fprintf(&b, "%#010x % -48x % x\n", base+int64(line), want[line:end], got[line:end])
+		fmt.Fprintf(&b, "%#010x % -48x % x\n", base+lo, want[lo:hi], got[lo:hi])
 		shown++
 	}
 	return b.String()

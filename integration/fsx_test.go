@@ -104,6 +104,7 @@ var fsxOpTable = []struct {
 	do     func(*fsx)
 }{
 	{"read", 10, (*fsx).opRead},
+	{"O_DIRECT read", 2, (*fsx).opDirectRead},
 	{"write", 10, (*fsx).opWrite},
 	{"write past EOF", 4, (*fsx).opWriteHole},
 	{"truncate", 5, (*fsx).opTruncate},
@@ -415,6 +416,17 @@ func (x *fsx) mapped(prot int, fn func(m []byte)) {
 	x.must("munmap", unix.Munmap(m))
 }
 
+// opDirectRead reads a range through a descriptor opened with O_DIRECT,
+// past the kernel's page cache.
+func (x *fsx) opDirectRead() {
+	off, n := x.offLen(int64(len(x.f.data)))
+	x.log.add("O_DIRECT read %#x+%#x", off, n)
+	fd, err := unix.Open(x.path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	x.must("open O_DIRECT", err)
+	defer unix.Close(fd)
+	x.compare("O_DIRECT read", fd, &x.f, off, n)
+}
+
 func (x *fsx) opMmapRead() {
 	size := int64(len(x.f.data))
 	if size == 0 {
@@ -431,8 +443,19 @@ func (x *fsx) opMmapRead() {
 	})
 }
 
+// opMmapWrite writes through a shared mapping and msyncs it. Now and then
+// it first extends the file with ftruncate to write past the old end, as
+// fsx does.
 func (x *fsx) opMmapWrite() {
 	size := int64(len(x.f.data))
+	if x.rnd.IntN(4) == 0 && size < fsxMaxLen-fsxMaxOp {
+		off, n := x.offLen(fsxMaxLen - fsxMaxOp)
+		if off+n > size {
+			x.log.add("truncate %#x -> %#x for an mmap write", size, off+n)
+			x.truncateTo(off + n)
+			size = off + n
+		}
+	}
 	if size == 0 {
 		x.opWrite()
 		return

@@ -53,6 +53,12 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 }
 
 // Open opens a file; O_TRUNC truncates it in the same request.
+//
+// Close-to-open: the kernel drops its page cache at the open (no
+// FOPEN_KEEP_CACHE), but not its cached attributes, and it reads no further
+// than the size it holds. Another mount may have changed the size since,
+// so the open also drops the kernel's attributes of the inode (attributes
+// only: that locks no page), and the next stat or read asks the cluster.
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("Open", time.Now(), &st)
 	fh := fs.nextFh.Add(1)
@@ -61,6 +67,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 	if st = fs.byIno("open", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
+	fs.invalidateAttr(in.NodeId)
 	fs.opened(fh, req.GetHeader().GetSession())
 	*out = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK

@@ -237,6 +237,7 @@ func TestMembersAddRemove(t *testing.T) {
 	n4.args = []string{"--id", "n4", "--data-dir", n4.dataDir, "--raft-addr", n4.raftAddr, "--addr", n4.apiAddr, "--metrics-addr", n4.metricsAddr}
 	pc.procs = append(pc.procs, n4)
 	pc.start(n4)
+	pc.mustAllUp() // n4 listens on its metrics address, which jfsd binds last
 
 	if out, errOut, err := jfsctl(t, pc.servers()[:3], "members", "add", "n4", n4.raftAddr, n4.apiAddr); err != nil {
 		t.Fatalf("members add: %v: %s%s", err, out, errOut)

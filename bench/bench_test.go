@@ -61,8 +61,10 @@ func TestBenchWorkloadsOnALocalDir(t *testing.T) {
 		}
 	}
 	// The timed phases ran for at least their share of the duration (no
-	// upper bound but a sanity one: a loaded machine stretches them).
-	for _, k := range []string{"stat-storm/stat", "meta/create", "lock-pairs/flock lock+unlock"} {
+	// upper bound but a sanity one: a loaded machine stretches them). The
+	// meta phase is not among them: it stops early once each process made
+	// its most files, which a fast local disk reaches in a fraction of it.
+	for _, k := range []string{"stat-storm/stat", "lock-pairs/flock lock+unlock"} {
 		if el := byOp[k].ElapsedSeconds; el < 0.3 || el > 120 {
 			t.Errorf("%s ran for %.2fs", k, el)
 		}

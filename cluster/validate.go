@@ -4,7 +4,6 @@ import (
 	"syscall"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/fsm"
@@ -132,11 +131,11 @@ func clampRead(r *jfspb.ReadRequest) *jfspb.ReadRequest {
 	return c
 }
 
-// errnoResponse returns a new R carrying only errno (field 1 of every
-// response message).
+// errnoResponse returns a new R carrying only errno. Every response
+// message sets its errno through jfspb.Errno (api/jfspb/errno_test.go).
 func errnoResponse[R proto.Message](e syscall.Errno) R {
 	var zero R
-	m := zero.ProtoReflect().New()
-	m.Set(m.Descriptor().Fields().ByNumber(1), protoreflect.ValueOfInt32(int32(e)))
-	return m.Interface().(R)
+	r := zero.ProtoReflect().New().Interface().(R)
+	any(r).(jfspb.Errno).SetErrno(int32(e))
+	return r
 }

@@ -85,6 +85,10 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 	case len(data) > MaxWrite, uint64(off)+uint64(len(data)) > maxFileSize:
 		return fail(syscall.EFBIG)
 	}
+	c := req.GetHeader().GetCred()
+	if e := n.mayUse(c, MayWrite); e != 0 {
+		return fail(e)
+	}
 	if len(data) == 0 {
 		return &jfspb.WriteResponse{Attr: n.attr(ino), Offset: off}
 	}
@@ -111,6 +115,7 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 		pos += cnt
 	}
 	n.Size = max(n.Size, uint64(off)+uint64(len(data)))
+	n.Mode = killPriv(n.Mode, c)
 	n.Mtime, n.Ctime = t.now, t.now
 	t.putInode(ino, n)
 	return &jfspb.WriteResponse{Written: uint32(len(data)), Attr: n.attr(ino), Offset: off}
@@ -158,6 +163,9 @@ func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateRespon
 		return fail(syscall.ENODEV)
 	case uint64(off)+uint64(length) > maxFileSize:
 		return fail(syscall.EFBIG)
+	}
+	if e := n.mayUse(req.GetHeader().GetCred(), MayWrite); e != 0 {
+		return fail(e)
 	}
 	lo, end := uint64(off), uint64(off)+uint64(length)
 	if mode&fallocPunchHole != 0 {
@@ -278,6 +286,9 @@ func (f *FSM) Read(req *jfspb.ReadRequest) *jfspb.ReadResponse {
 		case !n.isReg(), off < 0:
 			return &jfspb.ReadResponse{Errno: eno(syscall.EINVAL)}
 		}
+		if e := n.mayUse(req.GetCred(), MayRead); e != 0 {
+			return &jfspb.ReadResponse{Errno: eno(e)}
+		}
 		start := uint64(off)
 		if start >= n.Size || req.GetSize() == 0 {
 			return &jfspb.ReadResponse{Data: []byte{}, Attr: n.attr(ino)}
@@ -324,16 +335,24 @@ func (t *txn) openCount(ino, session uint64) uint64 {
 	return binary.BigEndian.Uint64(v)
 }
 
-// openFile counts one more open of ino by the command's session; O_TRUNC
-// truncates a regular file.
-func (t *txn) openFile(ino uint64, n *inode, flags uint32) {
-	if flags&syscall.O_TRUNC != 0 && n.isReg() && n.Size > 0 {
-		t.truncate(ino, n, 0)
-		t.putInode(ino, n)
+// openFile counts one more open of ino by the command's session, for c;
+// O_TRUNC truncates a regular file, and drops its set-id bits when c is
+// not root (as a truncate does).
+func (t *txn) openFile(ino uint64, n *inode, flags uint32, c *jfspb.Cred) {
+	if flags&syscall.O_TRUNC != 0 && n.isReg() {
+		if n.Size > 0 {
+			t.truncate(ino, n, 0)
+			t.putInode(ino, n)
+		}
+		if m := killPriv(n.Mode, c); m != n.Mode {
+			n.Mode = m
+			n.Ctime = t.now
+			t.putInode(ino, n)
+		}
 	}
-	c := t.openCount(ino, t.session)
-	t.put(bucketOpen, key2(ino, t.session), u64(c+1))
-	if c == 0 {
+	count := t.openCount(ino, t.session)
+	t.put(bucketOpen, key2(ino, t.session), u64(count+1))
+	if count == 0 {
 		t.put(bucketSessOpen, key2(t.session, ino), nil)
 	}
 }
@@ -359,9 +378,10 @@ func (t *txn) closeFile(ino, session uint64) bool {
 }
 
 // applyOpen counts an open of ino by the session: ENOENT; EISDIR when a
-// directory is opened for writing.
+// directory is opened for writing; EACCES, EPERM as MayOpen.
 func (t *txn) applyOpen(req *jfspb.OpenRequest) *jfspb.OpenResponse {
 	ino, flags := req.GetIno(), req.GetFlags()
+	c := req.GetHeader().GetCred()
 	n := t.inode(ino)
 	switch {
 	case n == nil:
@@ -369,7 +389,10 @@ func (t *txn) applyOpen(req *jfspb.OpenRequest) *jfspb.OpenResponse {
 	case n.isDir() && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0:
 		return &jfspb.OpenResponse{Errno: eno(syscall.EISDIR)}
 	}
-	t.openFile(ino, n, flags)
+	if e := MayOpen(n.attr(ino), c, flags); e != 0 {
+		return &jfspb.OpenResponse{Errno: eno(e)}
+	}
+	t.openFile(ino, n, flags, c)
 	return &jfspb.OpenResponse{Attr: n.attr(ino)}
 }
 

@@ -213,16 +213,24 @@ const setAttrKnown = uint32(jfspb.SetAttrMask_SET_ATTR_MODE | jfspb.SetAttrMask_
 	jfspb.SetAttrMask_SET_ATTR_MTIME_NOW | jfspb.SetAttrMask_SET_ATTR_CTIME)
 
 // applySetAttr changes the fields named by req.Valid: ENOENT; EINVAL for an
-// unknown mask bit or a size change of a special file; EISDIR for a size
-// change of a directory; EFBIG past the largest file size.
+// unknown mask bit or a size change of a special file; EPERM, EACCES as
+// setAttrCheck decides for the caller; EISDIR for a size change of a
+// directory; EFBIG past the largest file size. With credentials, a change
+// of owner or group of a non-directory drops its set-id bits (privBits),
+// and a size change by someone other than root drops them as a write does.
 func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 	ino, valid := req.GetIno(), req.GetValid()
+	c := req.GetHeader().GetCred()
 	n := t.inode(ino)
 	if n == nil {
 		return &jfspb.SetAttrResponse{Errno: eno(syscall.ENOENT)}
 	}
 	if valid&^setAttrKnown != 0 {
 		return &jfspb.SetAttrResponse{Errno: eno(syscall.EINVAL)}
+	}
+	mode, e := setAttrCheck(n, req, c)
+	if e != 0 {
+		return &jfspb.SetAttrResponse{Errno: eno(e)}
 	}
 	has := func(m jfspb.SetAttrMask) bool { return valid&uint32(m) != 0 }
 	if has(jfspb.SetAttrMask_SET_ATTR_SIZE) {
@@ -238,9 +246,14 @@ func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 			t.truncate(ino, n, req.GetSize())
 		}
 		n.Mtime = t.now
+		n.Mode = killPriv(n.Mode, c)
 	}
 	if has(jfspb.SetAttrMask_SET_ATTR_MODE) {
-		n.Mode = n.typ() | req.GetMode()&0o7777
+		n.Mode = n.typ() | mode
+	}
+	chown := has(jfspb.SetAttrMask_SET_ATTR_UID) || has(jfspb.SetAttrMask_SET_ATTR_GID)
+	if chown && c != nil && !n.isDir() && !has(jfspb.SetAttrMask_SET_ATTR_MODE) {
+		n.Mode &^= privBits(n.Mode)
 	}
 	if has(jfspb.SetAttrMask_SET_ATTR_UID) {
 		n.Uid = req.GetUid()

@@ -24,7 +24,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.CreateRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh}
-	r, err := fs.c.Create(ctx(), req)
+	r, err := fs.c.Create(fs.as(&in.Caller), req)
 	if st = fs.status("create", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
@@ -42,7 +42,7 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.CreateRequest{Parent: in.NodeId, Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh, Tmpfile: true}
-	r, err := fs.c.Create(ctx(), req)
+	r, err := fs.c.Create(fs.as(&in.Caller), req)
 	if st = fs.status("tmpfile", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
@@ -63,7 +63,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 	defer fs.observe("Open", time.Now(), &st)
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.OpenRequest{Ino: in.NodeId, Flags: in.Flags, Fh: fh}
-	r, err := fs.c.Open(ctx(), req)
+	r, err := fs.c.Open(fs.as(&in.Caller), req)
 	if st = fs.byIno("open", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
@@ -80,7 +80,7 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fus
 	if st = fs.live("read", in.Fh); !st.Ok() {
 		return nil, st
 	}
-	data, attr, err := fs.c.ReadAtAttr(ctx(), in.NodeId, int64(in.Offset), int(in.Size))
+	data, attr, err := fs.c.ReadAtAttr(fs.as(&in.Caller), in.NodeId, int64(in.Offset), int(in.Size))
 	if st = fs.status("read", err, 0); !st.Ok() {
 		return nil, st
 	}
@@ -98,7 +98,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 		return 0, st
 	}
 	if appendMode(in) {
-		_, _, err := fs.c.Append(ctx(), in.NodeId, in.Fh, data)
+		_, _, err := fs.c.Append(fs.as(&in.Caller), in.NodeId, in.Fh, data)
 		// The kernel records a size computed from the offset it chose.
 		// Recent kernels mark the size stale after every write anyway;
 		// for the others, drop the attributes so that the next stat or
@@ -109,7 +109,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 		}
 		return uint32(len(data)), fuse.OK
 	}
-	n, _, err := fs.c.WriteAt(ctx(), in.NodeId, in.Fh, int64(in.Offset), data)
+	n, _, err := fs.c.WriteAt(fs.as(&in.Caller), in.NodeId, in.Fh, int64(in.Offset), data)
 	if st = fs.status("write", err, 0); !st.Ok() && n == 0 {
 		return 0, st
 	}
@@ -150,7 +150,7 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) (st fuse.S
 	if in.Offset > math.MaxInt64 || in.Length > math.MaxInt64 {
 		return fuse.EINVAL
 	}
-	r, err := fs.c.Fallocate(ctx(), &jfspb.FallocateRequest{Ino: in.NodeId, Fh: in.Fh,
+	r, err := fs.c.Fallocate(fs.as(&in.Caller), &jfspb.FallocateRequest{Ino: in.NodeId, Fh: in.Fh,
 		Offset: int64(in.Offset), Length: int64(in.Length), Mode: in.Mode})
 	if st = fs.byIno("fallocate", err, r.GetErrno()); st.Ok() {
 		// The kernel trims its page cache of a punched or zeroed range
@@ -394,7 +394,7 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) (int, 
 	}
 	limit := uint32(max(1, int(in.Size)/per))
 	for {
-		r, err := fs.c.ReadDir(ctx(), &jfspb.ReadDirRequest{Ino: in.NodeId, Cookie: cookie, Limit: limit})
+		r, err := fs.c.ReadDir(fs.as(&in.Caller), &jfspb.ReadDirRequest{Ino: in.NodeId, Cookie: cookie, Limit: limit})
 		if st := fs.status("readdir", err, r.GetErrno()); st == fuse.ENOENT {
 			if _, open := fs.dirs.removed(in.NodeId); open {
 				return n, fuse.OK // removed while open here: it was empty

@@ -91,6 +91,9 @@ type FS struct {
 
 	// dirs are the directories open on the mount (opendirs.go).
 	dirs openDirs
+
+	// creds are the callers' credentials by pid (creds.go).
+	creds *credCache
 }
 
 type plockKey struct{ ino, owner uint64 }
@@ -110,6 +113,7 @@ func New(c *client.Client, opts Options) *FS {
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		c:             c, opts: opts, log: opts.Logger.Named("fuse"),
 		owners: newLockOwners(),
+		creds:  newCredCache(),
 	}
 	fs.releases = newReleaser(fs.sendRelease, fs.sendReleases, opts.ReleaseBatch)
 	return fs

@@ -117,12 +117,19 @@ func openMask(flags uint32) uint32 {
 }
 
 // MayOpen is may_open: may c open the file of attr with open(2) flags?
-// EACCES when the mode bits refuse the access the flags ask for (see
-// openMask), EPERM for O_NOATIME by someone other than the owner or root.
-// Whether the file type allows the open (EISDIR for writing a directory,
-// say) is not decided here.
+// EISDIR when a directory is opened for writing or with O_TRUNC; EACCES
+// when the mode bits refuse the access the flags ask for (see openMask);
+// EPERM for O_NOATIME by someone other than the owner or root. Without
+// credentials (c nil) everything passes.
 func MayOpen(attr *jfspb.Attr, c *jfspb.Cred, flags uint32) syscall.Errno {
-	if e := CheckAccess(attr.GetMode(), attr.GetUid(), attr.GetGid(), c, openMask(flags)); e != 0 {
+	if c == nil {
+		return 0
+	}
+	mask := openMask(flags)
+	if attr.GetMode()&syscall.S_IFMT == syscall.S_IFDIR && mask&MayWrite != 0 {
+		return syscall.EISDIR
+	}
+	if e := CheckAccess(attr.GetMode(), attr.GetUid(), attr.GetGid(), c, mask); e != 0 {
 		return e
 	}
 	if flags&syscall.O_NOATIME != 0 && !isOwner(c, attr.GetUid()) {
@@ -166,25 +173,57 @@ func (dir *inode) mayDelete(victim *inode, c *jfspb.Cred) syscall.Errno {
 	return 0
 }
 
-// killPriv returns mode with the bits a write or truncate by c removes
-// (should_remove_suid): S_ISUID, and S_ISGID when group execute is set,
-// unless c is root.
-func killPriv(mode uint32, c *jfspb.Cred) uint32 {
-	if isRoot(c) {
-		return mode
+// mayLink is may_linkat with fs.protected_hardlinks = 1 (the setting of
+// systemd's distributions): someone other than the owner or root may link
+// only a regular file that is neither set-uid nor set-gid executable and
+// that they may read and write. EPERM.
+func (n *inode) mayLink(c *jfspb.Cred) syscall.Errno {
+	switch {
+	case isOwner(c, n.Uid):
+		return 0
+	case !n.isReg(), n.Mode&syscall.S_ISUID != 0, n.Mode&(syscall.S_ISGID|0o010) == syscall.S_ISGID|0o010,
+		n.access(c, MayRead|MayWrite) != 0:
+		return syscall.EPERM
 	}
-	return mode &^ privBits(mode)
+	return 0
 }
 
-// privBits are the set-id bits a change of the file's data or owner drops:
-// S_ISUID, and S_ISGID if the group may execute (a setgid file without
-// group execute is a mandatory-locking mark, which Linux keeps).
-func privBits(mode uint32) uint32 {
-	kill := mode & syscall.S_ISUID
-	if mode&(syscall.S_ISGID|0o010) == syscall.S_ISGID|0o010 {
-		kill |= syscall.S_ISGID
+// killPriv returns mode with the set-id bits that a write or truncate by c
+// removes from a regular file (should_remove_suid): S_ISUID, and S_ISGID
+// as dropSgid says; root (CAP_FSETID) keeps them.
+func killPriv(mode, gid uint32, c *jfspb.Cred) uint32 {
+	if isRoot(c) || mode&syscall.S_IFMT != syscall.S_IFREG {
+		return mode
 	}
-	return kill
+	mode &^= syscall.S_ISUID
+	if dropSgid(mode, gid, c) {
+		mode &^= syscall.S_ISGID
+	}
+	return mode
+}
+
+// chownKill returns mode with the set-id bits a change of owner or group
+// by c removes from a non-directory (chown_common): S_ISUID always, root
+// or not, and S_ISGID as dropSgid says.
+func chownKill(mode, gid uint32, c *jfspb.Cred) uint32 {
+	if mode&syscall.S_IFMT == syscall.S_IFDIR {
+		return mode
+	}
+	if dropSgid(mode, gid, c) {
+		mode &^= syscall.S_ISGID
+	}
+	return mode &^ syscall.S_ISUID
+}
+
+// dropSgid is setattr_should_drop_sgid: S_ISGID goes with a change when
+// the group may execute, or when c is neither root nor in the file's group
+// gid (a set-gid file without group execute is otherwise a mandatory
+// locking mark, which stays).
+func dropSgid(mode, gid uint32, c *jfspb.Cred) bool {
+	if mode&syscall.S_ISGID == 0 {
+		return false
+	}
+	return mode&0o010 != 0 || !isRoot(c) && !inGroup(c, gid)
 }
 
 // newOwner is the owner a file created by c gets: c's uid and gid (the

@@ -115,7 +115,7 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 		pos += cnt
 	}
 	n.Size = max(n.Size, uint64(off)+uint64(len(data)))
-	n.Mode = killPriv(n.Mode, c)
+	n.Mode = killPriv(n.Mode, n.Gid, c)
 	n.Mtime, n.Ctime = t.now, t.now
 	t.putInode(ino, n)
 	return &jfspb.WriteResponse{Written: uint32(len(data)), Attr: n.attr(ino), Offset: off}
@@ -344,7 +344,7 @@ func (t *txn) openFile(ino uint64, n *inode, flags uint32, c *jfspb.Cred) {
 			t.truncate(ino, n, 0)
 			t.putInode(ino, n)
 		}
-		if m := killPriv(n.Mode, c); m != n.Mode {
+		if m := killPriv(n.Mode, n.Gid, c); m != n.Mode {
 			n.Mode = m
 			n.Ctime = t.now
 			t.putInode(ino, n)

@@ -606,9 +606,10 @@ func renameAccess(sp, sn, dp, dn *inode, moved, exchange bool, c *jfspb.Cred) sy
 }
 
 // applyLink adds a name for an inode: EINVAL, ENAMETOOLONG (name); ENOENT
-// (inode missing, or unlinked and not a linkable O_TMPFILE file); ENOENT,
-// ENOTDIR (parent); EEXIST; EPERM for a directory; EMLINK past 2^32-1
-// links.
+// (inode missing, or unlinked and not a linkable O_TMPFILE file); EPERM
+// (protected hard links: mayLink); ENOENT, ENOTDIR (parent); EACCES (search
+// on parent); EEXIST; EACCES (write on parent); EPERM for a directory;
+// EMLINK past 2^32-1 links.
 func (t *txn) applyLink(req *jfspb.LinkRequest) *jfspb.LinkResponse {
 	fail := func(e syscall.Errno) *jfspb.LinkResponse { return &jfspb.LinkResponse{Errno: eno(e)} }
 	ino, parent, name := req.GetIno(), req.GetNewParent(), req.GetNewName()
@@ -619,6 +620,9 @@ func (t *txn) applyLink(req *jfspb.LinkRequest) *jfspb.LinkResponse {
 	n := t.inode(ino)
 	if n == nil {
 		return fail(syscall.ENOENT)
+	}
+	if e := n.mayLink(c); e != 0 {
+		return fail(e)
 	}
 	pn, e := t.dir(parent)
 	if e != 0 {

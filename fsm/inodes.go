@@ -216,7 +216,7 @@ const setAttrKnown = uint32(jfspb.SetAttrMask_SET_ATTR_MODE | jfspb.SetAttrMask_
 // unknown mask bit or a size change of a special file; EPERM, EACCES as
 // setAttrCheck decides for the caller; EISDIR for a size change of a
 // directory; EFBIG past the largest file size. With credentials, a change
-// of owner or group of a non-directory drops its set-id bits (privBits),
+// of owner or group of a non-directory drops its set-id bits (chownKill),
 // and a size change by someone other than root drops them as a write does.
 func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 	ino, valid := req.GetIno(), req.GetValid()
@@ -246,14 +246,14 @@ func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 			t.truncate(ino, n, req.GetSize())
 		}
 		n.Mtime = t.now
-		n.Mode = killPriv(n.Mode, c)
+		n.Mode = killPriv(n.Mode, n.Gid, c)
 	}
 	if has(jfspb.SetAttrMask_SET_ATTR_MODE) {
 		n.Mode = n.typ() | mode
 	}
 	chown := has(jfspb.SetAttrMask_SET_ATTR_UID) || has(jfspb.SetAttrMask_SET_ATTR_GID)
-	if chown && c != nil && !n.isDir() && !has(jfspb.SetAttrMask_SET_ATTR_MODE) {
-		n.Mode &^= privBits(n.Mode)
+	if chown && c != nil && !has(jfspb.SetAttrMask_SET_ATTR_MODE) {
+		n.Mode = chownKill(n.Mode, n.Gid, c)
 	}
 	if has(jfspb.SetAttrMask_SET_ATTR_UID) {
 		n.Uid = req.GetUid()

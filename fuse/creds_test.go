@@ -70,3 +70,22 @@ func TestCredCache(t *testing.T) {
 		t.Fatalf("pid 0: groups %v after %d reads", c4.Groups, reads)
 	}
 }
+
+// BenchmarkCredCache is the cost the credentials add to each request of a
+// process whose groups are cached.
+func BenchmarkCredCache(b *testing.B) {
+	cc := newCredCache()
+	caller := &fuse.Caller{Owner: fuse.Owner{Uid: 1000, Gid: 1000}, Pid: uint32(os.Getpid())}
+	for b.Loop() {
+		cc.cred(caller, time.Now())
+	}
+}
+
+// BenchmarkProcGroups is the cost of reading a process's groups, once per
+// process and credTTL.
+func BenchmarkProcGroups(b *testing.B) {
+	pid := uint32(os.Getpid())
+	for b.Loop() {
+		procGroups(pid)
+	}
+}

@@ -213,9 +213,9 @@ const setAttrKnown = uint32(jfspb.SetAttrMask_SET_ATTR_MODE | jfspb.SetAttrMask_
 	jfspb.SetAttrMask_SET_ATTR_MTIME_NOW | jfspb.SetAttrMask_SET_ATTR_CTIME)
 
 // applySetAttr changes the fields named by req.Valid: ENOENT; EINVAL for an
-// unknown mask bit or a size change of a special file; EPERM, EACCES as
-// setAttrCheck decides for the caller; EISDIR for a size change of a
-// directory; EFBIG past the largest file size. With credentials, a change
+// unknown mask bit or a size change of a special file; EISDIR for a size
+// change of a directory; EPERM, EACCES as setAttrCheck decides for the
+// caller; EFBIG past the largest file size. With credentials, a change
 // of owner or group of a non-directory drops its set-id bits (chownKill),
 // and a size change by someone other than root drops them as a write does.
 func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
@@ -228,10 +228,6 @@ func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 	if valid&^setAttrKnown != 0 {
 		return &jfspb.SetAttrResponse{Errno: eno(syscall.EINVAL)}
 	}
-	mode, e := setAttrCheck(n, req, c)
-	if e != 0 {
-		return &jfspb.SetAttrResponse{Errno: eno(e)}
-	}
 	has := func(m jfspb.SetAttrMask) bool { return valid&uint32(m) != 0 }
 	if has(jfspb.SetAttrMask_SET_ATTR_SIZE) {
 		switch {
@@ -239,7 +235,14 @@ func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 			return &jfspb.SetAttrResponse{Errno: eno(syscall.EISDIR)}
 		case !n.isReg():
 			return &jfspb.SetAttrResponse{Errno: eno(syscall.EINVAL)}
-		case req.GetSize() > maxFileSize:
+		}
+	}
+	mode, e := setAttrCheck(n, req, c)
+	if e != 0 {
+		return &jfspb.SetAttrResponse{Errno: eno(e)}
+	}
+	if has(jfspb.SetAttrMask_SET_ATTR_SIZE) {
+		if req.GetSize() > maxFileSize {
 			return &jfspb.SetAttrResponse{Errno: eno(syscall.EFBIG)}
 		}
 		if req.GetSize() != n.Size {

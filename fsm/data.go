@@ -67,7 +67,8 @@ func (t *txn) truncateBlocks(ino uint64, n *inode, size uint64) {
 // end. The response's offset is where the data went. Errors: ENOENT;
 // EISDIR for a directory, EINVAL for another non-regular file or a negative
 // offset; EFBIG for more than MaxWrite bytes or past the largest file size;
-// ENOSPC past the capacity.
+// ENOSPC past the capacity; EACCES without write permission or ownership
+// (mayUse). A write by someone other than root drops the set-id bits.
 func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 	fail := func(e syscall.Errno) *jfspb.WriteResponse { return &jfspb.WriteResponse{Errno: eno(e)} }
 	ino, off, data := req.GetIno(), req.GetOffset(), req.GetData()
@@ -145,6 +146,9 @@ const (
 // and ZERO_RANGE store at most MaxFallocate bytes in one command (EFBIG
 // above), as one command is applied in one transaction. PUNCH_HOLE has no
 // limit: its work is bounded however large the hole (punchHole).
+//
+// The caller needs write permission or ownership (EACCES, see mayUse), and
+// a caller other than root drops the file's set-id bits, as a write does.
 func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateResponse {
 	fail := func(e syscall.Errno) *jfspb.FallocateResponse { return &jfspb.FallocateResponse{Errno: eno(e)} }
 	ino, off, length, mode := req.GetIno(), req.GetOffset(), req.GetLength(), req.GetMode()
@@ -164,7 +168,8 @@ func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateRespon
 	case uint64(off)+uint64(length) > maxFileSize:
 		return fail(syscall.EFBIG)
 	}
-	if e := n.mayUse(req.GetHeader().GetCred(), MayWrite); e != 0 {
+	c := req.GetHeader().GetCred()
+	if e := n.mayUse(c, MayWrite); e != 0 {
 		return fail(e)
 	}
 	lo, end := uint64(off), uint64(off)+uint64(length)
@@ -172,6 +177,7 @@ func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateRespon
 		if hi := min(end, n.Size); lo < hi {
 			t.punchHole(ino, n, lo, hi)
 		}
+		n.Mode = killPriv(n.Mode, n.Gid, c)
 		n.Mtime, n.Ctime = t.now, t.now
 		t.putInode(ino, n)
 		return &jfspb.FallocateResponse{Attr: n.attr(ino)}
@@ -195,6 +201,7 @@ func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateRespon
 		n.Mtime = t.now
 	}
 	n.Size = size
+	n.Mode = killPriv(n.Mode, n.Gid, c)
 	n.Ctime = t.now
 	t.putInode(ino, n)
 	return &jfspb.FallocateResponse{Attr: n.attr(ino)}
@@ -273,7 +280,8 @@ func (t *txn) punchHole(ino uint64, n *inode, lo, hi uint64) {
 
 // Read answers up to req.Size bytes (at most MaxRead) at req.Offset,
 // stopping at the file size: ENOENT; EISDIR for a directory, EINVAL for
-// another non-regular file or a negative offset.
+// another non-regular file or a negative offset; EACCES without read
+// permission or ownership (mayUse).
 func (f *FSM) Read(req *jfspb.ReadRequest) *jfspb.ReadResponse {
 	return read(f, func(t *txn) *jfspb.ReadResponse {
 		ino, off := req.GetIno(), req.GetOffset()

@@ -20,7 +20,7 @@ import (
 // carried them. It passes every check and changes nothing the checks would
 // change (no setuid clearing, no owner override), so an old log replays to
 // the state it gave. The API refuses new requests without credentials
-// where a check needs them (cluster/server.go).
+// where a check needs them (cluster/creds.go).
 //
 // Errnos: EACCES when the mode bits refuse; EPERM when an ownership rule
 // does (chmod, chown, explicit times, sticky directories, trusted.*).
@@ -151,23 +151,23 @@ func (n *inode) mayUse(c *jfspb.Cred, mask uint32) syscall.Errno {
 	return n.access(c, mask)
 }
 
-// maySearch is the search (execute) permission on directory dir that the
+// maySearch is the search (execute) permission on directory n that the
 // kernel checks before it looks up a name in it. jfs resolves by inode, so
 // the server checks the parent of each name it is given.
-func (dir *inode) maySearch(c *jfspb.Cred) syscall.Errno { return dir.access(c, MayExec) }
+func (n *inode) maySearch(c *jfspb.Cred) syscall.Errno { return n.access(c, MayExec) }
 
-// mayCreate is may_create: write and search permission on dir.
-func (dir *inode) mayCreate(c *jfspb.Cred) syscall.Errno {
-	return dir.access(c, MayWrite|MayExec)
+// mayCreate is may_create: write and search permission on directory n.
+func (n *inode) mayCreate(c *jfspb.Cred) syscall.Errno {
+	return n.access(c, MayWrite|MayExec)
 }
 
-// mayDelete is may_delete: write and search permission on dir, and, in a
-// sticky directory, ownership of the victim or of dir (or root): EPERM.
-func (dir *inode) mayDelete(victim *inode, c *jfspb.Cred) syscall.Errno {
-	if e := dir.mayCreate(c); e != 0 {
+// mayDelete is may_delete: write and search permission on directory n, and,
+// if n is sticky, ownership of the victim or of n (or root): EPERM.
+func (n *inode) mayDelete(victim *inode, c *jfspb.Cred) syscall.Errno {
+	if e := n.mayCreate(c); e != 0 {
 		return e
 	}
-	if dir.Mode&syscall.S_ISVTX != 0 && !isOwner(c, victim.Uid) && c.GetUid() != dir.Uid {
+	if n.Mode&syscall.S_ISVTX != 0 && !isOwner(c, victim.Uid) && c.GetUid() != n.Uid {
 		return syscall.EPERM
 	}
 	return 0

@@ -33,7 +33,7 @@ func checkCred(req proto.Message) error {
 	case *jfspb.SetAttrRequest, *jfspb.MknodRequest, *jfspb.MkdirRequest, *jfspb.CreateRequest,
 		*jfspb.UnlinkRequest, *jfspb.RmdirRequest, *jfspb.RenameRequest, *jfspb.LinkRequest,
 		*jfspb.SymlinkRequest, *jfspb.OpenRequest, *jfspb.WriteRequest, *jfspb.FallocateRequest,
-		*jfspb.SetXattrRequest, *jfspb.RemoveXattrRequest:
+		*jfspb.SetXattrRequest, *jfspb.RemoveXattrRequest, *jfspb.SetLkRequest, *jfspb.FlockRequest:
 		c = r.(interface{ GetHeader() *jfspb.Header }).GetHeader().GetCred()
 	default:
 		return nil

@@ -173,6 +173,31 @@ func (n *inode) mayDelete(victim *inode, c *jfspb.Cred) syscall.Errno {
 	return 0
 }
 
+// mayLock is the check of a lock request: the kernel takes a read lock
+// only through a descriptor open for reading and a write lock only through
+// one open for writing (EBADF otherwise), and a flock through any
+// descriptor. The cluster does not know the descriptor, so it asks for what
+// opening one would need: read (or write, for flock) permission, or
+// ownership (see mayUse). Unlocking is always allowed. EBADF.
+func (n *inode) mayLock(c *jfspb.Cred, typ jfspb.LockType, flock bool) syscall.Errno {
+	var e syscall.Errno
+	switch {
+	case typ == jfspb.LockType_LOCK_TYPE_UNLOCK:
+	case flock:
+		if n.mayUse(c, MayRead) != 0 {
+			e = n.mayUse(c, MayWrite)
+		}
+	case typ == jfspb.LockType_LOCK_TYPE_READ:
+		e = n.mayUse(c, MayRead)
+	default:
+		e = n.mayUse(c, MayWrite)
+	}
+	if e != 0 {
+		return syscall.EBADF
+	}
+	return 0
+}
+
 // mayLink is may_linkat with fs.protected_hardlinks = 1 (the setting of
 // systemd's distributions): someone other than the owner or root may link
 // only a regular file that is neither set-uid nor set-gid executable and

@@ -159,6 +159,38 @@ func TestMayDelete(t *testing.T) {
 	}
 }
 
+func TestMayLock(t *testing.T) {
+	const (
+		unlock = jfspb.LockType_LOCK_TYPE_UNLOCK
+		read   = jfspb.LockType_LOCK_TYPE_READ
+		write  = jfspb.LockType_LOCK_TYPE_WRITE
+	)
+	readable := &inode{Mode: syscall.S_IFREG | 0o644, Uid: 1000, Gid: 1000}
+	private := &inode{Mode: syscall.S_IFREG | 0o600, Uid: 1000, Gid: 1000}
+	writeOnly := &inode{Mode: syscall.S_IFREG | 0o602, Uid: 1000, Gid: 1000}
+	for _, tc := range []struct {
+		name  string
+		n     *inode
+		cred  *jfspb.Cred
+		typ   jfspb.LockType
+		flock bool
+		want  syscall.Errno
+	}{
+		{"read lock of a readable file", readable, credOther, read, false, 0},
+		{"write lock of a readable file", readable, credOther, write, false, syscall.EBADF},
+		{"flock of a readable file", readable, credOther, write, true, 0},
+		{"flock of a write-only file", writeOnly, credOther, write, true, 0},
+		{"flock of a private file", private, credOther, read, true, syscall.EBADF},
+		{"unlock of a private file", private, credOther, unlock, false, 0},
+		{"owner's write lock of its 0400 file", &inode{Mode: syscall.S_IFREG | 0o400, Uid: 1000}, credOwner, write, false, 0},
+		{"root's write lock", private, credRoot, write, false, 0},
+	} {
+		if got := tc.n.mayLock(tc.cred, tc.typ, tc.flock); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestXattrAccess(t *testing.T) {
 	file := &inode{Mode: syscall.S_IFREG | 0o644, Uid: 1000, Gid: 1000}
 	sticky := &inode{Mode: syscall.S_IFDIR | 0o1777, Uid: 1000, Gid: 1000}
@@ -228,6 +260,12 @@ func TestPermissionsApplied(t *testing.T) {
 		{"unlink in the sticky directory", cUnlink, func(hd *jfspb.Header) proto.Message {
 			return &jfspb.UnlinkRequest{Header: hd, Parent: tmp.Attr.Ino, Name: []byte("secret")}
 		}, syscall.EPERM},
+		{"write lock", cSetLk, func(hd *jfspb.Header) proto.Message {
+			return &jfspb.SetLkRequest{Header: hd, Ino: ino, Owner: 7, Type: jfspb.LockType_LOCK_TYPE_WRITE}
+		}, syscall.EBADF},
+		{"flock", cFlock, func(hd *jfspb.Header) proto.Message {
+			return &jfspb.FlockRequest{Header: hd, Ino: ino, Fh: 7, Type: jfspb.LockType_LOCK_TYPE_READ}
+		}, syscall.EBADF},
 		{"set user.a", cSetXattr, func(hd *jfspb.Header) proto.Message {
 			return &jfspb.SetXattrRequest{Header: hd, Ino: ino, Name: []byte("user.a"), Value: []byte("v")}
 		}, syscall.EACCES},

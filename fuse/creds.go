@@ -120,3 +120,33 @@ func parseGroups(b []byte) []uint32 {
 func (fs *FS) as(caller *fuse.Caller) context.Context {
 	return client.WithCred(context.Background(), fs.creds.cred(caller, time.Now()))
 }
+
+// An open file acts with the credentials of the process that opened it, as
+// a descriptor does in the kernel: reads, writes, fallocate and locks
+// through fh carry the opener's identity, whoever makes them. A daemon that
+// opens its log as root and writes to it after dropping privileges, and the
+// kernel's write-back of a mapping (made with no caller at all), go on
+// working; the opener passed the open's check (MayOpen) for the access the
+// descriptor has.
+
+// openAs returns the context and credentials of an open by caller; keep
+// the credentials with openedAs once the open succeeded.
+func (fs *FS) openAs(caller *fuse.Caller) (context.Context, *jfspb.Cred) {
+	c := fs.creds.cred(caller, time.Now())
+	return client.WithCred(context.Background(), c), c
+}
+
+// openedAs records that fh was opened with credentials c.
+func (fs *FS) openedAs(fh uint64, c *jfspb.Cred) { fs.fhCreds.Store(fh, c) }
+
+// asOpener returns the context of a request through fh: the opener's
+// credentials, or caller's for a handle the mount does not know.
+func (fs *FS) asOpener(fh uint64, caller *fuse.Caller) context.Context {
+	if c, ok := fs.fhCreds.Load(fh); ok {
+		return client.WithCred(context.Background(), c.(*jfspb.Cred))
+	}
+	return fs.as(caller)
+}
+
+// closedAs forgets the credentials of fh, at its release.
+func (fs *FS) closedAs(fh uint64) { fs.fhCreds.Delete(fh) }

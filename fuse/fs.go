@@ -92,8 +92,10 @@ type FS struct {
 	// dirs are the directories open on the mount (opendirs.go).
 	dirs openDirs
 
-	// creds are the callers' credentials by pid (creds.go).
-	creds *credCache
+	// creds are the callers' credentials by pid, fhCreds the openers' by
+	// open file (fh -> *jfspb.Cred; creds.go).
+	creds   *credCache
+	fhCreds sync.Map
 }
 
 type plockKey struct{ ino, owner uint64 }

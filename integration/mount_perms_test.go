@@ -77,6 +77,19 @@ func TestMountPermissionsOfOtherUsers(t *testing.T) {
 	}
 	mustFail(14777, 14777, `cat shared/f`, "Permission denied")
 
+	// An open file acts with its opener's credentials, as a descriptor
+	// does: a process that opened a 0600 file of root's as root writes and
+	// locks it after dropping to another user.
+	if _, err := exec.LookPath("setpriv"); err == nil {
+		mustSh(0, 0, nil, `echo root > private && chmod 0600 private
+			setpriv --reuid 14777 --regid 14777 --clear-groups sh -ec 'echo dropped >&3; flock -x 3' 3>>private`)
+		if b, err := os.ReadFile(m.path("private")); err != nil || string(b) != "root\ndropped\n" {
+			t.Fatalf("private after a write through root's descriptor by uid 14777: %q, %v", b, err)
+		}
+	} else {
+		t.Log("no setpriv: the write after dropping privileges is not tried")
+	}
+
 	// A sticky directory.
 	mustSh(0, 0, nil, `mkdir tmp && chmod 1777 tmp`)
 	mustSh(1000, 1000, nil, `echo mine > tmp/a && chgrp 1000 tmp/a && chmod 4755 tmp/a`)

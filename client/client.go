@@ -58,6 +58,9 @@ type Config struct {
 	// Dial, when set, opens the connections to the nodes instead of the
 	// default TCP dialer (tests use it to cut the client off from a node).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Cred is the identity requests act for when their context names none
+	// (WithCred); default: the process's own (ProcessCred).
+	Cred *jfspb.Cred
 }
 
 // ParseServers splits a comma-separated list of host:port addresses.
@@ -126,6 +129,9 @@ func New(cfg Config) (*Client, error) {
 	def(&cfg.MaxBackoff, time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Cred == nil {
+		cfg.Cred = ProcessCred()
 	}
 	return &Client{
 		cfg: cfg, log: cfg.Logger.Named("client"),
@@ -500,6 +506,7 @@ func writeAs[Req, Resp any](ctx context.Context, c *Client, session uint64, atte
 	if session != 0 && session != h.Session {
 		h.Session = session
 	}
+	h.Cred = c.cred(ctx)
 	setHeader(req, h)
 	var resp Resp
 	err := c.retry(ctx, attempt, false, func(ctx context.Context, cc *grpc.ClientConn) error {

@@ -9,6 +9,8 @@ import (
 // The typed calls of the Meta service. Reads go to the leader and see every
 // write that completed before they were sent; writes are numbered with the
 // client's session and applied exactly once however often they are retried.
+// Requests act for the identity of their context (cred.go): a read request
+// whose Cred is unset gets it, a write's Header always does.
 // A file-system error is the errno field of the response (see Errno); the
 // error return is for the cluster being unreachable (ErrNoLeader) and other
 // transport failures.
@@ -16,6 +18,9 @@ import (
 // Lookup sends a LookupRequest to the leader. Identical lookups in flight
 // at once share RPCs (see merge.go).
 func (c *Client) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.LookupResponse, error) {
+	if r.Cred == nil {
+		r.Cred = c.cred(ctx)
+	}
 	return merge(ctx, c, "lookup", r, func(ctx context.Context) (*jfspb.LookupResponse, error) {
 		return read(ctx, c, jfspb.MetaClient.Lookup, r)
 	})
@@ -36,11 +41,17 @@ func (c *Client) ReadLink(ctx context.Context, r *jfspb.ReadLinkRequest) (*jfspb
 
 // ReadDir sends a ReadDirRequest to the leader.
 func (c *Client) ReadDir(ctx context.Context, r *jfspb.ReadDirRequest) (*jfspb.ReadDirResponse, error) {
+	if r.Cred == nil {
+		r.Cred = c.cred(ctx)
+	}
 	return read(ctx, c, jfspb.MetaClient.ReadDir, r)
 }
 
 // Read sends a ReadRequest to the leader.
 func (c *Client) Read(ctx context.Context, r *jfspb.ReadRequest) (*jfspb.ReadResponse, error) {
+	if r.Cred == nil {
+		r.Cred = c.cred(ctx)
+	}
 	return read(ctx, c, jfspb.MetaClient.Read, r)
 }
 
@@ -51,11 +62,17 @@ func (c *Client) StatFS(ctx context.Context, r *jfspb.StatFSRequest) (*jfspb.Sta
 
 // GetXattr sends a GetXattrRequest to the leader.
 func (c *Client) GetXattr(ctx context.Context, r *jfspb.GetXattrRequest) (*jfspb.GetXattrResponse, error) {
+	if r.Cred == nil {
+		r.Cred = c.cred(ctx)
+	}
 	return read(ctx, c, jfspb.MetaClient.GetXattr, r)
 }
 
 // ListXattr sends a ListXattrRequest to the leader.
 func (c *Client) ListXattr(ctx context.Context, r *jfspb.ListXattrRequest) (*jfspb.ListXattrResponse, error) {
+	if r.Cred == nil {
+		r.Cred = c.cred(ctx)
+	}
 	return read(ctx, c, jfspb.MetaClient.ListXattr, r)
 }
 

@@ -458,7 +458,7 @@ type linWriter struct {
 
 func (w *linWriter) header() *jfspb.Header {
 	w.seq++
-	return &jfspb.Header{Session: w.session, Seq: w.seq, Acked: w.seq - 1}
+	return &jfspb.Header{Session: w.session, Seq: w.seq, Acked: w.seq - 1, Cred: &jfspb.Cred{}}
 }
 
 func (h *linHarness) newClient(id int, seed uint64) *linClient {
@@ -737,7 +737,7 @@ func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uin
 				} else {
 					in = linIn{kind: linLookup, name: []string{"a", "b", "x"}[cl.rnd.IntN(3)]}
 					r, outcome := linCall(cl, "lookup", func(ctx context.Context, s *cluster.Server) (*jfspb.LookupResponse, error) {
-						return s.Lookup(ctx, &jfspb.LookupRequest{Parent: 1, Name: []byte(in.name)})
+						return s.Lookup(ctx, &jfspb.LookupRequest{Parent: 1, Name: []byte(in.name), Cred: &jfspb.Cred{}})
 					})
 					switch outcome {
 					case linBroken:

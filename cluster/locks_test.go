@@ -41,7 +41,7 @@ func (c *lockClient) header() *jfspb.Header {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++
-	return &jfspb.Header{Session: c.session, Seq: c.seq}
+	return &jfspb.Header{Session: c.session, Seq: c.seq, Cred: &jfspb.Cred{}}
 }
 
 func (c *lockClient) mustCreate(name string) uint64 {

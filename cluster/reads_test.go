@@ -55,7 +55,7 @@ func TestReadsCoalesce(t *testing.T) {
 					}
 					continue
 				}
-				r, err := s.Lookup(context.Background(), &jfspb.LookupRequest{Parent: 1, Name: []byte("f")})
+				r, err := s.Lookup(context.Background(), &jfspb.LookupRequest{Parent: 1, Name: []byte("f"), Cred: &jfspb.Cred{}})
 				if err != nil || r.Errno != 0 || r.Attr.Ino != ino {
 					t.Errorf("lookup: %v %v", err, r)
 					return
@@ -70,7 +70,7 @@ func TestReadsCoalesce(t *testing.T) {
 		t.Fatalf("%v reads received, %v state-machine reads: want 2000 received and fewer state-machine reads", received, done)
 	}
 	// A missing name is answered, not shared with anything.
-	if r, err := s.Lookup(context.Background(), &jfspb.LookupRequest{Parent: 1, Name: []byte("nope")}); err != nil || r.Errno != int32(syscall.ENOENT) {
+	if r, err := s.Lookup(context.Background(), &jfspb.LookupRequest{Parent: 1, Name: []byte("nope"), Cred: &jfspb.Cred{}}); err != nil || r.Errno != int32(syscall.ENOENT) {
 		t.Fatalf("lookup of a missing name: %v %v", err, r)
 	}
 }

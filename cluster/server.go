@@ -62,6 +62,9 @@ func (s *Server) toStatus(err error) error {
 // bounds (checkRequest) is answered its errno and never reaches the log.
 func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandType, h *jfspb.Header, req proto.Message) (R, error) {
 	var zero R
+	if err := checkCred(req); err != nil {
+		return zero, err
+	}
 	if e := checkRequest(req); e != 0 {
 		return errnoResponse[R](e), nil
 	}
@@ -82,6 +85,9 @@ func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandT
 // (checkRequest) is answered its errno without being read.
 func read[Req proto.Message, R proto.Message](ctx context.Context, s *Server, method string, req Req, f func(Req) R) (R, error) {
 	var zero R
+	if err := checkCred(req); err != nil {
+		return zero, err
+	}
 	if e := checkRequest(req); e != 0 {
 		return errnoResponse[R](e), nil
 	}

@@ -67,7 +67,8 @@ func (t *txn) truncateBlocks(ino uint64, n *inode, size uint64) {
 // end. The response's offset is where the data went. Errors: ENOENT;
 // EISDIR for a directory, EINVAL for another non-regular file or a negative
 // offset; EFBIG for more than MaxWrite bytes or past the largest file size;
-// ENOSPC past the capacity.
+// ENOSPC past the capacity; EACCES without write permission or ownership
+// (mayUse). A write by someone other than root drops the set-id bits.
 func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 	fail := func(e syscall.Errno) *jfspb.WriteResponse { return &jfspb.WriteResponse{Errno: eno(e)} }
 	ino, off, data := req.GetIno(), req.GetOffset(), req.GetData()
@@ -84,6 +85,10 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 		return fail(syscall.EINVAL)
 	case len(data) > MaxWrite, uint64(off)+uint64(len(data)) > maxFileSize:
 		return fail(syscall.EFBIG)
+	}
+	c := req.GetHeader().GetCred()
+	if e := n.mayUse(c, MayWrite); e != 0 {
+		return fail(e)
 	}
 	if len(data) == 0 {
 		return &jfspb.WriteResponse{Attr: n.attr(ino), Offset: off}
@@ -111,6 +116,7 @@ func (t *txn) applyWrite(req *jfspb.WriteRequest) *jfspb.WriteResponse {
 		pos += cnt
 	}
 	n.Size = max(n.Size, uint64(off)+uint64(len(data)))
+	n.Mode = killPriv(n.Mode, n.Gid, c)
 	n.Mtime, n.Ctime = t.now, t.now
 	t.putInode(ino, n)
 	return &jfspb.WriteResponse{Written: uint32(len(data)), Attr: n.attr(ino), Offset: off}
@@ -140,6 +146,9 @@ const (
 // and ZERO_RANGE store at most MaxFallocate bytes in one command (EFBIG
 // above), as one command is applied in one transaction. PUNCH_HOLE has no
 // limit: its work is bounded however large the hole (punchHole).
+//
+// The caller needs write permission or ownership (EACCES, see mayUse), and
+// a caller other than root drops the file's set-id bits, as a write does.
 func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateResponse {
 	fail := func(e syscall.Errno) *jfspb.FallocateResponse { return &jfspb.FallocateResponse{Errno: eno(e)} }
 	ino, off, length, mode := req.GetIno(), req.GetOffset(), req.GetLength(), req.GetMode()
@@ -159,11 +168,16 @@ func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateRespon
 	case uint64(off)+uint64(length) > maxFileSize:
 		return fail(syscall.EFBIG)
 	}
+	c := req.GetHeader().GetCred()
+	if e := n.mayUse(c, MayWrite); e != 0 {
+		return fail(e)
+	}
 	lo, end := uint64(off), uint64(off)+uint64(length)
 	if mode&fallocPunchHole != 0 {
 		if hi := min(end, n.Size); lo < hi {
 			t.punchHole(ino, n, lo, hi)
 		}
+		n.Mode = killPriv(n.Mode, n.Gid, c)
 		n.Mtime, n.Ctime = t.now, t.now
 		t.putInode(ino, n)
 		return &jfspb.FallocateResponse{Attr: n.attr(ino)}
@@ -187,6 +201,7 @@ func (t *txn) applyFallocate(req *jfspb.FallocateRequest) *jfspb.FallocateRespon
 		n.Mtime = t.now
 	}
 	n.Size = size
+	n.Mode = killPriv(n.Mode, n.Gid, c)
 	n.Ctime = t.now
 	t.putInode(ino, n)
 	return &jfspb.FallocateResponse{Attr: n.attr(ino)}
@@ -265,7 +280,8 @@ func (t *txn) punchHole(ino uint64, n *inode, lo, hi uint64) {
 
 // Read answers up to req.Size bytes (at most MaxRead) at req.Offset,
 // stopping at the file size: ENOENT; EISDIR for a directory, EINVAL for
-// another non-regular file or a negative offset.
+// another non-regular file or a negative offset; EACCES without read
+// permission or ownership (mayUse).
 func (f *FSM) Read(req *jfspb.ReadRequest) *jfspb.ReadResponse {
 	return read(f, func(t *txn) *jfspb.ReadResponse {
 		ino, off := req.GetIno(), req.GetOffset()
@@ -277,6 +293,9 @@ func (f *FSM) Read(req *jfspb.ReadRequest) *jfspb.ReadResponse {
 			return &jfspb.ReadResponse{Errno: eno(syscall.EISDIR)}
 		case !n.isReg(), off < 0:
 			return &jfspb.ReadResponse{Errno: eno(syscall.EINVAL)}
+		}
+		if e := n.mayUse(req.GetCred(), MayRead); e != 0 {
+			return &jfspb.ReadResponse{Errno: eno(e)}
 		}
 		start := uint64(off)
 		if start >= n.Size || req.GetSize() == 0 {
@@ -324,16 +343,24 @@ func (t *txn) openCount(ino, session uint64) uint64 {
 	return binary.BigEndian.Uint64(v)
 }
 
-// openFile counts one more open of ino by the command's session; O_TRUNC
-// truncates a regular file.
-func (t *txn) openFile(ino uint64, n *inode, flags uint32) {
-	if flags&syscall.O_TRUNC != 0 && n.isReg() && n.Size > 0 {
-		t.truncate(ino, n, 0)
-		t.putInode(ino, n)
+// openFile counts one more open of ino by the command's session, for c;
+// O_TRUNC truncates a regular file, and drops its set-id bits when c is
+// not root (as a truncate does).
+func (t *txn) openFile(ino uint64, n *inode, flags uint32, c *jfspb.Cred) {
+	if flags&syscall.O_TRUNC != 0 && n.isReg() {
+		if n.Size > 0 {
+			t.truncate(ino, n, 0)
+			t.putInode(ino, n)
+		}
+		if m := killPriv(n.Mode, n.Gid, c); m != n.Mode {
+			n.Mode = m
+			n.Ctime = t.now
+			t.putInode(ino, n)
+		}
 	}
-	c := t.openCount(ino, t.session)
-	t.put(bucketOpen, key2(ino, t.session), u64(c+1))
-	if c == 0 {
+	count := t.openCount(ino, t.session)
+	t.put(bucketOpen, key2(ino, t.session), u64(count+1))
+	if count == 0 {
 		t.put(bucketSessOpen, key2(t.session, ino), nil)
 	}
 }
@@ -359,9 +386,10 @@ func (t *txn) closeFile(ino, session uint64) bool {
 }
 
 // applyOpen counts an open of ino by the session: ENOENT; EISDIR when a
-// directory is opened for writing.
+// directory is opened for writing; EACCES, EPERM as MayOpen.
 func (t *txn) applyOpen(req *jfspb.OpenRequest) *jfspb.OpenResponse {
 	ino, flags := req.GetIno(), req.GetFlags()
+	c := req.GetHeader().GetCred()
 	n := t.inode(ino)
 	switch {
 	case n == nil:
@@ -369,7 +397,10 @@ func (t *txn) applyOpen(req *jfspb.OpenRequest) *jfspb.OpenResponse {
 	case n.isDir() && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0:
 		return &jfspb.OpenResponse{Errno: eno(syscall.EISDIR)}
 	}
-	t.openFile(ino, n, flags)
+	if e := MayOpen(n.attr(ino), c, flags); e != 0 {
+		return &jfspb.OpenResponse{Errno: eno(e)}
+	}
+	t.openFile(ino, n, flags, c)
 	return &jfspb.OpenResponse{Attr: n.attr(ino)}
 }
 

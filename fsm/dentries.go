@@ -88,9 +88,11 @@ func (t *txn) isAncestor(a, d uint64) bool {
 	}
 }
 
-// makeNode creates n under name in directory parent. Errnos: EINVAL,
-// ENAMETOOLONG (name); ENOENT, ENOTDIR (parent); EEXIST; ENOSPC.
-func (t *txn) makeNode(parent uint64, name []byte, n *inode) (uint64, syscall.Errno) {
+// makeNode creates n under name in directory parent for c, who owns it
+// unless c is root (newOwner). Errnos: EINVAL, ENAMETOOLONG (name); ENOENT,
+// ENOTDIR (parent); EACCES (no search permission on parent); EEXIST;
+// EACCES (no write permission on parent); ENOSPC.
+func (t *txn) makeNode(parent uint64, name []byte, n *inode, c *jfspb.Cred) (uint64, syscall.Errno) {
 	if e := checkName(name); e != 0 {
 		return 0, e
 	}
@@ -98,15 +100,16 @@ func (t *txn) makeNode(parent uint64, name []byte, n *inode) (uint64, syscall.Er
 	if e != 0 {
 		return 0, e
 	}
+	if e := pn.maySearch(c); e != 0 {
+		return 0, e
+	}
 	if _, _, ok := t.entry(parent, name); ok {
 		return 0, syscall.EEXIST
 	}
-	if pn.Mode&syscall.S_ISGID != 0 {
-		n.Gid = pn.Gid
-		if n.isDir() {
-			n.Mode |= syscall.S_ISGID
-		}
+	if e := pn.mayCreate(c); e != 0 {
+		return 0, e
 	}
+	t.initOwner(pn, n, c)
 	if n.isDir() {
 		n.Parent = parent
 	}
@@ -122,13 +125,36 @@ func (t *txn) makeNode(parent uint64, name []byte, n *inode) (uint64, syscall.Er
 	return ino, 0
 }
 
-// Lookup finds name in directory parent: ENOENT, ENOTDIR, ENAMETOOLONG,
-// EINVAL. "." and ".." are answered from the directory itself.
+// initOwner gives n, about to be made in directory pn by c, its owner and
+// set-gid bit as the kernel's inode_init_owner does: c's ids (newOwner);
+// in a set-gid directory the directory's group, and a subdirectory is
+// set-gid too; a set-gid, group-executable file made there by someone
+// outside that group (and not root) loses S_ISGID.
+func (t *txn) initOwner(pn, n *inode, c *jfspb.Cred) {
+	n.Uid, n.Gid = newOwner(c, n.Uid, n.Gid)
+	if pn.Mode&syscall.S_ISGID == 0 {
+		return
+	}
+	n.Gid = pn.Gid
+	switch {
+	case n.isDir():
+		n.Mode |= syscall.S_ISGID
+	case n.Mode&(syscall.S_ISGID|0o010) == syscall.S_ISGID|0o010 && !isRoot(c) && !inGroup(c, n.Gid):
+		n.Mode &^= syscall.S_ISGID
+	}
+}
+
+// Lookup finds name in directory parent: ENOENT, ENOTDIR, EACCES (no
+// search permission on parent), ENAMETOOLONG, EINVAL. "." and ".." are
+// answered from the directory itself.
 func (f *FSM) Lookup(req *jfspb.LookupRequest) *jfspb.LookupResponse {
 	return read(f, func(t *txn) *jfspb.LookupResponse {
 		parent, name := req.GetParent(), req.GetName()
 		pn, e := t.dir(parent)
 		if e != 0 {
+			return &jfspb.LookupResponse{Errno: eno(e)}
+		}
+		if e := pn.maySearch(req.GetCred()); e != 0 {
 			return &jfspb.LookupResponse{Errno: eno(e)}
 		}
 		var ino uint64
@@ -156,14 +182,20 @@ func (f *FSM) Lookup(req *jfspb.LookupRequest) *jfspb.LookupResponse {
 }
 
 // ReadDir lists the entries of a directory after req.Cookie, with their
-// attributes: ENOENT, ENOTDIR. A removed directory kept open lists nothing.
+// attributes: ENOENT, ENOTDIR; EACCES without read permission (or
+// ownership: see mayUse), which the kernel checks at opendir. A removed
+// directory kept open lists nothing.
 func (f *FSM) ReadDir(req *jfspb.ReadDirRequest) *jfspb.ReadDirResponse {
 	return read(f, func(t *txn) *jfspb.ReadDirResponse {
 		dir := req.GetIno()
 		if n := t.inode(dir); n != nil && n.isDir() && n.Nlink == 0 {
 			return &jfspb.ReadDirResponse{Eof: true}
 		}
-		if _, e := t.dir(dir); e != 0 {
+		dn, e := t.dir(dir)
+		if e != 0 {
+			return &jfspb.ReadDirResponse{Errno: eno(e)}
+		}
+		if e := dn.mayUse(req.GetCred(), MayRead); e != 0 {
 			return &jfspb.ReadDirResponse{Errno: eno(e)}
 		}
 		limit := int(req.GetLimit())
@@ -214,6 +246,9 @@ func (t *txn) applyMknod(req *jfspb.MknodRequest) *jfspb.MknodResponse {
 		typ = syscall.S_IFREG
 	case syscall.S_IFREG, syscall.S_IFIFO, syscall.S_IFSOCK:
 	case syscall.S_IFCHR, syscall.S_IFBLK:
+		if !isRoot(req.GetHeader().GetCred()) {
+			return &jfspb.MknodResponse{Errno: eno(syscall.EPERM)} // CAP_MKNOD
+		}
 		rdev = req.GetRdev()
 	case syscall.S_IFDIR:
 		return &jfspb.MknodResponse{Errno: eno(syscall.EPERM)}
@@ -224,7 +259,7 @@ func (t *txn) applyMknod(req *jfspb.MknodRequest) *jfspb.MknodResponse {
 		Mode: typ | mode&0o7777&^req.GetUmask(), Uid: req.GetUid(), Gid: req.GetGid(),
 		Rdev: rdev, Nlink: 1,
 	}
-	ino, e := t.makeNode(req.GetParent(), req.GetName(), n)
+	ino, e := t.makeNode(req.GetParent(), req.GetName(), n, req.GetHeader().GetCred())
 	if e != 0 {
 		return &jfspb.MknodResponse{Errno: eno(e)}
 	}
@@ -237,7 +272,7 @@ func (t *txn) applyMkdir(req *jfspb.MkdirRequest) *jfspb.MkdirResponse {
 		Mode: syscall.S_IFDIR | req.GetMode()&0o7777&^req.GetUmask(),
 		Uid:  req.GetUid(), Gid: req.GetGid(), Nlink: 2,
 	}
-	ino, e := t.makeNode(req.GetParent(), req.GetName(), n)
+	ino, e := t.makeNode(req.GetParent(), req.GetName(), n, req.GetHeader().GetCred())
 	if e != 0 {
 		return &jfspb.MkdirResponse{Errno: eno(e)}
 	}
@@ -252,10 +287,15 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 		return t.createTmpfile(req)
 	}
 	parent, name := req.GetParent(), req.GetName()
+	c := req.GetHeader().GetCred()
 	if e := checkName(name); e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	if _, e := t.dir(parent); e != 0 {
+	pn, e := t.dir(parent)
+	if e != 0 {
+		return &jfspb.CreateResponse{Errno: eno(e)}
+	}
+	if e := pn.maySearch(c); e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
 	if ino, _, ok := t.entry(parent, name); ok {
@@ -269,18 +309,21 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 		case n.isDir():
 			return &jfspb.CreateResponse{Errno: eno(syscall.EISDIR)}
 		}
-		t.openFile(ino, n, req.GetFlags())
+		if e := MayOpen(n.attr(ino), c, req.GetFlags()); e != 0 {
+			return &jfspb.CreateResponse{Errno: eno(e)}
+		}
+		t.openFile(ino, n, req.GetFlags(), c)
 		return &jfspb.CreateResponse{Attr: n.attr(ino)}
 	}
 	n := &inode{
 		Mode: syscall.S_IFREG | req.GetMode()&0o7777&^req.GetUmask(),
 		Uid:  req.GetUid(), Gid: req.GetGid(), Nlink: 1,
 	}
-	ino, e := t.makeNode(parent, name, n)
+	ino, e := t.makeNode(parent, name, n, c)
 	if e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, 0)
+	t.openFile(ino, n, 0, c)
 	return &jfspb.CreateResponse{Attr: n.attr(ino), Created: true}
 }
 
@@ -294,22 +337,24 @@ var linkableTmpfile = []byte{1}
 // sustained until its last close; the directory is not changed, but gives
 // its group when it is setgid, as for a named file.
 func (t *txn) createTmpfile(req *jfspb.CreateRequest) *jfspb.CreateResponse {
+	c := req.GetHeader().GetCred()
 	pn, e := t.dir(req.GetParent())
 	if e != 0 {
+		return &jfspb.CreateResponse{Errno: eno(e)}
+	}
+	if e := pn.mayCreate(c); e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
 	n := &inode{
 		Mode: syscall.S_IFREG | req.GetMode()&0o7777&^req.GetUmask(),
 		Uid:  req.GetUid(), Gid: req.GetGid(),
 	}
-	if pn.Mode&syscall.S_ISGID != 0 {
-		n.Gid = pn.Gid
-	}
+	t.initOwner(pn, n, c)
 	ino, e := t.newInode(n)
 	if e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, 0)
+	t.openFile(ino, n, 0, c)
 	mark := linkableTmpfile
 	if req.GetFlags()&syscall.O_EXCL != 0 {
 		mark = nil
@@ -323,11 +368,15 @@ func (t *txn) createTmpfile(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 // name unless a session has it open (it is then sustained).
 func (t *txn) applyUnlink(req *jfspb.UnlinkRequest) *jfspb.UnlinkResponse {
 	parent, name := req.GetParent(), req.GetName()
+	c := req.GetHeader().GetCred()
 	if e := checkName(name); e != 0 {
 		return &jfspb.UnlinkResponse{Errno: eno(e)}
 	}
 	pn, e := t.dir(parent)
 	if e != 0 {
+		return &jfspb.UnlinkResponse{Errno: eno(e)}
+	}
+	if e := pn.maySearch(c); e != 0 {
 		return &jfspb.UnlinkResponse{Errno: eno(e)}
 	}
 	ino, cookie, ok := t.entry(parent, name)
@@ -338,6 +387,9 @@ func (t *txn) applyUnlink(req *jfspb.UnlinkRequest) *jfspb.UnlinkResponse {
 	if n == nil {
 		t.fail(errCorruptRecord("entry pointing to a missing inode, ino", ino))
 		return nil
+	}
+	if e := pn.mayDelete(n, c); e != 0 {
+		return &jfspb.UnlinkResponse{Errno: eno(e)}
 	}
 	if n.isDir() {
 		return &jfspb.UnlinkResponse{Errno: eno(syscall.EISDIR)}
@@ -352,6 +404,7 @@ func (t *txn) applyUnlink(req *jfspb.UnlinkRequest) *jfspb.UnlinkResponse {
 // EINVAL, ENAMETOOLONG.
 func (t *txn) applyRmdir(req *jfspb.RmdirRequest) *jfspb.RmdirResponse {
 	parent, name := req.GetParent(), req.GetName()
+	c := req.GetHeader().GetCred()
 	if e := checkName(name); e != 0 {
 		return &jfspb.RmdirResponse{Errno: eno(e)}
 	}
@@ -359,15 +412,22 @@ func (t *txn) applyRmdir(req *jfspb.RmdirRequest) *jfspb.RmdirResponse {
 	if e != 0 {
 		return &jfspb.RmdirResponse{Errno: eno(e)}
 	}
+	if e := pn.maySearch(c); e != 0 {
+		return &jfspb.RmdirResponse{Errno: eno(e)}
+	}
 	ino, cookie, ok := t.entry(parent, name)
 	if !ok {
 		return &jfspb.RmdirResponse{Errno: eno(syscall.ENOENT)}
 	}
 	n := t.inode(ino)
-	switch {
-	case n == nil:
+	if n == nil {
 		t.fail(errCorruptRecord("entry pointing to a missing inode, ino", ino))
 		return nil
+	}
+	if e := pn.mayDelete(n, c); e != 0 {
+		return &jfspb.RmdirResponse{Errno: eno(e)}
+	}
+	switch {
 	case !n.isDir():
 		return &jfspb.RmdirResponse{Errno: eno(syscall.ENOTDIR)}
 	case !t.dirEmpty(ino):
@@ -403,13 +463,20 @@ func (t *txn) applyRename(req *jfspb.RenameRequest) *jfspb.RenameResponse {
 	if e := checkName(newName); e != 0 {
 		return fail(e)
 	}
+	c := req.GetHeader().GetCred()
 	sp, e := t.dir(parent)
 	if e != 0 {
+		return fail(e)
+	}
+	if e := sp.maySearch(c); e != 0 {
 		return fail(e)
 	}
 	dp := sp
 	if newParent != parent {
 		if dp, e = t.dir(newParent); e != 0 {
+			return fail(e)
+		}
+		if e := dp.maySearch(c); e != 0 {
 			return fail(e)
 		}
 	}
@@ -446,6 +513,9 @@ func (t *txn) applyRename(req *jfspb.RenameRequest) *jfspb.RenameResponse {
 	}
 	if dOK && sIno == dIno {
 		return &jfspb.RenameResponse{}
+	}
+	if e := renameAccess(sp, sn, dp, dn, parent != newParent, exchange, c); e != 0 {
+		return fail(e)
 	}
 
 	if exchange {
@@ -505,26 +575,67 @@ func (t *txn) applyRename(req *jfspb.RenameRequest) *jfspb.RenameResponse {
 	return &jfspb.RenameResponse{}
 }
 
+// renameAccess is the permission part of vfs_rename: the source may be
+// deleted from its directory sp; the target, when there is one (dn), may be
+// deleted from dp, else dp allows creation; a directory that moves to
+// another parent must be writable, as its ".." changes (both, for an
+// exchange of two directories).
+func renameAccess(sp, sn, dp, dn *inode, moved, exchange bool, c *jfspb.Cred) syscall.Errno {
+	if e := sp.mayDelete(sn, c); e != 0 {
+		return e
+	}
+	if dn == nil {
+		if e := dp.mayCreate(c); e != 0 {
+			return e
+		}
+	} else if e := dp.mayDelete(dn, c); e != 0 {
+		return e
+	}
+	if !moved {
+		return 0
+	}
+	if sn.isDir() {
+		if e := sn.access(c, MayWrite); e != 0 {
+			return e
+		}
+	}
+	if exchange && dn.isDir() {
+		return dn.access(c, MayWrite)
+	}
+	return 0
+}
+
 // applyLink adds a name for an inode: EINVAL, ENAMETOOLONG (name); ENOENT
-// (inode missing, or unlinked and not a linkable O_TMPFILE file); ENOENT,
-// ENOTDIR (parent); EEXIST; EPERM for a directory; EMLINK past 2^32-1
-// links.
+// (inode missing, or unlinked and not a linkable O_TMPFILE file); EPERM
+// (protected hard links: mayLink); ENOENT, ENOTDIR (parent); EACCES (search
+// on parent); EEXIST; EACCES (write on parent); EPERM for a directory;
+// EMLINK past 2^32-1 links.
 func (t *txn) applyLink(req *jfspb.LinkRequest) *jfspb.LinkResponse {
 	fail := func(e syscall.Errno) *jfspb.LinkResponse { return &jfspb.LinkResponse{Errno: eno(e)} }
 	ino, parent, name := req.GetIno(), req.GetNewParent(), req.GetNewName()
 	if e := checkName(name); e != 0 {
 		return fail(e)
 	}
+	c := req.GetHeader().GetCred()
 	n := t.inode(ino)
 	if n == nil {
 		return fail(syscall.ENOENT)
+	}
+	if e := n.mayLink(c); e != 0 {
+		return fail(e)
 	}
 	pn, e := t.dir(parent)
 	if e != 0 {
 		return fail(e)
 	}
+	if e := pn.maySearch(c); e != 0 {
+		return fail(e)
+	}
 	if _, _, ok := t.entry(parent, name); ok {
 		return fail(syscall.EEXIST)
+	}
+	if e := pn.mayCreate(c); e != 0 {
+		return fail(e)
 	}
 	switch {
 	case n.isDir():
@@ -559,7 +670,7 @@ func (t *txn) applySymlink(req *jfspb.SymlinkRequest) *jfspb.SymlinkResponse {
 		Mode: syscall.S_IFLNK | 0o777, Uid: req.GetUid(), Gid: req.GetGid(),
 		Nlink: 1, Size: uint64(len(target)),
 	}
-	ino, e := t.makeNode(req.GetParent(), req.GetName(), n)
+	ino, e := t.makeNode(req.GetParent(), req.GetName(), n, req.GetHeader().GetCred())
 	if e != 0 {
 		return &jfspb.SymlinkResponse{Errno: eno(e)}
 	}

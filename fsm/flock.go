@@ -78,16 +78,21 @@ func (t *txn) heldFlock(ino uint64, o rangelock.Owner) rangelock.Type {
 }
 
 // applyFlock is flock(2) for the open file (session, fh): ENOENT; EINVAL for
-// an unknown type; EAGAIN on conflict, with the owners in the way (a
+// an unknown type; EBADF when the caller could not open the file at all
+// (mayLock); EAGAIN on conflict, with the owners in the way (a
 // conflicting conversion has dropped the old lock, as on Linux).
 func (t *txn) applyFlock(req *jfspb.FlockRequest) *jfspb.FlockResponse {
 	ino := req.GetIno()
-	if t.inode(ino) == nil {
+	n := t.inode(ino)
+	if n == nil {
 		return &jfspb.FlockResponse{Errno: eno(syscall.ENOENT)}
 	}
 	typ, ok := LockType(req.GetType())
 	if !ok {
 		return &jfspb.FlockResponse{Errno: eno(syscall.EINVAL)}
+	}
+	if e := n.mayLock(req.GetHeader().GetCred(), req.GetType(), true); e != 0 {
+		return &jfspb.FlockResponse{Errno: eno(e)}
 	}
 	o := rangelock.Owner{Session: t.session, ID: req.GetFh()}
 	before := t.heldFlock(ino, o)

@@ -214,9 +214,13 @@ const setAttrKnown = uint32(jfspb.SetAttrMask_SET_ATTR_MODE | jfspb.SetAttrMask_
 
 // applySetAttr changes the fields named by req.Valid: ENOENT; EINVAL for an
 // unknown mask bit or a size change of a special file; EISDIR for a size
-// change of a directory; EFBIG past the largest file size.
+// change of a directory; EPERM, EACCES as setAttrCheck decides for the
+// caller; EFBIG past the largest file size. With credentials, a change
+// of owner or group of a non-directory drops its set-id bits (chownKill),
+// and a size change by someone other than root drops them as a write does.
 func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 	ino, valid := req.GetIno(), req.GetValid()
+	c := req.GetHeader().GetCred()
 	n := t.inode(ino)
 	if n == nil {
 		return &jfspb.SetAttrResponse{Errno: eno(syscall.ENOENT)}
@@ -231,16 +235,28 @@ func (t *txn) applySetAttr(req *jfspb.SetAttrRequest) *jfspb.SetAttrResponse {
 			return &jfspb.SetAttrResponse{Errno: eno(syscall.EISDIR)}
 		case !n.isReg():
 			return &jfspb.SetAttrResponse{Errno: eno(syscall.EINVAL)}
-		case req.GetSize() > maxFileSize:
+		}
+	}
+	mode, e := setAttrCheck(n, req, c)
+	if e != 0 {
+		return &jfspb.SetAttrResponse{Errno: eno(e)}
+	}
+	if has(jfspb.SetAttrMask_SET_ATTR_SIZE) {
+		if req.GetSize() > maxFileSize {
 			return &jfspb.SetAttrResponse{Errno: eno(syscall.EFBIG)}
 		}
 		if req.GetSize() != n.Size {
 			t.truncate(ino, n, req.GetSize())
 		}
 		n.Mtime = t.now
+		n.Mode = killPriv(n.Mode, n.Gid, c)
 	}
 	if has(jfspb.SetAttrMask_SET_ATTR_MODE) {
-		n.Mode = n.typ() | req.GetMode()&0o7777
+		n.Mode = n.typ() | mode
+	}
+	chown := has(jfspb.SetAttrMask_SET_ATTR_UID) || has(jfspb.SetAttrMask_SET_ATTR_GID)
+	if chown && c != nil && !has(jfspb.SetAttrMask_SET_ATTR_MODE) {
+		n.Mode = chownKill(n.Mode, n.Gid, c)
 	}
 	if has(jfspb.SetAttrMask_SET_ATTR_UID) {
 		n.Uid = req.GetUid()

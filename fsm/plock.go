@@ -102,16 +102,21 @@ func lockRange(start, length int64) (rangelock.Range, syscall.Errno) {
 }
 
 // applySetLk is F_SETLK for owner (session, req.Owner): ENOENT; EINVAL for an
-// unknown type or a bad range; EOVERFLOW; EAGAIN on conflict, with the
-// conflicting owners in the kernel's list order.
+// unknown type; EBADF when the caller could not open the file for the
+// lock's access (mayLock); EINVAL for a bad range; EOVERFLOW; EAGAIN on
+// conflict, with the conflicting owners in the kernel's list order.
 func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 	ino := req.GetIno()
-	if t.inode(ino) == nil {
+	n := t.inode(ino)
+	if n == nil {
 		return &jfspb.SetLkResponse{Errno: eno(syscall.ENOENT)}
 	}
 	typ, ok := LockType(req.GetType())
 	if !ok {
 		return &jfspb.SetLkResponse{Errno: eno(syscall.EINVAL)}
+	}
+	if e := n.mayLock(req.GetHeader().GetCred(), req.GetType(), false); e != 0 {
+		return &jfspb.SetLkResponse{Errno: eno(e)}
 	}
 	r, e := lockRange(req.GetStart(), req.GetLen())
 	if e != 0 {

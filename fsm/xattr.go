@@ -42,7 +42,8 @@ func checkXattrName(name []byte) syscall.Errno {
 }
 
 // applySetXattr sets an attribute: ENOENT; ERANGE (name); E2BIG (value past
-// 64 KiB); EINVAL (unknown flags); EOPNOTSUPP for a POSIX ACL; EEXIST with XATTR_CREATE when present;
+// 64 KiB); EINVAL (unknown flags); EOPNOTSUPP for a POSIX ACL; EPERM,
+// EACCES as xattrAccess decides; EEXIST with XATTR_CREATE when present;
 // ENODATA with XATTR_REPLACE when absent.
 func (t *txn) applySetXattr(req *jfspb.SetXattrRequest) *jfspb.SetXattrResponse {
 	fail := func(e syscall.Errno) *jfspb.SetXattrResponse { return &jfspb.SetXattrResponse{Errno: eno(e)} }
@@ -61,6 +62,9 @@ func (t *txn) applySetXattr(req *jfspb.SetXattrRequest) *jfspb.SetXattrResponse 
 	if n == nil {
 		return fail(syscall.ENOENT)
 	}
+	if e := xattrAccess(n, name, req.GetHeader().GetCred(), MayWrite); e != 0 {
+		return fail(e)
+	}
 	k := keyName(ino, name)
 	exists := t.has(bucketXattr, k)
 	switch {
@@ -75,8 +79,8 @@ func (t *txn) applySetXattr(req *jfspb.SetXattrRequest) *jfspb.SetXattrResponse 
 	return &jfspb.SetXattrResponse{}
 }
 
-// applyRemoveXattr removes an attribute: ENOENT; ERANGE; ENODATA;
-// EOPNOTSUPP for a POSIX ACL.
+// applyRemoveXattr removes an attribute: ENOENT; ERANGE; EPERM, EACCES
+// (xattrAccess); ENODATA; EOPNOTSUPP for a POSIX ACL.
 func (t *txn) applyRemoveXattr(req *jfspb.RemoveXattrRequest) *jfspb.RemoveXattrResponse {
 	ino, name := req.GetIno(), req.GetName()
 	if e := checkXattrName(name); e != 0 {
@@ -89,6 +93,9 @@ func (t *txn) applyRemoveXattr(req *jfspb.RemoveXattrRequest) *jfspb.RemoveXattr
 	if n == nil {
 		return &jfspb.RemoveXattrResponse{Errno: eno(syscall.ENOENT)}
 	}
+	if e := xattrAccess(n, name, req.GetHeader().GetCred(), MayWrite); e != 0 {
+		return &jfspb.RemoveXattrResponse{Errno: eno(e)}
+	}
 	k := keyName(ino, name)
 	if !t.has(bucketXattr, k) {
 		return &jfspb.RemoveXattrResponse{Errno: eno(syscall.ENODATA)}
@@ -100,7 +107,8 @@ func (t *txn) applyRemoveXattr(req *jfspb.RemoveXattrRequest) *jfspb.RemoveXattr
 }
 
 // GetXattr answers an attribute's value: ENOENT; ERANGE (name, or a value
-// longer than a non-zero req.Size); ENODATA; EOPNOTSUPP for a POSIX ACL.
+// longer than a non-zero req.Size); EACCES, or ENODATA for a namespace the
+// caller may not read (xattrAccess); ENODATA; EOPNOTSUPP for a POSIX ACL.
 func (f *FSM) GetXattr(req *jfspb.GetXattrRequest) *jfspb.GetXattrResponse {
 	return read(f, func(t *txn) *jfspb.GetXattrResponse {
 		ino, name := req.GetIno(), req.GetName()
@@ -110,8 +118,12 @@ func (f *FSM) GetXattr(req *jfspb.GetXattrRequest) *jfspb.GetXattrResponse {
 		if isPosixACL(name) {
 			return &jfspb.GetXattrResponse{Errno: eno(syscall.EOPNOTSUPP)}
 		}
-		if t.inode(ino) == nil {
+		n := t.inode(ino)
+		if n == nil {
 			return &jfspb.GetXattrResponse{Errno: eno(syscall.ENOENT)}
+		}
+		if e := xattrAccess(n, name, req.GetCred(), MayRead); e != 0 {
+			return &jfspb.GetXattrResponse{Errno: eno(e)}
 		}
 		v := t.get(bucketXattr, keyName(ino, name))
 		switch {
@@ -124,7 +136,8 @@ func (f *FSM) GetXattr(req *jfspb.GetXattrRequest) *jfspb.GetXattrResponse {
 	})
 }
 
-// ListXattr answers the attribute names in byte order, POSIX ACLs left out:
+// ListXattr answers the attribute names in byte order, POSIX ACLs left out,
+// and trusted.* too unless the caller is root (xattrListed):
 // ENOENT; ERANGE when
 // the list (each name and a NUL) exceeds a non-zero req.Size; E2BIG past
 // 64 KiB.
@@ -137,7 +150,7 @@ func (f *FSM) ListXattr(req *jfspb.ListXattrRequest) *jfspb.ListXattrResponse {
 		var names [][]byte
 		total := 0
 		t.scan(bucketXattr, u64(ino), func(k, _ []byte) bool {
-			if isPosixACL(k[8:]) {
+			if isPosixACL(k[8:]) || !xattrListed(k[8:], req.GetCred()) {
 				return true
 			}
 			names = append(names, k[8:])

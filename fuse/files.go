@@ -24,11 +24,13 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.CreateRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh}
-	r, err := fs.c.Create(ctx(), req)
+	cctx, cred := fs.openAs(&in.Caller)
+	r, err := fs.c.Create(cctx, req)
 	if st = fs.status("create", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
 	fs.opened(fh, req.GetHeader().GetSession())
+	fs.openedAs(fh, cred)
 	fs.fillEntry(r.Attr, &out.EntryOut)
 	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
@@ -42,11 +44,13 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.CreateRequest{Parent: in.NodeId, Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh, Tmpfile: true}
-	r, err := fs.c.Create(ctx(), req)
+	cctx, cred := fs.openAs(&in.Caller)
+	r, err := fs.c.Create(cctx, req)
 	if st = fs.status("tmpfile", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
 	fs.opened(fh, req.GetHeader().GetSession())
+	fs.openedAs(fh, cred)
 	fs.fillEntry(r.Attr, &out.EntryOut)
 	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
@@ -63,12 +67,14 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 	defer fs.observe("Open", time.Now(), &st)
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.OpenRequest{Ino: in.NodeId, Flags: in.Flags, Fh: fh}
-	r, err := fs.c.Open(ctx(), req)
+	cctx, cred := fs.openAs(&in.Caller)
+	r, err := fs.c.Open(cctx, req)
 	if st = fs.byIno("open", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
 	fs.invalidateAttr(in.NodeId)
 	fs.opened(fh, req.GetHeader().GetSession())
+	fs.openedAs(fh, cred)
 	*out = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
 }
@@ -80,7 +86,7 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fus
 	if st = fs.live("read", in.Fh); !st.Ok() {
 		return nil, st
 	}
-	data, attr, err := fs.c.ReadAtAttr(ctx(), in.NodeId, int64(in.Offset), int(in.Size))
+	data, attr, err := fs.c.ReadAtAttr(fs.asOpener(in.Fh, &in.Caller), in.NodeId, int64(in.Offset), int(in.Size))
 	if st = fs.status("read", err, 0); !st.Ok() {
 		return nil, st
 	}
@@ -98,7 +104,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 		return 0, st
 	}
 	if appendMode(in) {
-		_, _, err := fs.c.Append(ctx(), in.NodeId, in.Fh, data)
+		_, _, err := fs.c.Append(fs.asOpener(in.Fh, &in.Caller), in.NodeId, in.Fh, data)
 		// The kernel records a size computed from the offset it chose.
 		// Recent kernels mark the size stale after every write anyway;
 		// for the others, drop the attributes so that the next stat or
@@ -109,7 +115,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 		}
 		return uint32(len(data)), fuse.OK
 	}
-	n, _, err := fs.c.WriteAt(ctx(), in.NodeId, in.Fh, int64(in.Offset), data)
+	n, _, err := fs.c.WriteAt(fs.asOpener(in.Fh, &in.Caller), in.NodeId, in.Fh, int64(in.Offset), data)
 	if st = fs.status("write", err, 0); !st.Ok() && n == 0 {
 		return 0, st
 	}
@@ -150,7 +156,7 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) (st fuse.S
 	if in.Offset > math.MaxInt64 || in.Length > math.MaxInt64 {
 		return fuse.EINVAL
 	}
-	r, err := fs.c.Fallocate(ctx(), &jfspb.FallocateRequest{Ino: in.NodeId, Fh: in.Fh,
+	r, err := fs.c.Fallocate(fs.asOpener(in.Fh, &in.Caller), &jfspb.FallocateRequest{Ino: in.NodeId, Fh: in.Fh,
 		Offset: int64(in.Offset), Length: int64(in.Length), Mode: in.Mode})
 	if st = fs.byIno("fallocate", err, r.GetErrno()); st.Ok() {
 		// The kernel trims its page cache of a punched or zeroed range
@@ -190,6 +196,7 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
 	sid, _ := fs.handles.LoadAndDelete(in.Fh)
+	fs.closedAs(in.Fh)
 	flock := in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0
 	var flockOwner uint64
 	if flock {
@@ -394,7 +401,7 @@ func (fs *FS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) (int, 
 	}
 	limit := uint32(max(1, int(in.Size)/per))
 	for {
-		r, err := fs.c.ReadDir(ctx(), &jfspb.ReadDirRequest{Ino: in.NodeId, Cookie: cookie, Limit: limit})
+		r, err := fs.c.ReadDir(fs.as(&in.Caller), &jfspb.ReadDirRequest{Ino: in.NodeId, Cookie: cookie, Limit: limit})
 		if st := fs.status("readdir", err, r.GetErrno()); st == fuse.ENOENT {
 			if _, open := fs.dirs.removed(in.NodeId); open {
 				return n, fuse.OK // removed while open here: it was empty

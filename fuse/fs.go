@@ -91,6 +91,11 @@ type FS struct {
 
 	// dirs are the directories open on the mount (opendirs.go).
 	dirs openDirs
+
+	// creds are the callers' credentials by pid, fhCreds the openers' by
+	// open file (fh -> *jfspb.Cred; creds.go).
+	creds   *credCache
+	fhCreds sync.Map
 }
 
 type plockKey struct{ ino, owner uint64 }
@@ -110,6 +115,7 @@ func New(c *client.Client, opts Options) *FS {
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		c:             c, opts: opts, log: opts.Logger.Named("fuse"),
 		owners: newLockOwners(),
+		creds:  newCredCache(),
 	}
 	fs.releases = newReleaser(fs.sendRelease, fs.sendReleases, opts.ReleaseBatch)
 	return fs

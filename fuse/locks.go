@@ -131,7 +131,7 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 	go func() {
 		if in.LkFlags&fuse.FUSE_LK_FLOCK != 0 {
 			afterReleases()
-			r, err := fs.c.Flock(ctx(), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid, Block: block}, onHeader)
+			r, err := fs.c.Flock(fs.asOpener(in.Fh, &in.Caller), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid, Block: block}, onHeader)
 			done <- fs.status("flock", err, r.GetErrno())
 			return
 		}
@@ -143,7 +143,7 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 		}
 		afterReleases()
 		start, length := fcntlRange(&in.Lk)
-		r, err := fs.c.SetLk(ctx(), &jfspb.SetLkRequest{Ino: in.NodeId, Owner: in.Owner, Type: typ,
+		r, err := fs.c.SetLk(fs.asOpener(in.Fh, &in.Caller), &jfspb.SetLkRequest{Ino: in.NodeId, Owner: in.Owner, Type: typ,
 			Start: start, Len: length, Pid: in.Lk.Pid, Block: block, MaybeOfd: maybeOFD}, onHeader)
 		done <- fs.status("setlk", err, r.GetErrno())
 	}()

@@ -15,7 +15,7 @@ import (
 // exist is ENOENT, or a negative entry when NegativeTimeout is set.
 func (fs *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Lookup", time.Now(), &st)
-	r, err := fs.c.Lookup(ctx(), &jfspb.LookupRequest{Parent: header.NodeId, Name: []byte(name)})
+	r, err := fs.c.Lookup(fs.as(&header.Caller), &jfspb.LookupRequest{Parent: header.NodeId, Name: []byte(name)})
 	if st = fs.status("lookup", err, r.GetErrno()); st == fuse.ENOENT && fs.opts.NegativeTimeout > 0 {
 		*out = fuse.EntryOut{}
 		out.SetEntryTimeout(fs.opts.NegativeTimeout)
@@ -85,7 +85,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 		set(jfspb.SetAttrMask_SET_ATTR_CTIME)
 		req.CtimeNs = int64(in.Ctime)*1e9 + int64(in.Ctimensec)
 	}
-	r, err := fs.c.SetAttr(ctx(), req)
+	r, err := fs.c.SetAttr(fs.as(&in.Caller), req)
 	if st = fs.byIno("setattr", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
@@ -96,7 +96,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 // Mknod creates a regular file, fifo, socket or device node.
 func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Mknod", time.Now(), &st)
-	r, err := fs.c.Mknod(ctx(), &jfspb.MknodRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
+	r, err := fs.c.Mknod(fs.as(&in.Caller), &jfspb.MknodRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Rdev: in.Rdev, Uid: in.Uid, Gid: in.Gid, Umask: in.Umask})
 	if st = fs.status("mknod", err, r.GetErrno()); !st.Ok() {
 		return st
@@ -108,7 +108,7 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 // Mkdir creates a directory.
 func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Mkdir", time.Now(), &st)
-	r, err := fs.c.Mkdir(ctx(), &jfspb.MkdirRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
+	r, err := fs.c.Mkdir(fs.as(&in.Caller), &jfspb.MkdirRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask})
 	if st = fs.status("mkdir", err, r.GetErrno()); !st.Ok() {
 		return st
@@ -121,21 +121,21 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 // last close.
 func (fs *FS) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name string) (st fuse.Status) {
 	defer fs.observe("Unlink", time.Now(), &st)
-	r, err := fs.c.Unlink(ctx(), &jfspb.UnlinkRequest{Parent: header.NodeId, Name: []byte(name)})
+	r, err := fs.c.Unlink(fs.as(&header.Caller), &jfspb.UnlinkRequest{Parent: header.NodeId, Name: []byte(name)})
 	return fs.status("unlink", err, r.GetErrno())
 }
 
 // Rmdir removes an empty directory.
 func (fs *FS) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name string) (st fuse.Status) {
 	defer fs.observe("Rmdir", time.Now(), &st)
-	r, err := fs.c.Rmdir(ctx(), &jfspb.RmdirRequest{Parent: header.NodeId, Name: []byte(name)})
+	r, err := fs.c.Rmdir(fs.as(&header.Caller), &jfspb.RmdirRequest{Parent: header.NodeId, Name: []byte(name)})
 	return fs.status("rmdir", err, r.GetErrno())
 }
 
 // Rename is renameat2(2), with RENAME_NOREPLACE and RENAME_EXCHANGE.
 func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) (st fuse.Status) {
 	defer fs.observe("Rename", time.Now(), &st)
-	r, err := fs.c.Rename(ctx(), &jfspb.RenameRequest{Parent: in.NodeId, Name: []byte(oldName),
+	r, err := fs.c.Rename(fs.as(&in.Caller), &jfspb.RenameRequest{Parent: in.NodeId, Name: []byte(oldName),
 		NewParent: in.Newdir, NewName: []byte(newName), Flags: in.Flags})
 	return fs.status("rename", err, r.GetErrno())
 }
@@ -143,7 +143,7 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, 
 // Link adds the name newName in header.NodeId for in.Oldnodeid.
 func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, newName string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Link", time.Now(), &st)
-	r, err := fs.c.Link(ctx(), &jfspb.LinkRequest{Ino: in.Oldnodeid, NewParent: in.NodeId, NewName: []byte(newName)})
+	r, err := fs.c.Link(fs.as(&in.Caller), &jfspb.LinkRequest{Ino: in.Oldnodeid, NewParent: in.NodeId, NewName: []byte(newName)})
 	if st = fs.status("link", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
@@ -154,7 +154,7 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, newName string, out 
 // Symlink creates linkName pointing to target.
 func (fs *FS) Symlink(cancel <-chan struct{}, header *fuse.InHeader, target string, linkName string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Symlink", time.Now(), &st)
-	r, err := fs.c.Symlink(ctx(), &jfspb.SymlinkRequest{Parent: header.NodeId, Name: []byte(linkName),
+	r, err := fs.c.Symlink(fs.as(&header.Caller), &jfspb.SymlinkRequest{Parent: header.NodeId, Name: []byte(linkName),
 		Target: []byte(target), Uid: header.Uid, Gid: header.Gid})
 	if st = fs.status("symlink", err, r.GetErrno()); !st.Ok() {
 		return st
@@ -219,7 +219,7 @@ func (fs *FS) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr strin
 	if isPosixACL(attr) {
 		return 0, fuse.ENOTSUP
 	}
-	r, err := fs.c.GetXattr(ctx(), &jfspb.GetXattrRequest{Ino: header.NodeId, Name: []byte(attr), Size: uint32(len(dest))})
+	r, err := fs.c.GetXattr(fs.as(&header.Caller), &jfspb.GetXattrRequest{Ino: header.NodeId, Name: []byte(attr), Size: uint32(len(dest))})
 	if st = fs.byIno("getxattr", err, r.GetErrno()); !st.Ok() {
 		return 0, st
 	}
@@ -234,7 +234,7 @@ func (fs *FS) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr strin
 // values.
 func (fs *FS) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, dest []byte) (sz uint32, st fuse.Status) {
 	defer fs.observe("ListXAttr", time.Now(), &st)
-	r, err := fs.c.ListXattr(ctx(), &jfspb.ListXattrRequest{Ino: header.NodeId, Size: uint32(len(dest))})
+	r, err := fs.c.ListXattr(fs.as(&header.Caller), &jfspb.ListXattrRequest{Ino: header.NodeId, Size: uint32(len(dest))})
 	if st = fs.byIno("listxattr", err, r.GetErrno()); !st.Ok() {
 		return 0, st
 	}
@@ -255,7 +255,7 @@ func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string,
 	if isPosixACL(attr) {
 		return fuse.ENOTSUP
 	}
-	r, err := fs.c.SetXattr(ctx(), &jfspb.SetXattrRequest{Ino: in.NodeId, Name: []byte(attr), Value: data, Flags: in.Flags})
+	r, err := fs.c.SetXattr(fs.as(&in.Caller), &jfspb.SetXattrRequest{Ino: in.NodeId, Name: []byte(attr), Value: data, Flags: in.Flags})
 	return fs.byIno("setxattr", err, r.GetErrno())
 }
 
@@ -265,6 +265,6 @@ func (fs *FS) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr st
 	if isPosixACL(attr) {
 		return fuse.ENOTSUP
 	}
-	r, err := fs.c.RemoveXattr(ctx(), &jfspb.RemoveXattrRequest{Ino: header.NodeId, Name: []byte(attr)})
+	r, err := fs.c.RemoveXattr(fs.as(&header.Caller), &jfspb.RemoveXattrRequest{Ino: header.NodeId, Name: []byte(attr)})
 	return fs.byIno("removexattr", err, r.GetErrno())
 }

@@ -173,7 +173,7 @@ func testFlippedState(t *testing.T, every string) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	_, err = jfspb.NewMetaClient(cc).Lookup(ctx, &jfspb.LookupRequest{Parent: 1, Name: []byte("victim")})
+	_, err = jfspb.NewMetaClient(cc).Lookup(ctx, &jfspb.LookupRequest{Parent: 1, Name: []byte("victim"), Cred: &jfspb.Cred{}})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("lookup on the corrupt node: %v, want UNAVAILABLE saying it is corrupt", err)
 	}

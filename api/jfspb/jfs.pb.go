@@ -17,6 +17,10 @@
 //                      sees this.
 //   - Mutating requests carry a Header in field 1; the server answers a
 //     retry of an already-applied (session, seq) with the stored response.
+//   - Requests that the server checks permissions for carry the caller's
+//     credentials (Cred: in the Header, or a field of their own on reads);
+//     one without them is refused with INVALID_ARGUMENT. EACCES and EPERM
+//     answer what the mode bits and ownership rules refuse, as on Linux.
 //   - A node that is not the leader and cannot forward answers any RPC with
 //     the gRPC status code UNAVAILABLE carrying a NotLeader message in the
 //     status details (google.rpc.Status.details); leader_addr is empty when
@@ -233,7 +237,11 @@ type Header struct {
 	// received, so the server may forget them too (a request still in flight,
 	// such as a blocked F_SETLKW, holds acked back). At most 1024; a request
 	// is never retried once its seq was sent here.
-	AckedSeqs     []uint64 `protobuf:"varint,70,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
+	AckedSeqs []uint64 `protobuf:"varint,70,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
+	// cred is the caller's identity, for the permission checks of the
+	// request (see Cred). The server refuses a request that needs them and
+	// has none.
+	Cred          *Cred `protobuf:"bytes,200,opt,name=cred,proto3" json:"cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -296,6 +304,82 @@ func (x *Header) GetAckedSeqs() []uint64 {
 	return nil
 }
 
+func (x *Header) GetCred() *Cred {
+	if x != nil {
+		return x.Cred
+	}
+	return nil
+}
+
+// Cred is the identity a request acts for: the calling process's file-system
+// uid and gid and its supplementary groups. The state machine checks access
+// with it as Linux does with default_permissions (fsm/access.go): EACCES
+// when the mode bits refuse, EPERM when an ownership rule does. uid 0 passes
+// every check but the execute bit of a non-directory. A log entry without a
+// cred (written before credentials existed) is applied as root, so old logs
+// replay as they first applied; the API refuses new requests without one
+// where a check needs it (INVALID_ARGUMENT).
+type Cred struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Uid   uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid   uint32                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	// groups are the supplementary groups (gid need not be repeated).
+	Groups        []uint32 `protobuf:"varint,3,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cred) Reset() {
+	*x = Cred{}
+	mi := &file_jfs_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cred) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cred) ProtoMessage() {}
+
+func (x *Cred) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cred.ProtoReflect.Descriptor instead.
+func (*Cred) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Cred) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Cred) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Cred) GetGroups() []uint32 {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
 // NotLeader is the detail of an UNAVAILABLE status from a follower.
 type NotLeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -307,7 +391,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_jfs_proto_msgTypes[1]
+	mi := &file_jfs_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +403,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[1]
+	mi := &file_jfs_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +416,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{1}
+	return file_jfs_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -372,7 +456,7 @@ type Attr struct {
 
 func (x *Attr) Reset() {
 	*x = Attr{}
-	mi := &file_jfs_proto_msgTypes[2]
+	mi := &file_jfs_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +468,7 @@ func (x *Attr) String() string {
 func (*Attr) ProtoMessage() {}
 
 func (x *Attr) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[2]
+	mi := &file_jfs_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +481,7 @@ func (x *Attr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attr.ProtoReflect.Descriptor instead.
 func (*Attr) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{2}
+	return file_jfs_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Attr) GetIno() uint64 {
@@ -508,7 +592,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_jfs_proto_msgTypes[3]
+	mi := &file_jfs_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +604,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[3]
+	mi := &file_jfs_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +617,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{3}
+	return file_jfs_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Session) GetId() uint64 {
@@ -637,7 +721,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_jfs_proto_msgTypes[4]
+	mi := &file_jfs_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +733,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[4]
+	mi := &file_jfs_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +746,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{4}
+	return file_jfs_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterRequest) GetHeader() *Header {
@@ -719,7 +803,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_jfs_proto_msgTypes[5]
+	mi := &file_jfs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +815,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[5]
+	mi := &file_jfs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +828,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{5}
+	return file_jfs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterResponse) GetErrno() int32 {
@@ -779,7 +863,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_jfs_proto_msgTypes[6]
+	mi := &file_jfs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +875,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[6]
+	mi := &file_jfs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +888,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{6}
+	return file_jfs_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeartbeatRequest) GetSession() uint64 {
@@ -824,7 +908,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_jfs_proto_msgTypes[7]
+	mi := &file_jfs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +920,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[7]
+	mi := &file_jfs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +933,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{7}
+	return file_jfs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeartbeatResponse) GetErrno() int32 {
@@ -878,7 +962,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[8]
+	mi := &file_jfs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +974,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[8]
+	mi := &file_jfs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +987,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{8}
+	return file_jfs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CloseSessionRequest) GetHeader() *Header {
@@ -922,7 +1006,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[9]
+	mi := &file_jfs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1018,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[9]
+	mi := &file_jfs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1031,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{9}
+	return file_jfs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CloseSessionResponse) GetErrno() int32 {
@@ -971,7 +1055,7 @@ type ExpireSessionRequest struct {
 
 func (x *ExpireSessionRequest) Reset() {
 	*x = ExpireSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[10]
+	mi := &file_jfs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1067,7 @@ func (x *ExpireSessionRequest) String() string {
 func (*ExpireSessionRequest) ProtoMessage() {}
 
 func (x *ExpireSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[10]
+	mi := &file_jfs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1080,7 @@ func (x *ExpireSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSessionRequest.ProtoReflect.Descriptor instead.
 func (*ExpireSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{10}
+	return file_jfs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExpireSessionRequest) GetHeader() *Header {
@@ -1029,7 +1113,7 @@ type ExpireSessionResponse struct {
 
 func (x *ExpireSessionResponse) Reset() {
 	*x = ExpireSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[11]
+	mi := &file_jfs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1125,7 @@ func (x *ExpireSessionResponse) String() string {
 func (*ExpireSessionResponse) ProtoMessage() {}
 
 func (x *ExpireSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[11]
+	mi := &file_jfs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1138,7 @@ func (x *ExpireSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSessionResponse.ProtoReflect.Descriptor instead.
 func (*ExpireSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{11}
+	return file_jfs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExpireSessionResponse) GetErrno() int32 {
@@ -1077,7 +1161,7 @@ type SessionsAliveRequest struct {
 
 func (x *SessionsAliveRequest) Reset() {
 	*x = SessionsAliveRequest{}
-	mi := &file_jfs_proto_msgTypes[12]
+	mi := &file_jfs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1173,7 @@ func (x *SessionsAliveRequest) String() string {
 func (*SessionsAliveRequest) ProtoMessage() {}
 
 func (x *SessionsAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[12]
+	mi := &file_jfs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1186,7 @@ func (x *SessionsAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionsAliveRequest.ProtoReflect.Descriptor instead.
 func (*SessionsAliveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{12}
+	return file_jfs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SessionsAliveRequest) GetSessions() []uint64 {
@@ -1121,7 +1205,7 @@ type SessionsAliveResponse struct {
 
 func (x *SessionsAliveResponse) Reset() {
 	*x = SessionsAliveResponse{}
-	mi := &file_jfs_proto_msgTypes[13]
+	mi := &file_jfs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1217,7 @@ func (x *SessionsAliveResponse) String() string {
 func (*SessionsAliveResponse) ProtoMessage() {}
 
 func (x *SessionsAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[13]
+	mi := &file_jfs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1230,7 @@ func (x *SessionsAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionsAliveResponse.ProtoReflect.Descriptor instead.
 func (*SessionsAliveResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{13}
+	return file_jfs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SessionsAliveResponse) GetErrno() int32 {
@@ -1157,16 +1241,18 @@ func (x *SessionsAliveResponse) GetErrno() int32 {
 }
 
 type LookupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
-	Name          []byte                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Parent uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	Name   []byte                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// cred: the caller, for the permission check (see Cred).
+	Cred          *Cred `protobuf:"bytes,200,opt,name=cred,proto3" json:"cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_jfs_proto_msgTypes[14]
+	mi := &file_jfs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1264,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[14]
+	mi := &file_jfs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1277,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{14}
+	return file_jfs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LookupRequest) GetParent() uint64 {
@@ -1208,6 +1294,13 @@ func (x *LookupRequest) GetName() []byte {
 	return nil
 }
 
+func (x *LookupRequest) GetCred() *Cred {
+	if x != nil {
+		return x.Cred
+	}
+	return nil
+}
+
 type LookupResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -1218,7 +1311,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_jfs_proto_msgTypes[15]
+	mi := &file_jfs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1323,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[15]
+	mi := &file_jfs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1336,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{15}
+	return file_jfs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LookupResponse) GetErrno() int32 {
@@ -1269,7 +1362,7 @@ type GetAttrRequest struct {
 
 func (x *GetAttrRequest) Reset() {
 	*x = GetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[16]
+	mi := &file_jfs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1374,7 @@ func (x *GetAttrRequest) String() string {
 func (*GetAttrRequest) ProtoMessage() {}
 
 func (x *GetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[16]
+	mi := &file_jfs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1387,7 @@ func (x *GetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrRequest.ProtoReflect.Descriptor instead.
 func (*GetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{16}
+	return file_jfs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAttrRequest) GetIno() uint64 {
@@ -1314,7 +1407,7 @@ type GetAttrResponse struct {
 
 func (x *GetAttrResponse) Reset() {
 	*x = GetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[17]
+	mi := &file_jfs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1419,7 @@ func (x *GetAttrResponse) String() string {
 func (*GetAttrResponse) ProtoMessage() {}
 
 func (x *GetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[17]
+	mi := &file_jfs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1432,7 @@ func (x *GetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrResponse.ProtoReflect.Descriptor instead.
 func (*GetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{17}
+	return file_jfs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetAttrResponse) GetErrno() int32 {
@@ -1378,7 +1471,7 @@ type SetAttrRequest struct {
 
 func (x *SetAttrRequest) Reset() {
 	*x = SetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[18]
+	mi := &file_jfs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1483,7 @@ func (x *SetAttrRequest) String() string {
 func (*SetAttrRequest) ProtoMessage() {}
 
 func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[18]
+	mi := &file_jfs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1496,7 @@ func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
 func (*SetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{18}
+	return file_jfs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetAttrRequest) GetHeader() *Header {
@@ -1486,7 +1579,7 @@ type SetAttrResponse struct {
 
 func (x *SetAttrResponse) Reset() {
 	*x = SetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[19]
+	mi := &file_jfs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1591,7 @@ func (x *SetAttrResponse) String() string {
 func (*SetAttrResponse) ProtoMessage() {}
 
 func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[19]
+	mi := &file_jfs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1604,7 @@ func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
 func (*SetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{19}
+	return file_jfs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetAttrResponse) GetErrno() int32 {
@@ -1547,7 +1640,7 @@ type MknodRequest struct {
 
 func (x *MknodRequest) Reset() {
 	*x = MknodRequest{}
-	mi := &file_jfs_proto_msgTypes[20]
+	mi := &file_jfs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1652,7 @@ func (x *MknodRequest) String() string {
 func (*MknodRequest) ProtoMessage() {}
 
 func (x *MknodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[20]
+	mi := &file_jfs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1665,7 @@ func (x *MknodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodRequest.ProtoReflect.Descriptor instead.
 func (*MknodRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{20}
+	return file_jfs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MknodRequest) GetHeader() *Header {
@@ -1641,7 +1734,7 @@ type MknodResponse struct {
 
 func (x *MknodResponse) Reset() {
 	*x = MknodResponse{}
-	mi := &file_jfs_proto_msgTypes[21]
+	mi := &file_jfs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1746,7 @@ func (x *MknodResponse) String() string {
 func (*MknodResponse) ProtoMessage() {}
 
 func (x *MknodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[21]
+	mi := &file_jfs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1759,7 @@ func (x *MknodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodResponse.ProtoReflect.Descriptor instead.
 func (*MknodResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{21}
+	return file_jfs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MknodResponse) GetErrno() int32 {
@@ -1698,7 +1791,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1803,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1816,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{22}
+	return file_jfs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MkdirRequest) GetHeader() *Header {
@@ -1785,7 +1878,7 @@ type MkdirResponse struct {
 
 func (x *MkdirResponse) Reset() {
 	*x = MkdirResponse{}
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1890,7 @@ func (x *MkdirResponse) String() string {
 func (*MkdirResponse) ProtoMessage() {}
 
 func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1903,7 @@ func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
 func (*MkdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{23}
+	return file_jfs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MkdirResponse) GetErrno() int32 {
@@ -1853,7 +1946,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +1958,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +1971,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{24}
+	return file_jfs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateRequest) GetHeader() *Header {
@@ -1962,7 +2055,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2067,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2080,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{25}
+	return file_jfs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateResponse) GetErrno() int32 {
@@ -2024,7 +2117,7 @@ type UnlinkRequest struct {
 
 func (x *UnlinkRequest) Reset() {
 	*x = UnlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2129,7 @@ func (x *UnlinkRequest) String() string {
 func (*UnlinkRequest) ProtoMessage() {}
 
 func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2142,7 @@ func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkRequest.ProtoReflect.Descriptor instead.
 func (*UnlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{26}
+	return file_jfs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UnlinkRequest) GetHeader() *Header {
@@ -2084,7 +2177,7 @@ type UnlinkResponse struct {
 
 func (x *UnlinkResponse) Reset() {
 	*x = UnlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2189,7 @@ func (x *UnlinkResponse) String() string {
 func (*UnlinkResponse) ProtoMessage() {}
 
 func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2202,7 @@ func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkResponse.ProtoReflect.Descriptor instead.
 func (*UnlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{27}
+	return file_jfs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UnlinkResponse) GetErrno() int32 {
@@ -2137,7 +2230,7 @@ type RmdirRequest struct {
 
 func (x *RmdirRequest) Reset() {
 	*x = RmdirRequest{}
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2242,7 @@ func (x *RmdirRequest) String() string {
 func (*RmdirRequest) ProtoMessage() {}
 
 func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2255,7 @@ func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirRequest.ProtoReflect.Descriptor instead.
 func (*RmdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{28}
+	return file_jfs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RmdirRequest) GetHeader() *Header {
@@ -2195,7 +2288,7 @@ type RmdirResponse struct {
 
 func (x *RmdirResponse) Reset() {
 	*x = RmdirResponse{}
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +2300,7 @@ func (x *RmdirResponse) String() string {
 func (*RmdirResponse) ProtoMessage() {}
 
 func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +2313,7 @@ func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirResponse.ProtoReflect.Descriptor instead.
 func (*RmdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{29}
+	return file_jfs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RmdirResponse) GetErrno() int32 {
@@ -2246,7 +2339,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2351,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2364,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{30}
+	return file_jfs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RenameRequest) GetHeader() *Header {
@@ -2325,7 +2418,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2430,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2443,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{31}
+	return file_jfs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RenameResponse) GetErrno() int32 {
@@ -2372,7 +2465,7 @@ type LinkRequest struct {
 
 func (x *LinkRequest) Reset() {
 	*x = LinkRequest{}
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2477,7 @@ func (x *LinkRequest) String() string {
 func (*LinkRequest) ProtoMessage() {}
 
 func (x *LinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2490,7 @@ func (x *LinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
 func (*LinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{32}
+	return file_jfs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LinkRequest) GetHeader() *Header {
@@ -2438,7 +2531,7 @@ type LinkResponse struct {
 
 func (x *LinkResponse) Reset() {
 	*x = LinkResponse{}
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2450,7 +2543,7 @@ func (x *LinkResponse) String() string {
 func (*LinkResponse) ProtoMessage() {}
 
 func (x *LinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2463,7 +2556,7 @@ func (x *LinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkResponse.ProtoReflect.Descriptor instead.
 func (*LinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{33}
+	return file_jfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LinkResponse) GetErrno() int32 {
@@ -2496,7 +2589,7 @@ type SymlinkRequest struct {
 
 func (x *SymlinkRequest) Reset() {
 	*x = SymlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2508,7 +2601,7 @@ func (x *SymlinkRequest) String() string {
 func (*SymlinkRequest) ProtoMessage() {}
 
 func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2521,7 +2614,7 @@ func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkRequest.ProtoReflect.Descriptor instead.
 func (*SymlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{34}
+	return file_jfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SymlinkRequest) GetHeader() *Header {
@@ -2576,7 +2669,7 @@ type SymlinkResponse struct {
 
 func (x *SymlinkResponse) Reset() {
 	*x = SymlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2588,7 +2681,7 @@ func (x *SymlinkResponse) String() string {
 func (*SymlinkResponse) ProtoMessage() {}
 
 func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2601,7 +2694,7 @@ func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkResponse.ProtoReflect.Descriptor instead.
 func (*SymlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{35}
+	return file_jfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SymlinkResponse) GetErrno() int32 {
@@ -2627,7 +2720,7 @@ type ReadLinkRequest struct {
 
 func (x *ReadLinkRequest) Reset() {
 	*x = ReadLinkRequest{}
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +2732,7 @@ func (x *ReadLinkRequest) String() string {
 func (*ReadLinkRequest) ProtoMessage() {}
 
 func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +2745,7 @@ func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkRequest.ProtoReflect.Descriptor instead.
 func (*ReadLinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{36}
+	return file_jfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadLinkRequest) GetIno() uint64 {
@@ -2672,7 +2765,7 @@ type ReadLinkResponse struct {
 
 func (x *ReadLinkResponse) Reset() {
 	*x = ReadLinkResponse{}
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2777,7 @@ func (x *ReadLinkResponse) String() string {
 func (*ReadLinkResponse) ProtoMessage() {}
 
 func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2790,7 @@ func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkResponse.ProtoReflect.Descriptor instead.
 func (*ReadLinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{37}
+	return file_jfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadLinkResponse) GetErrno() int32 {
@@ -2720,17 +2813,19 @@ func (x *ReadLinkResponse) GetTarget() []byte {
 // entries have cookies from 3, increasing in creation order, stable while
 // the entry exists.
 type ReadDirRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
-	Cookie        uint64                 `protobuf:"varint,2,opt,name=cookie,proto3" json:"cookie,omitempty"`
-	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ino    uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Cookie uint64                 `protobuf:"varint,2,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	Limit  uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// cred: the caller, for the permission check (see Cred).
+	Cred          *Cred `protobuf:"bytes,200,opt,name=cred,proto3" json:"cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadDirRequest) Reset() {
 	*x = ReadDirRequest{}
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2837,7 @@ func (x *ReadDirRequest) String() string {
 func (*ReadDirRequest) ProtoMessage() {}
 
 func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2850,7 @@ func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirRequest.ProtoReflect.Descriptor instead.
 func (*ReadDirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{38}
+	return file_jfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadDirRequest) GetIno() uint64 {
@@ -2779,6 +2874,13 @@ func (x *ReadDirRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ReadDirRequest) GetCred() *Cred {
+	if x != nil {
+		return x.Cred
+	}
+	return nil
+}
+
 type DirEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2790,7 +2892,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +2904,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +2917,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{39}
+	return file_jfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DirEntry) GetName() []byte {
@@ -2851,7 +2953,7 @@ type ReadDirResponse struct {
 
 func (x *ReadDirResponse) Reset() {
 	*x = ReadDirResponse{}
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +2965,7 @@ func (x *ReadDirResponse) String() string {
 func (*ReadDirResponse) ProtoMessage() {}
 
 func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +2978,7 @@ func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirResponse.ProtoReflect.Descriptor instead.
 func (*ReadDirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{40}
+	return file_jfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadDirResponse) GetErrno() int32 {
@@ -2913,7 +3015,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2925,7 +3027,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2938,7 +3040,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{41}
+	return file_jfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *OpenRequest) GetHeader() *Header {
@@ -2979,7 +3081,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3093,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3106,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{42}
+	return file_jfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *OpenResponse) GetErrno() int32 {
@@ -3040,7 +3142,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3154,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3167,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{43}
+	return file_jfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReleaseRequest) GetHeader() *Header {
@@ -3112,7 +3214,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3226,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3239,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{44}
+	return file_jfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReleaseResponse) GetErrno() int32 {
@@ -3150,17 +3252,19 @@ func (x *ReleaseResponse) GetErrno() int32 {
 // ReadRequest reads up to size bytes at offset; the answer stops at the end
 // of the file, and holes read as zeros.
 type ReadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
-	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	Size          uint32                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ino    uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Offset int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Size   uint32                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// cred: the caller, for the permission check (see Cred).
+	Cred          *Cred `protobuf:"bytes,200,opt,name=cred,proto3" json:"cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3276,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3289,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadRequest) GetIno() uint64 {
@@ -3209,6 +3313,13 @@ func (x *ReadRequest) GetSize() uint32 {
 	return 0
 }
 
+func (x *ReadRequest) GetCred() *Cred {
+	if x != nil {
+		return x.Cred
+	}
+	return nil
+}
+
 type ReadResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -3222,7 +3333,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3345,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3358,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadResponse) GetErrno() int32 {
@@ -3285,7 +3396,7 @@ type TouchAtimeRequest struct {
 
 func (x *TouchAtimeRequest) Reset() {
 	*x = TouchAtimeRequest{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3297,7 +3408,7 @@ func (x *TouchAtimeRequest) String() string {
 func (*TouchAtimeRequest) ProtoMessage() {}
 
 func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3310,7 +3421,7 @@ func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeRequest.ProtoReflect.Descriptor instead.
 func (*TouchAtimeRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TouchAtimeRequest) GetHeader() *Header {
@@ -3339,7 +3450,7 @@ type TouchAtimeResponse struct {
 
 func (x *TouchAtimeResponse) Reset() {
 	*x = TouchAtimeResponse{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3462,7 @@ func (x *TouchAtimeResponse) String() string {
 func (*TouchAtimeResponse) ProtoMessage() {}
 
 func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3475,7 @@ func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeResponse.ProtoReflect.Descriptor instead.
 func (*TouchAtimeResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TouchAtimeResponse) GetErrno() int32 {
@@ -3409,7 +3520,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3532,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3545,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3492,7 +3603,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3615,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3628,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3570,7 +3681,7 @@ type FallocateRequest struct {
 
 func (x *FallocateRequest) Reset() {
 	*x = FallocateRequest{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3582,7 +3693,7 @@ func (x *FallocateRequest) String() string {
 func (*FallocateRequest) ProtoMessage() {}
 
 func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3595,7 +3706,7 @@ func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateRequest.ProtoReflect.Descriptor instead.
 func (*FallocateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *FallocateRequest) GetHeader() *Header {
@@ -3650,7 +3761,7 @@ type FallocateResponse struct {
 
 func (x *FallocateResponse) Reset() {
 	*x = FallocateResponse{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3773,7 @@ func (x *FallocateResponse) String() string {
 func (*FallocateResponse) ProtoMessage() {}
 
 func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3786,7 @@ func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateResponse.ProtoReflect.Descriptor instead.
 func (*FallocateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *FallocateResponse) GetErrno() int32 {
@@ -3700,7 +3811,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +3823,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +3836,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 type StatFSResponse struct {
@@ -3745,7 +3856,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3757,7 +3868,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3770,7 +3881,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -3840,17 +3951,19 @@ func (x *StatFSResponse) GetNameMax() uint32 {
 // (the caller reports the length); otherwise a longer value is ERANGE.
 // ENODATA: no such attribute.
 type GetXattrRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
-	Name          []byte                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Size          uint32                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ino   uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Name  []byte                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Size  uint32                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// cred: the caller, for the permission check (see Cred).
+	Cred          *Cred `protobuf:"bytes,200,opt,name=cred,proto3" json:"cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3862,7 +3975,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3875,7 +3988,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -3899,6 +4012,13 @@ func (x *GetXattrRequest) GetSize() uint32 {
 	return 0
 }
 
+func (x *GetXattrRequest) GetCred() *Cred {
+	if x != nil {
+		return x.Cred
+	}
+	return nil
+}
+
 type GetXattrResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -3909,7 +4029,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3921,7 +4041,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3934,7 +4054,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -3966,7 +4086,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3978,7 +4098,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3991,7 +4111,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -4038,7 +4158,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4050,7 +4170,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4063,7 +4183,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -4076,16 +4196,18 @@ func (x *SetXattrResponse) GetErrno() int32 {
 // ListXattrRequest: size as for GetXattr, measured as listxattr(2) does (each
 // name plus its NUL).
 type ListXattrRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
-	Size          uint32                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ino   uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Size  uint32                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// cred: the caller, for the permission check (see Cred).
+	Cred          *Cred `protobuf:"bytes,200,opt,name=cred,proto3" json:"cred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4097,7 +4219,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4110,7 +4232,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -4127,6 +4249,13 @@ func (x *ListXattrRequest) GetSize() uint32 {
 	return 0
 }
 
+func (x *ListXattrRequest) GetCred() *Cred {
+	if x != nil {
+		return x.Cred
+	}
+	return nil
+}
+
 type ListXattrResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -4137,7 +4266,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4149,7 +4278,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4162,7 +4291,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -4190,7 +4319,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4331,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4344,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -4248,7 +4377,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4260,7 +4389,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4273,7 +4402,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -4295,7 +4424,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +4436,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +4449,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -4354,7 +4483,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4366,7 +4495,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4379,7 +4508,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4447,7 +4576,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4459,7 +4588,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4472,7 +4601,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4545,7 +4674,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4557,7 +4686,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4570,7 +4699,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -4646,7 +4775,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4658,7 +4787,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4671,7 +4800,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -4706,7 +4835,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4718,7 +4847,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4731,7 +4860,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -4786,7 +4915,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4798,7 +4927,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4811,7 +4940,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -4844,7 +4973,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4856,7 +4985,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4869,7 +4998,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -4895,7 +5024,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +5036,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +5049,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -4943,7 +5072,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4955,7 +5084,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4968,7 +5097,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -5001,7 +5130,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5013,7 +5142,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5026,7 +5155,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -5056,7 +5185,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5068,7 +5197,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5081,7 +5210,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -5120,7 +5249,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5132,7 +5261,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5145,7 +5274,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -5173,7 +5302,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5185,7 +5314,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5198,7 +5327,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -5227,7 +5356,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5239,7 +5368,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5252,7 +5381,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -5274,7 +5403,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5286,7 +5415,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5299,7 +5428,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -5343,7 +5472,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5355,7 +5484,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5368,7 +5497,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *Member) GetId() string {
@@ -5432,7 +5561,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5444,7 +5573,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5457,7 +5586,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -5483,7 +5612,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5495,7 +5624,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5508,7 +5637,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -5526,7 +5655,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5538,7 +5667,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5551,7 +5680,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 type ClusterStatusResponse struct {
@@ -5572,7 +5701,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5584,7 +5713,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5597,7 +5726,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -5677,7 +5806,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5689,7 +5818,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5702,7 +5831,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -5742,7 +5871,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5754,7 +5883,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5767,7 +5896,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5786,7 +5915,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5798,7 +5927,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5811,7 +5940,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5830,7 +5959,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5842,7 +5971,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5855,7 +5984,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5877,7 +6006,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5889,7 +6018,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5902,7 +6031,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5928,7 +6057,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5940,7 +6069,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5953,7 +6082,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5971,7 +6100,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5983,7 +6112,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5996,7 +6125,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 type ListSessionsResponse struct {
@@ -6009,7 +6138,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6021,7 +6150,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6034,7 +6163,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -6077,7 +6206,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6089,7 +6218,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6102,7 +6231,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -6193,7 +6322,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6205,7 +6334,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6218,7 +6347,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -6245,7 +6374,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6257,7 +6386,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6270,7 +6399,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -6297,7 +6426,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6309,7 +6438,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6322,7 +6451,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -6348,7 +6477,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6360,7 +6489,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6373,7 +6502,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -6397,7 +6526,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6409,7 +6538,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6422,7 +6551,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -6449,7 +6578,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6461,7 +6590,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6474,7 +6603,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -6515,7 +6644,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6527,7 +6656,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6540,7 +6669,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 type CheckpointResponse struct {
@@ -6554,7 +6683,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6566,7 +6695,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6579,7 +6708,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -6610,7 +6739,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6622,7 +6751,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6635,7 +6764,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -6668,7 +6797,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6680,7 +6809,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6693,7 +6822,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -6717,7 +6846,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6729,7 +6858,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6742,7 +6871,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -6771,7 +6900,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6783,7 +6912,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6796,7 +6925,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6828,7 +6957,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6840,7 +6969,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6853,7 +6982,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -6866,7 +6995,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6878,7 +7007,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6891,7 +7020,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -6917,7 +7046,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6929,7 +7058,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6942,7 +7071,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -6999,7 +7128,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7011,7 +7140,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7024,7 +7153,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -7044,7 +7173,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7056,7 +7185,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7069,7 +7198,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -7100,7 +7229,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7112,7 +7241,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7125,7 +7254,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -7152,7 +7281,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7164,7 +7293,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7177,7 +7306,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -7198,13 +7327,18 @@ var File_jfs_proto protoreflect.FileDescriptor
 
 const file_jfs_proto_rawDesc = "" +
 	"\n" +
-	"\tjfs.proto\x12\x06jfs.v1\"i\n" +
+	"\tjfs.proto\x12\x06jfs.v1\"\x8c\x01\n" +
 	"\x06Header\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05acked\x18\x03 \x01(\x04R\x05acked\x12\x1d\n" +
 	"\n" +
-	"acked_seqs\x18F \x03(\x04R\tackedSeqs\"I\n" +
+	"acked_seqs\x18F \x03(\x04R\tackedSeqs\x12!\n" +
+	"\x04cred\x18\xc8\x01 \x01(\v2\f.jfs.v1.CredR\x04cred\"B\n" +
+	"\x04Cred\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x16\n" +
+	"\x06groups\x18\x03 \x03(\rR\x06groups\"I\n" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
@@ -7270,10 +7404,11 @@ const file_jfs_proto_rawDesc = "" +
 	"\x14SessionsAliveRequest\x12\x1a\n" +
 	"\bsessions\x18\x01 \x03(\x04R\bsessions\"-\n" +
 	"\x15SessionsAliveResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\";\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"^\n" +
 	"\rLookupRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\fR\x04name\"H\n" +
+	"\x04name\x18\x02 \x01(\fR\x04name\x12!\n" +
+	"\x04cred\x18\xc8\x01 \x01(\v2\f.jfs.v1.CredR\x04cred\"H\n" +
 	"\x0eLookupResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
 	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\"\n" +
@@ -7381,11 +7516,12 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\"@\n" +
 	"\x10ReadLinkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x16\n" +
-	"\x06target\x18\x02 \x01(\fR\x06target\"P\n" +
+	"\x06target\x18\x02 \x01(\fR\x06target\"s\n" +
 	"\x0eReadDirRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
 	"\x06cookie\x18\x02 \x01(\x04R\x06cookie\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"X\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12!\n" +
+	"\x04cred\x18\xc8\x01 \x01(\v2\f.jfs.v1.CredR\x04cred\"X\n" +
 	"\bDirEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\fR\x04name\x12\x16\n" +
 	"\x06cookie\x18\x02 \x01(\x04R\x06cookie\x12 \n" +
@@ -7410,11 +7546,12 @@ const file_jfs_proto_rawDesc = "" +
 	"\vlock_owners\x18( \x03(\x04R\n" +
 	"lockOwners\"'\n" +
 	"\x0fReleaseResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"K\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"n\n" +
 	"\vReadRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\rR\x04size\"Z\n" +
+	"\x04size\x18\x03 \x01(\rR\x04size\x12!\n" +
+	"\x04cred\x18\xc8\x01 \x01(\v2\f.jfs.v1.CredR\x04cred\"Z\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12 \n" +
@@ -7464,11 +7601,12 @@ const file_jfs_proto_rawDesc = "" +
 	"freeInodes\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\b \x01(\rR\tblockSize\x12\x19\n" +
-	"\bname_max\x18\t \x01(\rR\anameMax\"K\n" +
+	"\bname_max\x18\t \x01(\rR\anameMax\"n\n" +
 	"\x0fGetXattrRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\fR\x04name\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\rR\x04size\">\n" +
+	"\x04size\x18\x03 \x01(\rR\x04size\x12!\n" +
+	"\x04cred\x18\xc8\x01 \x01(\v2\f.jfs.v1.CredR\x04cred\">\n" +
 	"\x10GetXattrResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"\x8b\x01\n" +
@@ -7479,10 +7617,11 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12\x14\n" +
 	"\x05flags\x18\x05 \x01(\rR\x05flags\"(\n" +
 	"\x10SetXattrResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"8\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"[\n" +
 	"\x10ListXattrRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\rR\x04size\"?\n" +
+	"\x04size\x18\x02 \x01(\rR\x04size\x12!\n" +
+	"\x04cred\x18\xc8\x01 \x01(\v2\f.jfs.v1.CredR\x04cred\"?\n" +
 	"\x11ListXattrResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\fR\x05names\"b\n" +
@@ -7759,279 +7898,286 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 112)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 113)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
 	(LockKind)(0),                    // 2: jfs.v1.LockKind
 	(*Header)(nil),                   // 3: jfs.v1.Header
-	(*NotLeader)(nil),                // 4: jfs.v1.NotLeader
-	(*Attr)(nil),                     // 5: jfs.v1.Attr
-	(*Session)(nil),                  // 6: jfs.v1.Session
-	(*RegisterRequest)(nil),          // 7: jfs.v1.RegisterRequest
-	(*RegisterResponse)(nil),         // 8: jfs.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),         // 9: jfs.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 10: jfs.v1.HeartbeatResponse
-	(*CloseSessionRequest)(nil),      // 11: jfs.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),     // 12: jfs.v1.CloseSessionResponse
-	(*ExpireSessionRequest)(nil),     // 13: jfs.v1.ExpireSessionRequest
-	(*ExpireSessionResponse)(nil),    // 14: jfs.v1.ExpireSessionResponse
-	(*SessionsAliveRequest)(nil),     // 15: jfs.v1.SessionsAliveRequest
-	(*SessionsAliveResponse)(nil),    // 16: jfs.v1.SessionsAliveResponse
-	(*LookupRequest)(nil),            // 17: jfs.v1.LookupRequest
-	(*LookupResponse)(nil),           // 18: jfs.v1.LookupResponse
-	(*GetAttrRequest)(nil),           // 19: jfs.v1.GetAttrRequest
-	(*GetAttrResponse)(nil),          // 20: jfs.v1.GetAttrResponse
-	(*SetAttrRequest)(nil),           // 21: jfs.v1.SetAttrRequest
-	(*SetAttrResponse)(nil),          // 22: jfs.v1.SetAttrResponse
-	(*MknodRequest)(nil),             // 23: jfs.v1.MknodRequest
-	(*MknodResponse)(nil),            // 24: jfs.v1.MknodResponse
-	(*MkdirRequest)(nil),             // 25: jfs.v1.MkdirRequest
-	(*MkdirResponse)(nil),            // 26: jfs.v1.MkdirResponse
-	(*CreateRequest)(nil),            // 27: jfs.v1.CreateRequest
-	(*CreateResponse)(nil),           // 28: jfs.v1.CreateResponse
-	(*UnlinkRequest)(nil),            // 29: jfs.v1.UnlinkRequest
-	(*UnlinkResponse)(nil),           // 30: jfs.v1.UnlinkResponse
-	(*RmdirRequest)(nil),             // 31: jfs.v1.RmdirRequest
-	(*RmdirResponse)(nil),            // 32: jfs.v1.RmdirResponse
-	(*RenameRequest)(nil),            // 33: jfs.v1.RenameRequest
-	(*RenameResponse)(nil),           // 34: jfs.v1.RenameResponse
-	(*LinkRequest)(nil),              // 35: jfs.v1.LinkRequest
-	(*LinkResponse)(nil),             // 36: jfs.v1.LinkResponse
-	(*SymlinkRequest)(nil),           // 37: jfs.v1.SymlinkRequest
-	(*SymlinkResponse)(nil),          // 38: jfs.v1.SymlinkResponse
-	(*ReadLinkRequest)(nil),          // 39: jfs.v1.ReadLinkRequest
-	(*ReadLinkResponse)(nil),         // 40: jfs.v1.ReadLinkResponse
-	(*ReadDirRequest)(nil),           // 41: jfs.v1.ReadDirRequest
-	(*DirEntry)(nil),                 // 42: jfs.v1.DirEntry
-	(*ReadDirResponse)(nil),          // 43: jfs.v1.ReadDirResponse
-	(*OpenRequest)(nil),              // 44: jfs.v1.OpenRequest
-	(*OpenResponse)(nil),             // 45: jfs.v1.OpenResponse
-	(*ReleaseRequest)(nil),           // 46: jfs.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 47: jfs.v1.ReleaseResponse
-	(*ReadRequest)(nil),              // 48: jfs.v1.ReadRequest
-	(*ReadResponse)(nil),             // 49: jfs.v1.ReadResponse
-	(*TouchAtimeRequest)(nil),        // 50: jfs.v1.TouchAtimeRequest
-	(*TouchAtimeResponse)(nil),       // 51: jfs.v1.TouchAtimeResponse
-	(*WriteRequest)(nil),             // 52: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 53: jfs.v1.WriteResponse
-	(*FallocateRequest)(nil),         // 54: jfs.v1.FallocateRequest
-	(*FallocateResponse)(nil),        // 55: jfs.v1.FallocateResponse
-	(*StatFSRequest)(nil),            // 56: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 57: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 58: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 59: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 60: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 61: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 62: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 63: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 64: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 65: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 66: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 67: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 68: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 69: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 70: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 71: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 72: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 73: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 74: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 75: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 76: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 77: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 78: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 79: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 80: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 81: jfs.v1.FreeDataResponse
-	(*Member)(nil),                   // 82: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 83: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 84: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 85: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 86: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 87: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 88: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 89: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 90: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 91: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 92: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 93: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 94: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 95: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 96: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 97: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 98: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 99: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 100: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 101: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 102: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 103: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 104: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 105: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 106: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 107: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 108: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 109: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 110: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 111: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 112: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 113: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 114: jfs.v1.ReleaseBatchResponse
+	(*Cred)(nil),                     // 4: jfs.v1.Cred
+	(*NotLeader)(nil),                // 5: jfs.v1.NotLeader
+	(*Attr)(nil),                     // 6: jfs.v1.Attr
+	(*Session)(nil),                  // 7: jfs.v1.Session
+	(*RegisterRequest)(nil),          // 8: jfs.v1.RegisterRequest
+	(*RegisterResponse)(nil),         // 9: jfs.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),         // 10: jfs.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 11: jfs.v1.HeartbeatResponse
+	(*CloseSessionRequest)(nil),      // 12: jfs.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),     // 13: jfs.v1.CloseSessionResponse
+	(*ExpireSessionRequest)(nil),     // 14: jfs.v1.ExpireSessionRequest
+	(*ExpireSessionResponse)(nil),    // 15: jfs.v1.ExpireSessionResponse
+	(*SessionsAliveRequest)(nil),     // 16: jfs.v1.SessionsAliveRequest
+	(*SessionsAliveResponse)(nil),    // 17: jfs.v1.SessionsAliveResponse
+	(*LookupRequest)(nil),            // 18: jfs.v1.LookupRequest
+	(*LookupResponse)(nil),           // 19: jfs.v1.LookupResponse
+	(*GetAttrRequest)(nil),           // 20: jfs.v1.GetAttrRequest
+	(*GetAttrResponse)(nil),          // 21: jfs.v1.GetAttrResponse
+	(*SetAttrRequest)(nil),           // 22: jfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),          // 23: jfs.v1.SetAttrResponse
+	(*MknodRequest)(nil),             // 24: jfs.v1.MknodRequest
+	(*MknodResponse)(nil),            // 25: jfs.v1.MknodResponse
+	(*MkdirRequest)(nil),             // 26: jfs.v1.MkdirRequest
+	(*MkdirResponse)(nil),            // 27: jfs.v1.MkdirResponse
+	(*CreateRequest)(nil),            // 28: jfs.v1.CreateRequest
+	(*CreateResponse)(nil),           // 29: jfs.v1.CreateResponse
+	(*UnlinkRequest)(nil),            // 30: jfs.v1.UnlinkRequest
+	(*UnlinkResponse)(nil),           // 31: jfs.v1.UnlinkResponse
+	(*RmdirRequest)(nil),             // 32: jfs.v1.RmdirRequest
+	(*RmdirResponse)(nil),            // 33: jfs.v1.RmdirResponse
+	(*RenameRequest)(nil),            // 34: jfs.v1.RenameRequest
+	(*RenameResponse)(nil),           // 35: jfs.v1.RenameResponse
+	(*LinkRequest)(nil),              // 36: jfs.v1.LinkRequest
+	(*LinkResponse)(nil),             // 37: jfs.v1.LinkResponse
+	(*SymlinkRequest)(nil),           // 38: jfs.v1.SymlinkRequest
+	(*SymlinkResponse)(nil),          // 39: jfs.v1.SymlinkResponse
+	(*ReadLinkRequest)(nil),          // 40: jfs.v1.ReadLinkRequest
+	(*ReadLinkResponse)(nil),         // 41: jfs.v1.ReadLinkResponse
+	(*ReadDirRequest)(nil),           // 42: jfs.v1.ReadDirRequest
+	(*DirEntry)(nil),                 // 43: jfs.v1.DirEntry
+	(*ReadDirResponse)(nil),          // 44: jfs.v1.ReadDirResponse
+	(*OpenRequest)(nil),              // 45: jfs.v1.OpenRequest
+	(*OpenResponse)(nil),             // 46: jfs.v1.OpenResponse
+	(*ReleaseRequest)(nil),           // 47: jfs.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 48: jfs.v1.ReleaseResponse
+	(*ReadRequest)(nil),              // 49: jfs.v1.ReadRequest
+	(*ReadResponse)(nil),             // 50: jfs.v1.ReadResponse
+	(*TouchAtimeRequest)(nil),        // 51: jfs.v1.TouchAtimeRequest
+	(*TouchAtimeResponse)(nil),       // 52: jfs.v1.TouchAtimeResponse
+	(*WriteRequest)(nil),             // 53: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 54: jfs.v1.WriteResponse
+	(*FallocateRequest)(nil),         // 55: jfs.v1.FallocateRequest
+	(*FallocateResponse)(nil),        // 56: jfs.v1.FallocateResponse
+	(*StatFSRequest)(nil),            // 57: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 58: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 59: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 60: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 61: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 62: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 63: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 64: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 65: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 66: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 67: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 68: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 69: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 70: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 71: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 72: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 73: jfs.v1.FlockResponse
+	(*CancelLockWaitRequest)(nil),    // 74: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 75: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 76: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 77: jfs.v1.ReleaseLockOwnerResponse
+	(*Settings)(nil),                 // 78: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 79: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 80: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 81: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 82: jfs.v1.FreeDataResponse
+	(*Member)(nil),                   // 83: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 84: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 85: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 86: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 87: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 88: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 89: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 90: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 91: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 92: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 93: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 94: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 95: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 96: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 97: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 98: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 99: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 100: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 101: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 102: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 103: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 104: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 105: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 106: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 107: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 108: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 109: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 110: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 111: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 112: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 113: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 114: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 115: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
-	3,   // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
-	3,   // 1: jfs.v1.CloseSessionRequest.header:type_name -> jfs.v1.Header
-	3,   // 2: jfs.v1.ExpireSessionRequest.header:type_name -> jfs.v1.Header
-	5,   // 3: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
-	5,   // 4: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 5: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
-	5,   // 6: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 7: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
-	5,   // 8: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 9: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
-	5,   // 10: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 11: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
-	5,   // 12: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 13: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 14: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 15: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
-	3,   // 16: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
-	3,   // 17: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 18: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 19: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 20: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
-	5,   // 21: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
-	42,  // 22: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
-	3,   // 23: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
-	5,   // 24: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 25: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
-	5,   // 26: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 27: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
-	5,   // 28: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 29: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
-	5,   // 30: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 31: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
-	5,   // 32: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 33: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
-	3,   // 34: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
-	1,   // 35: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
-	1,   // 36: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	66,  // 37: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
-	3,   // 38: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
-	1,   // 39: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	66,  // 40: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 41: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
-	1,   // 42: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	66,  // 43: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 44: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	77,  // 45: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	77,  // 46: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	82,  // 47: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	82,  // 48: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	6,   // 49: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,   // 50: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	66,  // 51: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,   // 52: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	95,  // 53: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	82,  // 54: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
-	3,   // 55: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
-	46,  // 56: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
-	7,   // 57: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,   // 58: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	11,  // 59: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	17,  // 60: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	19,  // 61: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	21,  // 62: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	23,  // 63: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	25,  // 64: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	27,  // 65: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	29,  // 66: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	31,  // 67: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	33,  // 68: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	35,  // 69: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	37,  // 70: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	39,  // 71: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	41,  // 72: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	44,  // 73: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	46,  // 74: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	48,  // 75: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	52,  // 76: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	56,  // 77: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	58,  // 78: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	60,  // 79: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	62,  // 80: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	64,  // 81: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	67,  // 82: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	69,  // 83: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	71,  // 84: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	75,  // 85: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	73,  // 86: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	54,  // 87: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	50,  // 88: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	113, // 89: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	85,  // 90: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	87,  // 91: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	89,  // 92: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	91,  // 93: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	93,  // 94: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	96,  // 95: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	98,  // 96: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	83,  // 97: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	106, // 98: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	100, // 99: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	78,  // 100: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	108, // 101: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	109, // 102: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
-	8,   // 103: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10,  // 104: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12,  // 105: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	18,  // 106: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	20,  // 107: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	22,  // 108: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	24,  // 109: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	26,  // 110: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	28,  // 111: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	30,  // 112: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	32,  // 113: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	34,  // 114: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	36,  // 115: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	38,  // 116: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	40,  // 117: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	43,  // 118: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	45,  // 119: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	47,  // 120: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	49,  // 121: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	53,  // 122: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	57,  // 123: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	59,  // 124: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	61,  // 125: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	63,  // 126: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	65,  // 127: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	68,  // 128: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	70,  // 129: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	72,  // 130: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	76,  // 131: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	74,  // 132: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	55,  // 133: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	51,  // 134: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	114, // 135: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	86,  // 136: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	88,  // 137: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	90,  // 138: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	92,  // 139: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	94,  // 140: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	97,  // 141: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	99,  // 142: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	84,  // 143: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	107, // 144: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	101, // 145: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	79,  // 146: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	109, // 147: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	110, // 148: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
-	103, // [103:149] is the sub-list for method output_type
-	57,  // [57:103] is the sub-list for method input_type
-	57,  // [57:57] is the sub-list for extension type_name
-	57,  // [57:57] is the sub-list for extension extendee
-	0,   // [0:57] is the sub-list for field type_name
+	4,   // 0: jfs.v1.Header.cred:type_name -> jfs.v1.Cred
+	3,   // 1: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
+	3,   // 2: jfs.v1.CloseSessionRequest.header:type_name -> jfs.v1.Header
+	3,   // 3: jfs.v1.ExpireSessionRequest.header:type_name -> jfs.v1.Header
+	4,   // 4: jfs.v1.LookupRequest.cred:type_name -> jfs.v1.Cred
+	6,   // 5: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
+	6,   // 6: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 7: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
+	6,   // 8: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 9: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
+	6,   // 10: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 11: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
+	6,   // 12: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 13: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
+	6,   // 14: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 15: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
+	6,   // 16: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 17: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
+	3,   // 18: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
+	3,   // 19: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
+	6,   // 20: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 21: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
+	6,   // 22: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
+	4,   // 23: jfs.v1.ReadDirRequest.cred:type_name -> jfs.v1.Cred
+	6,   // 24: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
+	43,  // 25: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
+	3,   // 26: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
+	6,   // 27: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 28: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
+	4,   // 29: jfs.v1.ReadRequest.cred:type_name -> jfs.v1.Cred
+	6,   // 30: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 31: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
+	6,   // 32: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 33: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
+	6,   // 34: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 35: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
+	6,   // 36: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
+	4,   // 37: jfs.v1.GetXattrRequest.cred:type_name -> jfs.v1.Cred
+	3,   // 38: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
+	4,   // 39: jfs.v1.ListXattrRequest.cred:type_name -> jfs.v1.Cred
+	3,   // 40: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
+	1,   // 41: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
+	1,   // 42: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
+	67,  // 43: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	3,   // 44: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
+	1,   // 45: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
+	67,  // 46: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 47: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
+	1,   // 48: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
+	67,  // 49: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 50: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
+	78,  // 51: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	78,  // 52: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	83,  // 53: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	83,  // 54: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	7,   // 55: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,   // 56: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	67,  // 57: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,   // 58: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	96,  // 59: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	83,  // 60: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	3,   // 61: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	47,  // 62: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
+	8,   // 63: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	10,  // 64: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	12,  // 65: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	18,  // 66: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	20,  // 67: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	22,  // 68: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	24,  // 69: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	26,  // 70: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	28,  // 71: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	30,  // 72: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	32,  // 73: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	34,  // 74: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	36,  // 75: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	38,  // 76: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	40,  // 77: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	42,  // 78: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	45,  // 79: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	47,  // 80: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	49,  // 81: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	53,  // 82: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	57,  // 83: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	59,  // 84: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	61,  // 85: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	63,  // 86: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	65,  // 87: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	68,  // 88: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	70,  // 89: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	72,  // 90: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	76,  // 91: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	74,  // 92: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	55,  // 93: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	51,  // 94: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	114, // 95: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	86,  // 96: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	88,  // 97: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	90,  // 98: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	92,  // 99: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	94,  // 100: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	97,  // 101: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	99,  // 102: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	84,  // 103: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	107, // 104: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	101, // 105: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	79,  // 106: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	109, // 107: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	110, // 108: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	9,   // 109: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	11,  // 110: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	13,  // 111: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	19,  // 112: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	21,  // 113: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	23,  // 114: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	25,  // 115: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	27,  // 116: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	29,  // 117: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	31,  // 118: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	33,  // 119: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	35,  // 120: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	37,  // 121: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	39,  // 122: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	41,  // 123: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	44,  // 124: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	46,  // 125: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	48,  // 126: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	50,  // 127: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	54,  // 128: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	58,  // 129: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	60,  // 130: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	62,  // 131: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	64,  // 132: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	66,  // 133: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	69,  // 134: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	71,  // 135: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	73,  // 136: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	77,  // 137: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	75,  // 138: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	56,  // 139: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	52,  // 140: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	115, // 141: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	87,  // 142: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	89,  // 143: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	91,  // 144: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	93,  // 145: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	95,  // 146: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	98,  // 147: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	100, // 148: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	85,  // 149: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	108, // 150: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	102, // 151: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	80,  // 152: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	110, // 153: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	111, // 154: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	109, // [109:155] is the sub-list for method output_type
+	63,  // [63:109] is the sub-list for method input_type
+	63,  // [63:63] is the sub-list for extension type_name
+	63,  // [63:63] is the sub-list for extension extendee
+	0,   // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -8045,7 +8191,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   112,
+			NumMessages:   113,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

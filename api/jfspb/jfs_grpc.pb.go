@@ -17,6 +17,10 @@
 //                      sees this.
 //   - Mutating requests carry a Header in field 1; the server answers a
 //     retry of an already-applied (session, seq) with the stored response.
+//   - Requests that the server checks permissions for carry the caller's
+//     credentials (Cred: in the Header, or a field of their own on reads);
+//     one without them is refused with INVALID_ARGUMENT. EACCES and EPERM
+//     answer what the mode bits and ownership rules refuse, as on Linux.
 //   - A node that is not the leader and cannot forward answers any RPC with
 //     the gRPC status code UNAVAILABLE carrying a NotLeader message in the
 //     status details (google.rpc.Status.details); leader_addr is empty when

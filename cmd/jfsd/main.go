@@ -97,6 +97,7 @@ func sessionFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.DurationFlag{Name: "session-ttl", Value: 30 * time.Second, Usage: "a client session without a heartbeat for this long expires: its locks are released and its writes refused"},
 		&cli.BoolFlag{Name: "read-batching", Value: true, Usage: "serve concurrent reads in batches that share one leadership check and compute identical reads once (false: check and read for every request, for comparison)"},
+		&cli.BoolFlag{Name: "read-lease", Value: true, Usage: "let the leader serve reads without asking the followers while it holds a lease from their last answers (false: a round of confirmations per read batch); a restarted node then waits one heartbeat timeout before it joins raft. Use the same setting on every node"},
 	}, logFlags()...)
 }
 
@@ -204,7 +205,7 @@ func runNode(c *cli.Context) error {
 		cfg: cluster.Config{
 			ID: c.String("id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
 			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
-			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c),
+			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c), ReadLease: c.Bool("read-lease"), Started: processStart,
 			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
 			SnapshotInterval: c.Duration("snapshot-interval"), IntegrityCheck: integrity,
 			FSM:              fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes")},
@@ -233,6 +234,10 @@ func runNode(c *cli.Context) error {
 	log.Info("stopping")
 	return n.stop()
 }
+
+// processStart is when jfsd started: the read lease's start rule counts
+// from it (cluster.Config.Started).
+var processStart = time.Now()
 
 func readMode(c *cli.Context) cluster.ReadMode {
 	if c.Bool("read-batching") {
@@ -529,6 +534,9 @@ func startDev(dir string, ttl time.Duration, mode cluster.ReadMode, log hclog.Lo
 			cfg: cluster.Config{
 				ID: id, DataDir: dir + "/" + id, APIAddr: apiAddrs[id], InitialCluster: peers,
 				Transport: transports[id], Logger: log.Named(id), SessionTTL: ttl, ReadMode: mode,
+				// The three nodes live and die together: the start rule
+				// counts from the process's start, not from each node's.
+				ReadLease: true, Started: processStart,
 			},
 			apiListener: listeners[id],
 		})

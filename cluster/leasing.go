@@ -137,10 +137,16 @@ func (n *Node) LeaseUntil() time.Time {
 // node's leadership goes through here.
 func (n *Node) TransferLeadership(id raft.ServerID, addr raft.ServerAddress) raft.Future {
 	n.endLease()
+	return startTransfer(n.raft, id, addr)
+}
+
+// startTransfer starts a leadership transfer; tests replace it to refuse
+// transfers.
+var startTransfer = func(r *raft.Raft, id raft.ServerID, addr raft.ServerAddress) raft.Future {
 	if id == "" {
-		return n.raft.LeadershipTransfer()
+		return r.LeadershipTransfer()
 	}
-	return n.raft.LeadershipTransferToServer(id, addr)
+	return r.LeadershipTransferToServer(id, addr)
 }
 
 // ReadStats counts how the leader's read checks were answered.

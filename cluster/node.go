@@ -68,6 +68,10 @@ type Node struct {
 	// first own command: from then on its commit index covers every entry
 	// of earlier terms, so reads may use it (Raft dissertation §6.4).
 	readyTerm atomic.Uint64
+	// stateGen is odd while raft applies entries to the state machine or
+	// restores it, and grows by two each time: an even value that did not
+	// change brackets reads of one unchanged state (reads.go).
+	stateGen atomic.Uint64
 
 	// The read lease (leasing.go) and the counts of read checks.
 	leaseMu        sync.Mutex

@@ -142,6 +142,7 @@ func checkAddr(flag, addr string) error {
 }
 
 func runNode(c *cli.Context) error {
+	catchSignals()
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q (see jfsd --help)", c.Args().First())
 	}
@@ -246,11 +247,18 @@ func readMode(c *cli.Context) cluster.ReadMode {
 	return cluster.ReadEach
 }
 
+// signals receives SIGINT and SIGTERM from catchSignals on: one that comes
+// while a node starts (which can take a heartbeat timeout, the read lease's
+// start rule) stops it cleanly once it has started, instead of killing the
+// process.
+var signals = make(chan os.Signal, 1)
+
+func catchSignals() { signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM) }
+
 // waitForSignal returns nil on SIGINT or SIGTERM, or the error of the first
 // of nodes that fails (see cluster.Node.Failed).
 func waitForSignal(nodes ...*cluster.Node) error {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	ch := signals
 	defer signal.Stop(ch)
 	failed := make(chan *cluster.Node, len(nodes))
 	stop := make(chan struct{})
@@ -395,6 +403,7 @@ also mounted there (FUSE; as root, or with fusermount3), and unmounted at exit.`
 }
 
 func runDev(c *cli.Context) error {
+	catchSignals()
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q (see jfsd dev --help)", c.Args().First())
 	}

@@ -127,7 +127,7 @@ func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequ
 	}
 	var f raft.Future
 	if r.Id == "" {
-		f = s.n.raft.LeadershipTransfer()
+		f = s.n.TransferLeadership("", "")
 	} else {
 		cf := s.n.raft.GetConfiguration()
 		if err := cf.Error(); err != nil {
@@ -144,7 +144,7 @@ func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequ
 		if string(srv.ID) == s.n.ID() {
 			return &jfspb.TransferLeaderResponse{}, nil // already the leader
 		}
-		f = s.n.raft.LeadershipTransferToServer(srv.ID, srv.Address)
+		f = s.n.TransferLeadership(srv.ID, srv.Address)
 	}
 	if err := f.Error(); err != nil {
 		return nil, s.toStatus(raftErr(err))

@@ -72,6 +72,17 @@ type Config struct {
 
 	// ReadMode is how the leader serves reads (default ReadBatched).
 	ReadMode ReadMode
+	// ReadLease lets the leader serve reads without a round of
+	// confirmations while it holds a lease, and makes this node keep the
+	// start rule that its answers promise: with raft state, raft starts
+	// only HeartbeatTimeout (plus LeaseDrift) after the node (jfsd
+	// --read-lease, DESIGN.md "Reads under a lease"). Every node of a
+	// cluster should have the same setting; a node without it vouches for
+	// no lease.
+	ReadLease bool
+	// Started is when the process started, from which the start rule
+	// counts; zero: when NewNode was called.
+	Started time.Time
 
 	// SessionTTL is how long a client session lives without a heartbeat
 	// (default 30s).
@@ -93,6 +104,9 @@ type Config struct {
 	// ConfirmPeer replaces the gRPC call by which a leader asks another
 	// voter for its term before serving reads (tests without gRPC).
 	ConfirmPeer PeerConfirmer
+	// Clock replaces time.Now for the read lease (tests only: a clock that
+	// jumps ahead stands for a node that was frozen).
+	Clock func() time.Time
 	// InMemory keeps the raft log and snapshots in memory (tests only); the
 	// state machine still lives in DataDir.
 	InMemory bool

@@ -27,16 +27,27 @@ import (
 // after the reads arrived, so it cannot be stale. Raft elects at most one
 // leader per term and any two majorities share a node, so while a majority
 // is still in this term, no later leader can have committed anything.
+//
+// The same answers give the leader a read lease (lease.go): for a while
+// after a round, reads need no round at all.
 
-// PeerConfirmer asks voter peer for its current term.
-type PeerConfirmer func(ctx context.Context, peer raft.Server, term uint64) (current uint64, err error)
+// PeerConfirmer asks voter peer for its term and, for the read lease, its
+// view of the leader (Node.AnswerConfirmTerm answers it).
+type PeerConfirmer func(ctx context.Context, peer raft.Server, req *jfspb.ConfirmTermRequest) (*jfspb.ConfirmTermResponse, error)
 
 // confirmTimeout bounds one round of confirmations.
 const confirmTimeout = 2 * time.Second
 
+// Why a round of confirmations was sent (jfsd_confirm_rounds_total{why}).
+const (
+	roundRead  = 0 // a read found no valid lease
+	roundRenew = 1 // a read found the lease near its end
+)
+
 // confirmLeadership returns nil when a majority of voters, this node
-// included, is in term.
-func (n *Node) confirmLeadership(ctx context.Context, term uint64) error {
+// included, is in term. With read leases on, the answers also extend the
+// lease (lease.go); why is counted.
+func (n *Node) confirmLeadership(ctx context.Context, term uint64, why int) error {
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
@@ -56,19 +67,30 @@ func (n *Node) confirmLeadership(ctx context.Context, term uint64) error {
 	if need == 0 {
 		return nil
 	}
+	n.rounds[why].Add(1)
+	// The lease counts from before the first request leaves.
+	sent := n.now()
 	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
 	defer cancel()
-	same := make(chan bool, len(peers))
+	answers := make(chan *jfspb.ConfirmTermResponse, len(peers))
+	req := &jfspb.ConfirmTermRequest{Term: term, LeaderId: n.cfg.ID}
 	for _, p := range peers {
 		go func(p raft.Server) {
-			cur, err := n.confirmPeer(ctx, p, term)
-			same <- err == nil && cur == term
+			a, err := n.confirmPeer(ctx, p, req)
+			if err != nil {
+				a = nil
+			}
+			answers <- a
 		}(p)
 	}
 	yes, no := 0, 0
+	var heard []*jfspb.ConfirmTermResponse
 	for range peers {
-		if <-same {
+		a := <-answers
+		if a != nil && a.Term == term {
+			heard = append(heard, a)
 			if yes++; yes >= need {
+				n.leaseRound(term, sent, need, heard)
 				return nil
 			}
 		} else if no++; no > len(peers)-need {
@@ -80,29 +102,45 @@ func (n *Node) confirmLeadership(ctx context.Context, term uint64) error {
 
 // confirmPeer asks peer for its term, through cfg.ConfirmPeer or over the
 // peer's Admin service.
-func (n *Node) confirmPeer(ctx context.Context, p raft.Server, term uint64) (uint64, error) {
+func (n *Node) confirmPeer(ctx context.Context, p raft.Server, req *jfspb.ConfirmTermRequest) (*jfspb.ConfirmTermResponse, error) {
 	if n.cfg.ConfirmPeer != nil {
-		return n.cfg.ConfirmPeer(ctx, p, term)
+		return n.cfg.ConfirmPeer(ctx, p, req)
 	}
 	m := n.fsm.Member(string(p.ID))
 	if m == nil || m.ApiAddr == "" {
-		return 0, fmt.Errorf("no API address known for %s", p.ID)
+		return nil, fmt.Errorf("no API address known for %s", p.ID)
 	}
 	cc, err := n.peers.conn(m.ApiAddr)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	resp, err := jfspb.NewAdminClient(cc).ConfirmTerm(ctx, &jfspb.ConfirmTermRequest{Term: term, LeaderId: n.cfg.ID})
-	if err != nil {
-		return 0, err
-	}
-	return resp.Term, nil
+	return jfspb.NewAdminClient(cc).ConfirmTerm(ctx, req)
 }
 
 // ConfirmTerm answers a leader's confirmation with this node's term.
 func (s *Server) ConfirmTerm(ctx context.Context, r *jfspb.ConfirmTermRequest) (*jfspb.ConfirmTermResponse, error) {
-	cur := s.n.raft.CurrentTerm()
-	return &jfspb.ConfirmTermResponse{Term: cur, Same: cur == r.Term}, nil
+	return s.n.AnswerConfirmTerm(r), nil
+}
+
+// AnswerConfirmTerm answers a leader that confirms its term r.Term: this
+// node's term, and for the read lease the leader it knows, how long ago its
+// raft last heard from a leader, and its heartbeat timeout if it keeps the
+// start rule (DESIGN.md, "Reads under a lease").
+//
+// The three are read in this order: the last contact, then the leader, then
+// the term. If the leader read is the asker, this node forgets it no earlier
+// than the contact read plus its heartbeat timeout (raft only moves the
+// last contact forward), and until it forgets it votes for no one else.
+func (n *Node) AnswerConfirmTerm(r *jfspb.ConfirmTermRequest) *jfspb.ConfirmTermResponse {
+	last := n.raft.LastContact()
+	_, leader := n.raft.LeaderWithID()
+	cur := n.raft.CurrentTerm()
+	resp := &jfspb.ConfirmTermResponse{Term: cur, Same: cur == r.Term, LeaderId: string(leader)}
+	if n.cfg.ReadLease && !last.IsZero() {
+		resp.SinceContactNs = int64(time.Since(last))
+		resp.HeartbeatTimeoutNs = int64(n.cfg.HeartbeatTimeout)
+	}
+	return resp
 }
 
 // peerConns keeps one connection per peer API address.

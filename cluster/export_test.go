@@ -29,3 +29,11 @@ func (failedFuture) Error() error { return raft.ErrLeadershipTransferInProgress 
 // OFDMarks is the number of lock owners n's lock waits keep marked as
 // maybe open file descriptions.
 func OFDMarks(n *Node) int { return n.locks.ofdMarks() }
+
+// RefuseTransfers makes every transfer started by Node.TransferLeadership
+// fail without starting, until restore is called.
+func RefuseTransfers() (restore func()) {
+	real := startTransfer
+	startTransfer = func(*raft.Raft, raft.ServerID, raft.ServerAddress) raft.Future { return failedFuture{} }
+	return func() { startTransfer = real }
+}

@@ -333,7 +333,7 @@ func (n *Node) demoteCorrupt() error {
 		}
 		if string(srv.ID) == n.cfg.ID {
 			n.log.Error("this leader's state is corrupt: handing leadership over")
-			return n.raft.LeadershipTransfer().Error()
+			return n.TransferLeadership("", "").Error()
 		}
 		if err := n.raft.DemoteVoter(srv.ID, 0, n.cfg.ApplyTimeout).Error(); err != nil {
 			return fmt.Errorf("demote %s: %w", srv.ID, err)

@@ -154,7 +154,7 @@ func testCorruptHandsOver(t *testing.T, failures int) {
 			addr = s.Address
 		}
 	}
-	if err := leader.Raft().LeadershipTransferToServer(raft.ServerID(other.ID()), addr).Error(); err != nil {
+	if err := leader.TransferLeadership(raft.ServerID(other.ID()), addr).Error(); err != nil {
 		t.Fatalf("transfer to %s: %v", other.ID(), err)
 	}
 	// other wins the election and hands over at once.

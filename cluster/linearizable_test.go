@@ -43,18 +43,22 @@ const (
 )
 
 // TestLinearizableReads: with batched reads (the default) and with one
-// leadership check per read, every history checks out.
+// leadership check per read, under the read lease (the default) and with a
+// round of confirmations per check, while leadership is handed on or the
+// leader is cut off from the others, every history checks out.
 func TestLinearizableReads(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		mode cluster.ReadMode
+		run  linRun
 	}{
-		{"batched", cluster.ReadBatched},
-		{"each", cluster.ReadEach},
+		{"batched", linRun{mode: cluster.ReadBatched, lease: true}},
+		{"each", linRun{mode: cluster.ReadEach, lease: true}},
+		{"batched-no-lease", linRun{mode: cluster.ReadBatched}},
+		{"batched-isolate", linRun{mode: cluster.ReadBatched, lease: true, isolate: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			seed := uint64(time.Now().UnixNano())
-			h := runHistory(t, tc.mode, 2500*time.Millisecond, seed)
+			h := runHistory(t, tc.run, 2500*time.Millisecond, seed)
 			start := time.Now()
 			res := porcupine.CheckOperationsTimeout(h.model, h.ops, linCheck)
 			t.Logf("%s; check: %v in %v", h.summary(), res, time.Since(start).Round(time.Millisecond))
@@ -77,7 +81,7 @@ func TestLinearizableReads(t *testing.T) {
 func TestSingleFlightIsCaught(t *testing.T) {
 	for try := 1; try <= 3; try++ {
 		seed := uint64(time.Now().UnixNano())
-		h := runHistory(t, cluster.ReadSingleFlightUnsafe, 1500*time.Millisecond, seed)
+		h := runHistory(t, linRun{mode: cluster.ReadSingleFlightUnsafe}, 1500*time.Millisecond, seed)
 		start := time.Now()
 		res := porcupine.CheckOperationsTimeout(h.model, h.ops, linCheck)
 		t.Logf("try %d: %s; check: %v in %v", try, h.summary(), res, time.Since(start).Round(time.Millisecond))
@@ -483,22 +487,25 @@ func (h *linHarness) newWriter(id int, seed uint64) *linWriter {
 
 // linHistory is a finished run.
 type linHistory struct {
-	mode      cluster.ReadMode
-	seed      uint64
-	ia, ib    uint64
-	init      linState
-	model     porcupine.Model
-	ops       []porcupine.Operation
-	reads     int // answered reads in the history
-	dropped   int // reads never answered (left out: they tell nothing)
-	writes    int
-	pending   int // writes never answered
-	errnos    map[string]int
-	retries   int64
-	transfers int
-	served    float64 // read attempts that reached a node's read path
-	fsmReads  float64 // state-machine reads the leaders did for them
-	took      time.Duration
+	mode       cluster.ReadMode
+	seed       uint64
+	ia, ib     uint64
+	init       linState
+	model      porcupine.Model
+	ops        []porcupine.Operation
+	reads      int // answered reads in the history
+	dropped    int // reads never answered (left out: they tell nothing)
+	writes     int
+	pending    int // writes never answered
+	errnos     map[string]int
+	retries    int64
+	transfers  int
+	isolations int
+	served     float64 // read attempts that reached a node's read path
+	fsmReads   float64 // state-machine reads the leaders did for them
+	// Read checks answered under the lease, and after a round.
+	leaseChecks, roundChecks float64
+	took                     time.Duration
 }
 
 func (h *linHistory) summary() string {
@@ -507,9 +514,9 @@ func (h *linHistory) summary() string {
 		e = append(e, fmt.Sprintf("%s=%d", k, v))
 	}
 	slices.Sort(e)
-	return fmt.Sprintf("%s, seed %d: %d operations in %v: %d reads answered (%.0f attempts reached a read path, %.0f state-machine reads), %d unanswered; %d writes, %d pending, errnos [%s]; %d leadership transfers, %d retried attempts",
+	return fmt.Sprintf("%s, seed %d: %d operations in %v: %d reads answered (%.0f attempts reached a read path, %.0f state-machine reads), %d unanswered; %d writes, %d pending, errnos [%s]; %d leadership transfers, %d isolations, %d retried attempts; read checks: %.0f under lease, %.0f after a round",
 		linModeName(h.mode), h.seed, len(h.ops), h.took.Round(time.Millisecond), h.reads, h.served, h.fsmReads, h.dropped,
-		h.writes, h.pending, strings.Join(e, " "), h.transfers, h.retries)
+		h.writes, h.pending, strings.Join(e, " "), h.transfers, h.isolations, h.retries, h.leaseChecks, h.roundChecks)
 }
 
 func linModeName(m cluster.ReadMode) string {
@@ -524,15 +531,26 @@ func linModeName(m cluster.ReadMode) string {
 	return fmt.Sprintf("ReadMode(%d)", int(m))
 }
 
-// runHistory starts a three-node cluster with read mode mode, creates the
-// files a and b, and runs for dur: one writer setting mtimes, two writers
-// exchanging a and b, creating and unlinking x (and setting mtimes), eight
-// readers getting attributes (six of a's inode only), two looking up a, b
-// and x, and a mover that hands leadership on every 300-500ms.
-func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uint64) *linHistory {
+// linRun says how a history is run.
+type linRun struct {
+	mode  cluster.ReadMode
+	lease bool // read leases on
+	// isolate: the mover alternates between handing leadership on and
+	// cutting the leader off from the others for 1.2-1.6s, which is longer
+	// than a follower waits before it starts an election.
+	isolate bool
+}
+
+// runHistory starts a three-node cluster with read mode run.mode, creates
+// the files a and b, and runs for dur: one writer setting mtimes, two
+// writers exchanging a and b, creating and unlinking x (and setting mtimes),
+// eight readers getting attributes (six of a's inode only), two looking up
+// a, b and x, and a mover that hands leadership on every 300-500ms.
+func runHistory(t *testing.T, run linRun, dur time.Duration, seed uint64) *linHistory {
 	t.Helper()
-	t.Logf("seed %d, read mode %s", seed, linModeName(mode))
-	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.ReadMode = mode })
+	mode := run.mode
+	t.Logf("seed %d, read mode %s, lease %v, isolate %v", seed, linModeName(mode), run.lease, run.isolate)
+	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.ReadMode, cfg.ReadLease = mode, run.lease })
 	c.Leader()
 	h := &linHarness{t: t, c: c, ids: c.IDs(), t0: time.Now()}
 	for _, id := range h.ids {
@@ -700,8 +718,12 @@ func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uin
 
 	// Readers: ids 3-10 getattr, 11-12 lookup. Each stops after
 	// maxReadsPerReader answers too, so that the history stays small enough
-	// to check in time however fast the reads are.
+	// to check in time however fast the reads are, and starts at most one
+	// read per pace, so that its reads span the run and meet the leader
+	// changes (reads under a lease are fast enough to reach the bound in
+	// the first few hundred milliseconds).
 	const maxReadsPerReader = 2500
+	pace := dur / maxReadsPerReader
 	for i := range 10 {
 		cl := h.newClient(3+i, seed)
 		wg.Add(1)
@@ -710,7 +732,10 @@ func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uin
 			var ops []porcupine.Operation
 			nreads, ndropped := 0, 0
 			defer func() { record(ops, nreads, ndropped, 0, 0, nil) }()
+			tick := time.NewTicker(pace)
+			defer tick.Stop()
 			for time.Now().Before(deadline) && nreads < maxReadsPerReader {
+				<-tick.C
 				var in linIn
 				var out linOut
 				call := h.now()
@@ -765,7 +790,7 @@ func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uin
 	go func() {
 		defer close(moverDone)
 		rnd := rand.New(rand.NewPCG(seed, 1000))
-		for {
+		for turn := 0; ; turn++ {
 			select {
 			case <-stop:
 				return
@@ -776,7 +801,17 @@ func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uin
 				if n == nil || !n.IsLeader() {
 					continue
 				}
-				if err := n.Raft().LeadershipTransfer().Error(); err != nil {
+				if run.isolate && turn%2 == 1 {
+					c.Partition(id)
+					select {
+					case <-stop:
+					case <-time.After(time.Duration(1200+rnd.IntN(400)) * time.Millisecond):
+					}
+					c.Heal()
+					res.isolations++
+					break
+				}
+				if err := n.TransferLeadership("", "").Error(); err != nil {
 					t.Logf("leadership transfer from %s: %v", id, err)
 				} else {
 					res.transfers++
@@ -804,6 +839,12 @@ func runHistory(t *testing.T, mode cluster.ReadMode, dur time.Duration, seed uin
 					res.served += m.GetCounter().GetValue()
 				case "jfsd_fsm_reads_total":
 					res.fsmReads += m.GetCounter().GetValue()
+				case "jfsd_read_lease_total":
+					if m.GetLabel()[0].GetValue() == "lease" {
+						res.leaseChecks += m.GetCounter().GetValue()
+					} else {
+						res.roundChecks += m.GetCounter().GetValue()
+					}
 				}
 			}
 		}

@@ -92,6 +92,18 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 	freeChecks := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "jfsd_free_checks_total", Help: "Times the free loop woke to look for dead file data to free: after applies, not on a timer, so an idle node does not look.",
 	}, func() float64 { return float64(n.freeLooks.Load()) })
+	counter := func(name, help string, labels prometheus.Labels, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(f()) })
+	}
+	const leaseHelp = "Leadership checks of read batches, by result: lease (served under the read lease, no round to the followers), confirmed (after a round of ConfirmTerm calls)."
+	const roundsHelp = "Rounds of ConfirmTerm calls to the followers, by why: read (a read batch found no valid lease, or leases are off), renew (a read found the lease near its end; sent in the background)."
+	reg.MustRegister(
+		counter("jfsd_read_lease_total", leaseHelp, prometheus.Labels{"result": "lease"}, n.leaseReads.Load),
+		counter("jfsd_read_lease_total", leaseHelp, prometheus.Labels{"result": "confirmed"}, n.confirmedReads.Load),
+		counter("jfsd_confirm_rounds_total", roundsHelp, prometheus.Labels{"why": "read"}, n.rounds[roundRead].Load),
+		counter("jfsd_confirm_rounds_total", roundsHelp, prometheus.Labels{"why": "renew"}, n.rounds[roundRenew].Load),
+	)
 	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, corrupt, sessions, freeChecks, raftCollector{n})
 	n.metrics.Store(m)
 	return m

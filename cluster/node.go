@@ -68,6 +68,17 @@ type Node struct {
 	// first own command: from then on its commit index covers every entry
 	// of earlier terms, so reads may use it (Raft dissertation §6.4).
 	readyTerm atomic.Uint64
+	// stateGen is odd while raft applies entries to the state machine or
+	// restores it, and grows by two each time: an even value that did not
+	// change brackets reads of one unchanged state (reads.go).
+	stateGen atomic.Uint64
+
+	// The read lease (leasing.go) and the counts of read checks.
+	leaseMu        sync.Mutex
+	lease          leaseState
+	leaseReads     atomic.Uint64
+	confirmedReads atomic.Uint64
+	rounds         [2]atomic.Uint64 // by why: roundRead, roundRenew
 
 	stopOnce sync.Once
 	stopped  chan struct{}
@@ -97,6 +108,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("state machine: %w", err)
 	}
 	n.reads = newReadBatcher(n)
+	n.lease.core = newLeaseCore(cfg)
 	n.locks = newLockWaits(n)
 	n.sessions = newSessionTimers(n, cfg.SessionTTL)
 	n.fsm.SetLockListener(n.locks.changed)
@@ -225,6 +237,10 @@ func (n *Node) startRaft() error {
 			n.closeAll()
 			return fmt.Errorf("bootstrap: %w", err)
 		}
+	}
+	if d := n.startRuleDelay(existing); d > 0 {
+		n.log.Info("waiting before raft starts, so that no lease this node vouched for before it stopped is broken", "for", d)
+		time.Sleep(d)
 	}
 	r, err := raft.NewRaft(rc, (*stateMachine)(n), logs, stable, snaps, n.trans)
 	if err != nil {
@@ -518,6 +534,7 @@ func (n *Node) handOver(term uint64, why string) {
 			return
 		}
 		n.log.Error("this node's state is corrupt: handing leadership over", "reason", why, "term", term)
+		n.endLease()
 		err := transferLeadership(n.raft).Error()
 		if err == nil {
 			return
@@ -614,16 +631,22 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 
 // ReadIndex makes a linearizable read possible: when it returns nil, the
 // state machine has applied every write that completed before it was called,
-// and this node was the leader at that moment.
+// and this node was the leader at that moment. Under a valid read lease it
+// asks no other node (DESIGN.md, "Reads under a lease").
 func (n *Node) ReadIndex(ctx context.Context) error {
 	term := n.readyTerm.Load()
 	if n.raft.State() != raft.Leader || term == 0 || n.raft.CurrentTerm() != term {
 		return ErrNotLeader
 	}
 	index := n.raft.CommitIndex()
-	if err := n.confirmLeadership(ctx, term); err != nil {
+	if n.underLease(term) && n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
+		n.leaseReads.Add(1)
+		return n.fsm.WaitApplied(ctx, index)
+	}
+	if err := n.confirmLeadership(ctx, term, roundRead); err != nil {
 		return err
 	}
+	n.confirmedReads.Add(1)
 	if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
 		return ErrNotLeader
 	}

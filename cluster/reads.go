@@ -69,10 +69,24 @@ type readBatcher struct {
 
 	// ReadSingleFlightUnsafe only: the flights in progress.
 	flights map[readKey]*readCall
+
+	// Answers of getattr and lookup read while the state machine's state
+	// did not change (Node.stateGen stayed memoGen, even), kept while it
+	// still has not; used by serve's goroutine only.
+	memoGen   uint64
+	memo      map[readKey]proto.Message
+	memoAttrs map[uint64]*jfspb.Attr
 }
 
+// memoMax bounds the answers kept between batches.
+const memoMax = 4096
+
+// memoizable: methods whose answer is a function of the state machine's
+// state alone.
+func memoizable(method string) bool { return method == "getattr" || method == "lookup" }
+
 func newReadBatcher(n *Node) *readBatcher {
-	return &readBatcher{n: n, flights: map[readKey]*readCall{}}
+	return &readBatcher{n: n, flights: map[readKey]*readCall{}, memo: map[readKey]proto.Message{}, memoAttrs: map[uint64]*jfspb.Attr{}}
 }
 
 // do answers fn (a read of the state machine for request req of method) as
@@ -158,6 +172,16 @@ func (b *readBatcher) serveBatch(batch []*readCall) {
 	// of each of its requests, so the shared answer is as fresh as its own
 	// would be. Lookups go first so that getattrs can use them.
 	attrs := map[uint64]*jfspb.Attr{}
+	// Answers of earlier batches hold too while the state they were read
+	// from is still the state now, after this batch's check: they are
+	// what a read now would answer (DESIGN.md, "Batching").
+	gen := b.n.stateGen.Load()
+	if gen%2 == 1 || gen != b.memoGen {
+		clear(b.memo)
+		clear(b.memoAttrs)
+		b.memoGen = gen
+	}
+	steady := gen%2 == 0
 	serve := func(c *readCall) {
 		// Callers of one key share the response: nothing modifies a
 		// response after its read function returned.
@@ -165,6 +189,14 @@ func (b *readBatcher) serveBatch(batch []*readCall) {
 		if !ok && c.ino != 0 && attrs[c.ino] != nil {
 			resp, ok = &jfspb.GetAttrResponse{Attr: attrs[c.ino]}, true
 			answers[c.key] = resp
+		}
+		if !ok && steady {
+			if resp, ok = b.memo[c.key]; !ok && c.ino != 0 && b.memoAttrs[c.ino] != nil {
+				resp, ok = &jfspb.GetAttrResponse{Attr: b.memoAttrs[c.ino]}, true
+			}
+			if ok {
+				answers[c.key] = resp
+			}
 		}
 		if !ok {
 			resp = c.fn()
@@ -186,6 +218,25 @@ func (b *readBatcher) serveBatch(batch []*readCall) {
 		if c.ino != 0 {
 			serve(c)
 		}
+	}
+	// Keep this batch's answers only if no apply began or ended while it
+	// read: then all of them come from the state of gen.
+	if !steady || b.n.stateGen.Load() != gen {
+		clear(b.memo)
+		clear(b.memoAttrs)
+		return
+	}
+	if len(b.memo)+len(answers) > memoMax {
+		clear(b.memo)
+		clear(b.memoAttrs)
+	}
+	for k, resp := range answers {
+		if memoizable(k.method) {
+			b.memo[k] = resp
+		}
+	}
+	for ino, a := range attrs {
+		b.memoAttrs[ino] = a
 	}
 }
 

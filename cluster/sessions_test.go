@@ -116,7 +116,7 @@ func TestSessionExpiryAcrossLeaderChanges(t *testing.T) {
 changes:
 	for time.Since(lastBeat) < 3*ttl {
 		l := c.Leader()
-		if err := l.Raft().LeadershipTransfer().Error(); err != nil {
+		if err := l.TransferLeadership("", "").Error(); err != nil {
 			t.Logf("transfer from %s: %v", l.ID(), err)
 		} else {
 			transfers++

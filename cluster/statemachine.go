@@ -57,7 +57,9 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 		entries[i] = fsm.Entry{Index: l.Index, Term: l.Term, Data: data}
 	}
 	start := time.Now()
+	s.stateGen.Add(1) // odd: the state changes (reads.go)
 	results, err := s.fsm.ApplyBatch(entries)
+	s.stateGen.Add(1)
 	s.metrics.Load().observeApply(len(entries), time.Since(start))
 	if err != nil {
 		err = fmt.Errorf("node %s cannot apply the raft log, and stops: %w", s.cfg.ID, err)
@@ -102,7 +104,10 @@ func (s *stateMachine) Restore(rc io.ReadCloser) error {
 	if err := s.applyErr.Load(); err != nil {
 		return *err
 	}
-	if err := s.fsm.Restore(rc); err != nil {
+	s.stateGen.Add(1)
+	err := s.fsm.Restore(rc)
+	s.stateGen.Add(1)
+	if err != nil {
 		return err
 	}
 	(*Node)(s).refreshCorrupt()

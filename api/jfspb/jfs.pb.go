@@ -6892,10 +6892,19 @@ type ConfirmTermResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
 	// term is the node's current term; same is term == request.term.
-	Term          uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Same          bool   `protobuf:"varint,3,opt,name=same,proto3" json:"same,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Term uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Same bool   `protobuf:"varint,3,opt,name=same,proto3" json:"same,omitempty"`
+	// For the leader's read lease (cluster/DESIGN.md, "Reads under a lease").
+	// leader_id is the leader this node knows ("" when none), read after
+	// since_contact_ns: how long ago its raft last had a successful contact
+	// from a leader. heartbeat_timeout_ns is its raft HeartbeatTimeout when it
+	// keeps the start rule (no part in raft for that long after it starts),
+	// 0 when it promises nothing.
+	LeaderId           string `protobuf:"bytes,120,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	SinceContactNs     int64  `protobuf:"varint,121,opt,name=since_contact_ns,json=sinceContactNs,proto3" json:"since_contact_ns,omitempty"`
+	HeartbeatTimeoutNs int64  `protobuf:"varint,122,opt,name=heartbeat_timeout_ns,json=heartbeatTimeoutNs,proto3" json:"heartbeat_timeout_ns,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ConfirmTermResponse) Reset() {
@@ -6947,6 +6956,27 @@ func (x *ConfirmTermResponse) GetSame() bool {
 		return x.Same
 	}
 	return false
+}
+
+func (x *ConfirmTermResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *ConfirmTermResponse) GetSinceContactNs() int64 {
+	if x != nil {
+		return x.SinceContactNs
+	}
+	return 0
+}
+
+func (x *ConfirmTermResponse) GetHeartbeatTimeoutNs() int64 {
+	if x != nil {
+		return x.HeartbeatTimeoutNs
+	}
+	return 0
 }
 
 type SnapshotSaveRequest struct {
@@ -7790,11 +7820,14 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"E\n" +
 	"\x12ConfirmTermRequest\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x1b\n" +
-	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"S\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"\xcc\x01\n" +
 	"\x13ConfirmTermResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04same\x18\x03 \x01(\bR\x04same\"\x15\n" +
+	"\x04same\x18\x03 \x01(\bR\x04same\x12\x1b\n" +
+	"\tleader_id\x18x \x01(\tR\bleaderId\x12(\n" +
+	"\x10since_contact_ns\x18y \x01(\x03R\x0esinceContactNs\x120\n" +
+	"\x14heartbeat_timeout_ns\x18z \x01(\x03R\x12heartbeatTimeoutNs\"\x15\n" +
 	"\x13SnapshotSaveRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\xac\x01\n" +

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/cluster"
 )
 
@@ -32,7 +33,8 @@ type Cluster struct {
 	cut   map[[2]string]bool       // links cut by Partition
 	tune  func(*cluster.Config)
 	delay atomic.Int64 // nanoseconds every AppendEntries RPC waits (DelayAppends)
-	Rand  *rand.Rand   // seeded; tests draw their random choices from it
+	skews map[string]*atomic.Int64
+	Rand  *rand.Rand // seeded; tests draw their random choices from it
 	Seed  uint64
 }
 
@@ -65,7 +67,7 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	c := &Cluster{
 		t: t, dirs: map[string]string{}, addrs: map[string]raft.ServerAddress{},
 		trans: map[string]*raft.InmemTransport{}, nodes: map[string]*cluster.Node{},
-		cut: map[[2]string]bool{}, Seed: seed, Rand: rand.New(rand.NewPCG(seed, 0)),
+		cut: map[[2]string]bool{}, skews: map[string]*atomic.Int64{}, Seed: seed, Rand: rand.New(rand.NewPCG(seed, 0)),
 	}
 	t.Logf("clustertest seed %d", seed)
 	c.tune = func(cfg *cluster.Config) {
@@ -99,16 +101,18 @@ func (c *Cluster) start(id string, peers []cluster.Peer) {
 	cfg := cluster.Config{
 		ID: id, DataDir: c.dirs[id], APIAddr: "inmem-" + id, Transport: &slowTransport{tr, c},
 		InitialCluster: peers,
-		ConfirmPeer: func(ctx context.Context, peer raft.Server, term uint64) (uint64, error) {
+		ConfirmPeer: func(ctx context.Context, peer raft.Server, req *jfspb.ConfirmTermRequest) (*jfspb.ConfirmTermResponse, error) {
 			to := string(peer.ID)
 			c.mu.Lock()
 			n, cut := c.nodes[to], c.cut[[2]string{id, to}]
 			c.mu.Unlock()
 			if cut || n == nil {
-				return 0, fmt.Errorf("%s cannot reach %s", id, to)
+				return nil, fmt.Errorf("%s cannot reach %s", id, to)
 			}
-			return n.Raft().CurrentTerm(), nil
+			return n.AnswerConfirmTerm(req), nil
 		},
+		ReadLease: true,
+		Clock:     func() time.Time { return time.Now().Add(time.Duration(c.skew(id).Load())) },
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name: id, Level: hclog.Warn, Output: testWriter{c.t},
 		}),
@@ -175,6 +179,20 @@ func (s *slowTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 	}
 	return s.InmemTransport.AppendEntries(id, target, args, resp)
 }
+
+func (c *Cluster) skew(id string) *atomic.Int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.skews[id] == nil {
+		c.skews[id] = new(atomic.Int64)
+	}
+	return c.skews[id]
+}
+
+// Jump moves node id's lease clock d ahead of the others', for good: to its
+// read lease it is as if the node had been frozen for d while the rest of
+// the cluster went on.
+func (c *Cluster) Jump(id string, d time.Duration) { c.skew(id).Add(int64(d)) }
 
 // IDs are the node ids, n1..nN.
 func (c *Cluster) IDs() []string { return slices.Clone(c.ids) }

@@ -97,6 +97,7 @@ func sessionFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.DurationFlag{Name: "session-ttl", Value: 30 * time.Second, Usage: "a client session without a heartbeat for this long expires: its locks are released and its writes refused"},
 		&cli.BoolFlag{Name: "read-batching", Value: true, Usage: "serve concurrent reads in batches that share one leadership check and compute identical reads once (false: check and read for every request, for comparison)"},
+		&cli.BoolFlag{Name: "read-lease", Value: true, Usage: "let the leader serve reads without asking the followers while it holds a lease from their last answers (false: a round of confirmations per read batch); a restarted node then waits one heartbeat timeout before it joins raft. Use the same setting on every node"},
 	}, logFlags()...)
 }
 
@@ -141,6 +142,7 @@ func checkAddr(flag, addr string) error {
 }
 
 func runNode(c *cli.Context) error {
+	catchSignals()
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q (see jfsd --help)", c.Args().First())
 	}
@@ -204,7 +206,7 @@ func runNode(c *cli.Context) error {
 		cfg: cluster.Config{
 			ID: c.String("id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
 			APIAddr: c.String("addr"), InitialCluster: peers, Logger: log,
-			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c),
+			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c), ReadLease: c.Bool("read-lease"), Started: processStart,
 			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
 			SnapshotInterval: c.Duration("snapshot-interval"), IntegrityCheck: integrity,
 			FSM:              fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes")},
@@ -234,6 +236,10 @@ func runNode(c *cli.Context) error {
 	return n.stop()
 }
 
+// processStart is when jfsd started: the read lease's start rule counts
+// from it (cluster.Config.Started).
+var processStart = time.Now()
+
 func readMode(c *cli.Context) cluster.ReadMode {
 	if c.Bool("read-batching") {
 		return cluster.ReadBatched
@@ -241,11 +247,18 @@ func readMode(c *cli.Context) cluster.ReadMode {
 	return cluster.ReadEach
 }
 
+// signals receives SIGINT and SIGTERM from catchSignals on: one that comes
+// while a node starts (which can take a heartbeat timeout, the read lease's
+// start rule) stops it cleanly once it has started, instead of killing the
+// process.
+var signals = make(chan os.Signal, 1)
+
+func catchSignals() { signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM) }
+
 // waitForSignal returns nil on SIGINT or SIGTERM, or the error of the first
 // of nodes that fails (see cluster.Node.Failed).
 func waitForSignal(nodes ...*cluster.Node) error {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	ch := signals
 	defer signal.Stop(ch)
 	failed := make(chan *cluster.Node, len(nodes))
 	stop := make(chan struct{})
@@ -409,6 +422,7 @@ also mounted there (FUSE; as root, or with fusermount3), and unmounted at exit.`
 }
 
 func runDev(c *cli.Context) error {
+	catchSignals()
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q (see jfsd dev --help)", c.Args().First())
 	}
@@ -548,6 +562,9 @@ func startDev(dir string, ttl time.Duration, mode cluster.ReadMode, log hclog.Lo
 			cfg: cluster.Config{
 				ID: id, DataDir: dir + "/" + id, APIAddr: apiAddrs[id], InitialCluster: peers,
 				Transport: transports[id], Logger: log.Named(id), SessionTTL: ttl, ReadMode: mode,
+				// The three nodes live and die together: the start rule
+				// counts from the process's start, not from each node's.
+				ReadLease: true, Started: processStart,
 			},
 			apiListener: listeners[id],
 		})

@@ -91,6 +91,10 @@ type FS struct {
 
 	// dirs are the directories open on the mount (opendirs.go).
 	dirs openDirs
+
+	// wb buffers writes until close, fsync, a lock call or a read of the
+	// file (writeback.go).
+	wb *writeBack
 }
 
 type plockKey struct{ ino, owner uint64 }
@@ -112,6 +116,7 @@ func New(c *client.Client, opts Options) *FS {
 		owners: newLockOwners(),
 	}
 	fs.releases = newReleaser(fs.sendRelease, fs.sendReleases, opts.ReleaseBatch)
+	fs.wb = newWriteBack(fs.sendBuffered)
 	return fs
 }
 
@@ -183,6 +188,13 @@ func (fs *FS) opened(fh, sid uint64) {
 	if fs.opts.Session != nil {
 		fs.handles.Store(fh, sid)
 	}
+}
+
+// sessionOf is the session fh was opened under, 0 if unknown.
+func (fs *FS) sessionOf(fh uint64) uint64 {
+	sid, _ := fs.handles.Load(fh)
+	s, _ := sid.(uint64)
+	return s
 }
 
 // live fails an operation on a file opened under a session the cluster has

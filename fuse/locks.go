@@ -68,6 +68,7 @@ func (fs *FS) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) (st 
 	if !ok || typ == jfspb.LockType_LOCK_TYPE_UNLOCK {
 		return fuse.EINVAL
 	}
+	fs.wb.sync(in.NodeId)
 	start, length := fcntlRange(&in.Lk)
 	session := fs.c.Session()
 	r, err := fs.c.GetLk(ctx(), &jfspb.GetLkRequest{Session: session, Ino: in.NodeId, Owner: in.Owner,
@@ -116,6 +117,10 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 		return fuse.EINVAL
 	}
 	block = block && typ != jfspb.LockType_LOCK_TYPE_UNLOCK
+	// Lock coherence: what this mount wrote to the file reaches the
+	// cluster before the lock changes hands, so the next holder on any
+	// mount reads it.
+	fs.wb.sync(in.NodeId)
 	sent := make(chan *jfspb.Header, 1)
 	onHeader := func(h *jfspb.Header) { sent <- h }
 	done := make(chan fuse.Status, 1)

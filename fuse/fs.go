@@ -262,7 +262,9 @@ func splitNs(ns int64) (uint64, uint32) {
 }
 
 // fillEntry answers a lookup (or a create) of a with the configured
-// timeouts.
+// timeouts. The attributes of an inode with writes buffered on this mount
+// do not include them, so the kernel may not keep them: its next stat or
+// read past the size they give asks GetAttr, which sends the writes first.
 func (fs *FS) fillEntry(a *jfspb.Attr, out *fuse.EntryOut) {
 	out.NodeId = a.GetIno()
 	out.Generation = 0
@@ -273,6 +275,9 @@ func (fs *FS) fillEntry(a *jfspb.Attr, out *fuse.EntryOut) {
 		out.SetEntryTimeout(fs.opts.EntryTimeout)
 	}
 	out.SetAttrTimeout(fs.opts.AttrTimeout)
+	if fs.wb.buffered(a.GetIno()) {
+		out.SetAttrTimeout(0)
+	}
 }
 
 func (fs *FS) fillAttrOut(a *jfspb.Attr, out *fuse.AttrOut) {

@@ -3,6 +3,7 @@ package fuse
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Write-back buffering: the writes of a file are kept in the mount and sent
@@ -66,6 +67,9 @@ type writeBack struct {
 
 	mu     sync.Mutex
 	inodes map[uint64]*dirtyInode
+	// n is len(inodes), read without mu: the operations that sync an inode
+	// (every read, getattr, lock call) skip mu while nothing is buffered.
+	n atomic.Int64
 
 	// waitHook, when set (by tests), is called when a write waits for a
 	// request in flight that it overlaps.
@@ -97,6 +101,7 @@ func (w *writeBack) inode(ino uint64) *dirtyInode {
 	if d == nil {
 		d = &dirtyInode{slots: make(chan struct{}, wbInflight)}
 		w.inodes[ino] = d
+		w.n.Add(1)
 	}
 	return d
 }
@@ -105,6 +110,7 @@ func (w *writeBack) inode(ino uint64) *dirtyInode {
 func (w *writeBack) tidy(ino uint64) {
 	if d := w.inodes[ino]; d != nil && len(d.dirty) == 0 && len(d.flights) == 0 && len(d.errs) == 0 {
 		delete(w.inodes, ino)
+		w.n.Add(-1)
 	}
 }
 
@@ -216,6 +222,9 @@ func (w *writeBack) start(ino uint64, d *dirtyInode, i int) {
 // sync sends everything ino buffers and waits until it and every request
 // of ino in flight are answered. Errors stay for their open files.
 func (w *writeBack) sync(ino uint64) {
+	if w.n.Load() == 0 {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.syncLocked(ino)
@@ -234,6 +243,16 @@ func (w *writeBack) syncLocked(ino uint64) {
 	for _, f := range slices.Clone(d.flights) {
 		w.wait(f)
 	}
+}
+
+// buffered reports whether ino has writes buffered or in flight.
+func (w *writeBack) buffered(ino uint64) bool {
+	if w.n.Load() == 0 {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.inodes[ino] != nil
 }
 
 // flush is sync, and then returns, and forgets, the error of a buffered

@@ -1,7 +1,9 @@
 // Package fuse is the FUSE file system of a jfs mount. It converts each
 // kernel request into one or a few calls of the jfs client and converts the
-// answer back; it keeps no file data and no metadata of its own, so what a
-// mount shows is what the cluster holds (see DESIGN.md).
+// answer back; it keeps no metadata of its own, and no file data but the
+// writes it has not sent yet (writeback.go), which it sends before anything
+// on the mount could miss them, so what a mount shows is what the cluster
+// holds plus its own writes (see DESIGN.md).
 package fuse
 
 import (

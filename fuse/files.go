@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"errors"
 	"math"
 	"syscall"
 	"time"
@@ -79,10 +80,12 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 // under the relatime rule (atime.go).
 func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fuse.ReadResult, st fuse.Status) {
 	defer fs.observe("Read", time.Now(), &st)
+	// Synced before the session check: a buffered write refused for an
+	// ended session is how the mount may learn of the end.
+	fs.wb.sync(in.NodeId)
 	if st = fs.live("read", in.Fh); !st.Ok() {
 		return nil, st
 	}
-	fs.wb.sync(in.NodeId)
 	data, attr, err := fs.c.ReadAtAttr(ctx(), in.NodeId, int64(in.Offset), int(in.Size))
 	if st = fs.status("read", err, 0); !st.Ok() {
 		return nil, st
@@ -138,6 +141,9 @@ func (fs *FS) sendBuffered(ino uint64, e extent) error {
 	if err == nil && n < len(e.data) {
 		err = syscall.EIO
 	}
+	if errors.Is(err, syscall.ESTALE) && e.session != 0 {
+		fs.ended.Store(e.session, true) // see live
+	}
 	if err != nil {
 		fs.log.Debug("buffered write failed", "ino", ino, "fh", e.fh, "off", e.off, "len", len(e.data), "error", err)
 	}
@@ -172,13 +178,13 @@ func appendMode(in *fuse.WriteIn) bool {
 // mode is EOPNOTSUPP.
 func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) (st fuse.Status) {
 	defer fs.observe("Fallocate", time.Now(), &st)
+	fs.wb.sync(in.NodeId)
 	if st = fs.live("fallocate", in.Fh); !st.Ok() {
 		return st
 	}
 	if in.Offset > math.MaxInt64 || in.Length > math.MaxInt64 {
 		return fuse.EINVAL
 	}
-	fs.wb.sync(in.NodeId)
 	r, err := fs.c.Fallocate(ctx(), &jfspb.FallocateRequest{Ino: in.NodeId, Fh: in.Fh,
 		Offset: int64(in.Offset), Length: int64(in.Length), Mode: in.Mode})
 	if st = fs.byIno("fallocate", err, r.GetErrno()); st.Ok() {

@@ -88,6 +88,11 @@ type FS struct {
 	// handles maps an open file's fh to the session it was opened under.
 	handles sync.Map
 
+	// ended holds the sessions a buffered write was refused for (ESTALE):
+	// the cluster ended them, which the session keeper may not have
+	// noticed yet.
+	ended sync.Map
+
 	// touching holds the inodes whose atime update is in flight (atime.go).
 	touching sync.Map
 
@@ -207,7 +212,12 @@ func (fs *FS) live(op string, fh uint64) fuse.Status {
 	if s == nil {
 		return fuse.OK
 	}
-	if sid, ok := fs.handles.Load(fh); ok && sid.(uint64) != s.ID() {
+	sid, ok := fs.handles.Load(fh)
+	if !ok {
+		return fuse.OK
+	}
+	_, gone := fs.ended.Load(sid)
+	if gone || sid.(uint64) != s.ID() {
 		fs.log.Warn("file opened under an ended session", "op", op, "fh", fh, "session", sid)
 		return fuse.EIO
 	}

@@ -18,9 +18,21 @@ const MaxDataRequest = 1 << 20
 // as a syscall.Errno (see Errno); n counts the bytes of the requests before
 // it. data is not kept after WriteAt returns.
 func (c *Client) WriteAt(ctx context.Context, ino, fh uint64, off int64, data []byte) (n int, attr *jfspb.Attr, err error) {
+	return c.WriteAtAs(ctx, 0, ino, fh, off, data)
+}
+
+// WriteAtAs is WriteAt under session, the session the file was opened
+// under (0: the current one). A write buffered by a mount is sent after
+// the write(2) returned, perhaps after the cluster ended that session and
+// the client registered a new one: sent under the new session it would
+// slip past the fencing of the old one, so it names its own, and the
+// cluster answers ESTALE.
+func (c *Client) WriteAtAs(ctx context.Context, session, ino, fh uint64, off int64, data []byte) (n int, attr *jfspb.Attr, err error) {
 	for {
 		chunk := data[n:min(len(data), n+MaxDataRequest)]
-		r, err := c.Write(ctx, &jfspb.WriteRequest{Ino: ino, Offset: off + int64(n), Data: chunk, Fh: fh})
+		req := &jfspb.WriteRequest{Ino: ino, Offset: off + int64(n), Data: chunk, Fh: fh}
+		r, err := writeAs(ctx, c, session, c.cfg.AttemptTimeout, jfspb.MetaClient.Write, req,
+			func(r *jfspb.WriteRequest, h *jfspb.Header) { r.Header = h })
 		if err != nil {
 			return n, attr, err
 		}

@@ -145,6 +145,11 @@ func (fs *FS) asOpener(fh uint64, caller *fuse.Caller) context.Context {
 	if c, ok := fs.fhCreds.Load(fh); ok {
 		return client.WithCred(context.Background(), c.(*jfspb.Cred))
 	}
+	if caller == nil {
+		// No caller (buffered data sent later) and no opener on record:
+		// the mount's own identity.
+		return ctx()
+	}
 	return fs.as(caller)
 }
 

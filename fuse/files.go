@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"errors"
 	"math"
 	"syscall"
 	"time"
@@ -12,11 +13,12 @@ import (
 
 // Open files and directories.
 //
-// Coherence: the mount keeps no data of its own and the kernel has no
-// writeback cache, so a write(2) that returned is committed in the
-// cluster. Files are opened without FOPEN_KEEP_CACHE, so the kernel drops
-// its page cache of a file at each open (close-to-open consistency), and
-// taking a lock drops it too (see locks.go).
+// Coherence: writes are buffered in the mount until close, fsync, a lock
+// call, or a read or attribute request of the file on this mount
+// (writeback.go); the kernel has no writeback cache of its own. Files are
+// opened without FOPEN_KEEP_CACHE, so the kernel drops its page cache of a
+// file at each open (close-to-open consistency), and taking a lock drops it
+// too (see locks.go).
 
 // Create creates and opens a file as one request.
 func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) (st fuse.Status) {
@@ -79,10 +81,14 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 	return fuse.OK
 }
 
-// Read reads from the cluster; nothing is cached here. The atime moves
+// Read reads from the cluster, after the writes this mount buffers for the
+// file were sent (read-your-writes through any open file). The atime moves
 // under the relatime rule (atime.go).
 func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fuse.ReadResult, st fuse.Status) {
 	defer fs.observe("Read", time.Now(), &st)
+	// Synced before the session check: a buffered write refused for an
+	// ended session is how the mount may learn of the end.
+	fs.wb.sync(in.NodeId)
 	if st = fs.live("read", in.Fh); !st.Ok() {
 		return nil, st
 	}
@@ -94,16 +100,22 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (res fus
 	return fuse.ReadResultData(data), fuse.OK
 }
 
-// Write writes through to the cluster: when it returns, the data is
-// committed. A write through a descriptor in O_APPEND mode is sent as an
-// append (see appendMode): the leader places it at the file's real end,
-// and in.Offset, which the kernel took from its cached size, is ignored.
+// Write buffers the data in the mount (writeback.go): it reaches the
+// cluster at the latest when the file is closed or synced. An error of an
+// earlier buffered write through the same open file is returned instead,
+// and this write is not made. A write through a descriptor in O_APPEND
+// mode is not buffered but sent as an append (see appendMode), after the
+// file's buffered writes: the leader places it at the file's real end, and
+// in.Offset, which the kernel took from its cached size, is ignored.
 func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (written uint32, st fuse.Status) {
 	defer fs.observe("Write", time.Now(), &st)
 	if st = fs.live("write", in.Fh); !st.Ok() {
 		return 0, st
 	}
 	if appendMode(in) {
+		if err := fs.wb.flush(in.NodeId, in.Fh); err != nil {
+			return 0, fs.status("write", err, 0)
+		}
 		_, _, err := fs.c.Append(fs.asOpener(in.Fh, &in.Caller), in.NodeId, in.Fh, data)
 		// The kernel records a size computed from the offset it chose.
 		// Recent kernels mark the size stale after every write anyway;
@@ -115,11 +127,33 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (writ
 		}
 		return uint32(len(data)), fuse.OK
 	}
-	n, _, err := fs.c.WriteAt(fs.asOpener(in.Fh, &in.Caller), in.NodeId, in.Fh, int64(in.Offset), data)
-	if st = fs.status("write", err, 0); !st.Ok() && n == 0 {
-		return 0, st
+	if in.Offset > math.MaxInt64-uint64(len(data)) {
+		return 0, fuse.Status(syscall.EFBIG)
 	}
-	return uint32(n), fuse.OK
+	e := extent{off: int64(in.Offset), data: data, fh: in.Fh, session: fs.sessionOf(in.Fh)}
+	if err := fs.wb.write(in.NodeId, e); err != nil {
+		return 0, fs.status("write", err, 0)
+	}
+	return uint32(len(data)), fuse.OK
+}
+
+// sendBuffered sends buffered data of ino to the cluster under the
+// session its file was opened under, with its opener's credentials, so that a session the cluster ended
+// meanwhile refuses it (ESTALE) instead of a new one accepting it. A write
+// retried across a leader change keeps its (session, seq) and is applied
+// once.
+func (fs *FS) sendBuffered(ino uint64, e extent) error {
+	n, _, err := fs.c.WriteAtAs(fs.asOpener(e.fh, nil), e.session, ino, e.fh, e.off, e.data)
+	if err == nil && n < len(e.data) {
+		err = syscall.EIO
+	}
+	if errors.Is(err, syscall.ESTALE) && e.session != 0 {
+		fs.ended.Store(e.session, true) // see live
+	}
+	if err != nil {
+		fs.log.Debug("buffered write failed", "ino", ino, "fh", e.fh, "off", e.off, "len", len(e.data), "error", err)
+	}
+	return err
 }
 
 // openFlags returns the FOPEN flags of the answer to an open with flags: a
@@ -150,6 +184,7 @@ func appendMode(in *fuse.WriteIn) bool {
 // mode is EOPNOTSUPP.
 func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) (st fuse.Status) {
 	defer fs.observe("Fallocate", time.Now(), &st)
+	fs.wb.sync(in.NodeId)
 	if st = fs.live("fallocate", in.Fh); !st.Ok() {
 		return st
 	}
@@ -167,23 +202,46 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) (st fuse.S
 	return st
 }
 
-// Flush is called at every close(2) of a descriptor: the POSIX locks of the
-// closing process (in.LockOwner) on the file are released, as close(2)
-// does on a local file system. Writes need no flushing.
+// Flush is called at every close(2) of a descriptor. It sends the file's
+// buffered writes and waits for them, then releases the POSIX locks of the
+// closing process (in.LockOwner) on the file, as close(2) does on a local
+// file system: the next holder of a lock sees what was written under it.
+// An error of a buffered write through this open file comes back here (the
+// locks are released all the same).
 func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) (st fuse.Status) {
 	defer fs.observe("Flush", time.Now(), &st)
 	held := fs.owners.flushed(in.NodeId, in.LockOwner)
-	if st = fs.live("flush", in.Fh); !st.Ok() || !held {
+	if st = fs.live("flush", in.Fh); !st.Ok() {
 		return st
 	}
+	wst := fuse.OK
+	if err := fs.wb.flush(in.NodeId, in.Fh); err != nil {
+		wst = fs.status("flush", err, 0)
+	}
+	if !held {
+		return wst
+	}
 	r, err := fs.c.ReleaseLockOwner(ctx(), &jfspb.ReleaseLockOwnerRequest{Ino: in.NodeId, Owner: in.LockOwner})
-	return fs.status("flush", err, r.GetErrno())
+	if st = fs.status("flush", err, r.GetErrno()); st.Ok() {
+		return wst
+	}
+	return st
 }
 
-// Fsync has nothing to do: every write is already durable in the cluster.
-// A file of an ended session fails, as its writes may have been refused.
-func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	return fs.live("fsync", in.Fh)
+// Fsync (fsync, fdatasync, msync with MS_SYNC) sends the file's buffered
+// writes and waits for them: an answered write is committed in the
+// cluster's log. An error of a buffered write through this open file comes
+// back here. A file of an ended session fails, as its writes may have been
+// refused.
+func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) (st fuse.Status) {
+	defer fs.observe("Fsync", time.Now(), &st)
+	if st = fs.live("fsync", in.Fh); !st.Ok() {
+		return st
+	}
+	if err := fs.wb.flush(in.NodeId, in.Fh); err != nil {
+		return fs.status("fsync", err, 0)
+	}
+	return fuse.OK
 }
 
 // Release ends an open file (the last close of its open file description).
@@ -191,10 +249,17 @@ func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 // OFD locks taken through it (see owners.go). The kernel does not wait for
 // the answer, and neither does Release: a release that frees a lock is sent
 // at once, a plain one is queued behind the earlier plain ones (release.go).
+//
+// The file's buffered writes are sent first (the kernel's write-back of a
+// shared mapping may come after the last FLUSH); an error of one made
+// through this open file can no longer be reported and is logged.
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	var st fuse.Status
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
+	if err := fs.wb.flush(in.NodeId, in.Fh); err != nil {
+		fs.log.Error("a buffered write failed after the file's last close", "ino", in.NodeId, "fh", in.Fh, "error", err)
+	}
 	sid, _ := fs.handles.LoadAndDelete(in.Fh)
 	fs.closedAs(in.Fh)
 	flock := in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0

@@ -1,7 +1,9 @@
 // Package fuse is the FUSE file system of a jfs mount. It converts each
 // kernel request into one or a few calls of the jfs client and converts the
-// answer back; it keeps no file data and no metadata of its own, so what a
-// mount shows is what the cluster holds (see DESIGN.md).
+// answer back; it keeps no metadata of its own, and no file data but the
+// writes it has not sent yet (writeback.go), which it sends before anything
+// on the mount could miss them, so what a mount shows is what the cluster
+// holds plus its own writes (see DESIGN.md).
 package fuse
 
 import (
@@ -86,6 +88,11 @@ type FS struct {
 	// handles maps an open file's fh to the session it was opened under.
 	handles sync.Map
 
+	// ended holds the sessions a buffered write was refused for (ESTALE):
+	// the cluster ended them, which the session keeper may not have
+	// noticed yet.
+	ended sync.Map
+
 	// touching holds the inodes whose atime update is in flight (atime.go).
 	touching sync.Map
 
@@ -96,6 +103,10 @@ type FS struct {
 	// open file (fh -> *jfspb.Cred; creds.go).
 	creds   *credCache
 	fhCreds sync.Map
+
+	// wb buffers writes until close, fsync, a lock call or a read of the
+	// file (writeback.go).
+	wb *writeBack
 }
 
 type plockKey struct{ ino, owner uint64 }
@@ -118,6 +129,7 @@ func New(c *client.Client, opts Options) *FS {
 		creds:  newCredCache(),
 	}
 	fs.releases = newReleaser(fs.sendRelease, fs.sendReleases, opts.ReleaseBatch)
+	fs.wb = newWriteBack(fs.sendBuffered)
 	return fs
 }
 
@@ -191,6 +203,13 @@ func (fs *FS) opened(fh, sid uint64) {
 	}
 }
 
+// sessionOf is the session fh was opened under, 0 if unknown.
+func (fs *FS) sessionOf(fh uint64) uint64 {
+	sid, _ := fs.handles.Load(fh)
+	s, _ := sid.(uint64)
+	return s
+}
+
 // live fails an operation on a file opened under a session the cluster has
 // since ended: the file's open and its locks are gone, and the process must
 // not go on as if it held them.
@@ -199,7 +218,12 @@ func (fs *FS) live(op string, fh uint64) fuse.Status {
 	if s == nil {
 		return fuse.OK
 	}
-	if sid, ok := fs.handles.Load(fh); ok && sid.(uint64) != s.ID() {
+	sid, ok := fs.handles.Load(fh)
+	if !ok {
+		return fuse.OK
+	}
+	_, gone := fs.ended.Load(sid)
+	if gone || sid.(uint64) != s.ID() {
 		fs.log.Warn("file opened under an ended session", "op", op, "fh", fh, "session", sid)
 		return fuse.EIO
 	}
@@ -256,7 +280,9 @@ func splitNs(ns int64) (uint64, uint32) {
 }
 
 // fillEntry answers a lookup (or a create) of a with the configured
-// timeouts.
+// timeouts. The attributes of an inode with writes buffered on this mount
+// do not include them, so the kernel may not keep them: its next stat or
+// read past the size they give asks GetAttr, which sends the writes first.
 func (fs *FS) fillEntry(a *jfspb.Attr, out *fuse.EntryOut) {
 	out.NodeId = a.GetIno()
 	out.Generation = 0
@@ -267,6 +293,9 @@ func (fs *FS) fillEntry(a *jfspb.Attr, out *fuse.EntryOut) {
 		out.SetEntryTimeout(fs.opts.EntryTimeout)
 	}
 	out.SetAttrTimeout(fs.opts.AttrTimeout)
+	if fs.wb.buffered(a.GetIno()) {
+		out.SetAttrTimeout(0)
+	}
 }
 
 func (fs *FS) fillAttrOut(a *jfspb.Attr, out *fuse.AttrOut) {

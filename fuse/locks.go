@@ -61,6 +61,7 @@ func fcntlRange(lk *fuse.FileLock) (start, length int64) {
 // on this mount; a pid of another host means nothing here, so it is 0.
 func (fs *FS) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) (st fuse.Status) {
 	defer fs.observe("GetLk", time.Now(), &st)
+	fs.wb.sync(in.NodeId)
 	if st = fs.live("getlk", in.Fh); !st.Ok() {
 		return st
 	}
@@ -108,6 +109,12 @@ func (fs *FS) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) (st fuse.Status) {
 }
 
 func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Status {
+	// Lock coherence: what this mount wrote to the file reaches the
+	// cluster before the lock changes hands, so the next holder on any
+	// mount reads it. Synced before the session check: a buffered write
+	// refused for an ended session is how the mount may learn of the end,
+	// and the lock request must then not go out under the new session.
+	fs.wb.sync(in.NodeId)
 	if st := fs.live("setlk", in.Fh); !st.Ok() {
 		return st
 	}

@@ -120,7 +120,10 @@ func (m *Mounted) Unmount(wait time.Duration) {
 	m.closeSession()
 }
 
+// closeSession sends what the mount still buffers (files left open on a
+// detached mount), then ends the session.
 func (m *Mounted) closeSession() {
+	m.fs.wb.syncAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := m.sess.Close(ctx); err != nil {

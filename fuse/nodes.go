@@ -27,9 +27,11 @@ func (fs *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string,
 	return fuse.OK
 }
 
-// GetAttr answers stat(2).
+// GetAttr answers stat(2), after the writes this mount buffers for the
+// inode were sent: its size and times include them.
 func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
 	defer fs.observe("GetAttr", time.Now(), &st)
+	fs.wb.sync(in.NodeId)
 	r, err := fs.c.GetAttr(ctx(), &jfspb.GetAttrRequest{Ino: in.NodeId})
 	if st = fs.byIno("getattr", err, r.GetErrno()); st == fuse.Status(syscall.ESTALE) {
 		if a, open := fs.dirs.removed(in.NodeId); open {
@@ -46,9 +48,12 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 }
 
 // SetAttr changes mode, owner, size and times; UTIME_NOW becomes the
-// cluster's clock.
+// cluster's clock. It is applied after the writes this mount buffers for
+// the inode: a truncate cuts them and an explicit mtime outlasts them, as
+// the order of the calls says.
 func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
 	defer fs.observe("SetAttr", time.Now(), &st)
+	fs.wb.sync(in.NodeId)
 	req := &jfspb.SetAttrRequest{Ino: in.NodeId}
 	set := func(m jfspb.SetAttrMask) { req.Valid |= uint32(m) }
 	if in.Valid&fuse.FATTR_MODE != 0 {

@@ -32,6 +32,7 @@ const lockerEnv = "JFS_LOCKER"
 //	lk N CMD TYPE START LEN   fcntl CMD (setlk, setlkw, getlk), TYPE r, w or u
 //	flock N OP                flock OP: sh, ex, un, shnb, exnb
 //	write N OFF TEXT          pwrite TEXT at OFF
+//	fsync N
 //	read N OFF LEN            pread, answered "data TEXT"
 //	handoff N ROUNDS          ROUNDS times: F_SETLKW a write lock on the
 //	                          whole file, then unlock; answered "times G:U ..."
@@ -100,6 +101,12 @@ func lockerMain() int {
 			reply("ok")
 		case "write":
 			if _, err := syscall.Pwrite(fds[f[1]], []byte(f[3]), num(2)); err != nil {
+				fail(err)
+				continue
+			}
+			reply("ok")
+		case "fsync":
+			if err := syscall.Fsync(fds[f[1]]); err != nil {
 				fail(err)
 				continue
 			}

@@ -212,10 +212,15 @@ func TestMountAppendFlags(t *testing.T) {
 			t.Fatalf("first stat: size %d, %v", st.Size, err) // both kernels now have size 0
 		}
 	}
+	// Each write is synced: a plain write waits in its mount's buffer
+	// until then, where the other mount's appends cannot see it.
 	pwrite := func(fd int, s string, off int64) {
 		t.Helper()
 		if n, err := syscall.Pwrite(fd, []byte(s), off); err != nil || n != len(s) {
 			t.Fatalf("pwrite %q at %d: %d, %v", s, off, n, err)
+		}
+		if err := syscall.Fsync(fd); err != nil {
+			t.Fatalf("fsync after pwrite %q: %v", s, err)
 		}
 	}
 	setfl := func(fd, flags int) {

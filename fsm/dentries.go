@@ -269,7 +269,7 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 		case n.isDir():
 			return &jfspb.CreateResponse{Errno: eno(syscall.EISDIR)}
 		}
-		t.openFile(ino, n, req.GetFlags())
+		t.openFile(ino, n, req.GetFlags(), req.GetFh())
 		return &jfspb.CreateResponse{Attr: n.attr(ino)}
 	}
 	n := &inode{
@@ -280,7 +280,7 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 	if e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, 0)
+	t.openFile(ino, n, 0, req.GetFh())
 	return &jfspb.CreateResponse{Attr: n.attr(ino), Created: true}
 }
 
@@ -309,7 +309,7 @@ func (t *txn) createTmpfile(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 	if e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, 0)
+	t.openFile(ino, n, 0, req.GetFh())
 	mark := linkableTmpfile
 	if req.GetFlags()&syscall.O_EXCL != 0 {
 		mark = nil

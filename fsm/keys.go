@@ -74,7 +74,10 @@ type txn struct {
 	index   uint64
 	now     int64
 	session uint64
-	err     error
+	// leaderOpens: the entry's leader keeps open files in memory
+	// (LogEntry.leader_opens); see openFile and orphan.
+	leaderOpens bool
+	err         error
 }
 
 func newTxn(f *FSM, tx *bolt.Tx, index uint64, now int64, session uint64) *txn {

@@ -495,6 +495,9 @@ type Session struct {
 	// holds.
 	LastHeartbeatNs int64  `protobuf:"varint,9,opt,name=last_heartbeat_ns,json=lastHeartbeatNs,proto3" json:"last_heartbeat_ns,omitempty"`
 	LocksHeld       uint32 `protobuf:"varint,10,opt,name=locks_held,json=locksHeld,proto3" json:"locks_held,omitempty"`
+	// open_files is how many open file handles of the session the leader
+	// holds in memory (see cluster/DESIGN.md "Open files").
+	OpenFiles uint64 `protobuf:"varint,160,opt,name=open_files,json=openFiles,proto3" json:"open_files,omitempty"`
 	// stored_results is how many results the state machine keeps for the
 	// session's retries (filled in for ListSessions).
 	StoredResults uint64 `protobuf:"varint,70,opt,name=stored_results,json=storedResults,proto3" json:"stored_results,omitempty"`
@@ -602,6 +605,13 @@ func (x *Session) GetLastHeartbeatNs() int64 {
 func (x *Session) GetLocksHeld() uint32 {
 	if x != nil {
 		return x.LocksHeld
+	}
+	return 0
+}
+
+func (x *Session) GetOpenFiles() uint64 {
+	if x != nil {
+		return x.OpenFiles
 	}
 	return 0
 }
@@ -815,9 +825,12 @@ func (x *HeartbeatRequest) GetSession() uint64 {
 }
 
 type HeartbeatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	TtlMs         int64                  `protobuf:"varint,2,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	TtlMs int64                  `protobuf:"varint,2,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// report_opens: this leader has not heard the session's open files since
+	// it took office; the client sends them with ReportOpens.
+	ReportOpens   bool `protobuf:"varint,160,opt,name=report_opens,json=reportOpens,proto3" json:"report_opens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -866,6 +879,167 @@ func (x *HeartbeatResponse) GetTtlMs() int64 {
 	return 0
 }
 
+func (x *HeartbeatResponse) GetReportOpens() bool {
+	if x != nil {
+		return x.ReportOpens
+	}
+	return false
+}
+
+// OpenHandle is one open file of a session: the client's handle id and
+// the inode.
+type OpenHandle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fh            uint64                 `protobuf:"varint,1,opt,name=fh,proto3" json:"fh,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenHandle) Reset() {
+	*x = OpenHandle{}
+	mi := &file_jfs_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenHandle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenHandle) ProtoMessage() {}
+
+func (x *OpenHandle) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenHandle.ProtoReflect.Descriptor instead.
+func (*OpenHandle) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OpenHandle) GetFh() uint64 {
+	if x != nil {
+		return x.Fh
+	}
+	return 0
+}
+
+func (x *OpenHandle) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+// ReportOpensRequest lists every file session has open, for a leader that
+// keeps open files in memory and has just taken office (HeartbeatResponse
+// .report_opens). Unlinked files are freed only once every live session
+// has reported (or ended).
+type ReportOpensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Handles       []*OpenHandle          `protobuf:"bytes,2,rep,name=handles,proto3" json:"handles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportOpensRequest) Reset() {
+	*x = ReportOpensRequest{}
+	mi := &file_jfs_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportOpensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportOpensRequest) ProtoMessage() {}
+
+func (x *ReportOpensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportOpensRequest.ProtoReflect.Descriptor instead.
+func (*ReportOpensRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReportOpensRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *ReportOpensRequest) GetHandles() []*OpenHandle {
+	if x != nil {
+		return x.Handles
+	}
+	return nil
+}
+
+type ReportOpensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportOpensResponse) Reset() {
+	*x = ReportOpensResponse{}
+	mi := &file_jfs_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportOpensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportOpensResponse) ProtoMessage() {}
+
+func (x *ReportOpensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportOpensResponse.ProtoReflect.Descriptor instead.
+func (*ReportOpensResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReportOpensResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // CloseSessionRequest ends header.session: its locks are released, its open
 // files closed, its sustained inodes freed. Closing a session that no longer
 // exists succeeds.
@@ -878,7 +1052,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[8]
+	mi := &file_jfs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1064,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[8]
+	mi := &file_jfs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1077,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{8}
+	return file_jfs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CloseSessionRequest) GetHeader() *Header {
@@ -922,7 +1096,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[9]
+	mi := &file_jfs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1108,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[9]
+	mi := &file_jfs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1121,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{9}
+	return file_jfs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CloseSessionResponse) GetErrno() int32 {
@@ -971,7 +1145,7 @@ type ExpireSessionRequest struct {
 
 func (x *ExpireSessionRequest) Reset() {
 	*x = ExpireSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[10]
+	mi := &file_jfs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1157,7 @@ func (x *ExpireSessionRequest) String() string {
 func (*ExpireSessionRequest) ProtoMessage() {}
 
 func (x *ExpireSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[10]
+	mi := &file_jfs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1170,7 @@ func (x *ExpireSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSessionRequest.ProtoReflect.Descriptor instead.
 func (*ExpireSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{10}
+	return file_jfs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExpireSessionRequest) GetHeader() *Header {
@@ -1029,7 +1203,7 @@ type ExpireSessionResponse struct {
 
 func (x *ExpireSessionResponse) Reset() {
 	*x = ExpireSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[11]
+	mi := &file_jfs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1215,7 @@ func (x *ExpireSessionResponse) String() string {
 func (*ExpireSessionResponse) ProtoMessage() {}
 
 func (x *ExpireSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[11]
+	mi := &file_jfs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1228,7 @@ func (x *ExpireSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSessionResponse.ProtoReflect.Descriptor instead.
 func (*ExpireSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{11}
+	return file_jfs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExpireSessionResponse) GetErrno() int32 {
@@ -1077,7 +1251,7 @@ type SessionsAliveRequest struct {
 
 func (x *SessionsAliveRequest) Reset() {
 	*x = SessionsAliveRequest{}
-	mi := &file_jfs_proto_msgTypes[12]
+	mi := &file_jfs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1263,7 @@ func (x *SessionsAliveRequest) String() string {
 func (*SessionsAliveRequest) ProtoMessage() {}
 
 func (x *SessionsAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[12]
+	mi := &file_jfs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1276,7 @@ func (x *SessionsAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionsAliveRequest.ProtoReflect.Descriptor instead.
 func (*SessionsAliveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{12}
+	return file_jfs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SessionsAliveRequest) GetSessions() []uint64 {
@@ -1121,7 +1295,7 @@ type SessionsAliveResponse struct {
 
 func (x *SessionsAliveResponse) Reset() {
 	*x = SessionsAliveResponse{}
-	mi := &file_jfs_proto_msgTypes[13]
+	mi := &file_jfs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1307,7 @@ func (x *SessionsAliveResponse) String() string {
 func (*SessionsAliveResponse) ProtoMessage() {}
 
 func (x *SessionsAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[13]
+	mi := &file_jfs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1320,7 @@ func (x *SessionsAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionsAliveResponse.ProtoReflect.Descriptor instead.
 func (*SessionsAliveResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{13}
+	return file_jfs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SessionsAliveResponse) GetErrno() int32 {
@@ -1166,7 +1340,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_jfs_proto_msgTypes[14]
+	mi := &file_jfs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1352,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[14]
+	mi := &file_jfs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1365,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{14}
+	return file_jfs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LookupRequest) GetParent() uint64 {
@@ -1218,7 +1392,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_jfs_proto_msgTypes[15]
+	mi := &file_jfs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1404,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[15]
+	mi := &file_jfs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1417,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{15}
+	return file_jfs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LookupResponse) GetErrno() int32 {
@@ -1269,7 +1443,7 @@ type GetAttrRequest struct {
 
 func (x *GetAttrRequest) Reset() {
 	*x = GetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[16]
+	mi := &file_jfs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1455,7 @@ func (x *GetAttrRequest) String() string {
 func (*GetAttrRequest) ProtoMessage() {}
 
 func (x *GetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[16]
+	mi := &file_jfs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1468,7 @@ func (x *GetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrRequest.ProtoReflect.Descriptor instead.
 func (*GetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{16}
+	return file_jfs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetAttrRequest) GetIno() uint64 {
@@ -1314,7 +1488,7 @@ type GetAttrResponse struct {
 
 func (x *GetAttrResponse) Reset() {
 	*x = GetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[17]
+	mi := &file_jfs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1500,7 @@ func (x *GetAttrResponse) String() string {
 func (*GetAttrResponse) ProtoMessage() {}
 
 func (x *GetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[17]
+	mi := &file_jfs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1513,7 @@ func (x *GetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrResponse.ProtoReflect.Descriptor instead.
 func (*GetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{17}
+	return file_jfs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetAttrResponse) GetErrno() int32 {
@@ -1378,7 +1552,7 @@ type SetAttrRequest struct {
 
 func (x *SetAttrRequest) Reset() {
 	*x = SetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[18]
+	mi := &file_jfs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1564,7 @@ func (x *SetAttrRequest) String() string {
 func (*SetAttrRequest) ProtoMessage() {}
 
 func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[18]
+	mi := &file_jfs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1577,7 @@ func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
 func (*SetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{18}
+	return file_jfs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetAttrRequest) GetHeader() *Header {
@@ -1486,7 +1660,7 @@ type SetAttrResponse struct {
 
 func (x *SetAttrResponse) Reset() {
 	*x = SetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[19]
+	mi := &file_jfs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1672,7 @@ func (x *SetAttrResponse) String() string {
 func (*SetAttrResponse) ProtoMessage() {}
 
 func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[19]
+	mi := &file_jfs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1685,7 @@ func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
 func (*SetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{19}
+	return file_jfs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetAttrResponse) GetErrno() int32 {
@@ -1547,7 +1721,7 @@ type MknodRequest struct {
 
 func (x *MknodRequest) Reset() {
 	*x = MknodRequest{}
-	mi := &file_jfs_proto_msgTypes[20]
+	mi := &file_jfs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1733,7 @@ func (x *MknodRequest) String() string {
 func (*MknodRequest) ProtoMessage() {}
 
 func (x *MknodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[20]
+	mi := &file_jfs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1746,7 @@ func (x *MknodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodRequest.ProtoReflect.Descriptor instead.
 func (*MknodRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{20}
+	return file_jfs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MknodRequest) GetHeader() *Header {
@@ -1641,7 +1815,7 @@ type MknodResponse struct {
 
 func (x *MknodResponse) Reset() {
 	*x = MknodResponse{}
-	mi := &file_jfs_proto_msgTypes[21]
+	mi := &file_jfs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1827,7 @@ func (x *MknodResponse) String() string {
 func (*MknodResponse) ProtoMessage() {}
 
 func (x *MknodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[21]
+	mi := &file_jfs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1840,7 @@ func (x *MknodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodResponse.ProtoReflect.Descriptor instead.
 func (*MknodResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{21}
+	return file_jfs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MknodResponse) GetErrno() int32 {
@@ -1698,7 +1872,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1884,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1897,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{22}
+	return file_jfs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MkdirRequest) GetHeader() *Header {
@@ -1785,7 +1959,7 @@ type MkdirResponse struct {
 
 func (x *MkdirResponse) Reset() {
 	*x = MkdirResponse{}
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1971,7 @@ func (x *MkdirResponse) String() string {
 func (*MkdirResponse) ProtoMessage() {}
 
 func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1984,7 @@ func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
 func (*MkdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{23}
+	return file_jfs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MkdirResponse) GetErrno() int32 {
@@ -1853,7 +2027,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +2039,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +2052,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{24}
+	return file_jfs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateRequest) GetHeader() *Header {
@@ -1962,7 +2136,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2148,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2161,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{25}
+	return file_jfs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateResponse) GetErrno() int32 {
@@ -2024,7 +2198,7 @@ type UnlinkRequest struct {
 
 func (x *UnlinkRequest) Reset() {
 	*x = UnlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2210,7 @@ func (x *UnlinkRequest) String() string {
 func (*UnlinkRequest) ProtoMessage() {}
 
 func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2223,7 @@ func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkRequest.ProtoReflect.Descriptor instead.
 func (*UnlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{26}
+	return file_jfs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UnlinkRequest) GetHeader() *Header {
@@ -2084,7 +2258,7 @@ type UnlinkResponse struct {
 
 func (x *UnlinkResponse) Reset() {
 	*x = UnlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2270,7 @@ func (x *UnlinkResponse) String() string {
 func (*UnlinkResponse) ProtoMessage() {}
 
 func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2283,7 @@ func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkResponse.ProtoReflect.Descriptor instead.
 func (*UnlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{27}
+	return file_jfs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UnlinkResponse) GetErrno() int32 {
@@ -2137,7 +2311,7 @@ type RmdirRequest struct {
 
 func (x *RmdirRequest) Reset() {
 	*x = RmdirRequest{}
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2323,7 @@ func (x *RmdirRequest) String() string {
 func (*RmdirRequest) ProtoMessage() {}
 
 func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2336,7 @@ func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirRequest.ProtoReflect.Descriptor instead.
 func (*RmdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{28}
+	return file_jfs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RmdirRequest) GetHeader() *Header {
@@ -2195,7 +2369,7 @@ type RmdirResponse struct {
 
 func (x *RmdirResponse) Reset() {
 	*x = RmdirResponse{}
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +2381,7 @@ func (x *RmdirResponse) String() string {
 func (*RmdirResponse) ProtoMessage() {}
 
 func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +2394,7 @@ func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirResponse.ProtoReflect.Descriptor instead.
 func (*RmdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{29}
+	return file_jfs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RmdirResponse) GetErrno() int32 {
@@ -2246,7 +2420,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2432,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2445,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{30}
+	return file_jfs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RenameRequest) GetHeader() *Header {
@@ -2325,7 +2499,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2511,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2524,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{31}
+	return file_jfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RenameResponse) GetErrno() int32 {
@@ -2372,7 +2546,7 @@ type LinkRequest struct {
 
 func (x *LinkRequest) Reset() {
 	*x = LinkRequest{}
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2558,7 @@ func (x *LinkRequest) String() string {
 func (*LinkRequest) ProtoMessage() {}
 
 func (x *LinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2571,7 @@ func (x *LinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
 func (*LinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{32}
+	return file_jfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LinkRequest) GetHeader() *Header {
@@ -2438,7 +2612,7 @@ type LinkResponse struct {
 
 func (x *LinkResponse) Reset() {
 	*x = LinkResponse{}
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2450,7 +2624,7 @@ func (x *LinkResponse) String() string {
 func (*LinkResponse) ProtoMessage() {}
 
 func (x *LinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2463,7 +2637,7 @@ func (x *LinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkResponse.ProtoReflect.Descriptor instead.
 func (*LinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{33}
+	return file_jfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LinkResponse) GetErrno() int32 {
@@ -2496,7 +2670,7 @@ type SymlinkRequest struct {
 
 func (x *SymlinkRequest) Reset() {
 	*x = SymlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2508,7 +2682,7 @@ func (x *SymlinkRequest) String() string {
 func (*SymlinkRequest) ProtoMessage() {}
 
 func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2521,7 +2695,7 @@ func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkRequest.ProtoReflect.Descriptor instead.
 func (*SymlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{34}
+	return file_jfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SymlinkRequest) GetHeader() *Header {
@@ -2576,7 +2750,7 @@ type SymlinkResponse struct {
 
 func (x *SymlinkResponse) Reset() {
 	*x = SymlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2588,7 +2762,7 @@ func (x *SymlinkResponse) String() string {
 func (*SymlinkResponse) ProtoMessage() {}
 
 func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2601,7 +2775,7 @@ func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkResponse.ProtoReflect.Descriptor instead.
 func (*SymlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{35}
+	return file_jfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SymlinkResponse) GetErrno() int32 {
@@ -2627,7 +2801,7 @@ type ReadLinkRequest struct {
 
 func (x *ReadLinkRequest) Reset() {
 	*x = ReadLinkRequest{}
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +2813,7 @@ func (x *ReadLinkRequest) String() string {
 func (*ReadLinkRequest) ProtoMessage() {}
 
 func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +2826,7 @@ func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkRequest.ProtoReflect.Descriptor instead.
 func (*ReadLinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{36}
+	return file_jfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadLinkRequest) GetIno() uint64 {
@@ -2672,7 +2846,7 @@ type ReadLinkResponse struct {
 
 func (x *ReadLinkResponse) Reset() {
 	*x = ReadLinkResponse{}
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2858,7 @@ func (x *ReadLinkResponse) String() string {
 func (*ReadLinkResponse) ProtoMessage() {}
 
 func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2871,7 @@ func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkResponse.ProtoReflect.Descriptor instead.
 func (*ReadLinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{37}
+	return file_jfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadLinkResponse) GetErrno() int32 {
@@ -2730,7 +2904,7 @@ type ReadDirRequest struct {
 
 func (x *ReadDirRequest) Reset() {
 	*x = ReadDirRequest{}
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2916,7 @@ func (x *ReadDirRequest) String() string {
 func (*ReadDirRequest) ProtoMessage() {}
 
 func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2929,7 @@ func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirRequest.ProtoReflect.Descriptor instead.
 func (*ReadDirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{38}
+	return file_jfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadDirRequest) GetIno() uint64 {
@@ -2790,7 +2964,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +2976,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +2989,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{39}
+	return file_jfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DirEntry) GetName() []byte {
@@ -2851,7 +3025,7 @@ type ReadDirResponse struct {
 
 func (x *ReadDirResponse) Reset() {
 	*x = ReadDirResponse{}
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +3037,7 @@ func (x *ReadDirResponse) String() string {
 func (*ReadDirResponse) ProtoMessage() {}
 
 func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +3050,7 @@ func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirResponse.ProtoReflect.Descriptor instead.
 func (*ReadDirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{40}
+	return file_jfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadDirResponse) GetErrno() int32 {
@@ -2913,7 +3087,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2925,7 +3099,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2938,7 +3112,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{41}
+	return file_jfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *OpenRequest) GetHeader() *Header {
@@ -2979,7 +3153,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3165,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3178,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{42}
+	return file_jfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *OpenResponse) GetErrno() int32 {
@@ -3040,7 +3214,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3226,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3239,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{43}
+	return file_jfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReleaseRequest) GetHeader() *Header {
@@ -3112,7 +3286,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3298,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3311,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{44}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReleaseResponse) GetErrno() int32 {
@@ -3160,7 +3334,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3346,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3359,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadRequest) GetIno() uint64 {
@@ -3222,7 +3396,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3408,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3421,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadResponse) GetErrno() int32 {
@@ -3285,7 +3459,7 @@ type TouchAtimeRequest struct {
 
 func (x *TouchAtimeRequest) Reset() {
 	*x = TouchAtimeRequest{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3297,7 +3471,7 @@ func (x *TouchAtimeRequest) String() string {
 func (*TouchAtimeRequest) ProtoMessage() {}
 
 func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3310,7 +3484,7 @@ func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeRequest.ProtoReflect.Descriptor instead.
 func (*TouchAtimeRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TouchAtimeRequest) GetHeader() *Header {
@@ -3339,7 +3513,7 @@ type TouchAtimeResponse struct {
 
 func (x *TouchAtimeResponse) Reset() {
 	*x = TouchAtimeResponse{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3525,7 @@ func (x *TouchAtimeResponse) String() string {
 func (*TouchAtimeResponse) ProtoMessage() {}
 
 func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3538,7 @@ func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeResponse.ProtoReflect.Descriptor instead.
 func (*TouchAtimeResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *TouchAtimeResponse) GetErrno() int32 {
@@ -3409,7 +3583,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3595,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3608,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3492,7 +3666,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3678,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3691,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3570,7 +3744,7 @@ type FallocateRequest struct {
 
 func (x *FallocateRequest) Reset() {
 	*x = FallocateRequest{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3582,7 +3756,7 @@ func (x *FallocateRequest) String() string {
 func (*FallocateRequest) ProtoMessage() {}
 
 func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3595,7 +3769,7 @@ func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateRequest.ProtoReflect.Descriptor instead.
 func (*FallocateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FallocateRequest) GetHeader() *Header {
@@ -3650,7 +3824,7 @@ type FallocateResponse struct {
 
 func (x *FallocateResponse) Reset() {
 	*x = FallocateResponse{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3836,7 @@ func (x *FallocateResponse) String() string {
 func (*FallocateResponse) ProtoMessage() {}
 
 func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3849,7 @@ func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateResponse.ProtoReflect.Descriptor instead.
 func (*FallocateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FallocateResponse) GetErrno() int32 {
@@ -3700,7 +3874,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +3886,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +3899,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 type StatFSResponse struct {
@@ -3745,7 +3919,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3757,7 +3931,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3770,7 +3944,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -3850,7 +4024,7 @@ type GetXattrRequest struct {
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3862,7 +4036,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3875,7 +4049,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -3909,7 +4083,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3921,7 +4095,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3934,7 +4108,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -3966,7 +4140,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3978,7 +4152,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3991,7 +4165,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -4038,7 +4212,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4050,7 +4224,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4063,7 +4237,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -4085,7 +4259,7 @@ type ListXattrRequest struct {
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4097,7 +4271,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4110,7 +4284,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -4137,7 +4311,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4149,7 +4323,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4162,7 +4336,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -4190,7 +4364,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4376,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4389,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -4248,7 +4422,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4260,7 +4434,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4273,7 +4447,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -4295,7 +4469,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +4481,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +4494,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -4354,7 +4528,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4366,7 +4540,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4379,7 +4553,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4447,7 +4621,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4459,7 +4633,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4472,7 +4646,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4545,7 +4719,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4557,7 +4731,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4570,7 +4744,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -4646,7 +4820,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4658,7 +4832,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4671,7 +4845,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -4706,7 +4880,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4718,7 +4892,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4731,7 +4905,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -4786,7 +4960,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4798,7 +4972,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4811,7 +4985,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -4844,7 +5018,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4856,7 +5030,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4869,7 +5043,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -4895,7 +5069,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +5081,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +5094,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -4943,7 +5117,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4955,7 +5129,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4968,7 +5142,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -5001,7 +5175,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5013,7 +5187,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5026,7 +5200,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -5056,7 +5230,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5068,7 +5242,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5081,7 +5255,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -5120,7 +5294,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5132,7 +5306,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5145,7 +5319,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -5173,7 +5347,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5185,7 +5359,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5198,7 +5372,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -5227,7 +5401,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5239,7 +5413,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5252,7 +5426,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -5274,7 +5448,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5286,7 +5460,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5299,7 +5473,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -5323,6 +5497,108 @@ func (x *FreeDataResponse) GetMore() bool {
 	return false
 }
 
+// FreeOrphansRequest frees inodes that lost their last name while a
+// session might have them open (orphans: nlink 0, listed in sustained).
+// The leader proposes it when its memory of open files shows none of
+// them open (cluster/DESIGN.md "Open files"). Apply frees each listed
+// inode that is still an orphan and is not open in the replicated open
+// table (opens recorded by older versions); it skips the others.
+type FreeOrphansRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Inos          []uint64               `protobuf:"varint,1,rep,packed,name=inos,proto3" json:"inos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeOrphansRequest) Reset() {
+	*x = FreeOrphansRequest{}
+	mi := &file_jfs_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeOrphansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeOrphansRequest) ProtoMessage() {}
+
+func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeOrphansRequest.ProtoReflect.Descriptor instead.
+func (*FreeOrphansRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *FreeOrphansRequest) GetInos() []uint64 {
+	if x != nil {
+		return x.Inos
+	}
+	return nil
+}
+
+type FreeOrphansResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Freed         uint64                 `protobuf:"varint,2,opt,name=freed,proto3" json:"freed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeOrphansResponse) Reset() {
+	*x = FreeOrphansResponse{}
+	mi := &file_jfs_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeOrphansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeOrphansResponse) ProtoMessage() {}
+
+func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeOrphansResponse.ProtoReflect.Descriptor instead.
+func (*FreeOrphansResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *FreeOrphansResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *FreeOrphansResponse) GetFreed() uint64 {
+	if x != nil {
+		return x.Freed
+	}
+	return 0
+}
+
 // Member is a node of the cluster. address is its raft address, api_addr
 // the address of its gRPC API.
 type Member struct {
@@ -5343,7 +5619,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5355,7 +5631,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5368,7 +5644,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *Member) GetId() string {
@@ -5432,7 +5708,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5444,7 +5720,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5457,7 +5733,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -5483,7 +5759,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5495,7 +5771,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5508,7 +5784,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -5526,7 +5802,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5538,7 +5814,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5551,7 +5827,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 type ClusterStatusResponse struct {
@@ -5572,7 +5848,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5584,7 +5860,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5597,7 +5873,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -5677,7 +5953,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5689,7 +5965,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5702,7 +5978,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -5742,7 +6018,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5754,7 +6030,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5767,7 +6043,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5786,7 +6062,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5798,7 +6074,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5811,7 +6087,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5830,7 +6106,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5842,7 +6118,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5855,7 +6131,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5877,7 +6153,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5889,7 +6165,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5902,7 +6178,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5928,7 +6204,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5940,7 +6216,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5953,7 +6229,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5971,7 +6247,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5983,7 +6259,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5996,7 +6272,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 type ListSessionsResponse struct {
@@ -6009,7 +6285,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6021,7 +6297,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6034,7 +6310,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -6077,7 +6353,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6089,7 +6365,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6102,7 +6378,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -6193,7 +6469,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6205,7 +6481,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6218,7 +6494,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -6245,7 +6521,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6257,7 +6533,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6270,7 +6546,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -6297,7 +6573,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6309,7 +6585,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6322,7 +6598,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -6348,7 +6624,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6360,7 +6636,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6373,7 +6649,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -6397,7 +6673,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6409,7 +6685,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6422,7 +6698,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -6449,7 +6725,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6461,7 +6737,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6474,7 +6750,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -6515,7 +6791,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6527,7 +6803,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6540,7 +6816,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 type CheckpointResponse struct {
@@ -6554,7 +6830,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6566,7 +6842,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6579,7 +6855,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -6610,7 +6886,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6622,7 +6898,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6635,7 +6911,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -6668,7 +6944,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6680,7 +6956,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6693,7 +6969,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -6717,7 +6993,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6729,7 +7005,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6742,7 +7018,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -6771,7 +7047,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6783,7 +7059,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6796,7 +7072,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6828,7 +7104,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6840,7 +7116,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6853,7 +7129,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -6866,7 +7142,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6878,7 +7154,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6891,7 +7167,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -6917,7 +7193,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6929,7 +7205,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6942,7 +7218,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -6999,7 +7275,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7011,7 +7287,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7024,7 +7300,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -7044,7 +7320,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7056,7 +7332,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7069,7 +7345,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -7100,7 +7376,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7112,7 +7388,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7125,7 +7401,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -7152,7 +7428,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7164,7 +7440,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7177,7 +7453,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -7221,7 +7497,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xd9\x02\n" +
+	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xf9\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -7236,7 +7512,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\x11last_heartbeat_ns\x18\t \x01(\x03R\x0flastHeartbeatNs\x12\x1d\n" +
 	"\n" +
 	"locks_held\x18\n" +
-	" \x01(\rR\tlocksHeld\x12%\n" +
+	" \x01(\rR\tlocksHeld\x12\x1e\n" +
+	"\n" +
+	"open_files\x18\xa0\x01 \x01(\x04R\topenFiles\x12%\n" +
 	"\x0estored_results\x18F \x01(\x04R\rstoredResults\x12\x19\n" +
 	"\balive_ns\x182 \x01(\x03R\aaliveNs\"\xb7\x01\n" +
 	"\x0fRegisterRequest\x12&\n" +
@@ -7252,10 +7530,20 @@ const file_jfs_proto_rawDesc = "" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x15\n" +
 	"\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\",\n" +
 	"\x10HeartbeatRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\x04R\asession\"@\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\"d\n" +
 	"\x11HeartbeatResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x15\n" +
-	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\"=\n" +
+	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\"\n" +
+	"\freport_opens\x18\xa0\x01 \x01(\bR\vreportOpens\".\n" +
+	"\n" +
+	"OpenHandle\x12\x0e\n" +
+	"\x02fh\x18\x01 \x01(\x04R\x02fh\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\"\\\n" +
+	"\x12ReportOpensRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12,\n" +
+	"\ahandles\x18\x02 \x03(\v2\x12.jfs.v1.OpenHandleR\ahandles\"+\n" +
+	"\x13ReportOpensResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"=\n" +
 	"\x13CloseSessionRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\",\n" +
 	"\x14CloseSessionResponse\x12\x14\n" +
@@ -7562,7 +7850,12 @@ const file_jfs_proto_rawDesc = "" +
 	"\x10FreeDataResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12!\n" +
 	"\ffreed_blocks\x18\x02 \x01(\x04R\vfreedBlocks\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\xb1\x01\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"(\n" +
+	"\x12FreeOrphansRequest\x12\x12\n" +
+	"\x04inos\x18\x01 \x03(\x04R\x04inos\"A\n" +
+	"\x13FreeOrphansResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x14\n" +
+	"\x05freed\x18\x02 \x01(\x04R\x05freed\"\xb1\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -7695,7 +7988,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
-	"\x0fLOCK_KIND_POSIX\x10\x022\xef\x0f\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x022\xb7\x10\n" +
 	"\x04Meta\x12=\n" +
 	"\bRegister\x12\x17.jfs.v1.RegisterRequest\x1a\x18.jfs.v1.RegisterResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.jfs.v1.HeartbeatRequest\x1a\x19.jfs.v1.HeartbeatResponse\x12I\n" +
@@ -7730,7 +8023,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse\x12C\n" +
 	"\n" +
 	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse\x12I\n" +
-	"\fReleaseBatch\x12\x1b.jfs.v1.ReleaseBatchRequest\x1a\x1c.jfs.v1.ReleaseBatchResponse2\xa8\a\n" +
+	"\fReleaseBatch\x12\x1b.jfs.v1.ReleaseBatchRequest\x1a\x1c.jfs.v1.ReleaseBatchResponse\x12F\n" +
+	"\vReportOpens\x12\x1a.jfs.v1.ReportOpensRequest\x1a\x1b.jfs.v1.ReportOpensResponse2\xa8\a\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -7759,7 +8053,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 112)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 117)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -7772,266 +8066,274 @@ var file_jfs_proto_goTypes = []any{
 	(*RegisterResponse)(nil),         // 8: jfs.v1.RegisterResponse
 	(*HeartbeatRequest)(nil),         // 9: jfs.v1.HeartbeatRequest
 	(*HeartbeatResponse)(nil),        // 10: jfs.v1.HeartbeatResponse
-	(*CloseSessionRequest)(nil),      // 11: jfs.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),     // 12: jfs.v1.CloseSessionResponse
-	(*ExpireSessionRequest)(nil),     // 13: jfs.v1.ExpireSessionRequest
-	(*ExpireSessionResponse)(nil),    // 14: jfs.v1.ExpireSessionResponse
-	(*SessionsAliveRequest)(nil),     // 15: jfs.v1.SessionsAliveRequest
-	(*SessionsAliveResponse)(nil),    // 16: jfs.v1.SessionsAliveResponse
-	(*LookupRequest)(nil),            // 17: jfs.v1.LookupRequest
-	(*LookupResponse)(nil),           // 18: jfs.v1.LookupResponse
-	(*GetAttrRequest)(nil),           // 19: jfs.v1.GetAttrRequest
-	(*GetAttrResponse)(nil),          // 20: jfs.v1.GetAttrResponse
-	(*SetAttrRequest)(nil),           // 21: jfs.v1.SetAttrRequest
-	(*SetAttrResponse)(nil),          // 22: jfs.v1.SetAttrResponse
-	(*MknodRequest)(nil),             // 23: jfs.v1.MknodRequest
-	(*MknodResponse)(nil),            // 24: jfs.v1.MknodResponse
-	(*MkdirRequest)(nil),             // 25: jfs.v1.MkdirRequest
-	(*MkdirResponse)(nil),            // 26: jfs.v1.MkdirResponse
-	(*CreateRequest)(nil),            // 27: jfs.v1.CreateRequest
-	(*CreateResponse)(nil),           // 28: jfs.v1.CreateResponse
-	(*UnlinkRequest)(nil),            // 29: jfs.v1.UnlinkRequest
-	(*UnlinkResponse)(nil),           // 30: jfs.v1.UnlinkResponse
-	(*RmdirRequest)(nil),             // 31: jfs.v1.RmdirRequest
-	(*RmdirResponse)(nil),            // 32: jfs.v1.RmdirResponse
-	(*RenameRequest)(nil),            // 33: jfs.v1.RenameRequest
-	(*RenameResponse)(nil),           // 34: jfs.v1.RenameResponse
-	(*LinkRequest)(nil),              // 35: jfs.v1.LinkRequest
-	(*LinkResponse)(nil),             // 36: jfs.v1.LinkResponse
-	(*SymlinkRequest)(nil),           // 37: jfs.v1.SymlinkRequest
-	(*SymlinkResponse)(nil),          // 38: jfs.v1.SymlinkResponse
-	(*ReadLinkRequest)(nil),          // 39: jfs.v1.ReadLinkRequest
-	(*ReadLinkResponse)(nil),         // 40: jfs.v1.ReadLinkResponse
-	(*ReadDirRequest)(nil),           // 41: jfs.v1.ReadDirRequest
-	(*DirEntry)(nil),                 // 42: jfs.v1.DirEntry
-	(*ReadDirResponse)(nil),          // 43: jfs.v1.ReadDirResponse
-	(*OpenRequest)(nil),              // 44: jfs.v1.OpenRequest
-	(*OpenResponse)(nil),             // 45: jfs.v1.OpenResponse
-	(*ReleaseRequest)(nil),           // 46: jfs.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 47: jfs.v1.ReleaseResponse
-	(*ReadRequest)(nil),              // 48: jfs.v1.ReadRequest
-	(*ReadResponse)(nil),             // 49: jfs.v1.ReadResponse
-	(*TouchAtimeRequest)(nil),        // 50: jfs.v1.TouchAtimeRequest
-	(*TouchAtimeResponse)(nil),       // 51: jfs.v1.TouchAtimeResponse
-	(*WriteRequest)(nil),             // 52: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 53: jfs.v1.WriteResponse
-	(*FallocateRequest)(nil),         // 54: jfs.v1.FallocateRequest
-	(*FallocateResponse)(nil),        // 55: jfs.v1.FallocateResponse
-	(*StatFSRequest)(nil),            // 56: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 57: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 58: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 59: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 60: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 61: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 62: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 63: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 64: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 65: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 66: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 67: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 68: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 69: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 70: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 71: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 72: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 73: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 74: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 75: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 76: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 77: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 78: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 79: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 80: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 81: jfs.v1.FreeDataResponse
-	(*Member)(nil),                   // 82: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 83: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 84: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 85: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 86: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 87: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 88: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 89: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 90: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 91: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 92: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 93: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 94: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 95: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 96: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 97: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 98: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 99: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 100: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 101: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 102: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 103: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 104: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 105: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 106: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 107: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 108: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 109: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 110: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 111: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 112: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 113: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 114: jfs.v1.ReleaseBatchResponse
+	(*OpenHandle)(nil),               // 11: jfs.v1.OpenHandle
+	(*ReportOpensRequest)(nil),       // 12: jfs.v1.ReportOpensRequest
+	(*ReportOpensResponse)(nil),      // 13: jfs.v1.ReportOpensResponse
+	(*CloseSessionRequest)(nil),      // 14: jfs.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),     // 15: jfs.v1.CloseSessionResponse
+	(*ExpireSessionRequest)(nil),     // 16: jfs.v1.ExpireSessionRequest
+	(*ExpireSessionResponse)(nil),    // 17: jfs.v1.ExpireSessionResponse
+	(*SessionsAliveRequest)(nil),     // 18: jfs.v1.SessionsAliveRequest
+	(*SessionsAliveResponse)(nil),    // 19: jfs.v1.SessionsAliveResponse
+	(*LookupRequest)(nil),            // 20: jfs.v1.LookupRequest
+	(*LookupResponse)(nil),           // 21: jfs.v1.LookupResponse
+	(*GetAttrRequest)(nil),           // 22: jfs.v1.GetAttrRequest
+	(*GetAttrResponse)(nil),          // 23: jfs.v1.GetAttrResponse
+	(*SetAttrRequest)(nil),           // 24: jfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),          // 25: jfs.v1.SetAttrResponse
+	(*MknodRequest)(nil),             // 26: jfs.v1.MknodRequest
+	(*MknodResponse)(nil),            // 27: jfs.v1.MknodResponse
+	(*MkdirRequest)(nil),             // 28: jfs.v1.MkdirRequest
+	(*MkdirResponse)(nil),            // 29: jfs.v1.MkdirResponse
+	(*CreateRequest)(nil),            // 30: jfs.v1.CreateRequest
+	(*CreateResponse)(nil),           // 31: jfs.v1.CreateResponse
+	(*UnlinkRequest)(nil),            // 32: jfs.v1.UnlinkRequest
+	(*UnlinkResponse)(nil),           // 33: jfs.v1.UnlinkResponse
+	(*RmdirRequest)(nil),             // 34: jfs.v1.RmdirRequest
+	(*RmdirResponse)(nil),            // 35: jfs.v1.RmdirResponse
+	(*RenameRequest)(nil),            // 36: jfs.v1.RenameRequest
+	(*RenameResponse)(nil),           // 37: jfs.v1.RenameResponse
+	(*LinkRequest)(nil),              // 38: jfs.v1.LinkRequest
+	(*LinkResponse)(nil),             // 39: jfs.v1.LinkResponse
+	(*SymlinkRequest)(nil),           // 40: jfs.v1.SymlinkRequest
+	(*SymlinkResponse)(nil),          // 41: jfs.v1.SymlinkResponse
+	(*ReadLinkRequest)(nil),          // 42: jfs.v1.ReadLinkRequest
+	(*ReadLinkResponse)(nil),         // 43: jfs.v1.ReadLinkResponse
+	(*ReadDirRequest)(nil),           // 44: jfs.v1.ReadDirRequest
+	(*DirEntry)(nil),                 // 45: jfs.v1.DirEntry
+	(*ReadDirResponse)(nil),          // 46: jfs.v1.ReadDirResponse
+	(*OpenRequest)(nil),              // 47: jfs.v1.OpenRequest
+	(*OpenResponse)(nil),             // 48: jfs.v1.OpenResponse
+	(*ReleaseRequest)(nil),           // 49: jfs.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 50: jfs.v1.ReleaseResponse
+	(*ReadRequest)(nil),              // 51: jfs.v1.ReadRequest
+	(*ReadResponse)(nil),             // 52: jfs.v1.ReadResponse
+	(*TouchAtimeRequest)(nil),        // 53: jfs.v1.TouchAtimeRequest
+	(*TouchAtimeResponse)(nil),       // 54: jfs.v1.TouchAtimeResponse
+	(*WriteRequest)(nil),             // 55: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 56: jfs.v1.WriteResponse
+	(*FallocateRequest)(nil),         // 57: jfs.v1.FallocateRequest
+	(*FallocateResponse)(nil),        // 58: jfs.v1.FallocateResponse
+	(*StatFSRequest)(nil),            // 59: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 60: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 61: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 62: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 63: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 64: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 65: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 66: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 67: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 68: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 69: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 70: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 71: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 72: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 73: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 74: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 75: jfs.v1.FlockResponse
+	(*CancelLockWaitRequest)(nil),    // 76: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 77: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 78: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 79: jfs.v1.ReleaseLockOwnerResponse
+	(*Settings)(nil),                 // 80: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 81: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 82: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 83: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 84: jfs.v1.FreeDataResponse
+	(*FreeOrphansRequest)(nil),       // 85: jfs.v1.FreeOrphansRequest
+	(*FreeOrphansResponse)(nil),      // 86: jfs.v1.FreeOrphansResponse
+	(*Member)(nil),                   // 87: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 88: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 89: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 90: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 91: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 92: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 93: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 94: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 95: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 96: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 97: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 98: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 99: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 100: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 101: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 102: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 103: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 104: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 105: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 106: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 107: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 108: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 109: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 110: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 111: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 112: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 113: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 114: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 115: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 116: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 117: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 118: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 119: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,   // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
-	3,   // 1: jfs.v1.CloseSessionRequest.header:type_name -> jfs.v1.Header
-	3,   // 2: jfs.v1.ExpireSessionRequest.header:type_name -> jfs.v1.Header
-	5,   // 3: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
-	5,   // 4: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 5: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
-	5,   // 6: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 7: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
-	5,   // 8: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 9: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
-	5,   // 10: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 11: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
-	5,   // 12: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 13: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 14: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 15: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
-	3,   // 16: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
-	3,   // 17: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 18: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 19: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 20: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
-	5,   // 21: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
-	42,  // 22: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
-	3,   // 23: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
-	5,   // 24: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 25: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
-	5,   // 26: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 27: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
-	5,   // 28: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 29: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
-	5,   // 30: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 31: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
-	5,   // 32: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 33: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
-	3,   // 34: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
-	1,   // 35: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
-	1,   // 36: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	66,  // 37: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
-	3,   // 38: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
-	1,   // 39: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	66,  // 40: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 41: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
-	1,   // 42: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	66,  // 43: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 44: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	77,  // 45: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	77,  // 46: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	82,  // 47: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	82,  // 48: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	6,   // 49: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,   // 50: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	66,  // 51: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,   // 52: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	95,  // 53: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	82,  // 54: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
-	3,   // 55: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
-	46,  // 56: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
-	7,   // 57: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,   // 58: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	11,  // 59: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	17,  // 60: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	19,  // 61: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	21,  // 62: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	23,  // 63: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	25,  // 64: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	27,  // 65: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	29,  // 66: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	31,  // 67: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	33,  // 68: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	35,  // 69: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	37,  // 70: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	39,  // 71: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	41,  // 72: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	44,  // 73: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	46,  // 74: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	48,  // 75: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	52,  // 76: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	56,  // 77: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	58,  // 78: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	60,  // 79: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	62,  // 80: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	64,  // 81: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	67,  // 82: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	69,  // 83: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	71,  // 84: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	75,  // 85: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	73,  // 86: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	54,  // 87: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	50,  // 88: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	113, // 89: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	85,  // 90: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	87,  // 91: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	89,  // 92: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	91,  // 93: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	93,  // 94: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	96,  // 95: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	98,  // 96: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	83,  // 97: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	106, // 98: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	100, // 99: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	78,  // 100: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	108, // 101: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	109, // 102: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
-	8,   // 103: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10,  // 104: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	12,  // 105: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	18,  // 106: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	20,  // 107: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	22,  // 108: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	24,  // 109: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	26,  // 110: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	28,  // 111: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	30,  // 112: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	32,  // 113: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	34,  // 114: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	36,  // 115: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	38,  // 116: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	40,  // 117: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	43,  // 118: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	45,  // 119: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	47,  // 120: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	49,  // 121: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	53,  // 122: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	57,  // 123: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	59,  // 124: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	61,  // 125: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	63,  // 126: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	65,  // 127: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	68,  // 128: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	70,  // 129: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	72,  // 130: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	76,  // 131: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	74,  // 132: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	55,  // 133: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	51,  // 134: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	114, // 135: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	86,  // 136: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	88,  // 137: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	90,  // 138: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	92,  // 139: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	94,  // 140: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	97,  // 141: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	99,  // 142: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	84,  // 143: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	107, // 144: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	101, // 145: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	79,  // 146: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	109, // 147: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	110, // 148: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
-	103, // [103:149] is the sub-list for method output_type
-	57,  // [57:103] is the sub-list for method input_type
-	57,  // [57:57] is the sub-list for extension type_name
-	57,  // [57:57] is the sub-list for extension extendee
-	0,   // [0:57] is the sub-list for field type_name
+	11,  // 1: jfs.v1.ReportOpensRequest.handles:type_name -> jfs.v1.OpenHandle
+	3,   // 2: jfs.v1.CloseSessionRequest.header:type_name -> jfs.v1.Header
+	3,   // 3: jfs.v1.ExpireSessionRequest.header:type_name -> jfs.v1.Header
+	5,   // 4: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
+	5,   // 5: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 6: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
+	5,   // 7: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 8: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
+	5,   // 9: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 10: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
+	5,   // 11: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 12: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
+	5,   // 13: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 14: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
+	5,   // 15: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 16: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
+	3,   // 17: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
+	3,   // 18: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
+	5,   // 19: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 20: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
+	5,   // 21: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
+	5,   // 22: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
+	45,  // 23: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
+	3,   // 24: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
+	5,   // 25: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 26: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
+	5,   // 27: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 28: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
+	5,   // 29: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 30: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
+	5,   // 31: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 32: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
+	5,   // 33: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 34: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
+	3,   // 35: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
+	1,   // 36: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
+	1,   // 37: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
+	69,  // 38: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	3,   // 39: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
+	1,   // 40: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
+	69,  // 41: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 42: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
+	1,   // 43: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
+	69,  // 44: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 45: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
+	80,  // 46: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	80,  // 47: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	87,  // 48: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	87,  // 49: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	6,   // 50: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,   // 51: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	69,  // 52: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,   // 53: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	100, // 54: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	87,  // 55: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	3,   // 56: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	49,  // 57: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
+	7,   // 58: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	9,   // 59: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	14,  // 60: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	20,  // 61: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	22,  // 62: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	24,  // 63: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	26,  // 64: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	28,  // 65: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	30,  // 66: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	32,  // 67: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	34,  // 68: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	36,  // 69: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	38,  // 70: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	40,  // 71: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	42,  // 72: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	44,  // 73: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	47,  // 74: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	49,  // 75: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	51,  // 76: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	55,  // 77: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	59,  // 78: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	61,  // 79: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	63,  // 80: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	65,  // 81: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	67,  // 82: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	70,  // 83: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	72,  // 84: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	74,  // 85: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	78,  // 86: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	76,  // 87: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	57,  // 88: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	53,  // 89: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	118, // 90: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	12,  // 91: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
+	90,  // 92: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	92,  // 93: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	94,  // 94: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	96,  // 95: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	98,  // 96: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	101, // 97: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	103, // 98: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	88,  // 99: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	111, // 100: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	105, // 101: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	81,  // 102: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	113, // 103: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	114, // 104: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	8,   // 105: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10,  // 106: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	15,  // 107: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	21,  // 108: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	23,  // 109: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	25,  // 110: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	27,  // 111: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	29,  // 112: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	31,  // 113: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	33,  // 114: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	35,  // 115: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	37,  // 116: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	39,  // 117: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	41,  // 118: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	43,  // 119: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	46,  // 120: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	48,  // 121: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	50,  // 122: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	52,  // 123: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	56,  // 124: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	60,  // 125: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	62,  // 126: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	64,  // 127: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	66,  // 128: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	68,  // 129: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	71,  // 130: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	73,  // 131: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	75,  // 132: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	79,  // 133: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	77,  // 134: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	58,  // 135: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	54,  // 136: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	119, // 137: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	13,  // 138: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
+	91,  // 139: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	93,  // 140: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	95,  // 141: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	97,  // 142: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	99,  // 143: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	102, // 144: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	104, // 145: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	89,  // 146: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	112, // 147: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	106, // 148: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	82,  // 149: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	114, // 150: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	115, // 151: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	105, // [105:152] is the sub-list for method output_type
+	58,  // [58:105] is the sub-list for method input_type
+	58,  // [58:58] is the sub-list for extension type_name
+	58,  // [58:58] is the sub-list for extension extendee
+	0,   // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -8045,7 +8347,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   112,
+			NumMessages:   117,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

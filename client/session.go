@@ -44,6 +44,40 @@ type Session struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
+
+	opensMu sync.Mutex
+	opens   func(session uint64) []*jfspb.OpenHandle // see SetOpenFiles
+}
+
+// SetOpenFiles installs fn, which lists the files open under a session
+// (handle id and inode). The leader keeps open files in memory only; a new
+// leader asks each session for them in a heartbeat's answer, and the
+// keeper then sends what fn lists (ReportOpens). Without fn a session
+// reports none.
+func (s *Session) SetOpenFiles(fn func(session uint64) []*jfspb.OpenHandle) {
+	s.opensMu.Lock()
+	s.opens = fn
+	s.opensMu.Unlock()
+}
+
+// reportOpens sends the open files of session id to the leader.
+func (s *Session) reportOpens(ctx context.Context, id uint64) {
+	s.opensMu.Lock()
+	fn := s.opens
+	s.opensMu.Unlock()
+	req := &jfspb.ReportOpensRequest{Session: id}
+	if fn != nil {
+		req.Handles = fn(id)
+	}
+	r, err := s.c.ReportOpens(ctx, req)
+	switch {
+	case err != nil:
+		s.c.log.Warn("reporting open files failed; the next heartbeat asks again", "session", id, "error", err)
+	case r.Errno == int32(syscall.ESTALE):
+		s.markLost(id)
+	case r.Errno != 0:
+		s.c.log.Warn("reporting open files refused", "session", id, "errno", syscall.Errno(r.Errno))
+	}
 }
 
 // StartSession registers a session for c (see Client.Register) and starts
@@ -121,6 +155,11 @@ func (s *Session) loop() {
 				s.c.log.Warn("heartbeat refused", "session", id, "errno", syscall.Errno(r.Errno))
 			default:
 				s.setTTL(r.TtlMs)
+				if r.ReportOpens {
+					ctx, cancel := context.WithTimeout(s.ctx, s.TTL())
+					s.reportOpens(ctx, id)
+					cancel()
+				}
 			}
 		}
 		if gone != 0 && gone == s.ID() {

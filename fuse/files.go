@@ -28,7 +28,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	if st = fs.status("create", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
-	fs.opened(fh, req.GetHeader().GetSession())
+	fs.opened(fh, req.GetHeader().GetSession(), r.Attr.GetIno())
 	fs.fillEntry(r.Attr, &out.EntryOut)
 	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
@@ -46,7 +46,7 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	if st = fs.status("tmpfile", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
-	fs.opened(fh, req.GetHeader().GetSession())
+	fs.opened(fh, req.GetHeader().GetSession(), r.Attr.GetIno())
 	fs.fillEntry(r.Attr, &out.EntryOut)
 	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
@@ -68,7 +68,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 		return st
 	}
 	fs.invalidateAttr(in.NodeId)
-	fs.opened(fh, req.GetHeader().GetSession())
+	fs.opened(fh, req.GetHeader().GetSession(), in.NodeId)
 	*out = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
 }
@@ -189,7 +189,7 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	var st fuse.Status
 	defer fs.observe("Release", time.Now(), &st)
 	st = fs.live("release", in.Fh)
-	sid, _ := fs.handles.LoadAndDelete(in.Fh)
+	f, _ := fs.handles.LoadAndDelete(in.Fh)
 	flock := in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0
 	var flockOwner uint64
 	if flock {
@@ -204,7 +204,9 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	}
 	p := pendingRelease{req: &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
 		ReleaseFlock: flock, LockOwners: owners}, finish: finish}
-	p.session, _ = sid.(uint64)
+	if of, ok := f.(openFile); ok {
+		p.session = of.session
+	}
 	if p.req.ReleaseFlock || len(owners) > 0 {
 		fs.releases.urgent(p)
 	} else {

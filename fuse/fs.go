@@ -83,7 +83,8 @@ type FS struct {
 	// releases sends RELEASE requests off the kernel's path (release.go).
 	releases *releaser[pendingRelease]
 
-	// handles maps an open file's fh to the session it was opened under.
+	// handles maps an open file's fh to its openFile: the session it was
+	// opened under and the inode. A new leader asks for them (OpenFiles).
 	handles sync.Map
 
 	// touching holds the inodes whose atime update is in flight (atime.go).
@@ -179,10 +180,29 @@ func (fs *FS) byIno(op string, err error, errno int32) fuse.Status {
 // open request carried, which the cluster recorded the open under. Reading
 // the session's current id after the request instead would tag an open that
 // raced with a renewal with the wrong session.
-func (fs *FS) opened(fh, sid uint64) {
+func (fs *FS) opened(fh, sid, ino uint64) {
 	if fs.opts.Session != nil {
-		fs.handles.Store(fh, sid)
+		fs.handles.Store(fh, openFile{sid, ino})
 	}
+}
+
+// openFile is an open file of the mount: the session it was opened under
+// and its inode.
+type openFile struct{ session, ino uint64 }
+
+// OpenFiles lists the files open under session sid, for a leader that has
+// just taken office (client.Session.SetOpenFiles): the leader keeps open
+// files in memory only, and frees an unlinked file once no session has it
+// open.
+func (fs *FS) OpenFiles(sid uint64) []*jfspb.OpenHandle {
+	var out []*jfspb.OpenHandle
+	fs.handles.Range(func(k, v any) bool {
+		if f := v.(openFile); f.session == sid {
+			out = append(out, &jfspb.OpenHandle{Fh: k.(uint64), Ino: f.ino})
+		}
+		return true
+	})
+	return out
 }
 
 // live fails an operation on a file opened under a session the cluster has
@@ -193,8 +213,8 @@ func (fs *FS) live(op string, fh uint64) fuse.Status {
 	if s == nil {
 		return fuse.OK
 	}
-	if sid, ok := fs.handles.Load(fh); ok && sid.(uint64) != s.ID() {
-		fs.log.Warn("file opened under an ended session", "op", op, "fh", fh, "session", sid)
+	if f, ok := fs.handles.Load(fh); ok && f.(openFile).session != s.ID() {
+		fs.log.Warn("file opened under an ended session", "op", op, "fh", fh, "session", f.(openFile).session)
 		return fuse.EIO
 	}
 	return fuse.OK

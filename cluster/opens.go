@@ -1,0 +1,217 @@
+package cluster
+
+import (
+	"sync"
+)
+
+// openTable is the leader's memory of open files: which handle (session,
+// fh) has which inode open. Open and Release change it without the log; it
+// decides which orphans (inodes without a name, fsm/orphans.go) may be
+// freed. See DESIGN.md "Open files".
+//
+// A new leader's table is empty, so it is not trusted to free anything
+// until it is complete: every live session has reported its open files
+// (ReportOpens, asked for by the heartbeat's answer) since this leader took
+// office, or has ended. Sessions registered with this leader count as
+// reported. All methods are safe for concurrent use; none blocks.
+type openTable struct {
+	mu       sync.Mutex
+	active   bool                     // this node is the ready leader
+	handles  map[openHandle]uint64    // (session, fh) -> ino
+	count    map[uint64]int           // ino -> handles that have it open
+	sessions map[uint64]int           // session -> its handles
+	reported map[uint64]bool          // sessions heard from since start
+	pinned   map[uint64]chan struct{} // inos a FreeOrphans in flight may free; closed when it is done
+}
+
+type openHandle struct{ session, fh uint64 }
+
+func newOpenTable() *openTable {
+	return &openTable{handles: map[openHandle]uint64{}, count: map[uint64]int{},
+		sessions: map[uint64]int{}, reported: map[uint64]bool{}, pinned: map[uint64]chan struct{}{}}
+}
+
+// start empties the table for a leader that has just become ready: it
+// knows no open and no session has reported.
+func (o *openTable) start() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.active = true
+	o.reset()
+}
+
+// stop empties the table: the node no longer leads, and another leader may
+// see opens and closes this one would not hear of.
+func (o *openTable) stop() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.active = false
+	o.reset()
+}
+
+func (o *openTable) reset() {
+	clear(o.handles)
+	clear(o.count)
+	clear(o.sessions)
+	clear(o.reported)
+}
+
+// add records that (session, fh) has ino open. o.mu must be held.
+func (o *openTable) add(session, fh, ino uint64) {
+	h := openHandle{session, fh}
+	if old, ok := o.handles[h]; ok {
+		if old == ino {
+			return
+		}
+		o.drop(h, old)
+	}
+	o.handles[h] = ino
+	o.count[ino]++
+	o.sessions[session]++
+}
+
+// drop forgets handle h of ino. o.mu must be held.
+func (o *openTable) drop(h openHandle, ino uint64) {
+	delete(o.handles, h)
+	if o.count[ino]--; o.count[ino] <= 0 {
+		delete(o.count, ino)
+	}
+	if o.sessions[h.session]--; o.sessions[h.session] <= 0 {
+		delete(o.sessions, h.session)
+	}
+}
+
+// open records an open of ino by (session, fh) before the open checks that
+// ino exists. ok is false when this node is not the ready leader. A
+// non-nil wait is closed when a FreeOrphans that may free ino is done: the
+// open must check ino only after that, and then finds it gone.
+func (o *openTable) open(session, fh, ino uint64) (wait <-chan struct{}, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.active {
+		return nil, false
+	}
+	o.add(session, fh, ino)
+	if c := o.pinned[ino]; c != nil {
+		return c, true
+	}
+	return nil, true
+}
+
+// opened records an open that a Create or Open entry made (the state
+// machine's open listener). It is ignored on a node that is not the ready
+// leader.
+func (o *openTable) opened(session, fh, ino uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.active {
+		o.add(session, fh, ino)
+	}
+}
+
+// release forgets handle (session, fh). It returns the inode it had open
+// and whether that was the inode's last handle (0, false if the handle
+// was unknown).
+func (o *openTable) release(session, fh uint64) (ino uint64, last bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h := openHandle{session, fh}
+	ino, ok := o.handles[h]
+	if !ok {
+		return 0, false
+	}
+	o.drop(h, ino)
+	return ino, o.count[ino] == 0
+}
+
+// report records the open files a session listed, and that it reported.
+// It reports false when this node is not the ready leader.
+func (o *openTable) report(session uint64, handles map[uint64]uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.active {
+		return false
+	}
+	for fh, ino := range handles {
+		o.add(session, fh, ino)
+	}
+	o.reported[session] = true
+	return true
+}
+
+// registered marks a session registered with this leader as reported: it
+// has nothing open yet.
+func (o *openTable) registered(session uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.active {
+		o.reported[session] = true
+	}
+}
+
+// hasReported reports whether session reported to this leader.
+func (o *openTable) hasReported(session uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.reported[session]
+}
+
+// dropSession forgets every handle of an ended session.
+func (o *openTable) dropSession(session uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.reported, session)
+	if o.sessions[session] == 0 {
+		return
+	}
+	for h, ino := range o.handles {
+		if h.session == session {
+			o.drop(h, ino)
+		}
+	}
+}
+
+// openFiles is how many handles session has open.
+func (o *openTable) openFiles(session uint64) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.sessions[session]
+}
+
+// pinUnused returns the inodes of candidates that no handle has open, and
+// pins them: an open of one waits until unpin (see open). It returns nil
+// unless the table is complete: active, and every session of live has
+// reported.
+func (o *openTable) pinUnused(live, candidates []uint64) []uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.active {
+		return nil
+	}
+	for _, sid := range live {
+		if !o.reported[sid] {
+			return nil
+		}
+	}
+	var out []uint64
+	for _, ino := range candidates {
+		if o.count[ino] == 0 && o.pinned[ino] == nil {
+			o.pinned[ino] = make(chan struct{})
+			out = append(out, ino)
+		}
+	}
+	return out
+}
+
+// unpin ends the pins of inos: the FreeOrphans that listed them is applied,
+// or failed.
+func (o *openTable) unpin(inos []uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, ino := range inos {
+		if c := o.pinned[ino]; c != nil {
+			close(c)
+			delete(o.pinned, ino)
+		}
+	}
+}

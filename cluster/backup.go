@@ -192,7 +192,7 @@ func (n *Node) restoreBackup(ctx context.Context, h fsm.BackupHeader, statePath 
 			// No heartbeat was taken meanwhile: that time is not
 			// held against a session registered since.
 			n.sessions.start(time.Since(stopped))
-			n.opens.start() // every session of the backup has ended
+			n.opens.start(n.raft.LastIndex()) // every session of the backup has ended
 			n.requestCheck()
 		}
 	}()

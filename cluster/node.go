@@ -434,7 +434,7 @@ func (n *Node) watchLeadership() {
 			// From now on this node hears every open that an entry
 			// applied here makes; the opens of earlier leaders come with
 			// the sessions' reports (opens.go).
-			n.opens.start()
+			n.opens.start(n.raft.LastIndex())
 			term := n.raft.CurrentTerm()
 			outage := time.Since(n.lastLeaderSeen(term))
 			n.wg.Add(1)

@@ -12,11 +12,14 @@ import (
 // A new leader's table is empty, so it is not trusted to free anything
 // until it is complete: every live session has reported its open files
 // (ReportOpens, asked for by the heartbeat's answer) since this leader took
-// office, or has ended. Sessions registered with this leader count as
-// reported. All methods are safe for concurrent use; none blocks.
+// office, or has ended. Sessions registered with this leader (their id,
+// the index of their Register entry, is past the log's end when it took
+// office) count as reported: each of their opens went through it. All
+// methods are safe for concurrent use; none blocks.
 type openTable struct {
 	mu       sync.Mutex
 	active   bool                     // this node is the ready leader
+	since    uint64                   // the log's last index when it took office
 	handles  map[openHandle]uint64    // (session, fh) -> ino
 	count    map[uint64]int           // ino -> handles that have it open
 	sessions map[uint64]int           // session -> its handles
@@ -31,12 +34,14 @@ func newOpenTable() *openTable {
 		sessions: map[uint64]int{}, reported: map[uint64]bool{}, pinned: map[uint64]chan struct{}{}}
 }
 
-// start empties the table for a leader that has just become ready: it
-// knows no open and no session has reported.
-func (o *openTable) start() {
+// start empties the table for a node that has just become leader, with
+// lastIndex the last index of its log: it knows no open, and no session
+// registered before has reported.
+func (o *openTable) start(lastIndex uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.active = true
+	o.since = lastIndex
 	o.reset()
 }
 
@@ -139,21 +144,18 @@ func (o *openTable) report(session uint64, handles map[uint64]uint64) bool {
 	return true
 }
 
-// registered marks a session registered with this leader as reported: it
-// has nothing open yet.
-func (o *openTable) registered(session uint64) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.active {
-		o.reported[session] = true
-	}
-}
-
-// hasReported reports whether session reported to this leader.
+// hasReported reports whether session reported to this leader, or was
+// registered with it.
 func (o *openTable) hasReported(session uint64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.reported[session]
+	return o.known(session)
+}
+
+// known reports whether the table holds every open of session. o.mu must
+// be held.
+func (o *openTable) known(session uint64) bool {
+	return o.reported[session] || session > o.since
 }
 
 // dropSession forgets every handle of an ended session.
@@ -189,7 +191,7 @@ func (o *openTable) pinUnused(live, candidates []uint64) []uint64 {
 		return nil
 	}
 	for _, sid := range live {
-		if !o.reported[sid] {
+		if !o.known(sid) {
 			return nil
 		}
 	}

@@ -300,5 +300,4 @@ func (st *sessionTimers) add(sid uint64) {
 		st.deadline[sid] = now.Add(st.ttl)
 		st.lastBeat[sid] = now
 	}
-	st.n.opens.registered(sid)
 }

@@ -3074,7 +3074,9 @@ func (x *ReadDirResponse) GetEof() bool {
 	return false
 }
 
-// OpenRequest counts an open of ino by the session. O_TRUNC truncates.
+// OpenRequest opens ino for the session under the client's handle fh. The
+// leader keeps the open in memory (no log entry); with O_TRUNC it is a
+// write, the OPEN command, which truncates. ESTALE, ENOENT, EISDIR.
 type OpenRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -3195,7 +3197,8 @@ func (x *OpenResponse) GetAttr() *Attr {
 	return nil
 }
 
-// ReleaseRequest ends one open of ino by the session. With release_flock
+// ReleaseRequest ends the open (session, fh) of ino; it is a log entry only
+// when it drops a lock or an open that an older version logged. With release_flock
 // (FUSE_RELEASE_FLOCK_UNLOCK) the flock of (session, fh) is dropped too.
 // Every POSIX lock on ino of the owners (session, o) for o in lock_owners is
 // dropped as well: the mount lists the owners that locked through fh and are

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"sync"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
 // openTable is the leader's memory of open files: which handle (session,
@@ -215,5 +217,50 @@ func (o *openTable) unpin(inos []uint64) {
 			close(c)
 			delete(o.pinned, ino)
 		}
+	}
+}
+
+// freeHint prepares the removal of name in parent: when the inode the name
+// holds now has no open handle in memory and every live session is known
+// (pinUnused), it pins the inode and returns a hint that lets the removal
+// free it at once (fsm/orphans.go, unused). done must be called with the
+// proposal's error once it returned. Without a hint (nil), the removal
+// leaves an orphan for FreeOrphans.
+//
+// Why it is safe: the index is read before the table is checked, and the
+// table before the command is proposed. An open that reaches the table
+// before the check keeps the hint away; an Open request after it waits for
+// the pin, that is until the removal is applied, and then finds the inode
+// gone. An open made by a logged command (Create of the existing name,
+// O_TRUNC) is applied either at or before the index read first, so its
+// handle was in the table for the check (the open listener runs before
+// the applied index moves), or after it, which the state machine sees
+// (`opened`) and then keeps the inode. The name may meanwhile point at
+// another inode: the hint names one, and apply frees only that one.
+func (n *Node) freeHint(parent uint64, name []byte) (*jfspb.FreeHint, func(error)) {
+	none := func(error) {}
+	if !n.ready() {
+		return nil, none
+	}
+	since := n.fsm.AppliedIndex()
+	lr := n.fsm.Lookup(&jfspb.LookupRequest{Parent: parent, Name: name})
+	ino := lr.GetAttr().GetIno()
+	if lr.GetErrno() != 0 || ino == 0 {
+		return nil, none
+	}
+	var live []uint64
+	for _, s := range n.fsm.Sessions() {
+		live = append(live, s.Id)
+	}
+	pinned := n.opens.pinUnused(live, []uint64{ino})
+	if len(pinned) == 0 {
+		return nil, none
+	}
+	return &jfspb.FreeHint{Ino: ino, UnopenedSince: since}, func(err error) {
+		if err != nil {
+			// The entry may still be applied: see freeOrphans.
+			n.raft.Barrier(n.cfg.ApplyTimeout).Error()
+		}
+		n.opens.unpin(pinned)
 	}
 }

@@ -274,3 +274,30 @@ func TestNewLeaderKeepsReportedOpens(t *testing.T) {
 	a.mustRelease(ino, 1)
 	mustBeFreed(t, c, ino)
 }
+
+// TestUnlinkOfUnusedFileFreesAtOnce: removing a file that nobody has open
+// frees it in the removal's own entry (the leader's FreeHint), so it costs
+// one entry as before; one that is open becomes an orphan instead.
+func TestUnlinkOfUnusedFileFreesAtOnce(t *testing.T) {
+	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.IntegrityCheck = -1 })
+	o := newOpener(t, c, "a")
+	ino := o.mustCreate("f", 1, "data")
+	o.mustRelease(ino, 1)
+	n := c.Leader()
+	before := n.FSM().AppliedIndex()
+	o.mustUnlink("f")
+	if e := n.FSM().GetAttr(&jfspb.GetAttrRequest{Ino: ino}).Errno; e != int32(syscall.ENOENT) {
+		t.Fatalf("getattr right after the unlink of an unused file: errno %d, want ENOENT", e)
+	}
+	if after := n.FSM().AppliedIndex(); after != before+1 {
+		t.Fatalf("applied index moved from %d to %d for one unlink", before, after)
+	}
+
+	open := o.mustCreate("g", 2, "data")
+	o.mustUnlink("g")
+	if got, e := o.read(open); e != 0 || got != "data" {
+		t.Fatalf("read of the open unlinked file: %q %v", got, e)
+	}
+	o.mustRelease(open, 2)
+	mustBeFreed(t, c, open)
+}

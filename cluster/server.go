@@ -216,15 +216,28 @@ func (s *Server) Create(ctx context.Context, r *jfspb.CreateRequest) (*jfspb.Cre
 	return propose[*jfspb.CreateResponse](ctx, s, cmdCreate, r.Header, r)
 }
 
-func (s *Server) Unlink(ctx context.Context, r *jfspb.UnlinkRequest) (*jfspb.UnlinkResponse, error) {
+// Unlink, Rmdir and Rename carry a FreeHint when the leader's memory shows
+// the inode they may remove unused (opens.go), so that it is freed in the
+// same entry rather than left an orphan.
+
+func (s *Server) Unlink(ctx context.Context, r *jfspb.UnlinkRequest) (resp *jfspb.UnlinkResponse, err error) {
+	var done func(error)
+	r.FreeHint, done = s.n.freeHint(r.Parent, r.Name)
+	defer func() { done(err) }()
 	return propose[*jfspb.UnlinkResponse](ctx, s, cmdUnlink, r.Header, r)
 }
 
-func (s *Server) Rmdir(ctx context.Context, r *jfspb.RmdirRequest) (*jfspb.RmdirResponse, error) {
+func (s *Server) Rmdir(ctx context.Context, r *jfspb.RmdirRequest) (resp *jfspb.RmdirResponse, err error) {
+	var done func(error)
+	r.FreeHint, done = s.n.freeHint(r.Parent, r.Name)
+	defer func() { done(err) }()
 	return propose[*jfspb.RmdirResponse](ctx, s, cmdRmdir, r.Header, r)
 }
 
-func (s *Server) Rename(ctx context.Context, r *jfspb.RenameRequest) (*jfspb.RenameResponse, error) {
+func (s *Server) Rename(ctx context.Context, r *jfspb.RenameRequest) (resp *jfspb.RenameResponse, err error) {
+	var done func(error)
+	r.FreeHint, done = s.n.freeHint(r.NewParent, r.NewName)
+	defer func() { done(err) }()
 	return propose[*jfspb.RenameResponse](ctx, s, cmdRename, r.Header, r)
 }
 

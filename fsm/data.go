@@ -326,15 +326,19 @@ func (t *txn) openCount(ino, session uint64) uint64 {
 
 // openFile opens ino for the command's session under handle fh; O_TRUNC
 // truncates a regular file. Under an entry of a leader that keeps opens in
-// memory (leaderOpens) the open is only told to the open listener;
-// otherwise (entries of older versions) it is counted in the replicated
-// open table.
-func (t *txn) openFile(ino uint64, n *inode, flags uint32, fh uint64) {
+// memory (leaderOpens) the open is told to the open listener and, for an
+// inode that existed before the entry, its index is recorded in `opened`
+// (a FreeHint taken before it no longer frees the inode); otherwise
+// (entries of older versions) it is counted in the replicated open table.
+func (t *txn) openFile(ino uint64, n *inode, flags uint32, fh uint64, existing bool) {
 	if flags&syscall.O_TRUNC != 0 && n.isReg() && n.Size > 0 {
 		t.truncate(ino, n, 0)
 		t.putInode(ino, n)
 	}
 	if t.leaderOpens {
+		if existing {
+			t.put(bucketOpened, u64(ino), u64(t.index))
+		}
 		if t.f.openListener != nil {
 			t.f.openListener(t.session, fh, ino)
 		}
@@ -392,7 +396,7 @@ func (t *txn) applyOpen(req *jfspb.OpenRequest) *jfspb.OpenResponse {
 	if e := checkOpen(n, flags); e != 0 {
 		return &jfspb.OpenResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, flags, req.GetFh())
+	t.openFile(ino, n, flags, req.GetFh(), true)
 	return &jfspb.OpenResponse{Attr: n.attr(ino)}
 }
 

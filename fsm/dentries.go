@@ -269,7 +269,7 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 		case n.isDir():
 			return &jfspb.CreateResponse{Errno: eno(syscall.EISDIR)}
 		}
-		t.openFile(ino, n, req.GetFlags(), req.GetFh())
+		t.openFile(ino, n, req.GetFlags(), req.GetFh(), true)
 		return &jfspb.CreateResponse{Attr: n.attr(ino)}
 	}
 	n := &inode{
@@ -280,7 +280,7 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 	if e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, 0, req.GetFh())
+	t.openFile(ino, n, 0, req.GetFh(), false)
 	return &jfspb.CreateResponse{Attr: n.attr(ino), Created: true}
 }
 
@@ -309,7 +309,7 @@ func (t *txn) createTmpfile(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 	if e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, 0, req.GetFh())
+	t.openFile(ino, n, 0, req.GetFh(), false)
 	mark := linkableTmpfile
 	if req.GetFlags()&syscall.O_EXCL != 0 {
 		mark = nil
@@ -322,6 +322,7 @@ func (t *txn) createTmpfile(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 // ENOENT, ENOTDIR, EINVAL, ENAMETOOLONG. The inode is freed with its last
 // name unless a session has it open (it is then sustained).
 func (t *txn) applyUnlink(req *jfspb.UnlinkRequest) *jfspb.UnlinkResponse {
+	t.freeHint = req.GetFreeHint()
 	parent, name := req.GetParent(), req.GetName()
 	if e := checkName(name); e != 0 {
 		return &jfspb.UnlinkResponse{Errno: eno(e)}
@@ -351,6 +352,7 @@ func (t *txn) applyUnlink(req *jfspb.UnlinkRequest) *jfspb.UnlinkResponse {
 // applyRmdir removes an empty directory: ENOTDIR, ENOTEMPTY, ENOENT,
 // EINVAL, ENAMETOOLONG.
 func (t *txn) applyRmdir(req *jfspb.RmdirRequest) *jfspb.RmdirResponse {
+	t.freeHint = req.GetFreeHint()
 	parent, name := req.GetParent(), req.GetName()
 	if e := checkName(name); e != 0 {
 		return &jfspb.RmdirResponse{Errno: eno(e)}
@@ -389,6 +391,7 @@ func (t *txn) applyRmdir(req *jfspb.RmdirRequest) *jfspb.RmdirResponse {
 // EISDIR (non-directory over directory), ENOTEMPTY (over a non-empty
 // directory).
 func (t *txn) applyRename(req *jfspb.RenameRequest) *jfspb.RenameResponse {
+	t.freeHint = req.GetFreeHint()
 	fail := func(e syscall.Errno) *jfspb.RenameResponse { return &jfspb.RenameResponse{Errno: eno(e)} }
 	flags := req.GetFlags()
 	if flags&^(renameNoReplace|renameExchange) != 0 || flags == renameNoReplace|renameExchange {

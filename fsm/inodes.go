@@ -192,6 +192,7 @@ func (t *txn) freeInode(ino uint64, n *inode) {
 	t.deletePrefix(bucketXattr, u64(ino))
 	t.del(bucketSymlink, u64(ino))
 	t.del(bucketSustained, u64(ino))
+	t.del(bucketOpened, u64(ino))
 	t.dropLocks(ino)
 	t.del(bucketInode, u64(ino))
 	t.metaAdd(metaUsedInodes, -1)

@@ -24,10 +24,20 @@ import (
 
 // unused reports whether ino, which just lost its last name, may be freed
 // at once: under an older version's entry when no session has it open in
-// the replicated table; under a leaderOpens entry never, since apply does
-// not know the leader's opens.
+// the replicated table; under a leaderOpens entry, whose apply cannot see
+// the leader's opens, only as its FreeHint allows: the hint names ino, no
+// logged open of ino came after the hint's index, and no older version's
+// open remains.
 func (t *txn) unused(ino uint64) bool {
-	return !t.leaderOpens && !t.isOpen(ino)
+	if !t.leaderOpens {
+		return !t.isOpen(ino)
+	}
+	h := t.freeHint
+	if h == nil || h.GetIno() != ino || t.isOpen(ino) {
+		return false
+	}
+	v := t.b(bucketOpened).Get(u64(ino))
+	return len(v) != 8 || binary.BigEndian.Uint64(v) <= h.GetUnopenedSince()
 }
 
 // isOrphan reports whether n (of ino) is an orphan that FreeOrphans may

@@ -150,3 +150,45 @@ func TestCheckOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestFreeHint: a removal whose FreeHint names the inode frees it at once,
+// unless an open of it was logged after the hint's index (a Create of the
+// existing name, an O_TRUNC open) or the hint names another inode.
+func TestFreeHint(t *testing.T) {
+	h := mustHarness(t, Options{BlockSize: 8})
+	h.leaderOpens = true
+	unlink := func(name string, hint *jfspb.FreeHint) {
+		t.Helper()
+		mustOK(t, h.do(cUnlink, &jfspb.UnlinkRequest{Parent: RootIno, Name: []byte(name), FreeHint: hint}))
+	}
+	a := h.mustCreate(RootIno, "a", false)
+	h.mustWrite(a.Ino, 0, []byte("data"))
+	unlink("a", &jfspb.FreeHint{Ino: a.Ino, UnopenedSince: h.index})
+	mustErrno(t, h.f.GetAttr(&jfspb.GetAttrRequest{Ino: a.Ino}), syscall.ENOENT)
+
+	b := h.mustCreate(RootIno, "b", false)
+	unlink("b", &jfspb.FreeHint{Ino: b.Ino + 100, UnopenedSince: h.index})
+	h.mustAttr(b.Ino) // another inode's hint: an orphan
+
+	c := h.mustCreate(RootIno, "c", false)
+	since := h.index
+	// Opened again by name after the hint was taken: the hint is stale.
+	mustOK(t, h.do(cCreate, &jfspb.CreateRequest{Parent: RootIno, Name: []byte("c"), Mode: 0o644, Fh: 3}))
+	unlink("c", &jfspb.FreeHint{Ino: c.Ino, UnopenedSince: since})
+	h.mustAttr(c.Ino)
+
+	d := h.mustCreate(RootIno, "d", false)
+	since = h.index
+	mustOK(t, h.do(cOpen, &jfspb.OpenRequest{Ino: d.Ino, Flags: syscall.O_WRONLY | syscall.O_TRUNC, Fh: 4}))
+	unlink("d", &jfspb.FreeHint{Ino: d.Ino, UnopenedSince: since})
+	h.mustAttr(d.Ino)
+	// A hint taken after that open frees the next one at once.
+	e := h.mustCreate(RootIno, "e", false)
+	mustOK(t, h.do(cOpen, &jfspb.OpenRequest{Ino: e.Ino, Flags: syscall.O_WRONLY | syscall.O_TRUNC, Fh: 5}))
+	unlink("e", &jfspb.FreeHint{Ino: e.Ino, UnopenedSince: h.index})
+	mustErrno(t, h.f.GetAttr(&jfspb.GetAttrRequest{Ino: e.Ino}), syscall.ENOENT)
+
+	if got := h.f.Orphans(10); !slices.Equal(got, []uint64{b.Ino, c.Ino, d.Ino}) {
+		t.Fatalf("orphans %v, want [%d %d %d]", got, b.Ino, c.Ino, d.Ino)
+	}
+}

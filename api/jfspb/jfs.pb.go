@@ -2188,10 +2188,12 @@ func (x *CreateResponse) GetCreated() bool {
 // UnlinkRequest removes a non-directory name (EISDIR on a directory). The
 // inode lives on while a session has it open.
 type UnlinkRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Parent        uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
-	Name          []byte                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Parent uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	Name   []byte                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Set by the leader, never by a client (it is overwritten): see FreeHint.
+	FreeHint      *FreeHint `protobuf:"bytes,160,opt,name=free_hint,json=freeHint,proto3" json:"free_hint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2247,6 +2249,71 @@ func (x *UnlinkRequest) GetName() []byte {
 	return nil
 }
 
+func (x *UnlinkRequest) GetFreeHint() *FreeHint {
+	if x != nil {
+		return x.FreeHint
+	}
+	return nil
+}
+
+// FreeHint lets the removal of an inode's last name free it at once rather
+// than leave an orphan (see fsm/DESIGN.md "Orphans"): the leader's memory
+// had no open of ino when it proposed the command, every session had
+// reported its open files, and opens of ino wait until the command is
+// applied. Apply frees the inode only if the name it removes is ino's last,
+// and no open of ino was recorded in the log after index unopened_since.
+type FreeHint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	UnopenedSince uint64                 `protobuf:"varint,2,opt,name=unopened_since,json=unopenedSince,proto3" json:"unopened_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeHint) Reset() {
+	*x = FreeHint{}
+	mi := &file_jfs_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeHint) ProtoMessage() {}
+
+func (x *FreeHint) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeHint.ProtoReflect.Descriptor instead.
+func (*FreeHint) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *FreeHint) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *FreeHint) GetUnopenedSince() uint64 {
+	if x != nil {
+		return x.UnopenedSince
+	}
+	return 0
+}
+
 type UnlinkResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -2258,7 +2325,7 @@ type UnlinkResponse struct {
 
 func (x *UnlinkResponse) Reset() {
 	*x = UnlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2337,7 @@ func (x *UnlinkResponse) String() string {
 func (*UnlinkResponse) ProtoMessage() {}
 
 func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2350,7 @@ func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkResponse.ProtoReflect.Descriptor instead.
 func (*UnlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{30}
+	return file_jfs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UnlinkResponse) GetErrno() int32 {
@@ -2305,13 +2372,14 @@ type RmdirRequest struct {
 	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Parent        uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
 	Name          []byte                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	FreeHint      *FreeHint              `protobuf:"bytes,160,opt,name=free_hint,json=freeHint,proto3" json:"free_hint,omitempty"` // set by the leader: see FreeHint
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RmdirRequest) Reset() {
 	*x = RmdirRequest{}
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2391,7 @@ func (x *RmdirRequest) String() string {
 func (*RmdirRequest) ProtoMessage() {}
 
 func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2404,7 @@ func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirRequest.ProtoReflect.Descriptor instead.
 func (*RmdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{31}
+	return file_jfs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RmdirRequest) GetHeader() *Header {
@@ -2360,6 +2428,13 @@ func (x *RmdirRequest) GetName() []byte {
 	return nil
 }
 
+func (x *RmdirRequest) GetFreeHint() *FreeHint {
+	if x != nil {
+		return x.FreeHint
+	}
+	return nil
+}
+
 type RmdirResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -2369,7 +2444,7 @@ type RmdirResponse struct {
 
 func (x *RmdirResponse) Reset() {
 	*x = RmdirResponse{}
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2456,7 @@ func (x *RmdirResponse) String() string {
 func (*RmdirResponse) ProtoMessage() {}
 
 func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2469,7 @@ func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirResponse.ProtoReflect.Descriptor instead.
 func (*RmdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{32}
+	return file_jfs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RmdirResponse) GetErrno() int32 {
@@ -2414,13 +2489,14 @@ type RenameRequest struct {
 	NewParent     uint64                 `protobuf:"varint,4,opt,name=new_parent,json=newParent,proto3" json:"new_parent,omitempty"`
 	NewName       []byte                 `protobuf:"bytes,5,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
 	Flags         uint32                 `protobuf:"varint,6,opt,name=flags,proto3" json:"flags,omitempty"`
+	FreeHint      *FreeHint              `protobuf:"bytes,160,opt,name=free_hint,json=freeHint,proto3" json:"free_hint,omitempty"` // for the inode renamed over; set by the leader: see FreeHint
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2432,7 +2508,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2445,7 +2521,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{33}
+	return file_jfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RenameRequest) GetHeader() *Header {
@@ -2490,6 +2566,13 @@ func (x *RenameRequest) GetFlags() uint32 {
 	return 0
 }
 
+func (x *RenameRequest) GetFreeHint() *FreeHint {
+	if x != nil {
+		return x.FreeHint
+	}
+	return nil
+}
+
 type RenameResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -2499,7 +2582,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2511,7 +2594,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2524,7 +2607,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{34}
+	return file_jfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RenameResponse) GetErrno() int32 {
@@ -2546,7 +2629,7 @@ type LinkRequest struct {
 
 func (x *LinkRequest) Reset() {
 	*x = LinkRequest{}
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2558,7 +2641,7 @@ func (x *LinkRequest) String() string {
 func (*LinkRequest) ProtoMessage() {}
 
 func (x *LinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2571,7 +2654,7 @@ func (x *LinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
 func (*LinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{35}
+	return file_jfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LinkRequest) GetHeader() *Header {
@@ -2612,7 +2695,7 @@ type LinkResponse struct {
 
 func (x *LinkResponse) Reset() {
 	*x = LinkResponse{}
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2707,7 @@ func (x *LinkResponse) String() string {
 func (*LinkResponse) ProtoMessage() {}
 
 func (x *LinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2720,7 @@ func (x *LinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkResponse.ProtoReflect.Descriptor instead.
 func (*LinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{36}
+	return file_jfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LinkResponse) GetErrno() int32 {
@@ -2670,7 +2753,7 @@ type SymlinkRequest struct {
 
 func (x *SymlinkRequest) Reset() {
 	*x = SymlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2682,7 +2765,7 @@ func (x *SymlinkRequest) String() string {
 func (*SymlinkRequest) ProtoMessage() {}
 
 func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2695,7 +2778,7 @@ func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkRequest.ProtoReflect.Descriptor instead.
 func (*SymlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{37}
+	return file_jfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SymlinkRequest) GetHeader() *Header {
@@ -2750,7 +2833,7 @@ type SymlinkResponse struct {
 
 func (x *SymlinkResponse) Reset() {
 	*x = SymlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +2845,7 @@ func (x *SymlinkResponse) String() string {
 func (*SymlinkResponse) ProtoMessage() {}
 
 func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +2858,7 @@ func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkResponse.ProtoReflect.Descriptor instead.
 func (*SymlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{38}
+	return file_jfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SymlinkResponse) GetErrno() int32 {
@@ -2801,7 +2884,7 @@ type ReadLinkRequest struct {
 
 func (x *ReadLinkRequest) Reset() {
 	*x = ReadLinkRequest{}
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2813,7 +2896,7 @@ func (x *ReadLinkRequest) String() string {
 func (*ReadLinkRequest) ProtoMessage() {}
 
 func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2826,7 +2909,7 @@ func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkRequest.ProtoReflect.Descriptor instead.
 func (*ReadLinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{39}
+	return file_jfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadLinkRequest) GetIno() uint64 {
@@ -2846,7 +2929,7 @@ type ReadLinkResponse struct {
 
 func (x *ReadLinkResponse) Reset() {
 	*x = ReadLinkResponse{}
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +2941,7 @@ func (x *ReadLinkResponse) String() string {
 func (*ReadLinkResponse) ProtoMessage() {}
 
 func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +2954,7 @@ func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkResponse.ProtoReflect.Descriptor instead.
 func (*ReadLinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{40}
+	return file_jfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadLinkResponse) GetErrno() int32 {
@@ -2904,7 +2987,7 @@ type ReadDirRequest struct {
 
 func (x *ReadDirRequest) Reset() {
 	*x = ReadDirRequest{}
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +2999,7 @@ func (x *ReadDirRequest) String() string {
 func (*ReadDirRequest) ProtoMessage() {}
 
 func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3012,7 @@ func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirRequest.ProtoReflect.Descriptor instead.
 func (*ReadDirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{41}
+	return file_jfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReadDirRequest) GetIno() uint64 {
@@ -2964,7 +3047,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2976,7 +3059,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2989,7 +3072,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{42}
+	return file_jfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DirEntry) GetName() []byte {
@@ -3025,7 +3108,7 @@ type ReadDirResponse struct {
 
 func (x *ReadDirResponse) Reset() {
 	*x = ReadDirResponse{}
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3037,7 +3120,7 @@ func (x *ReadDirResponse) String() string {
 func (*ReadDirResponse) ProtoMessage() {}
 
 func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3050,7 +3133,7 @@ func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirResponse.ProtoReflect.Descriptor instead.
 func (*ReadDirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{43}
+	return file_jfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadDirResponse) GetErrno() int32 {
@@ -3089,7 +3172,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3101,7 +3184,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3114,7 +3197,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{44}
+	return file_jfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *OpenRequest) GetHeader() *Header {
@@ -3155,7 +3238,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3250,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3263,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *OpenResponse) GetErrno() int32 {
@@ -3217,7 +3300,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3312,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3325,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReleaseRequest) GetHeader() *Header {
@@ -3289,7 +3372,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3301,7 +3384,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3314,7 +3397,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReleaseResponse) GetErrno() int32 {
@@ -3337,7 +3420,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3349,7 +3432,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3362,7 +3445,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadRequest) GetIno() uint64 {
@@ -3399,7 +3482,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3494,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3507,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadResponse) GetErrno() int32 {
@@ -3462,7 +3545,7 @@ type TouchAtimeRequest struct {
 
 func (x *TouchAtimeRequest) Reset() {
 	*x = TouchAtimeRequest{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3474,7 +3557,7 @@ func (x *TouchAtimeRequest) String() string {
 func (*TouchAtimeRequest) ProtoMessage() {}
 
 func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3487,7 +3570,7 @@ func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeRequest.ProtoReflect.Descriptor instead.
 func (*TouchAtimeRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *TouchAtimeRequest) GetHeader() *Header {
@@ -3516,7 +3599,7 @@ type TouchAtimeResponse struct {
 
 func (x *TouchAtimeResponse) Reset() {
 	*x = TouchAtimeResponse{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3528,7 +3611,7 @@ func (x *TouchAtimeResponse) String() string {
 func (*TouchAtimeResponse) ProtoMessage() {}
 
 func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3541,7 +3624,7 @@ func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeResponse.ProtoReflect.Descriptor instead.
 func (*TouchAtimeResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *TouchAtimeResponse) GetErrno() int32 {
@@ -3586,7 +3669,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3598,7 +3681,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3611,7 +3694,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3669,7 +3752,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +3764,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +3777,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3747,7 +3830,7 @@ type FallocateRequest struct {
 
 func (x *FallocateRequest) Reset() {
 	*x = FallocateRequest{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3759,7 +3842,7 @@ func (x *FallocateRequest) String() string {
 func (*FallocateRequest) ProtoMessage() {}
 
 func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3772,7 +3855,7 @@ func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateRequest.ProtoReflect.Descriptor instead.
 func (*FallocateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FallocateRequest) GetHeader() *Header {
@@ -3827,7 +3910,7 @@ type FallocateResponse struct {
 
 func (x *FallocateResponse) Reset() {
 	*x = FallocateResponse{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3839,7 +3922,7 @@ func (x *FallocateResponse) String() string {
 func (*FallocateResponse) ProtoMessage() {}
 
 func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3852,7 +3935,7 @@ func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateResponse.ProtoReflect.Descriptor instead.
 func (*FallocateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FallocateResponse) GetErrno() int32 {
@@ -3877,7 +3960,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3889,7 +3972,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3902,7 +3985,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 type StatFSResponse struct {
@@ -3922,7 +4005,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3934,7 +4017,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3947,7 +4030,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -4027,7 +4110,7 @@ type GetXattrRequest struct {
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4039,7 +4122,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4052,7 +4135,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -4086,7 +4169,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4181,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4194,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -4143,7 +4226,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4238,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4251,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -4215,7 +4298,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4227,7 +4310,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4240,7 +4323,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -4262,7 +4345,7 @@ type ListXattrRequest struct {
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4274,7 +4357,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4287,7 +4370,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -4314,7 +4397,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4326,7 +4409,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4339,7 +4422,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -4367,7 +4450,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4379,7 +4462,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4392,7 +4475,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -4425,7 +4508,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4437,7 +4520,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4450,7 +4533,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -4472,7 +4555,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4484,7 +4567,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4497,7 +4580,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -4531,7 +4614,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4543,7 +4626,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4556,7 +4639,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4624,7 +4707,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4636,7 +4719,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4649,7 +4732,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4722,7 +4805,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4734,7 +4817,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4747,7 +4830,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -4823,7 +4906,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4835,7 +4918,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4848,7 +4931,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -4883,7 +4966,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4895,7 +4978,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4908,7 +4991,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -4963,7 +5046,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4975,7 +5058,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4988,7 +5071,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -5021,7 +5104,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5033,7 +5116,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5046,7 +5129,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -5072,7 +5155,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5084,7 +5167,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5097,7 +5180,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -5120,7 +5203,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5132,7 +5215,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5145,7 +5228,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -5178,7 +5261,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5190,7 +5273,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5203,7 +5286,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -5233,7 +5316,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5245,7 +5328,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5258,7 +5341,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -5297,7 +5380,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5309,7 +5392,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5322,7 +5405,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -5350,7 +5433,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5362,7 +5445,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5375,7 +5458,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -5404,7 +5487,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5416,7 +5499,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5429,7 +5512,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -5451,7 +5534,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5463,7 +5546,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5476,7 +5559,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -5515,7 +5598,7 @@ type FreeOrphansRequest struct {
 
 func (x *FreeOrphansRequest) Reset() {
 	*x = FreeOrphansRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5527,7 +5610,7 @@ func (x *FreeOrphansRequest) String() string {
 func (*FreeOrphansRequest) ProtoMessage() {}
 
 func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5540,7 +5623,7 @@ func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansRequest.ProtoReflect.Descriptor instead.
 func (*FreeOrphansRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *FreeOrphansRequest) GetInos() []uint64 {
@@ -5560,7 +5643,7 @@ type FreeOrphansResponse struct {
 
 func (x *FreeOrphansResponse) Reset() {
 	*x = FreeOrphansResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5572,7 +5655,7 @@ func (x *FreeOrphansResponse) String() string {
 func (*FreeOrphansResponse) ProtoMessage() {}
 
 func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5585,7 +5668,7 @@ func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansResponse.ProtoReflect.Descriptor instead.
 func (*FreeOrphansResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *FreeOrphansResponse) GetErrno() int32 {
@@ -5622,7 +5705,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5634,7 +5717,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5647,7 +5730,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *Member) GetId() string {
@@ -5711,7 +5794,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5723,7 +5806,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5736,7 +5819,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -5762,7 +5845,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5774,7 +5857,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5787,7 +5870,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -5805,7 +5888,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5817,7 +5900,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5830,7 +5913,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 type ClusterStatusResponse struct {
@@ -5851,7 +5934,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5863,7 +5946,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5876,7 +5959,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -5956,7 +6039,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5968,7 +6051,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5981,7 +6064,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -6021,7 +6104,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6033,7 +6116,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6046,7 +6129,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -6065,7 +6148,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6077,7 +6160,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6090,7 +6173,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -6109,7 +6192,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6121,7 +6204,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6134,7 +6217,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -6156,7 +6239,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6168,7 +6251,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6181,7 +6264,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -6207,7 +6290,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6219,7 +6302,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6232,7 +6315,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -6250,7 +6333,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6262,7 +6345,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6275,7 +6358,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 type ListSessionsResponse struct {
@@ -6288,7 +6371,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6300,7 +6383,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6313,7 +6396,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -6356,7 +6439,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6368,7 +6451,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6381,7 +6464,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -6472,7 +6555,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6484,7 +6567,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6497,7 +6580,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -6524,7 +6607,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6536,7 +6619,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6549,7 +6632,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -6576,7 +6659,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6588,7 +6671,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6601,7 +6684,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -6627,7 +6710,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6639,7 +6722,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6652,7 +6735,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -6676,7 +6759,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6688,7 +6771,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6701,7 +6784,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -6728,7 +6811,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6740,7 +6823,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6753,7 +6836,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -6794,7 +6877,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6806,7 +6889,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6819,7 +6902,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 type CheckpointResponse struct {
@@ -6833,7 +6916,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6845,7 +6928,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6858,7 +6941,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -6889,7 +6972,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6901,7 +6984,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6914,7 +6997,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -6947,7 +7030,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6959,7 +7042,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6972,7 +7055,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -6996,7 +7079,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7008,7 +7091,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7021,7 +7104,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -7050,7 +7133,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7062,7 +7145,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7075,7 +7158,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -7107,7 +7190,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7119,7 +7202,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7132,7 +7215,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -7145,7 +7228,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7157,7 +7240,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7170,7 +7253,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -7196,7 +7279,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7208,7 +7291,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7221,7 +7304,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{112}
+	return file_jfs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -7278,7 +7361,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7290,7 +7373,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7303,7 +7386,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{113}
+	return file_jfs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -7323,7 +7406,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7335,7 +7418,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7348,7 +7431,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{114}
+	return file_jfs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -7379,7 +7462,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7391,7 +7474,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7404,7 +7487,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{115}
+	return file_jfs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -7431,7 +7514,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7443,7 +7526,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7456,7 +7539,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{116}
+	return file_jfs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -7625,20 +7708,25 @@ const file_jfs_proto_rawDesc = "" +
 	"\x0eCreateResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
 	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\x12\x18\n" +
-	"\acreated\x18\x03 \x01(\bR\acreated\"c\n" +
+	"\acreated\x18\x03 \x01(\bR\acreated\"\x93\x01\n" +
 	"\rUnlinkRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\fR\x04name\"H\n" +
+	"\x04name\x18\x03 \x01(\fR\x04name\x12.\n" +
+	"\tfree_hint\x18\xa0\x01 \x01(\v2\x10.jfs.v1.FreeHintR\bfreeHint\"C\n" +
+	"\bFreeHint\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12%\n" +
+	"\x0eunopened_since\x18\x02 \x01(\x04R\runopenedSince\"H\n" +
 	"\x0eUnlinkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
-	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"b\n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\x92\x01\n" +
 	"\fRmdirRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\fR\x04name\"%\n" +
+	"\x04name\x18\x03 \x01(\fR\x04name\x12.\n" +
+	"\tfree_hint\x18\xa0\x01 \x01(\v2\x10.jfs.v1.FreeHintR\bfreeHint\"%\n" +
 	"\rRmdirResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xb3\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xe3\x01\n" +
 	"\rRenameRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
@@ -7646,7 +7734,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\n" +
 	"new_parent\x18\x04 \x01(\x04R\tnewParent\x12\x19\n" +
 	"\bnew_name\x18\x05 \x01(\fR\anewName\x12\x14\n" +
-	"\x05flags\x18\x06 \x01(\rR\x05flags\"&\n" +
+	"\x05flags\x18\x06 \x01(\rR\x05flags\x12.\n" +
+	"\tfree_hint\x18\xa0\x01 \x01(\v2\x10.jfs.v1.FreeHintR\bfreeHint\"&\n" +
 	"\x0eRenameResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\x81\x01\n" +
 	"\vLinkRequest\x12&\n" +
@@ -8056,7 +8145,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 117)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 118)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -8091,93 +8180,94 @@ var file_jfs_proto_goTypes = []any{
 	(*CreateRequest)(nil),            // 30: jfs.v1.CreateRequest
 	(*CreateResponse)(nil),           // 31: jfs.v1.CreateResponse
 	(*UnlinkRequest)(nil),            // 32: jfs.v1.UnlinkRequest
-	(*UnlinkResponse)(nil),           // 33: jfs.v1.UnlinkResponse
-	(*RmdirRequest)(nil),             // 34: jfs.v1.RmdirRequest
-	(*RmdirResponse)(nil),            // 35: jfs.v1.RmdirResponse
-	(*RenameRequest)(nil),            // 36: jfs.v1.RenameRequest
-	(*RenameResponse)(nil),           // 37: jfs.v1.RenameResponse
-	(*LinkRequest)(nil),              // 38: jfs.v1.LinkRequest
-	(*LinkResponse)(nil),             // 39: jfs.v1.LinkResponse
-	(*SymlinkRequest)(nil),           // 40: jfs.v1.SymlinkRequest
-	(*SymlinkResponse)(nil),          // 41: jfs.v1.SymlinkResponse
-	(*ReadLinkRequest)(nil),          // 42: jfs.v1.ReadLinkRequest
-	(*ReadLinkResponse)(nil),         // 43: jfs.v1.ReadLinkResponse
-	(*ReadDirRequest)(nil),           // 44: jfs.v1.ReadDirRequest
-	(*DirEntry)(nil),                 // 45: jfs.v1.DirEntry
-	(*ReadDirResponse)(nil),          // 46: jfs.v1.ReadDirResponse
-	(*OpenRequest)(nil),              // 47: jfs.v1.OpenRequest
-	(*OpenResponse)(nil),             // 48: jfs.v1.OpenResponse
-	(*ReleaseRequest)(nil),           // 49: jfs.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 50: jfs.v1.ReleaseResponse
-	(*ReadRequest)(nil),              // 51: jfs.v1.ReadRequest
-	(*ReadResponse)(nil),             // 52: jfs.v1.ReadResponse
-	(*TouchAtimeRequest)(nil),        // 53: jfs.v1.TouchAtimeRequest
-	(*TouchAtimeResponse)(nil),       // 54: jfs.v1.TouchAtimeResponse
-	(*WriteRequest)(nil),             // 55: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 56: jfs.v1.WriteResponse
-	(*FallocateRequest)(nil),         // 57: jfs.v1.FallocateRequest
-	(*FallocateResponse)(nil),        // 58: jfs.v1.FallocateResponse
-	(*StatFSRequest)(nil),            // 59: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 60: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 61: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 62: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 63: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 64: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 65: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 66: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 67: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 68: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 69: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 70: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 71: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 72: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 73: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 74: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 75: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 76: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 77: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 78: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 79: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 80: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 81: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 82: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 83: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 84: jfs.v1.FreeDataResponse
-	(*FreeOrphansRequest)(nil),       // 85: jfs.v1.FreeOrphansRequest
-	(*FreeOrphansResponse)(nil),      // 86: jfs.v1.FreeOrphansResponse
-	(*Member)(nil),                   // 87: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 88: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 89: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 90: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 91: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 92: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 93: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 94: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 95: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 96: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 97: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 98: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 99: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 100: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 101: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 102: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 103: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 104: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 105: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 106: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 107: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 108: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 109: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 110: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 111: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 112: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 113: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 114: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 115: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 116: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 117: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 118: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 119: jfs.v1.ReleaseBatchResponse
+	(*FreeHint)(nil),                 // 33: jfs.v1.FreeHint
+	(*UnlinkResponse)(nil),           // 34: jfs.v1.UnlinkResponse
+	(*RmdirRequest)(nil),             // 35: jfs.v1.RmdirRequest
+	(*RmdirResponse)(nil),            // 36: jfs.v1.RmdirResponse
+	(*RenameRequest)(nil),            // 37: jfs.v1.RenameRequest
+	(*RenameResponse)(nil),           // 38: jfs.v1.RenameResponse
+	(*LinkRequest)(nil),              // 39: jfs.v1.LinkRequest
+	(*LinkResponse)(nil),             // 40: jfs.v1.LinkResponse
+	(*SymlinkRequest)(nil),           // 41: jfs.v1.SymlinkRequest
+	(*SymlinkResponse)(nil),          // 42: jfs.v1.SymlinkResponse
+	(*ReadLinkRequest)(nil),          // 43: jfs.v1.ReadLinkRequest
+	(*ReadLinkResponse)(nil),         // 44: jfs.v1.ReadLinkResponse
+	(*ReadDirRequest)(nil),           // 45: jfs.v1.ReadDirRequest
+	(*DirEntry)(nil),                 // 46: jfs.v1.DirEntry
+	(*ReadDirResponse)(nil),          // 47: jfs.v1.ReadDirResponse
+	(*OpenRequest)(nil),              // 48: jfs.v1.OpenRequest
+	(*OpenResponse)(nil),             // 49: jfs.v1.OpenResponse
+	(*ReleaseRequest)(nil),           // 50: jfs.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 51: jfs.v1.ReleaseResponse
+	(*ReadRequest)(nil),              // 52: jfs.v1.ReadRequest
+	(*ReadResponse)(nil),             // 53: jfs.v1.ReadResponse
+	(*TouchAtimeRequest)(nil),        // 54: jfs.v1.TouchAtimeRequest
+	(*TouchAtimeResponse)(nil),       // 55: jfs.v1.TouchAtimeResponse
+	(*WriteRequest)(nil),             // 56: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 57: jfs.v1.WriteResponse
+	(*FallocateRequest)(nil),         // 58: jfs.v1.FallocateRequest
+	(*FallocateResponse)(nil),        // 59: jfs.v1.FallocateResponse
+	(*StatFSRequest)(nil),            // 60: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 61: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 62: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 63: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 64: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 65: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 66: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 67: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 68: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 69: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 70: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 71: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 72: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 73: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 74: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 75: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 76: jfs.v1.FlockResponse
+	(*CancelLockWaitRequest)(nil),    // 77: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 78: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 79: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 80: jfs.v1.ReleaseLockOwnerResponse
+	(*Settings)(nil),                 // 81: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 82: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 83: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 84: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 85: jfs.v1.FreeDataResponse
+	(*FreeOrphansRequest)(nil),       // 86: jfs.v1.FreeOrphansRequest
+	(*FreeOrphansResponse)(nil),      // 87: jfs.v1.FreeOrphansResponse
+	(*Member)(nil),                   // 88: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 89: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 90: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 91: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 92: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 93: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 94: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 95: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 96: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 97: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 98: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 99: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 100: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 101: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 102: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 103: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 104: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 105: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 106: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 107: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 108: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 109: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 110: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 111: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 112: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 113: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 114: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 115: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 116: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 117: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 118: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 119: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 120: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,   // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -8195,148 +8285,151 @@ var file_jfs_proto_depIdxs = []int32{
 	3,   // 12: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
 	5,   // 13: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
 	3,   // 14: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 15: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 16: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
-	3,   // 17: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
-	3,   // 18: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 19: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 20: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
-	5,   // 21: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
-	5,   // 22: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
-	45,  // 23: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
-	3,   // 24: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
-	5,   // 25: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 26: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
-	5,   // 27: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 28: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
-	5,   // 29: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 30: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
-	5,   // 31: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 32: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
-	5,   // 33: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 34: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
-	3,   // 35: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
-	1,   // 36: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
-	1,   // 37: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	69,  // 38: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
-	3,   // 39: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
-	1,   // 40: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	69,  // 41: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 42: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
-	1,   // 43: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	69,  // 44: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 45: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	80,  // 46: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	80,  // 47: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	87,  // 48: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	87,  // 49: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	6,   // 50: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,   // 51: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	69,  // 52: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,   // 53: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	100, // 54: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	87,  // 55: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
-	3,   // 56: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
-	49,  // 57: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
-	7,   // 58: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	9,   // 59: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	14,  // 60: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	20,  // 61: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	22,  // 62: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	24,  // 63: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	26,  // 64: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	28,  // 65: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	30,  // 66: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	32,  // 67: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	34,  // 68: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	36,  // 69: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	38,  // 70: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	40,  // 71: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	42,  // 72: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	44,  // 73: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	47,  // 74: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	49,  // 75: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	51,  // 76: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	55,  // 77: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	59,  // 78: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	61,  // 79: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	63,  // 80: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	65,  // 81: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	67,  // 82: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	70,  // 83: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	72,  // 84: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	74,  // 85: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	78,  // 86: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	76,  // 87: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	57,  // 88: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	53,  // 89: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	118, // 90: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	12,  // 91: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
-	90,  // 92: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	92,  // 93: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	94,  // 94: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	96,  // 95: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	98,  // 96: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	101, // 97: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	103, // 98: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	88,  // 99: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	111, // 100: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	105, // 101: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	81,  // 102: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	113, // 103: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	114, // 104: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
-	8,   // 105: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	10,  // 106: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	15,  // 107: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	21,  // 108: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	23,  // 109: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	25,  // 110: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	27,  // 111: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	29,  // 112: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	31,  // 113: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	33,  // 114: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	35,  // 115: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	37,  // 116: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	39,  // 117: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	41,  // 118: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	43,  // 119: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	46,  // 120: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	48,  // 121: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	50,  // 122: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	52,  // 123: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	56,  // 124: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	60,  // 125: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	62,  // 126: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	64,  // 127: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	66,  // 128: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	68,  // 129: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	71,  // 130: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	73,  // 131: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	75,  // 132: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	79,  // 133: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	77,  // 134: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	58,  // 135: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	54,  // 136: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	119, // 137: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	13,  // 138: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
-	91,  // 139: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	93,  // 140: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	95,  // 141: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	97,  // 142: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	99,  // 143: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	102, // 144: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	104, // 145: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	89,  // 146: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	112, // 147: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	106, // 148: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	82,  // 149: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	114, // 150: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	115, // 151: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
-	105, // [105:152] is the sub-list for method output_type
-	58,  // [58:105] is the sub-list for method input_type
-	58,  // [58:58] is the sub-list for extension type_name
-	58,  // [58:58] is the sub-list for extension extendee
-	0,   // [0:58] is the sub-list for field type_name
+	33,  // 15: jfs.v1.UnlinkRequest.free_hint:type_name -> jfs.v1.FreeHint
+	5,   // 16: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 17: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
+	33,  // 18: jfs.v1.RmdirRequest.free_hint:type_name -> jfs.v1.FreeHint
+	3,   // 19: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
+	33,  // 20: jfs.v1.RenameRequest.free_hint:type_name -> jfs.v1.FreeHint
+	3,   // 21: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
+	5,   // 22: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 23: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
+	5,   // 24: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
+	5,   // 25: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
+	46,  // 26: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
+	3,   // 27: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
+	5,   // 28: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 29: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
+	5,   // 30: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 31: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
+	5,   // 32: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 33: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
+	5,   // 34: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 35: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
+	5,   // 36: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 37: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
+	3,   // 38: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
+	1,   // 39: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
+	1,   // 40: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
+	70,  // 41: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	3,   // 42: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
+	1,   // 43: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
+	70,  // 44: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 45: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
+	1,   // 46: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
+	70,  // 47: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 48: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
+	81,  // 49: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	81,  // 50: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	88,  // 51: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	88,  // 52: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	6,   // 53: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,   // 54: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	70,  // 55: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,   // 56: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	101, // 57: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	88,  // 58: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	3,   // 59: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	50,  // 60: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
+	7,   // 61: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	9,   // 62: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	14,  // 63: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	20,  // 64: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	22,  // 65: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	24,  // 66: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	26,  // 67: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	28,  // 68: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	30,  // 69: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	32,  // 70: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	35,  // 71: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	37,  // 72: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	39,  // 73: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	41,  // 74: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	43,  // 75: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	45,  // 76: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	48,  // 77: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	50,  // 78: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	52,  // 79: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	56,  // 80: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	60,  // 81: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	62,  // 82: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	64,  // 83: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	66,  // 84: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	68,  // 85: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	71,  // 86: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	73,  // 87: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	75,  // 88: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	79,  // 89: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	77,  // 90: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	58,  // 91: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	54,  // 92: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	119, // 93: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	12,  // 94: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
+	91,  // 95: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	93,  // 96: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	95,  // 97: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	97,  // 98: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	99,  // 99: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	102, // 100: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	104, // 101: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	89,  // 102: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	112, // 103: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	106, // 104: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	82,  // 105: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	114, // 106: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	115, // 107: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	8,   // 108: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	10,  // 109: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	15,  // 110: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	21,  // 111: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	23,  // 112: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	25,  // 113: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	27,  // 114: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	29,  // 115: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	31,  // 116: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	34,  // 117: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	36,  // 118: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	38,  // 119: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	40,  // 120: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	42,  // 121: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	44,  // 122: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	47,  // 123: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	49,  // 124: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	51,  // 125: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	53,  // 126: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	57,  // 127: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	61,  // 128: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	63,  // 129: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	65,  // 130: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	67,  // 131: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	69,  // 132: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	72,  // 133: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	74,  // 134: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	76,  // 135: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	80,  // 136: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	78,  // 137: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	59,  // 138: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	55,  // 139: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	120, // 140: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	13,  // 141: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
+	92,  // 142: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	94,  // 143: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	96,  // 144: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	98,  // 145: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	100, // 146: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	103, // 147: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	105, // 148: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	90,  // 149: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	113, // 150: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	107, // 151: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	83,  // 152: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	115, // 153: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	116, // 154: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	108, // [108:155] is the sub-list for method output_type
+	61,  // [61:108] is the sub-list for method input_type
+	61,  // [61:61] is the sub-list for extension type_name
+	61,  // [61:61] is the sub-list for extension extendee
+	0,   // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -8350,7 +8443,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   117,
+			NumMessages:   118,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -212,7 +212,13 @@ func (s *Server) Mkdir(ctx context.Context, r *jfspb.MkdirRequest) (*jfspb.Mkdir
 	return propose[*jfspb.MkdirResponse](ctx, s, cmdMkdir, r.Header, r)
 }
 
+// Create creates and opens a file; its apply tells the leader's table of
+// the open (opens.go). Only a ready leader takes it, as its table hears
+// applies only from when it took office.
 func (s *Server) Create(ctx context.Context, r *jfspb.CreateRequest) (*jfspb.CreateResponse, error) {
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
 	return propose[*jfspb.CreateResponse](ctx, s, cmdCreate, r.Header, r)
 }
 
@@ -268,6 +274,9 @@ func (s *Server) ReadDir(ctx context.Context, r *jfspb.ReadDirRequest) (*jfspb.R
 // then answers ENOENT, or is decided after the open is recorded and leaves
 // the inode alone.
 func (s *Server) Open(ctx context.Context, r *jfspb.OpenRequest) (*jfspb.OpenResponse, error) {
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
 	if r.Flags&syscall.O_TRUNC != 0 {
 		return propose[*jfspb.OpenResponse](ctx, s, cmdOpen, r.Header, r)
 	}
@@ -275,9 +284,6 @@ func (s *Server) Open(ctx context.Context, r *jfspb.OpenRequest) (*jfspb.OpenRes
 		return errnoResponse[*jfspb.OpenResponse](e), nil
 	}
 	sid, fh := r.Header.GetSession(), r.Fh
-	if !s.n.ready() {
-		return nil, s.toStatus(ErrNotLeader)
-	}
 	wait, ok := s.n.opens.open(sid, fh, r.Ino)
 	if !ok {
 		return nil, s.toStatus(ErrNotLeader)

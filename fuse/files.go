@@ -62,9 +62,15 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("Open", time.Now(), &st)
 	fh := fs.nextFh.Add(1)
+	// Listed for a new leader's report before the cluster may have it
+	// (OpenFiles): a report is never missing an open the leader answered.
+	if s := fs.opts.Session; s != nil {
+		fs.opened(fh, s.ID(), in.NodeId)
+	}
 	req := &jfspb.OpenRequest{Ino: in.NodeId, Flags: in.Flags, Fh: fh}
 	r, err := fs.c.Open(ctx(), req)
 	if st = fs.byIno("open", err, r.GetErrno()); !st.Ok() {
+		fs.handles.Delete(fh)
 		return st
 	}
 	fs.invalidateAttr(in.NodeId)

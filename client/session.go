@@ -46,15 +46,17 @@ type Session struct {
 	closeErr  error
 
 	opensMu sync.Mutex
-	opens   func(session uint64) []*jfspb.OpenHandle // see SetOpenFiles
+	opens   func(session uint64) ([]*jfspb.OpenHandle, bool) // see SetOpenFiles
 }
 
 // SetOpenFiles installs fn, which lists the files open under a session
-// (handle id and inode). The leader keeps open files in memory only; a new
-// leader asks each session for them in a heartbeat's answer, and the
-// keeper then sends what fn lists (ReportOpens). Without fn a session
-// reports none.
-func (s *Session) SetOpenFiles(fn func(session uint64) []*jfspb.OpenHandle) {
+// (handle id and inode), and whether that list is complete (false while a
+// create is in flight, whose handle is not known yet). The leader keeps
+// open files in memory only; a new leader asks each session for them in a
+// heartbeat's answer, and the keeper then sends what fn lists
+// (ReportOpens); an incomplete list is sent again at the next heartbeat.
+// Without fn a session reports none.
+func (s *Session) SetOpenFiles(fn func(session uint64) ([]*jfspb.OpenHandle, bool)) {
 	s.opensMu.Lock()
 	s.opens = fn
 	s.opensMu.Unlock()
@@ -67,7 +69,9 @@ func (s *Session) reportOpens(ctx context.Context, id uint64) {
 	s.opensMu.Unlock()
 	req := &jfspb.ReportOpensRequest{Session: id}
 	if fn != nil {
-		req.Handles = fn(id)
+		var complete bool
+		req.Handles, complete = fn(id)
+		req.Incomplete = !complete
 	}
 	r, err := s.c.ReportOpens(ctx, req)
 	switch {

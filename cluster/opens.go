@@ -131,9 +131,10 @@ func (o *openTable) release(session, fh uint64) (ino uint64, last bool) {
 	return ino, o.count[ino] == 0
 }
 
-// report records the open files a session listed, and that it reported.
-// It reports false when this node is not the ready leader.
-func (o *openTable) report(session uint64, handles map[uint64]uint64) bool {
+// report records the open files a session listed and, if the list is
+// complete, that it reported. It reports false when this node is not the
+// ready leader.
+func (o *openTable) report(session uint64, handles map[uint64]uint64, complete bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.active {
@@ -142,7 +143,9 @@ func (o *openTable) report(session uint64, handles map[uint64]uint64) bool {
 	for fh, ino := range handles {
 		o.add(session, fh, ino)
 	}
-	o.reported[session] = true
+	if complete {
+		o.reported[session] = true
+	}
 	return true
 }
 

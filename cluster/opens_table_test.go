@@ -15,7 +15,11 @@ func TestOpenTableCompleteness(t *testing.T) {
 	if got := o.pinUnused([]uint64{7, 9, 150}, []uint64{1, 2}); got != nil {
 		t.Fatalf("pinned %v before any report", got)
 	}
-	o.report(7, map[uint64]uint64{1: 1}) // session 7 has inode 1 open as fh 1
+	o.report(7, map[uint64]uint64{1: 1}, false) // a create in flight: not yet
+	if o.hasReported(7) {
+		t.Fatal("an incomplete report counts as reported")
+	}
+	o.report(7, map[uint64]uint64{1: 1}, true) // session 7 has inode 1 open as fh 1
 	if got := o.pinUnused([]uint64{7, 9, 150}, []uint64{1, 2}); got != nil {
 		t.Fatalf("pinned %v while session 9 has not reported", got)
 	}

@@ -168,7 +168,7 @@ func (s *Server) ReportOpens(ctx context.Context, r *jfspb.ReportOpensRequest) (
 	for _, h := range r.Handles {
 		handles[h.Fh] = h.Ino
 	}
-	if !s.n.opens.report(r.Session, handles) {
+	if !s.n.opens.report(r.Session, handles, !r.Incomplete) {
 		return nil, s.toStatus(ErrNotLeader)
 	}
 	s.n.kickFree() // the table may be complete now

@@ -24,6 +24,8 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.CreateRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh}
+	fs.creating.Add(1)
+	defer fs.creating.Add(-1) // after the handle is listed
 	r, err := fs.c.Create(ctx(), req)
 	if st = fs.status("create", err, r.GetErrno()); !st.Ok() {
 		return st
@@ -42,6 +44,8 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.CreateRequest{Parent: in.NodeId, Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh, Tmpfile: true}
+	fs.creating.Add(1)
+	defer fs.creating.Add(-1) // after the handle is listed
 	r, err := fs.c.Create(ctx(), req)
 	if st = fs.status("tmpfile", err, r.GetErrno()); !st.Ok() {
 		return st

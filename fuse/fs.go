@@ -86,6 +86,9 @@ type FS struct {
 	// handles maps an open file's fh to its openFile: the session it was
 	// opened under and the inode. A new leader asks for them (OpenFiles).
 	handles sync.Map
+	// creating counts the creates in flight, whose handles OpenFiles
+	// cannot list yet.
+	creating atomic.Int64
 
 	// touching holds the inodes whose atime update is in flight (atime.go).
 	touching sync.Map
@@ -193,8 +196,10 @@ type openFile struct{ session, ino uint64 }
 // OpenFiles lists the files open under session sid, for a leader that has
 // just taken office (client.Session.SetOpenFiles): the leader keeps open
 // files in memory only, and frees an unlinked file once no session has it
-// open.
-func (fs *FS) OpenFiles(sid uint64) []*jfspb.OpenHandle {
+// open. complete is false while a create is in flight: its handle, whose
+// inode is not known yet, is missing from the list.
+func (fs *FS) OpenFiles(sid uint64) (handles []*jfspb.OpenHandle, complete bool) {
+	complete = fs.creating.Load() == 0
 	var out []*jfspb.OpenHandle
 	fs.handles.Range(func(k, v any) bool {
 		if f := v.(openFile); f.session == sid {
@@ -202,7 +207,7 @@ func (fs *FS) OpenFiles(sid uint64) []*jfspb.OpenHandle {
 		}
 		return true
 	})
-	return out
+	return out, complete
 }
 
 // live fails an operation on a file opened under a session the cluster has

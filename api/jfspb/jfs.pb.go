@@ -945,9 +945,13 @@ func (x *OpenHandle) GetIno() uint64 {
 // .report_opens). Unlinked files are freed only once every live session
 // has reported (or ended).
 type ReportOpensRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
-	Handles       []*OpenHandle          `protobuf:"bytes,2,rep,name=handles,proto3" json:"handles,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Handles []*OpenHandle          `protobuf:"bytes,2,rep,name=handles,proto3" json:"handles,omitempty"`
+	// incomplete: a create of the session was in flight, whose handle the
+	// client could not list yet. The leader keeps the handles but does not
+	// count the session as reported; the next heartbeat asks again.
+	Incomplete    bool `protobuf:"varint,3,opt,name=incomplete,proto3" json:"incomplete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -994,6 +998,13 @@ func (x *ReportOpensRequest) GetHandles() []*OpenHandle {
 		return x.Handles
 	}
 	return nil
+}
+
+func (x *ReportOpensRequest) GetIncomplete() bool {
+	if x != nil {
+		return x.Incomplete
+	}
+	return false
 }
 
 type ReportOpensResponse struct {
@@ -7624,10 +7635,13 @@ const file_jfs_proto_rawDesc = "" +
 	"\n" +
 	"OpenHandle\x12\x0e\n" +
 	"\x02fh\x18\x01 \x01(\x04R\x02fh\x12\x10\n" +
-	"\x03ino\x18\x02 \x01(\x04R\x03ino\"\\\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\"|\n" +
 	"\x12ReportOpensRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12,\n" +
-	"\ahandles\x18\x02 \x03(\v2\x12.jfs.v1.OpenHandleR\ahandles\"+\n" +
+	"\ahandles\x18\x02 \x03(\v2\x12.jfs.v1.OpenHandleR\ahandles\x12\x1e\n" +
+	"\n" +
+	"incomplete\x18\x03 \x01(\bR\n" +
+	"incomplete\"+\n" +
 	"\x13ReportOpensResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"=\n" +
 	"\x13CloseSessionRequest\x12&\n" +

@@ -86,6 +86,11 @@ func (c *Client) Heartbeat(ctx context.Context, r *jfspb.HeartbeatRequest) (*jfs
 	return read(ctx, c, jfspb.MetaClient.Heartbeat, r)
 }
 
+// ReportOpens sends a ReportOpensRequest to the leader.
+func (c *Client) ReportOpens(ctx context.Context, r *jfspb.ReportOpensRequest) (*jfspb.ReportOpensResponse, error) {
+	return read(ctx, c, jfspb.MetaClient.ReportOpens, r)
+}
+
 // CloseSession applies a CloseSessionRequest exactly once.
 func (c *Client) CloseSession(ctx context.Context, r *jfspb.CloseSessionRequest) (*jfspb.CloseSessionResponse, error) {
 	return write(ctx, c, jfspb.MetaClient.CloseSession, r, func(r *jfspb.CloseSessionRequest, h *jfspb.Header) { r.Header = h })

@@ -44,6 +44,44 @@ type Session struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
+
+	opensMu sync.Mutex
+	opens   func(session uint64) ([]*jfspb.OpenHandle, bool) // see SetOpenFiles
+}
+
+// SetOpenFiles installs fn, which lists the files open under a session
+// (handle id and inode), and whether that list is complete (false while a
+// create is in flight, whose handle is not known yet). The leader keeps
+// open files in memory only; a new leader asks each session for them in a
+// heartbeat's answer, and the keeper then sends what fn lists
+// (ReportOpens); an incomplete list is sent again at the next heartbeat.
+// Without fn a session reports none.
+func (s *Session) SetOpenFiles(fn func(session uint64) ([]*jfspb.OpenHandle, bool)) {
+	s.opensMu.Lock()
+	s.opens = fn
+	s.opensMu.Unlock()
+}
+
+// reportOpens sends the open files of session id to the leader.
+func (s *Session) reportOpens(ctx context.Context, id uint64) {
+	s.opensMu.Lock()
+	fn := s.opens
+	s.opensMu.Unlock()
+	req := &jfspb.ReportOpensRequest{Session: id}
+	if fn != nil {
+		var complete bool
+		req.Handles, complete = fn(id)
+		req.Incomplete = !complete
+	}
+	r, err := s.c.ReportOpens(ctx, req)
+	switch {
+	case err != nil:
+		s.c.log.Warn("reporting open files failed; the next heartbeat asks again", "session", id, "error", err)
+	case r.Errno == int32(syscall.ESTALE):
+		s.markLost(id)
+	case r.Errno != 0:
+		s.c.log.Warn("reporting open files refused", "session", id, "errno", syscall.Errno(r.Errno))
+	}
 }
 
 // StartSession registers a session for c (see Client.Register) and starts
@@ -121,6 +159,11 @@ func (s *Session) loop() {
 				s.c.log.Warn("heartbeat refused", "session", id, "errno", syscall.Errno(r.Errno))
 			default:
 				s.setTTL(r.TtlMs)
+				if r.ReportOpens {
+					ctx, cancel := context.WithTimeout(s.ctx, s.TTL())
+					s.reportOpens(ctx, id)
+					cancel()
+				}
 			}
 		}
 		if gone != 0 && gone == s.ID() {

@@ -153,7 +153,8 @@ func (s *Server) TransferLeader(ctx context.Context, r *jfspb.TransferLeaderRequ
 }
 
 // ListSessions lists every session with, from the leader's timers, when it
-// last sent a heartbeat, and how many locks it holds.
+// last sent a heartbeat, how many locks it holds and, from the leader's
+// memory, how many files it has open.
 func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest) (*jfspb.ListSessionsResponse, error) {
 	return read(ctx, s, "list_sessions", r, func(*jfspb.ListSessionsRequest) *jfspb.ListSessionsResponse {
 		sessions := s.n.fsm.Sessions()
@@ -167,6 +168,7 @@ func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest)
 			}
 			ss.LocksHeld = held[ss.Id]
 			ss.StoredResults = s.n.fsm.StoredResults(ss.Id)
+			ss.OpenFiles = uint64(s.n.opens.openFiles(ss.Id))
 		}
 		return &jfspb.ListSessionsResponse{Sessions: sessions}
 	})

@@ -181,6 +181,7 @@ func (n *Node) restoreBackup(ctx context.Context, h fsm.BackupHeader, statePath 
 
 	n.readyTerm.Store(0)
 	n.sessions.stop()
+	n.opens.stop()
 	stopped := time.Now()
 	n.locks.endAll(syscall.ESTALE)
 	// Ready again when done, if this node still leads in the same term; if
@@ -191,6 +192,7 @@ func (n *Node) restoreBackup(ctx context.Context, h fsm.BackupHeader, statePath 
 			// No heartbeat was taken meanwhile: that time is not
 			// held against a session registered since.
 			n.sessions.start(time.Since(stopped))
+			n.opens.start(n.raft.LastIndex()) // every session of the backup has ended
 			n.requestCheck()
 		}
 	}()

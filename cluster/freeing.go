@@ -62,6 +62,9 @@ func (n *Node) freeLoop(every time.Duration) {
 			default:
 			}
 		}
+		if !retry && n.ready() && !n.freeOrphans() {
+			retry = true
+		}
 		if retry {
 			select { // a failed step is tried again after a pause
 			case <-n.stopped:
@@ -69,6 +72,48 @@ func (n *Node) freeLoop(every time.Duration) {
 			case <-time.After(every):
 				n.kickFree()
 			}
+		}
+	}
+}
+
+// freeOrphans frees the orphans (inodes without a name, fsm/orphans.go)
+// that the leader's memory shows no handle of, in FreeOrphans commands of
+// up to fsm.MaxFreeOrphans. It frees nothing until every live session has
+// reported its open files to this leader (openTable.pinUnused): before
+// that an orphan may be open on a mount this leader has not heard from.
+// The orphans are pinned while their command is in flight, so an open of
+// one waits and then finds it gone. It reports false when a proposal
+// failed.
+func (n *Node) freeOrphans() bool {
+	for {
+		orphans := n.fsm.Orphans(fsm.MaxFreeOrphans)
+		if len(orphans) == 0 {
+			return true
+		}
+		var live []uint64
+		for _, s := range n.fsm.Sessions() {
+			live = append(live, s.Id)
+		}
+		free := n.opens.pinUnused(live, orphans)
+		if len(free) == 0 {
+			return true // all open, or the table is not complete yet
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		_, err := n.Propose(ctx, cmdFreeOrphans, nil, &jfspb.FreeOrphansRequest{Inos: free})
+		cancel()
+		if err != nil {
+			// The entry may still be applied: an open of a pinned inode
+			// must not be checked before it is, or is known dropped.
+			// A barrier waits for every entry before it; failing, this
+			// node no longer leads and its opens fail their reads.
+			n.raft.Barrier(n.cfg.ApplyTimeout).Error()
+			n.opens.unpin(free)
+			n.log.Warn("freeing orphans", "inodes", len(free), "error", err)
+			return false
+		}
+		n.opens.unpin(free)
+		if len(free) < len(orphans) || len(orphans) < fsm.MaxFreeOrphans {
+			return true
 		}
 	}
 }

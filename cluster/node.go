@@ -49,6 +49,7 @@ type Node struct {
 	peers    peerConns      // connections to the other nodes' APIs
 	locks    *lockWaits     // blocked lock requests (leader only)
 	sessions *sessionTimers // session TTLs (leader only)
+	opens    *openTable     // open files (leader only; opens.go)
 
 	checkpoints checkpoints            // digests taken at checkpoint entries
 	corrupt     atomic.Pointer[string] // why this node's state is corrupt; nil: it is not
@@ -111,7 +112,9 @@ func NewNode(cfg Config) (*Node, error) {
 	n.lease.core = newLeaseCore(cfg)
 	n.locks = newLockWaits(n)
 	n.sessions = newSessionTimers(n, cfg.SessionTTL)
+	n.opens = newOpenTable()
 	n.fsm.SetLockListener(n.locks.changed)
+	n.fsm.SetOpenListener(n.opens.opened)
 	n.fsm.SetCheckpointListener(n.checkpoints.taken)
 	n.refreshCorrupt()
 	if err := n.startRaft(); err != nil {
@@ -440,9 +443,14 @@ func (n *Node) watchLeadership() {
 				// Waiters queue again at the new leader; it restarts the
 				// session timers.
 				n.sessions.stop()
+				n.opens.stop()
 				n.locks.failAll(ErrNotLeader)
 				continue
 			}
+			// From now on this node hears every open that an entry
+			// applied here makes; the opens of earlier leaders come with
+			// the sessions' reports (opens.go).
+			n.opens.start(n.raft.LastIndex())
 			term := n.raft.CurrentTerm()
 			outage := time.Since(n.lastLeaderSeen(term))
 			n.wg.Add(1)
@@ -578,7 +586,9 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	if err != nil {
 		return nil, fmt.Errorf("marshal %v: %w", typ, err)
 	}
-	e := &jfspb.LogEntry{Type: uint32(typ), TimeNs: time.Now().UnixNano(), Body: b}
+	// LeaderOpens: this version keeps open files in the leader's memory
+	// (opens.go), and apply must know it (fsm/orphans.go).
+	e := &jfspb.LogEntry{Type: uint32(typ), TimeNs: time.Now().UnixNano(), Body: b, LeaderOpens: true}
 	if h != nil {
 		e.Session, e.Seq, e.Acked, e.AckedSeqs = h.Session, h.Seq, h.Acked, h.AckedSeqs
 	}

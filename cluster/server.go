@@ -127,6 +127,7 @@ const (
 	cmdAlive        = jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE
 	cmdCheckpoint   = jfspb.CommandType_COMMAND_TYPE_CHECKPOINT
 	cmdMarkCorrupt  = jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT
+	cmdFreeOrphans  = jfspb.CommandType_COMMAND_TYPE_FREE_ORPHANS
 )
 
 // ---- sessions ----
@@ -155,7 +156,29 @@ func (s *Server) Heartbeat(ctx context.Context, r *jfspb.HeartbeatRequest) (*jfs
 	if err := b.wait(ctx); err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &jfspb.HeartbeatResponse{TtlMs: s.n.cfg.SessionTTL.Milliseconds()}, nil
+	return &jfspb.HeartbeatResponse{TtlMs: s.n.cfg.SessionTTL.Milliseconds(),
+		ReportOpens: !s.n.opens.hasReported(r.Session)}, nil
+}
+
+// ReportOpens records the open files of a session that this leader has
+// not heard since it took office (opens.go): ESTALE for a session that is
+// not live.
+func (s *Server) ReportOpens(ctx context.Context, r *jfspb.ReportOpensRequest) (*jfspb.ReportOpensResponse, error) {
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	if s.n.fsm.Session(r.Session) == nil {
+		return &jfspb.ReportOpensResponse{Errno: int32(syscall.ESTALE)}, nil
+	}
+	handles := make(map[uint64]uint64, len(r.Handles))
+	for _, h := range r.Handles {
+		handles[h.Fh] = h.Ino
+	}
+	if !s.n.opens.report(r.Session, handles, !r.Incomplete) {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	s.n.kickFree() // the table may be complete now
+	return &jfspb.ReportOpensResponse{}, nil
 }
 
 func (s *Server) CloseSession(ctx context.Context, r *jfspb.CloseSessionRequest) (*jfspb.CloseSessionResponse, error) {
@@ -195,19 +218,38 @@ func (s *Server) Mkdir(ctx context.Context, r *jfspb.MkdirRequest) (*jfspb.Mkdir
 	return propose[*jfspb.MkdirResponse](ctx, s, cmdMkdir, r.Header, r)
 }
 
+// Create creates and opens a file; its apply tells the leader's table of
+// the open (opens.go). Only a ready leader takes it, as its table hears
+// applies only from when it took office.
 func (s *Server) Create(ctx context.Context, r *jfspb.CreateRequest) (*jfspb.CreateResponse, error) {
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
 	return propose[*jfspb.CreateResponse](ctx, s, cmdCreate, r.Header, r)
 }
 
-func (s *Server) Unlink(ctx context.Context, r *jfspb.UnlinkRequest) (*jfspb.UnlinkResponse, error) {
+// Unlink, Rmdir and Rename carry a FreeHint when the leader's memory shows
+// the inode they may remove unused (opens.go), so that it is freed in the
+// same entry rather than left an orphan.
+
+func (s *Server) Unlink(ctx context.Context, r *jfspb.UnlinkRequest) (resp *jfspb.UnlinkResponse, err error) {
+	var done func(error)
+	r.FreeHint, done = s.n.freeHint(r.Parent, r.Name)
+	defer func() { done(err) }()
 	return propose[*jfspb.UnlinkResponse](ctx, s, cmdUnlink, r.Header, r)
 }
 
-func (s *Server) Rmdir(ctx context.Context, r *jfspb.RmdirRequest) (*jfspb.RmdirResponse, error) {
+func (s *Server) Rmdir(ctx context.Context, r *jfspb.RmdirRequest) (resp *jfspb.RmdirResponse, err error) {
+	var done func(error)
+	r.FreeHint, done = s.n.freeHint(r.Parent, r.Name)
+	defer func() { done(err) }()
 	return propose[*jfspb.RmdirResponse](ctx, s, cmdRmdir, r.Header, r)
 }
 
-func (s *Server) Rename(ctx context.Context, r *jfspb.RenameRequest) (*jfspb.RenameResponse, error) {
+func (s *Server) Rename(ctx context.Context, r *jfspb.RenameRequest) (resp *jfspb.RenameResponse, err error) {
+	var done func(error)
+	r.FreeHint, done = s.n.freeHint(r.NewParent, r.NewName)
+	defer func() { done(err) }()
 	return propose[*jfspb.RenameResponse](ctx, s, cmdRename, r.Header, r)
 }
 
@@ -229,29 +271,127 @@ func (s *Server) ReadDir(ctx context.Context, r *jfspb.ReadDirRequest) (*jfspb.R
 
 // ---- open files and data ----
 
+// Open opens a file for the session. The open lives in the leader's
+// memory (opens.go) and costs no log entry, unless O_TRUNC makes it a write:
+// then the Open command truncates in the log and its apply tells the
+// table of the open. An in-memory open is recorded before the inode is
+// checked, with a read that sees every write completed before it, so an
+// orphan's free (FreeOrphans) either is applied before the check, which
+// then answers ENOENT, or is decided after the open is recorded and leaves
+// the inode alone.
 func (s *Server) Open(ctx context.Context, r *jfspb.OpenRequest) (*jfspb.OpenResponse, error) {
-	return propose[*jfspb.OpenResponse](ctx, s, cmdOpen, r.Header, r)
-}
-
-func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.ReleaseResponse, error) {
-	resp, err := propose[*jfspb.ReleaseResponse](ctx, s, cmdRelease, r.Header, r)
-	if err == nil && len(r.LockOwners) > 0 {
-		s.n.locks.forgetOwners(r.Header.GetSession(), r.LockOwners...)
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	if r.Flags&syscall.O_TRUNC != 0 {
+		return propose[*jfspb.OpenResponse](ctx, s, cmdOpen, r.Header, r)
+	}
+	if e := checkRequest(r); e != 0 {
+		return errnoResponse[*jfspb.OpenResponse](e), nil
+	}
+	sid, fh := r.Header.GetSession(), r.Fh
+	wait, ok := s.n.opens.open(sid, fh, r.Ino)
+	if !ok {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			s.closeHandle(sid, fh)
+			return nil, s.toStatus(ctx.Err())
+		}
+	}
+	resp, err := read(ctx, s, "open", r, func(r *jfspb.OpenRequest) *jfspb.OpenResponse {
+		return s.n.fsm.CheckOpen(sid, r)
+	})
+	if err != nil || resp.Errno != 0 {
+		s.closeHandle(sid, fh)
 	}
 	return resp, err
 }
 
-// ReleaseBatch applies several releases of the session as one log entry.
-func (s *Server) ReleaseBatch(ctx context.Context, r *jfspb.ReleaseBatchRequest) (*jfspb.ReleaseBatchResponse, error) {
-	resp, err := propose[*jfspb.ReleaseBatchResponse](ctx, s, cmdReleaseBatch, r.Header, r)
-	if err == nil {
-		for _, rr := range r.Releases {
-			if len(rr.LockOwners) > 0 {
-				s.n.locks.forgetOwners(r.Header.GetSession(), rr.LockOwners...)
-			}
+// closeHandle forgets handle (sid, fh) of the leader's memory and, when it
+// was its inode's last, looks for orphans to free.
+func (s *Server) closeHandle(sid, fh uint64) {
+	if ino, last := s.n.opens.release(sid, fh); ino != 0 && last {
+		s.n.kickFree()
+	}
+}
+
+// Release ends an open file. Only a release that drops a lock, or ends an
+// open that an older version recorded in the log, is a log entry
+// (fsm.ReleaseNeedsLog); any other ends the open in the leader's memory.
+// A release of a handle the leader does not know succeeds.
+func (s *Server) Release(ctx context.Context, r *jfspb.ReleaseRequest) (*jfspb.ReleaseResponse, error) {
+	if e := checkRequest(r); e != 0 {
+		return errnoResponse[*jfspb.ReleaseResponse](e), nil
+	}
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	sid := r.Header.GetSession()
+	resp := &jfspb.ReleaseResponse{}
+	var err error
+	if s.n.fsm.ReleaseNeedsLog(sid, r) {
+		resp, err = propose[*jfspb.ReleaseResponse](ctx, s, cmdRelease, r.Header, r)
+	} else if s.n.fsm.Session(sid) == nil {
+		resp.Errno = int32(syscall.ESTALE)
+	}
+	if err == nil && resp.Errno != int32(syscall.ESTALE) {
+		s.closeHandle(sid, r.Fh)
+		if len(r.LockOwners) > 0 {
+			s.n.locks.forgetOwners(sid, r.LockOwners...)
 		}
 	}
 	return resp, err
+}
+
+// ReleaseBatch ends several open files of the session as Release does: the
+// releases that need the log go in one entry, the others only end opens
+// in the leader's memory.
+func (s *Server) ReleaseBatch(ctx context.Context, r *jfspb.ReleaseBatchRequest) (*jfspb.ReleaseBatchResponse, error) {
+	if e := checkRequest(r); e != 0 {
+		return errnoResponse[*jfspb.ReleaseBatchResponse](e), nil
+	}
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	sid := r.Header.GetSession()
+	if s.n.fsm.Session(sid) == nil {
+		return &jfspb.ReleaseBatchResponse{Errno: int32(syscall.ESTALE)}, nil
+	}
+	out := &jfspb.ReleaseBatchResponse{Errnos: make([]int32, len(r.Releases))}
+	var logged []*jfspb.ReleaseRequest
+	var at []int
+	for i, rr := range r.Releases {
+		if s.n.fsm.ReleaseNeedsLog(sid, rr) {
+			logged = append(logged, rr)
+			at = append(at, i)
+		}
+	}
+	if len(logged) > 0 {
+		resp, err := propose[*jfspb.ReleaseBatchResponse](ctx, s, cmdReleaseBatch, r.Header,
+			&jfspb.ReleaseBatchRequest{Header: r.Header, Releases: logged})
+		if err != nil {
+			return nil, err
+		}
+		if resp.Errno != 0 {
+			return resp, nil
+		}
+		for j, e := range resp.Errnos {
+			if j < len(at) { // a retry may find fewer to log than the stored answer has
+				out.Errnos[at[j]] = e
+			}
+		}
+	}
+	for _, rr := range r.Releases {
+		s.closeHandle(sid, rr.Fh)
+		if len(rr.LockOwners) > 0 {
+			s.n.locks.forgetOwners(sid, rr.LockOwners...)
+		}
+	}
+	return out, nil
 }
 
 func (s *Server) Read(ctx context.Context, r *jfspb.ReadRequest) (*jfspb.ReadResponse, error) {

@@ -276,6 +276,8 @@ func (st *sessionTimers) expire(sid uint64) {
 	delete(st.expiring, sid)
 	st.mu.Unlock()
 	st.n.locks.dropSession(sid)
+	st.n.opens.dropSession(sid)
+	st.n.kickFree() // its orphans, and the sessions left to report
 }
 
 // forget drops sid's timer after the session was closed or evicted.
@@ -285,6 +287,8 @@ func (st *sessionTimers) forget(sid uint64) {
 	delete(st.lastBeat, sid)
 	st.mu.Unlock()
 	st.n.locks.dropSession(sid)
+	st.n.opens.dropSession(sid)
+	st.n.kickFree() // its orphans, and the sessions left to report
 }
 
 // add arms a timer for a session just registered.

@@ -343,10 +343,14 @@ func (t *txn) openCount(ino, session uint64) uint64 {
 	return binary.BigEndian.Uint64(v)
 }
 
-// openFile counts one more open of ino by the command's session, for c;
-// O_TRUNC truncates a regular file, and drops its set-id bits when c is
-// not root (as a truncate does).
-func (t *txn) openFile(ino uint64, n *inode, flags uint32, c *jfspb.Cred) {
+// openFile opens ino for the command's session under handle fh, for c;
+// O_TRUNC truncates a regular file, and drops its set-id bits when c is not
+// root (as a truncate does). Under an entry of a leader that keeps opens in
+// memory (leaderOpens) the open is told to the open listener and, for an
+// inode that existed before the entry, its index is recorded in `opened`
+// (a FreeHint taken before it no longer frees the inode); otherwise
+// (entries of older versions) it is counted in the replicated open table.
+func (t *txn) openFile(ino uint64, n *inode, flags uint32, fh uint64, existing bool, c *jfspb.Cred) {
 	if flags&syscall.O_TRUNC != 0 && n.isReg() {
 		if n.Size > 0 {
 			t.truncate(ino, n, 0)
@@ -358,6 +362,15 @@ func (t *txn) openFile(ino uint64, n *inode, flags uint32, c *jfspb.Cred) {
 			t.putInode(ino, n)
 		}
 	}
+	if t.leaderOpens {
+		if existing {
+			t.put(bucketOpened, u64(ino), u64(t.index))
+		}
+		if t.f.openListener != nil {
+			t.f.openListener(t.session, fh, ino)
+		}
+		return
+	}
 	count := t.openCount(ino, t.session)
 	t.put(bucketOpen, key2(ino, t.session), u64(count+1))
 	if count == 0 {
@@ -365,8 +378,11 @@ func (t *txn) openFile(ino uint64, n *inode, flags uint32, c *jfspb.Cred) {
 	}
 }
 
-// closeFile counts one open of ino by session less, and frees a sustained
-// inode whose last open this was. It reports false if session had no open.
+// closeFile counts one open of ino by session less in the replicated open
+// table. It reports false if session had no open there. Under an older
+// version's entry it frees a sustained inode whose last open this was;
+// under a leaderOpens entry the inode stays an orphan, freed by the leader
+// (FreeOrphans) once no open in its memory remains.
 func (t *txn) closeFile(ino, session uint64) bool {
 	c := t.openCount(ino, session)
 	switch c {
@@ -379,35 +395,47 @@ func (t *txn) closeFile(ino, session uint64) bool {
 		t.put(bucketOpen, key2(ino, session), u64(c-1))
 		return true
 	}
-	if n := t.inode(ino); n != nil && n.Nlink == 0 && !t.isOpen(ino) {
+	if n := t.inode(ino); !t.leaderOpens && n != nil && n.Nlink == 0 && !t.isOpen(ino) {
 		t.freeInode(ino, n)
 	}
 	return true
 }
 
-// applyOpen counts an open of ino by the session: ENOENT; EISDIR when a
-// directory is opened for writing; EACCES, EPERM as MayOpen.
+// checkOpen is the one place that decides whether an open of ino with
+// flags by c may proceed, for the replicated Open and for the leader's
+// in-memory open (FSM.CheckOpen) alike: ENOENT; EISDIR when a directory is
+// opened for writing; EACCES, EPERM as MayOpen.
+func checkOpen(ino uint64, n *inode, flags uint32, c *jfspb.Cred) syscall.Errno {
+	switch {
+	case n == nil:
+		return syscall.ENOENT
+	case n.isDir() && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0:
+		return syscall.EISDIR
+	}
+	return MayOpen(n.attr(ino), c, flags)
+}
+
+// applyOpen opens ino for the session (see openFile): the errnos of
+// checkOpen.
 func (t *txn) applyOpen(req *jfspb.OpenRequest) *jfspb.OpenResponse {
 	ino, flags := req.GetIno(), req.GetFlags()
 	c := req.GetHeader().GetCred()
 	n := t.inode(ino)
-	switch {
-	case n == nil:
-		return &jfspb.OpenResponse{Errno: eno(syscall.ENOENT)}
-	case n.isDir() && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0:
-		return &jfspb.OpenResponse{Errno: eno(syscall.EISDIR)}
-	}
-	if e := MayOpen(n.attr(ino), c, flags); e != 0 {
+	if e := checkOpen(ino, n, flags, c); e != 0 {
 		return &jfspb.OpenResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, flags, c)
+	t.openFile(ino, n, flags, req.GetFh(), true, c)
 	return &jfspb.OpenResponse{Attr: n.attr(ino)}
 }
 
 // applyRelease ends an open of ino by the session, dropping the flock of
 // (session, fh) when asked and the POSIX locks on ino of the listed owners
-// (the open file's OFD locks): EBADF if the session does not have ino open,
-// after the locks are dropped all the same.
+// (the open file's OFD locks). Under an older version's entry it is EBADF
+// if the session does not have ino open, after the locks are dropped all
+// the same. Under a leaderOpens entry the open lives in the leader's
+// memory, which the leader has already ended: the entry drops the locks,
+// and ends an open of the replicated table if one is left from an older
+// version, never EBADF.
 func (t *txn) applyRelease(req *jfspb.ReleaseRequest) *jfspb.ReleaseResponse {
 	ino := req.GetIno()
 	if req.GetReleaseFlock() {
@@ -420,7 +448,7 @@ func (t *txn) applyRelease(req *jfspb.ReleaseRequest) *jfspb.ReleaseResponse {
 	if dropped {
 		t.savePlocks(ino)
 	}
-	if !t.closeFile(ino, t.session) {
+	if !t.closeFile(ino, t.session) && !t.leaderOpens {
 		return &jfspb.ReleaseResponse{Errno: eno(syscall.EBADF)}
 	}
 	return &jfspb.ReleaseResponse{}

@@ -312,7 +312,7 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 		if e := MayOpen(n.attr(ino), c, req.GetFlags()); e != 0 {
 			return &jfspb.CreateResponse{Errno: eno(e)}
 		}
-		t.openFile(ino, n, req.GetFlags(), c)
+		t.openFile(ino, n, req.GetFlags(), req.GetFh(), true, c)
 		return &jfspb.CreateResponse{Attr: n.attr(ino)}
 	}
 	n := &inode{
@@ -323,7 +323,7 @@ func (t *txn) applyCreate(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 	if e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, 0, c)
+	t.openFile(ino, n, 0, req.GetFh(), false, c)
 	return &jfspb.CreateResponse{Attr: n.attr(ino), Created: true}
 }
 
@@ -354,7 +354,7 @@ func (t *txn) createTmpfile(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 	if e != 0 {
 		return &jfspb.CreateResponse{Errno: eno(e)}
 	}
-	t.openFile(ino, n, 0, c)
+	t.openFile(ino, n, 0, req.GetFh(), false, c)
 	mark := linkableTmpfile
 	if req.GetFlags()&syscall.O_EXCL != 0 {
 		mark = nil
@@ -367,6 +367,7 @@ func (t *txn) createTmpfile(req *jfspb.CreateRequest) *jfspb.CreateResponse {
 // ENOENT, ENOTDIR, EINVAL, ENAMETOOLONG. The inode is freed with its last
 // name unless a session has it open (it is then sustained).
 func (t *txn) applyUnlink(req *jfspb.UnlinkRequest) *jfspb.UnlinkResponse {
+	t.freeHint = req.GetFreeHint()
 	parent, name := req.GetParent(), req.GetName()
 	c := req.GetHeader().GetCred()
 	if e := checkName(name); e != 0 {
@@ -403,6 +404,7 @@ func (t *txn) applyUnlink(req *jfspb.UnlinkRequest) *jfspb.UnlinkResponse {
 // applyRmdir removes an empty directory: ENOTDIR, ENOTEMPTY, ENOENT,
 // EINVAL, ENAMETOOLONG.
 func (t *txn) applyRmdir(req *jfspb.RmdirRequest) *jfspb.RmdirResponse {
+	t.freeHint = req.GetFreeHint()
 	parent, name := req.GetParent(), req.GetName()
 	c := req.GetHeader().GetCred()
 	if e := checkName(name); e != 0 {
@@ -449,6 +451,7 @@ func (t *txn) applyRmdir(req *jfspb.RmdirRequest) *jfspb.RmdirResponse {
 // EISDIR (non-directory over directory), ENOTEMPTY (over a non-empty
 // directory).
 func (t *txn) applyRename(req *jfspb.RenameRequest) *jfspb.RenameResponse {
+	t.freeHint = req.GetFreeHint()
 	fail := func(e syscall.Errno) *jfspb.RenameResponse { return &jfspb.RenameResponse{Errno: eno(e)} }
 	flags := req.GetFlags()
 	if flags&^(renameNoReplace|renameExchange) != 0 || flags == renameNoReplace|renameExchange {

@@ -141,7 +141,19 @@ type FSM struct {
 	lockListener func(inos []uint64, all bool)
 	// checkpoint hears of checkpoint entries; see SetCheckpointListener.
 	checkpoint CheckpointFunc
+	// openListener hears of the opens that Create and Open record in the
+	// leader's memory; see SetOpenListener.
+	openListener func(session, fh, ino uint64)
 }
+
+// SetOpenListener installs fn, called during the apply of a Create or Open
+// entry proposed by a leader that keeps open files in memory
+// (LogEntry.leader_opens), with the open it made: (session, fh) has ino
+// open. It runs inside the apply transaction, before any reader can see
+// the entry's effect (a new inode, an O_TMPFILE orphan), so the leader's
+// table has the open before anything can decide that the inode is unused.
+// fn must not block. Call it before the first ApplyBatch.
+func (f *FSM) SetOpenListener(fn func(session, fh, ino uint64)) { f.openListener = fn }
 
 // SetLockListener installs fn, called after every committed batch with the
 // inodes whose locks the batch may have released or changed (all is set
@@ -396,6 +408,7 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_SESSIONS_ALIVE:     handler("sessions_alive", true, (*txn).applySessionsAlive),
 		jfspb.CommandType_COMMAND_TYPE_CHECKPOINT:         handler("checkpoint", true, (*txn).applyCheckpoint),
 		jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT:       handler("mark_corrupt", true, (*txn).applyMarkCorrupt),
+		jfspb.CommandType_COMMAND_TYPE_FREE_ORPHANS:       handler("free_orphans", true, (*txn).applyFreeOrphans),
 		jfspb.CommandType_COMMAND_TYPE_RESTORED:           handler("restored", true, (*txn).applyRestored),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
@@ -582,6 +595,7 @@ func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jf
 		return nil, nil, 0, fmt.Errorf("%w: index %d term %d: %s body: %v", ErrCorruptEntry, e.Index, e.Term, c.name, err)
 	}
 	t := newTxn(f, tx, e.Index, env.TimeNs, env.Session)
+	t.leaderOpens = env.LeaderOpens
 	if f.created == 0 && f.pendingCreated == 0 && env.TimeNs > 0 {
 		// The first time-stamped entry, whatever its type, dates the file
 		// system: every replica applies the same entry first.

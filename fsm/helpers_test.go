@@ -51,6 +51,9 @@ type harness struct {
 	seq   uint64
 	// replicas apply every entry h applies.
 	replicas []*FSM
+	// leaderOpens marks the entries as proposed by a leader that keeps
+	// open files in memory (LogEntry.leader_opens).
+	leaderOpens bool
 }
 
 const t0 = int64(1_700_000_000_000_000_000)
@@ -93,6 +96,7 @@ func (h *harness) entry(typ jfspb.CommandType, req proto.Message, sess, seq, ack
 	h.now += 1e9
 	data, err := Seal(&jfspb.LogEntry{
 		Type: uint32(typ), Session: sess, Seq: seq, Acked: acked, TimeNs: h.now, Body: body,
+		LeaderOpens: h.leaderOpens,
 	})
 	if err != nil {
 		h.t.Fatalf("marshal: %v", err)

@@ -152,7 +152,8 @@ func (t *txn) newInode(n *inode) (uint64, syscall.Errno) {
 }
 
 // dropLink removes one link of ino (a non-directory whose name was just
-// removed) and frees it when no name and no open remain.
+// removed) and frees it when no name remains and it is unused (see
+// unused); else an inode without a name is kept, listed in sustained.
 func (t *txn) dropLink(ino uint64, n *inode) {
 	if n.Nlink > 0 {
 		n.Nlink--
@@ -162,7 +163,7 @@ func (t *txn) dropLink(ino uint64, n *inode) {
 		t.putInode(ino, n)
 		return
 	}
-	if t.isOpen(ino) {
+	if !t.unused(ino) {
 		t.putInode(ino, n)
 		t.put(bucketSustained, u64(ino), nil)
 		return
@@ -171,11 +172,11 @@ func (t *txn) dropLink(ino uint64, n *inode) {
 }
 
 // dropDir removes directory ino, empty and just unnamed: it is freed
-// unless a session has it open (an opendir), in which case it is kept with
+// when unused (see unused); else (an opendir may hold it) it is kept with
 // nlink 0, listed in sustained, until its last close, so that fstat and
 // readdir of the open descriptor work (readdir finds it empty).
 func (t *txn) dropDir(ino uint64, n *inode) {
-	if !t.isOpen(ino) {
+	if t.unused(ino) {
 		t.freeInode(ino, n)
 		return
 	}
@@ -191,6 +192,7 @@ func (t *txn) freeInode(ino uint64, n *inode) {
 	t.deletePrefix(bucketXattr, u64(ino))
 	t.del(bucketSymlink, u64(ino))
 	t.del(bucketSustained, u64(ino))
+	t.del(bucketOpened, u64(ino))
 	t.dropLocks(ino)
 	t.del(bucketInode, u64(ino))
 	t.metaAdd(metaUsedInodes, -1)

@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
 // The bolt layout; DESIGN.md explains it. Every integer in a key is
@@ -29,12 +31,13 @@ var (
 	bucketSustained = []byte("sustained") // ino -> (empty), or linkableTmpfile: unlinked, still open
 	bucketMember    = []byte("member")    // node id -> jfspb.Member (addresses)
 	bucketFreeing   = []byte("freeing")   // ino, first block -> end block: dead blocks to free
+	bucketOpened    = []byte("opened")    // ino -> index of its last logged open as an existing inode (leaderOpens)
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketInode, bucketDentry, bucketCookie, bucketSymlink,
 		bucketBlock, bucketXattr, bucketSession, bucketClient, bucketResult,
 		bucketOpen, bucketSessOpen, bucketFlock, bucketPlock, bucketSustained,
-		bucketMember, bucketFreeing,
+		bucketMember, bucketFreeing, bucketOpened,
 	}
 
 	metaVersion    = []byte("version")
@@ -74,7 +77,12 @@ type txn struct {
 	index   uint64
 	now     int64
 	session uint64
-	err     error
+	// leaderOpens: the entry's leader keeps open files in memory
+	// (LogEntry.leader_opens); see openFile and orphan.
+	leaderOpens bool
+	// freeHint is the FreeHint of the removal being applied, if any.
+	freeHint *jfspb.FreeHint
+	err      error
 }
 
 func newTxn(f *FSM, tx *bolt.Tx, index uint64, now int64, session uint64) *txn {

@@ -234,7 +234,10 @@ func (t *txn) applySessionsAlive(req *jfspb.SessionsAliveRequest) *jfspb.Session
 }
 
 // endSession releases everything session s holds: its locks, its opens
-// (freeing the sustained inodes nobody else has open), its stored results.
+// in the replicated table (under an older version's entry freeing the
+// sustained inodes nobody else has open; under a leaderOpens entry leaving
+// them orphans for FreeOrphans, as other sessions may hold them open in the
+// leader's memory), its stored results.
 func (t *txn) endSession(s *jfspb.Session) {
 	sid := s.GetId()
 	t.releaseSessionLocks(sid)
@@ -246,7 +249,7 @@ func (t *txn) endSession(s *jfspb.Session) {
 	for _, ino := range inos {
 		t.del(bucketOpen, key2(ino, sid))
 		t.del(bucketSessOpen, key2(sid, ino))
-		if n := t.inode(ino); n != nil && n.Nlink == 0 && !t.isOpen(ino) {
+		if n := t.inode(ino); !t.leaderOpens && n != nil && n.Nlink == 0 && !t.isOpen(ino) {
 			t.freeInode(ino, n)
 		}
 	}

@@ -26,12 +26,14 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.CreateRequest{Parent: in.NodeId, Name: []byte(name), Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh}
+	fs.creating.Add(1)
+	defer fs.creating.Add(-1) // after the handle is listed
 	cctx, cred := fs.openAs(&in.Caller)
 	r, err := fs.c.Create(cctx, req)
 	if st = fs.status("create", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
-	fs.opened(fh, req.GetHeader().GetSession())
+	fs.opened(fh, req.GetHeader().GetSession(), r.Attr.GetIno())
 	fs.openedAs(fh, cred)
 	fs.fillEntry(r.Attr, &out.EntryOut)
 	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
@@ -46,12 +48,14 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	fh := fs.nextFh.Add(1)
 	req := &jfspb.CreateRequest{Parent: in.NodeId, Mode: in.Mode,
 		Uid: in.Uid, Gid: in.Gid, Umask: in.Umask, Flags: in.Flags, Fh: fh, Tmpfile: true}
+	fs.creating.Add(1)
+	defer fs.creating.Add(-1) // after the handle is listed
 	cctx, cred := fs.openAs(&in.Caller)
 	r, err := fs.c.Create(cctx, req)
 	if st = fs.status("tmpfile", err, r.GetErrno()); !st.Ok() {
 		return st
 	}
-	fs.opened(fh, req.GetHeader().GetSession())
+	fs.opened(fh, req.GetHeader().GetSession(), r.Attr.GetIno())
 	fs.openedAs(fh, cred)
 	fs.fillEntry(r.Attr, &out.EntryOut)
 	out.OpenOut = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
@@ -68,14 +72,20 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
 	defer fs.observe("Open", time.Now(), &st)
 	fh := fs.nextFh.Add(1)
+	// Listed for a new leader's report before the cluster may have it
+	// (OpenFiles): a report is never missing an open the leader answered.
+	if s := fs.opts.Session; s != nil {
+		fs.opened(fh, s.ID(), in.NodeId)
+	}
 	req := &jfspb.OpenRequest{Ino: in.NodeId, Flags: in.Flags, Fh: fh}
 	cctx, cred := fs.openAs(&in.Caller)
 	r, err := fs.c.Open(cctx, req)
 	if st = fs.byIno("open", err, r.GetErrno()); !st.Ok() {
+		fs.handles.Delete(fh)
 		return st
 	}
 	fs.invalidateAttr(in.NodeId)
-	fs.opened(fh, req.GetHeader().GetSession())
+	fs.opened(fh, req.GetHeader().GetSession(), in.NodeId)
 	fs.openedAs(fh, cred)
 	*out = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
 	return fuse.OK
@@ -260,7 +270,7 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	if err := fs.wb.flush(in.NodeId, in.Fh); err != nil {
 		fs.log.Error("a buffered write failed after the file's last close", "ino", in.NodeId, "fh", in.Fh, "error", err)
 	}
-	sid, _ := fs.handles.LoadAndDelete(in.Fh)
+	f, _ := fs.handles.LoadAndDelete(in.Fh)
 	fs.closedAs(in.Fh)
 	flock := in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0
 	var flockOwner uint64
@@ -276,7 +286,9 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	}
 	p := pendingRelease{req: &jfspb.ReleaseRequest{Ino: in.NodeId, Fh: in.Fh,
 		ReleaseFlock: flock, LockOwners: owners}, finish: finish}
-	p.session, _ = sid.(uint64)
+	if of, ok := f.(openFile); ok {
+		p.session = of.session
+	}
 	if p.req.ReleaseFlock || len(owners) > 0 {
 		fs.releases.urgent(p)
 	} else {

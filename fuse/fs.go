@@ -85,8 +85,12 @@ type FS struct {
 	// releases sends RELEASE requests off the kernel's path (release.go).
 	releases *releaser[pendingRelease]
 
-	// handles maps an open file's fh to the session it was opened under.
+	// handles maps an open file's fh to its openFile: the session it was
+	// opened under and the inode. A new leader asks for them (OpenFiles).
 	handles sync.Map
+	// creating counts the creates in flight, whose handles OpenFiles
+	// cannot list yet.
+	creating atomic.Int64
 
 	// ended holds the sessions a buffered write was refused for (ESTALE):
 	// the cluster ended them, which the session keeper may not have
@@ -197,17 +201,38 @@ func (fs *FS) byIno(op string, err error, errno int32) fuse.Status {
 // open request carried, which the cluster recorded the open under. Reading
 // the session's current id after the request instead would tag an open that
 // raced with a renewal with the wrong session.
-func (fs *FS) opened(fh, sid uint64) {
+func (fs *FS) opened(fh, sid, ino uint64) {
 	if fs.opts.Session != nil {
-		fs.handles.Store(fh, sid)
+		fs.handles.Store(fh, openFile{sid, ino})
 	}
 }
 
 // sessionOf is the session fh was opened under, 0 if unknown.
 func (fs *FS) sessionOf(fh uint64) uint64 {
-	sid, _ := fs.handles.Load(fh)
-	s, _ := sid.(uint64)
-	return s
+	f, _ := fs.handles.Load(fh)
+	o, _ := f.(openFile)
+	return o.session
+}
+
+// openFile is an open file of the mount: the session it was opened under
+// and its inode.
+type openFile struct{ session, ino uint64 }
+
+// OpenFiles lists the files open under session sid, for a leader that has
+// just taken office (client.Session.SetOpenFiles): the leader keeps open
+// files in memory only, and frees an unlinked file once no session has it
+// open. complete is false while a create is in flight: its handle, whose
+// inode is not known yet, is missing from the list.
+func (fs *FS) OpenFiles(sid uint64) (handles []*jfspb.OpenHandle, complete bool) {
+	complete = fs.creating.Load() == 0
+	var out []*jfspb.OpenHandle
+	fs.handles.Range(func(k, v any) bool {
+		if f := v.(openFile); f.session == sid {
+			out = append(out, &jfspb.OpenHandle{Fh: k.(uint64), Ino: f.ino})
+		}
+		return true
+	})
+	return out, complete
 }
 
 // live fails an operation on a file opened under a session the cluster has
@@ -218,12 +243,13 @@ func (fs *FS) live(op string, fh uint64) fuse.Status {
 	if s == nil {
 		return fuse.OK
 	}
-	sid, ok := fs.handles.Load(fh)
+	f, ok := fs.handles.Load(fh)
 	if !ok {
 		return fuse.OK
 	}
+	sid := f.(openFile).session
 	_, gone := fs.ended.Load(sid)
-	if gone || sid.(uint64) != s.ID() {
+	if gone || sid != s.ID() {
 		fs.log.Warn("file opened under an ended session", "op", op, "fh", fh, "session", sid)
 		return fuse.EIO
 	}

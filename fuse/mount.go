@@ -60,6 +60,7 @@ func Mount(ctx context.Context, c *client.Client, cfg MountConfig) (*Mounted, er
 	opts := cfg.Options
 	opts.Session = sess
 	m.fs = New(c, opts)
+	sess.SetOpenFiles(m.fs.OpenFiles)
 	root := os.Geteuid() == 0
 	m.srv, err = m.fs.NewServer(cfg.MountPoint, fuse.MountOptions{
 		FsName:      cfg.FsName,

@@ -12,9 +12,12 @@ import (
 // thousand plain files and then the file whose flock another process on
 // another mount waits for. The kernel queues the RELEASEs in that order;
 // the flock's release must not wait behind the plain ones, so the waiter is
-// granted while most of them are still to be sent. The mount sends plain
-// releases one per request here (as the kernel does), so that they take
-// long enough to see the order; batched, they all go within moments.
+// granted. A plain release costs no log entry (the leader ends the open in
+// its memory), so thousands of them are sent within moments and how many
+// went before the flock's says little about the order; the order itself is
+// checked without timing in fuse/owners_test.go
+// (TestReleaserUrgentOvertakes). This test checks the whole path:
+// the waiter on another mount is granted, and every release is sent.
 func TestMountFlockReleaseOvertakesPlainReleases(t *testing.T) {
 	for _, batch := range []string{"1", "256"} {
 		t.Run("batch="+batch, func(t *testing.T) { testFlockReleaseOvertakes(t, batch) })
@@ -72,9 +75,6 @@ func testFlockReleaseOvertakes(t *testing.T, batch string) {
 	}
 	sent := releasesSent(t, a) - before
 	t.Logf("the flock was granted %v after the closes began, with %v of %d releases sent", time.Since(closed).Round(time.Millisecond), sent, plain+1)
-	if batch == "1" && sent > plain/2 {
-		t.Fatalf("the flock was granted only after %v of the %d plain releases queued before it were sent", sent, plain)
-	}
 	// The plain ones are all sent in the end.
 	mustEventually(t, 120*time.Second, fmt.Sprintf("all %d releases sent", plain+1), func() bool {
 		return releasesSent(t, a)-before >= plain+1

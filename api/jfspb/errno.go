@@ -115,3 +115,7 @@ func (x *MarkCorruptResponse) SetErrno(e int32) { x.Errno = e }
 func (x *RestoredResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *SnapshotRestoreResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *ReportOpensResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *FreeOrphansResponse) SetErrno(e int32) { x.Errno = e }

@@ -579,6 +579,9 @@ type Session struct {
 	// holds.
 	LastHeartbeatNs int64  `protobuf:"varint,9,opt,name=last_heartbeat_ns,json=lastHeartbeatNs,proto3" json:"last_heartbeat_ns,omitempty"`
 	LocksHeld       uint32 `protobuf:"varint,10,opt,name=locks_held,json=locksHeld,proto3" json:"locks_held,omitempty"`
+	// open_files is how many open file handles of the session the leader
+	// holds in memory (see cluster/DESIGN.md "Open files").
+	OpenFiles uint64 `protobuf:"varint,160,opt,name=open_files,json=openFiles,proto3" json:"open_files,omitempty"`
 	// stored_results is how many results the state machine keeps for the
 	// session's retries (filled in for ListSessions).
 	StoredResults uint64 `protobuf:"varint,70,opt,name=stored_results,json=storedResults,proto3" json:"stored_results,omitempty"`
@@ -686,6 +689,13 @@ func (x *Session) GetLastHeartbeatNs() int64 {
 func (x *Session) GetLocksHeld() uint32 {
 	if x != nil {
 		return x.LocksHeld
+	}
+	return 0
+}
+
+func (x *Session) GetOpenFiles() uint64 {
+	if x != nil {
+		return x.OpenFiles
 	}
 	return 0
 }
@@ -899,9 +909,12 @@ func (x *HeartbeatRequest) GetSession() uint64 {
 }
 
 type HeartbeatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	TtlMs         int64                  `protobuf:"varint,2,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	TtlMs int64                  `protobuf:"varint,2,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// report_opens: this leader has not heard the session's open files since
+	// it took office; the client sends them with ReportOpens.
+	ReportOpens   bool `protobuf:"varint,160,opt,name=report_opens,json=reportOpens,proto3" json:"report_opens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -950,6 +963,178 @@ func (x *HeartbeatResponse) GetTtlMs() int64 {
 	return 0
 }
 
+func (x *HeartbeatResponse) GetReportOpens() bool {
+	if x != nil {
+		return x.ReportOpens
+	}
+	return false
+}
+
+// OpenHandle is one open file of a session: the client's handle id and
+// the inode.
+type OpenHandle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fh            uint64                 `protobuf:"varint,1,opt,name=fh,proto3" json:"fh,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenHandle) Reset() {
+	*x = OpenHandle{}
+	mi := &file_jfs_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenHandle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenHandle) ProtoMessage() {}
+
+func (x *OpenHandle) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenHandle.ProtoReflect.Descriptor instead.
+func (*OpenHandle) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *OpenHandle) GetFh() uint64 {
+	if x != nil {
+		return x.Fh
+	}
+	return 0
+}
+
+func (x *OpenHandle) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+// ReportOpensRequest lists every file session has open, for a leader that
+// keeps open files in memory and has just taken office (HeartbeatResponse
+// .report_opens). Unlinked files are freed only once every live session
+// has reported (or ended).
+type ReportOpensRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Handles []*OpenHandle          `protobuf:"bytes,2,rep,name=handles,proto3" json:"handles,omitempty"`
+	// incomplete: a create of the session was in flight, whose handle the
+	// client could not list yet. The leader keeps the handles but does not
+	// count the session as reported; the next heartbeat asks again.
+	Incomplete    bool `protobuf:"varint,3,opt,name=incomplete,proto3" json:"incomplete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportOpensRequest) Reset() {
+	*x = ReportOpensRequest{}
+	mi := &file_jfs_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportOpensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportOpensRequest) ProtoMessage() {}
+
+func (x *ReportOpensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportOpensRequest.ProtoReflect.Descriptor instead.
+func (*ReportOpensRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReportOpensRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *ReportOpensRequest) GetHandles() []*OpenHandle {
+	if x != nil {
+		return x.Handles
+	}
+	return nil
+}
+
+func (x *ReportOpensRequest) GetIncomplete() bool {
+	if x != nil {
+		return x.Incomplete
+	}
+	return false
+}
+
+type ReportOpensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportOpensResponse) Reset() {
+	*x = ReportOpensResponse{}
+	mi := &file_jfs_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportOpensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportOpensResponse) ProtoMessage() {}
+
+func (x *ReportOpensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportOpensResponse.ProtoReflect.Descriptor instead.
+func (*ReportOpensResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ReportOpensResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // CloseSessionRequest ends header.session: its locks are released, its open
 // files closed, its sustained inodes freed. Closing a session that no longer
 // exists succeeds.
@@ -962,7 +1147,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[9]
+	mi := &file_jfs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1159,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[9]
+	mi := &file_jfs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1172,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{9}
+	return file_jfs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CloseSessionRequest) GetHeader() *Header {
@@ -1006,7 +1191,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[10]
+	mi := &file_jfs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1203,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[10]
+	mi := &file_jfs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1216,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{10}
+	return file_jfs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CloseSessionResponse) GetErrno() int32 {
@@ -1055,7 +1240,7 @@ type ExpireSessionRequest struct {
 
 func (x *ExpireSessionRequest) Reset() {
 	*x = ExpireSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[11]
+	mi := &file_jfs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1252,7 @@ func (x *ExpireSessionRequest) String() string {
 func (*ExpireSessionRequest) ProtoMessage() {}
 
 func (x *ExpireSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[11]
+	mi := &file_jfs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1265,7 @@ func (x *ExpireSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSessionRequest.ProtoReflect.Descriptor instead.
 func (*ExpireSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{11}
+	return file_jfs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExpireSessionRequest) GetHeader() *Header {
@@ -1113,7 +1298,7 @@ type ExpireSessionResponse struct {
 
 func (x *ExpireSessionResponse) Reset() {
 	*x = ExpireSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[12]
+	mi := &file_jfs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1310,7 @@ func (x *ExpireSessionResponse) String() string {
 func (*ExpireSessionResponse) ProtoMessage() {}
 
 func (x *ExpireSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[12]
+	mi := &file_jfs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1323,7 @@ func (x *ExpireSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireSessionResponse.ProtoReflect.Descriptor instead.
 func (*ExpireSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{12}
+	return file_jfs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExpireSessionResponse) GetErrno() int32 {
@@ -1161,7 +1346,7 @@ type SessionsAliveRequest struct {
 
 func (x *SessionsAliveRequest) Reset() {
 	*x = SessionsAliveRequest{}
-	mi := &file_jfs_proto_msgTypes[13]
+	mi := &file_jfs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1358,7 @@ func (x *SessionsAliveRequest) String() string {
 func (*SessionsAliveRequest) ProtoMessage() {}
 
 func (x *SessionsAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[13]
+	mi := &file_jfs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1371,7 @@ func (x *SessionsAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionsAliveRequest.ProtoReflect.Descriptor instead.
 func (*SessionsAliveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{13}
+	return file_jfs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SessionsAliveRequest) GetSessions() []uint64 {
@@ -1205,7 +1390,7 @@ type SessionsAliveResponse struct {
 
 func (x *SessionsAliveResponse) Reset() {
 	*x = SessionsAliveResponse{}
-	mi := &file_jfs_proto_msgTypes[14]
+	mi := &file_jfs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1402,7 @@ func (x *SessionsAliveResponse) String() string {
 func (*SessionsAliveResponse) ProtoMessage() {}
 
 func (x *SessionsAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[14]
+	mi := &file_jfs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1415,7 @@ func (x *SessionsAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionsAliveResponse.ProtoReflect.Descriptor instead.
 func (*SessionsAliveResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{14}
+	return file_jfs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SessionsAliveResponse) GetErrno() int32 {
@@ -1252,7 +1437,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_jfs_proto_msgTypes[15]
+	mi := &file_jfs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1449,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[15]
+	mi := &file_jfs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1462,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{15}
+	return file_jfs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LookupRequest) GetParent() uint64 {
@@ -1311,7 +1496,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_jfs_proto_msgTypes[16]
+	mi := &file_jfs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1508,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[16]
+	mi := &file_jfs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1521,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{16}
+	return file_jfs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LookupResponse) GetErrno() int32 {
@@ -1362,7 +1547,7 @@ type GetAttrRequest struct {
 
 func (x *GetAttrRequest) Reset() {
 	*x = GetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[17]
+	mi := &file_jfs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1559,7 @@ func (x *GetAttrRequest) String() string {
 func (*GetAttrRequest) ProtoMessage() {}
 
 func (x *GetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[17]
+	mi := &file_jfs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1572,7 @@ func (x *GetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrRequest.ProtoReflect.Descriptor instead.
 func (*GetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{17}
+	return file_jfs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetAttrRequest) GetIno() uint64 {
@@ -1407,7 +1592,7 @@ type GetAttrResponse struct {
 
 func (x *GetAttrResponse) Reset() {
 	*x = GetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[18]
+	mi := &file_jfs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1604,7 @@ func (x *GetAttrResponse) String() string {
 func (*GetAttrResponse) ProtoMessage() {}
 
 func (x *GetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[18]
+	mi := &file_jfs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1617,7 @@ func (x *GetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAttrResponse.ProtoReflect.Descriptor instead.
 func (*GetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{18}
+	return file_jfs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetAttrResponse) GetErrno() int32 {
@@ -1471,7 +1656,7 @@ type SetAttrRequest struct {
 
 func (x *SetAttrRequest) Reset() {
 	*x = SetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[19]
+	mi := &file_jfs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1668,7 @@ func (x *SetAttrRequest) String() string {
 func (*SetAttrRequest) ProtoMessage() {}
 
 func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[19]
+	mi := &file_jfs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1681,7 @@ func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
 func (*SetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{19}
+	return file_jfs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetAttrRequest) GetHeader() *Header {
@@ -1579,7 +1764,7 @@ type SetAttrResponse struct {
 
 func (x *SetAttrResponse) Reset() {
 	*x = SetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[20]
+	mi := &file_jfs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1776,7 @@ func (x *SetAttrResponse) String() string {
 func (*SetAttrResponse) ProtoMessage() {}
 
 func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[20]
+	mi := &file_jfs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1789,7 @@ func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
 func (*SetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{20}
+	return file_jfs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetAttrResponse) GetErrno() int32 {
@@ -1640,7 +1825,7 @@ type MknodRequest struct {
 
 func (x *MknodRequest) Reset() {
 	*x = MknodRequest{}
-	mi := &file_jfs_proto_msgTypes[21]
+	mi := &file_jfs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1837,7 @@ func (x *MknodRequest) String() string {
 func (*MknodRequest) ProtoMessage() {}
 
 func (x *MknodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[21]
+	mi := &file_jfs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1850,7 @@ func (x *MknodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodRequest.ProtoReflect.Descriptor instead.
 func (*MknodRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{21}
+	return file_jfs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MknodRequest) GetHeader() *Header {
@@ -1734,7 +1919,7 @@ type MknodResponse struct {
 
 func (x *MknodResponse) Reset() {
 	*x = MknodResponse{}
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1931,7 @@ func (x *MknodResponse) String() string {
 func (*MknodResponse) ProtoMessage() {}
 
 func (x *MknodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1944,7 @@ func (x *MknodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodResponse.ProtoReflect.Descriptor instead.
 func (*MknodResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{22}
+	return file_jfs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MknodResponse) GetErrno() int32 {
@@ -1791,7 +1976,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1988,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +2001,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{23}
+	return file_jfs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MkdirRequest) GetHeader() *Header {
@@ -1878,7 +2063,7 @@ type MkdirResponse struct {
 
 func (x *MkdirResponse) Reset() {
 	*x = MkdirResponse{}
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2075,7 @@ func (x *MkdirResponse) String() string {
 func (*MkdirResponse) ProtoMessage() {}
 
 func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2088,7 @@ func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
 func (*MkdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{24}
+	return file_jfs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MkdirResponse) GetErrno() int32 {
@@ -1946,7 +2131,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2143,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2156,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{25}
+	return file_jfs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateRequest) GetHeader() *Header {
@@ -2055,7 +2240,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2252,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2265,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{26}
+	return file_jfs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateResponse) GetErrno() int32 {
@@ -2107,17 +2292,19 @@ func (x *CreateResponse) GetCreated() bool {
 // UnlinkRequest removes a non-directory name (EISDIR on a directory). The
 // inode lives on while a session has it open.
 type UnlinkRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Parent        uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
-	Name          []byte                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Parent uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	Name   []byte                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Set by the leader, never by a client (it is overwritten): see FreeHint.
+	FreeHint      *FreeHint `protobuf:"bytes,160,opt,name=free_hint,json=freeHint,proto3" json:"free_hint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UnlinkRequest) Reset() {
 	*x = UnlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2316,7 @@ func (x *UnlinkRequest) String() string {
 func (*UnlinkRequest) ProtoMessage() {}
 
 func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2329,7 @@ func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkRequest.ProtoReflect.Descriptor instead.
 func (*UnlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{27}
+	return file_jfs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UnlinkRequest) GetHeader() *Header {
@@ -2166,6 +2353,71 @@ func (x *UnlinkRequest) GetName() []byte {
 	return nil
 }
 
+func (x *UnlinkRequest) GetFreeHint() *FreeHint {
+	if x != nil {
+		return x.FreeHint
+	}
+	return nil
+}
+
+// FreeHint lets the removal of an inode's last name free it at once rather
+// than leave an orphan (see fsm/DESIGN.md "Orphans"): the leader's memory
+// had no open of ino when it proposed the command, every session had
+// reported its open files, and opens of ino wait until the command is
+// applied. Apply frees the inode only if the name it removes is ino's last,
+// and no open of ino was recorded in the log after index unopened_since.
+type FreeHint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	UnopenedSince uint64                 `protobuf:"varint,2,opt,name=unopened_since,json=unopenedSince,proto3" json:"unopened_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeHint) Reset() {
+	*x = FreeHint{}
+	mi := &file_jfs_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeHint) ProtoMessage() {}
+
+func (x *FreeHint) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeHint.ProtoReflect.Descriptor instead.
+func (*FreeHint) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *FreeHint) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *FreeHint) GetUnopenedSince() uint64 {
+	if x != nil {
+		return x.UnopenedSince
+	}
+	return 0
+}
+
 type UnlinkResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -2177,7 +2429,7 @@ type UnlinkResponse struct {
 
 func (x *UnlinkResponse) Reset() {
 	*x = UnlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2441,7 @@ func (x *UnlinkResponse) String() string {
 func (*UnlinkResponse) ProtoMessage() {}
 
 func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2454,7 @@ func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkResponse.ProtoReflect.Descriptor instead.
 func (*UnlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{28}
+	return file_jfs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UnlinkResponse) GetErrno() int32 {
@@ -2224,13 +2476,14 @@ type RmdirRequest struct {
 	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Parent        uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
 	Name          []byte                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	FreeHint      *FreeHint              `protobuf:"bytes,160,opt,name=free_hint,json=freeHint,proto3" json:"free_hint,omitempty"` // set by the leader: see FreeHint
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RmdirRequest) Reset() {
 	*x = RmdirRequest{}
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2495,7 @@ func (x *RmdirRequest) String() string {
 func (*RmdirRequest) ProtoMessage() {}
 
 func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2508,7 @@ func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirRequest.ProtoReflect.Descriptor instead.
 func (*RmdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{29}
+	return file_jfs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RmdirRequest) GetHeader() *Header {
@@ -2279,6 +2532,13 @@ func (x *RmdirRequest) GetName() []byte {
 	return nil
 }
 
+func (x *RmdirRequest) GetFreeHint() *FreeHint {
+	if x != nil {
+		return x.FreeHint
+	}
+	return nil
+}
+
 type RmdirResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -2288,7 +2548,7 @@ type RmdirResponse struct {
 
 func (x *RmdirResponse) Reset() {
 	*x = RmdirResponse{}
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2560,7 @@ func (x *RmdirResponse) String() string {
 func (*RmdirResponse) ProtoMessage() {}
 
 func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2573,7 @@ func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirResponse.ProtoReflect.Descriptor instead.
 func (*RmdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{30}
+	return file_jfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RmdirResponse) GetErrno() int32 {
@@ -2333,13 +2593,14 @@ type RenameRequest struct {
 	NewParent     uint64                 `protobuf:"varint,4,opt,name=new_parent,json=newParent,proto3" json:"new_parent,omitempty"`
 	NewName       []byte                 `protobuf:"bytes,5,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
 	Flags         uint32                 `protobuf:"varint,6,opt,name=flags,proto3" json:"flags,omitempty"`
+	FreeHint      *FreeHint              `protobuf:"bytes,160,opt,name=free_hint,json=freeHint,proto3" json:"free_hint,omitempty"` // for the inode renamed over; set by the leader: see FreeHint
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2612,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2625,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{31}
+	return file_jfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RenameRequest) GetHeader() *Header {
@@ -2409,6 +2670,13 @@ func (x *RenameRequest) GetFlags() uint32 {
 	return 0
 }
 
+func (x *RenameRequest) GetFreeHint() *FreeHint {
+	if x != nil {
+		return x.FreeHint
+	}
+	return nil
+}
+
 type RenameResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
@@ -2418,7 +2686,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2698,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2711,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{32}
+	return file_jfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RenameResponse) GetErrno() int32 {
@@ -2465,7 +2733,7 @@ type LinkRequest struct {
 
 func (x *LinkRequest) Reset() {
 	*x = LinkRequest{}
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2745,7 @@ func (x *LinkRequest) String() string {
 func (*LinkRequest) ProtoMessage() {}
 
 func (x *LinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2758,7 @@ func (x *LinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
 func (*LinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{33}
+	return file_jfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LinkRequest) GetHeader() *Header {
@@ -2531,7 +2799,7 @@ type LinkResponse struct {
 
 func (x *LinkResponse) Reset() {
 	*x = LinkResponse{}
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2543,7 +2811,7 @@ func (x *LinkResponse) String() string {
 func (*LinkResponse) ProtoMessage() {}
 
 func (x *LinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2556,7 +2824,7 @@ func (x *LinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkResponse.ProtoReflect.Descriptor instead.
 func (*LinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{34}
+	return file_jfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LinkResponse) GetErrno() int32 {
@@ -2589,7 +2857,7 @@ type SymlinkRequest struct {
 
 func (x *SymlinkRequest) Reset() {
 	*x = SymlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2869,7 @@ func (x *SymlinkRequest) String() string {
 func (*SymlinkRequest) ProtoMessage() {}
 
 func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2882,7 @@ func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkRequest.ProtoReflect.Descriptor instead.
 func (*SymlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{35}
+	return file_jfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SymlinkRequest) GetHeader() *Header {
@@ -2669,7 +2937,7 @@ type SymlinkResponse struct {
 
 func (x *SymlinkResponse) Reset() {
 	*x = SymlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2949,7 @@ func (x *SymlinkResponse) String() string {
 func (*SymlinkResponse) ProtoMessage() {}
 
 func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2962,7 @@ func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkResponse.ProtoReflect.Descriptor instead.
 func (*SymlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{36}
+	return file_jfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SymlinkResponse) GetErrno() int32 {
@@ -2720,7 +2988,7 @@ type ReadLinkRequest struct {
 
 func (x *ReadLinkRequest) Reset() {
 	*x = ReadLinkRequest{}
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +3000,7 @@ func (x *ReadLinkRequest) String() string {
 func (*ReadLinkRequest) ProtoMessage() {}
 
 func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +3013,7 @@ func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkRequest.ProtoReflect.Descriptor instead.
 func (*ReadLinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{37}
+	return file_jfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadLinkRequest) GetIno() uint64 {
@@ -2765,7 +3033,7 @@ type ReadLinkResponse struct {
 
 func (x *ReadLinkResponse) Reset() {
 	*x = ReadLinkResponse{}
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +3045,7 @@ func (x *ReadLinkResponse) String() string {
 func (*ReadLinkResponse) ProtoMessage() {}
 
 func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +3058,7 @@ func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkResponse.ProtoReflect.Descriptor instead.
 func (*ReadLinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{38}
+	return file_jfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReadLinkResponse) GetErrno() int32 {
@@ -2825,7 +3093,7 @@ type ReadDirRequest struct {
 
 func (x *ReadDirRequest) Reset() {
 	*x = ReadDirRequest{}
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2837,7 +3105,7 @@ func (x *ReadDirRequest) String() string {
 func (*ReadDirRequest) ProtoMessage() {}
 
 func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2850,7 +3118,7 @@ func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirRequest.ProtoReflect.Descriptor instead.
 func (*ReadDirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{39}
+	return file_jfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadDirRequest) GetIno() uint64 {
@@ -2892,7 +3160,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3172,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3185,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{40}
+	return file_jfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DirEntry) GetName() []byte {
@@ -2953,7 +3221,7 @@ type ReadDirResponse struct {
 
 func (x *ReadDirResponse) Reset() {
 	*x = ReadDirResponse{}
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3233,7 @@ func (x *ReadDirResponse) String() string {
 func (*ReadDirResponse) ProtoMessage() {}
 
 func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3246,7 @@ func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirResponse.ProtoReflect.Descriptor instead.
 func (*ReadDirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{41}
+	return file_jfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadDirResponse) GetErrno() int32 {
@@ -3002,7 +3270,9 @@ func (x *ReadDirResponse) GetEof() bool {
 	return false
 }
 
-// OpenRequest counts an open of ino by the session. O_TRUNC truncates.
+// OpenRequest opens ino for the session under the client's handle fh. The
+// leader keeps the open in memory (no log entry); with O_TRUNC it is a
+// write, the OPEN command, which truncates. ESTALE, ENOENT, EISDIR.
 type OpenRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -3015,7 +3285,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3297,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3310,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{42}
+	return file_jfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *OpenRequest) GetHeader() *Header {
@@ -3081,7 +3351,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3363,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3376,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{43}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *OpenResponse) GetErrno() int32 {
@@ -3123,7 +3393,8 @@ func (x *OpenResponse) GetAttr() *Attr {
 	return nil
 }
 
-// ReleaseRequest ends one open of ino by the session. With release_flock
+// ReleaseRequest ends the open (session, fh) of ino; it is a log entry only
+// when it drops a lock or an open that an older version logged. With release_flock
 // (FUSE_RELEASE_FLOCK_UNLOCK) the flock of (session, fh) is dropped too.
 // Every POSIX lock on ino of the owners (session, o) for o in lock_owners is
 // dropped as well: the mount lists the owners that locked through fh and are
@@ -3142,7 +3413,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3154,7 +3425,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3167,7 +3438,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{44}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReleaseRequest) GetHeader() *Header {
@@ -3214,7 +3485,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3226,7 +3497,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3239,7 +3510,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReleaseResponse) GetErrno() int32 {
@@ -3264,7 +3535,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3547,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3560,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadRequest) GetIno() uint64 {
@@ -3333,7 +3604,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3345,7 +3616,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3358,7 +3629,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReadResponse) GetErrno() int32 {
@@ -3396,7 +3667,7 @@ type TouchAtimeRequest struct {
 
 func (x *TouchAtimeRequest) Reset() {
 	*x = TouchAtimeRequest{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3408,7 +3679,7 @@ func (x *TouchAtimeRequest) String() string {
 func (*TouchAtimeRequest) ProtoMessage() {}
 
 func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3421,7 +3692,7 @@ func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeRequest.ProtoReflect.Descriptor instead.
 func (*TouchAtimeRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *TouchAtimeRequest) GetHeader() *Header {
@@ -3450,7 +3721,7 @@ type TouchAtimeResponse struct {
 
 func (x *TouchAtimeResponse) Reset() {
 	*x = TouchAtimeResponse{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3462,7 +3733,7 @@ func (x *TouchAtimeResponse) String() string {
 func (*TouchAtimeResponse) ProtoMessage() {}
 
 func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3475,7 +3746,7 @@ func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeResponse.ProtoReflect.Descriptor instead.
 func (*TouchAtimeResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TouchAtimeResponse) GetErrno() int32 {
@@ -3520,7 +3791,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3532,7 +3803,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3545,7 +3816,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3603,7 +3874,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3615,7 +3886,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3628,7 +3899,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3681,7 +3952,7 @@ type FallocateRequest struct {
 
 func (x *FallocateRequest) Reset() {
 	*x = FallocateRequest{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3693,7 +3964,7 @@ func (x *FallocateRequest) String() string {
 func (*FallocateRequest) ProtoMessage() {}
 
 func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3706,7 +3977,7 @@ func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateRequest.ProtoReflect.Descriptor instead.
 func (*FallocateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FallocateRequest) GetHeader() *Header {
@@ -3761,7 +4032,7 @@ type FallocateResponse struct {
 
 func (x *FallocateResponse) Reset() {
 	*x = FallocateResponse{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3773,7 +4044,7 @@ func (x *FallocateResponse) String() string {
 func (*FallocateResponse) ProtoMessage() {}
 
 func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3786,7 +4057,7 @@ func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateResponse.ProtoReflect.Descriptor instead.
 func (*FallocateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FallocateResponse) GetErrno() int32 {
@@ -3811,7 +4082,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3823,7 +4094,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3836,7 +4107,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 type StatFSResponse struct {
@@ -3856,7 +4127,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3868,7 +4139,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3881,7 +4152,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -3963,7 +4234,7 @@ type GetXattrRequest struct {
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3975,7 +4246,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3988,7 +4259,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -4029,7 +4300,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4041,7 +4312,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4054,7 +4325,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -4086,7 +4357,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4369,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4382,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -4158,7 +4429,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4170,7 +4441,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4183,7 +4454,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -4207,7 +4478,7 @@ type ListXattrRequest struct {
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4219,7 +4490,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4232,7 +4503,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -4266,7 +4537,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4278,7 +4549,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4291,7 +4562,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -4319,7 +4590,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4331,7 +4602,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4344,7 +4615,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -4377,7 +4648,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4389,7 +4660,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4402,7 +4673,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -4424,7 +4695,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4436,7 +4707,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4449,7 +4720,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -4483,7 +4754,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4495,7 +4766,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4508,7 +4779,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4576,7 +4847,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4588,7 +4859,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4601,7 +4872,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4674,7 +4945,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4686,7 +4957,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4699,7 +4970,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -4775,7 +5046,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4787,7 +5058,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4800,7 +5071,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -4835,7 +5106,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4847,7 +5118,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4860,7 +5131,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -4915,7 +5186,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4927,7 +5198,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4940,7 +5211,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -4973,7 +5244,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4985,7 +5256,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4998,7 +5269,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -5024,7 +5295,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5036,7 +5307,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5049,7 +5320,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -5072,7 +5343,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5084,7 +5355,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5097,7 +5368,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -5130,7 +5401,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5142,7 +5413,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5155,7 +5426,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -5185,7 +5456,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5197,7 +5468,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5210,7 +5481,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -5249,7 +5520,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5261,7 +5532,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5274,7 +5545,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -5302,7 +5573,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5314,7 +5585,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5327,7 +5598,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -5356,7 +5627,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5368,7 +5639,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5381,7 +5652,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -5403,7 +5674,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5415,7 +5686,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5428,7 +5699,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -5452,6 +5723,108 @@ func (x *FreeDataResponse) GetMore() bool {
 	return false
 }
 
+// FreeOrphansRequest frees inodes that lost their last name while a
+// session might have them open (orphans: nlink 0, listed in sustained).
+// The leader proposes it when its memory of open files shows none of
+// them open (cluster/DESIGN.md "Open files"). Apply frees each listed
+// inode that is still an orphan and is not open in the replicated open
+// table (opens recorded by older versions); it skips the others.
+type FreeOrphansRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Inos          []uint64               `protobuf:"varint,1,rep,packed,name=inos,proto3" json:"inos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeOrphansRequest) Reset() {
+	*x = FreeOrphansRequest{}
+	mi := &file_jfs_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeOrphansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeOrphansRequest) ProtoMessage() {}
+
+func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeOrphansRequest.ProtoReflect.Descriptor instead.
+func (*FreeOrphansRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *FreeOrphansRequest) GetInos() []uint64 {
+	if x != nil {
+		return x.Inos
+	}
+	return nil
+}
+
+type FreeOrphansResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Freed         uint64                 `protobuf:"varint,2,opt,name=freed,proto3" json:"freed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreeOrphansResponse) Reset() {
+	*x = FreeOrphansResponse{}
+	mi := &file_jfs_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreeOrphansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreeOrphansResponse) ProtoMessage() {}
+
+func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreeOrphansResponse.ProtoReflect.Descriptor instead.
+func (*FreeOrphansResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *FreeOrphansResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *FreeOrphansResponse) GetFreed() uint64 {
+	if x != nil {
+		return x.Freed
+	}
+	return 0
+}
+
 // Member is a node of the cluster. address is its raft address, api_addr
 // the address of its gRPC API.
 type Member struct {
@@ -5472,7 +5845,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5484,7 +5857,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5497,7 +5870,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *Member) GetId() string {
@@ -5561,7 +5934,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5573,7 +5946,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5586,7 +5959,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -5612,7 +5985,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5624,7 +5997,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5637,7 +6010,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -5655,7 +6028,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5667,7 +6040,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5680,7 +6053,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 type ClusterStatusResponse struct {
@@ -5701,7 +6074,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5713,7 +6086,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5726,7 +6099,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -5806,7 +6179,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5818,7 +6191,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5831,7 +6204,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -5871,7 +6244,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5883,7 +6256,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5896,7 +6269,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5915,7 +6288,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5927,7 +6300,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5940,7 +6313,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5959,7 +6332,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5971,7 +6344,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5984,7 +6357,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -6006,7 +6379,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6018,7 +6391,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6031,7 +6404,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -6057,7 +6430,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6069,7 +6442,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6082,7 +6455,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -6100,7 +6473,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6112,7 +6485,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6125,7 +6498,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 type ListSessionsResponse struct {
@@ -6138,7 +6511,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6150,7 +6523,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6163,7 +6536,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -6206,7 +6579,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6218,7 +6591,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6231,7 +6604,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -6322,7 +6695,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6334,7 +6707,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6347,7 +6720,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -6374,7 +6747,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6386,7 +6759,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6399,7 +6772,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -6426,7 +6799,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6438,7 +6811,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6451,7 +6824,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -6477,7 +6850,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6489,7 +6862,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6502,7 +6875,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -6526,7 +6899,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6538,7 +6911,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6551,7 +6924,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -6578,7 +6951,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6590,7 +6963,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6603,7 +6976,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -6644,7 +7017,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6656,7 +7029,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6669,7 +7042,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 type CheckpointResponse struct {
@@ -6683,7 +7056,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6695,7 +7068,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6708,7 +7081,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -6739,7 +7112,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6751,7 +7124,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6764,7 +7137,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -6797,7 +7170,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6809,7 +7182,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6822,7 +7195,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -6846,7 +7219,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6858,7 +7231,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6871,7 +7244,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -6909,7 +7282,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6921,7 +7294,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6934,7 +7307,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6987,7 +7360,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6999,7 +7372,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7012,7 +7385,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -7025,7 +7398,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7037,7 +7410,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7050,7 +7423,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -7076,7 +7449,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7088,7 +7461,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7101,7 +7474,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -7158,7 +7531,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7170,7 +7543,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7183,7 +7556,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -7203,7 +7576,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7215,7 +7588,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7228,7 +7601,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -7259,7 +7632,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7271,7 +7644,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7284,7 +7657,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -7311,7 +7684,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7323,7 +7696,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7336,7 +7709,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{112}
+	return file_jfs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -7385,7 +7758,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xd9\x02\n" +
+	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xf9\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -7400,7 +7773,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\x11last_heartbeat_ns\x18\t \x01(\x03R\x0flastHeartbeatNs\x12\x1d\n" +
 	"\n" +
 	"locks_held\x18\n" +
-	" \x01(\rR\tlocksHeld\x12%\n" +
+	" \x01(\rR\tlocksHeld\x12\x1e\n" +
+	"\n" +
+	"open_files\x18\xa0\x01 \x01(\x04R\topenFiles\x12%\n" +
 	"\x0estored_results\x18F \x01(\x04R\rstoredResults\x12\x19\n" +
 	"\balive_ns\x182 \x01(\x03R\aaliveNs\"\xb7\x01\n" +
 	"\x0fRegisterRequest\x12&\n" +
@@ -7416,10 +7791,23 @@ const file_jfs_proto_rawDesc = "" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x15\n" +
 	"\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\",\n" +
 	"\x10HeartbeatRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\x04R\asession\"@\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\"d\n" +
 	"\x11HeartbeatResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x15\n" +
-	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\"=\n" +
+	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\"\n" +
+	"\freport_opens\x18\xa0\x01 \x01(\bR\vreportOpens\".\n" +
+	"\n" +
+	"OpenHandle\x12\x0e\n" +
+	"\x02fh\x18\x01 \x01(\x04R\x02fh\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\"|\n" +
+	"\x12ReportOpensRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12,\n" +
+	"\ahandles\x18\x02 \x03(\v2\x12.jfs.v1.OpenHandleR\ahandles\x12\x1e\n" +
+	"\n" +
+	"incomplete\x18\x03 \x01(\bR\n" +
+	"incomplete\"+\n" +
+	"\x13ReportOpensResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"=\n" +
 	"\x13CloseSessionRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\",\n" +
 	"\x14CloseSessionResponse\x12\x14\n" +
@@ -7499,20 +7887,25 @@ const file_jfs_proto_rawDesc = "" +
 	"\x0eCreateResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
 	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\x12\x18\n" +
-	"\acreated\x18\x03 \x01(\bR\acreated\"c\n" +
+	"\acreated\x18\x03 \x01(\bR\acreated\"\x93\x01\n" +
 	"\rUnlinkRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\fR\x04name\"H\n" +
+	"\x04name\x18\x03 \x01(\fR\x04name\x12.\n" +
+	"\tfree_hint\x18\xa0\x01 \x01(\v2\x10.jfs.v1.FreeHintR\bfreeHint\"C\n" +
+	"\bFreeHint\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12%\n" +
+	"\x0eunopened_since\x18\x02 \x01(\x04R\runopenedSince\"H\n" +
 	"\x0eUnlinkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
-	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"b\n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\x92\x01\n" +
 	"\fRmdirRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\fR\x04name\"%\n" +
+	"\x04name\x18\x03 \x01(\fR\x04name\x12.\n" +
+	"\tfree_hint\x18\xa0\x01 \x01(\v2\x10.jfs.v1.FreeHintR\bfreeHint\"%\n" +
 	"\rRmdirResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xb3\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xe3\x01\n" +
 	"\rRenameRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
@@ -7520,7 +7913,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\n" +
 	"new_parent\x18\x04 \x01(\x04R\tnewParent\x12\x19\n" +
 	"\bnew_name\x18\x05 \x01(\fR\anewName\x12\x14\n" +
-	"\x05flags\x18\x06 \x01(\rR\x05flags\"&\n" +
+	"\x05flags\x18\x06 \x01(\rR\x05flags\x12.\n" +
+	"\tfree_hint\x18\xa0\x01 \x01(\v2\x10.jfs.v1.FreeHintR\bfreeHint\"&\n" +
 	"\x0eRenameResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\x81\x01\n" +
 	"\vLinkRequest\x12&\n" +
@@ -7731,7 +8125,12 @@ const file_jfs_proto_rawDesc = "" +
 	"\x10FreeDataResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12!\n" +
 	"\ffreed_blocks\x18\x02 \x01(\x04R\vfreedBlocks\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\xb1\x01\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"(\n" +
+	"\x12FreeOrphansRequest\x12\x12\n" +
+	"\x04inos\x18\x01 \x03(\x04R\x04inos\"A\n" +
+	"\x13FreeOrphansResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x14\n" +
+	"\x05freed\x18\x02 \x01(\x04R\x05freed\"\xb1\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -7867,7 +8266,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
-	"\x0fLOCK_KIND_POSIX\x10\x022\xef\x0f\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x022\xb7\x10\n" +
 	"\x04Meta\x12=\n" +
 	"\bRegister\x12\x17.jfs.v1.RegisterRequest\x1a\x18.jfs.v1.RegisterResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.jfs.v1.HeartbeatRequest\x1a\x19.jfs.v1.HeartbeatResponse\x12I\n" +
@@ -7902,7 +8301,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse\x12C\n" +
 	"\n" +
 	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse\x12I\n" +
-	"\fReleaseBatch\x12\x1b.jfs.v1.ReleaseBatchRequest\x1a\x1c.jfs.v1.ReleaseBatchResponse2\xa8\a\n" +
+	"\fReleaseBatch\x12\x1b.jfs.v1.ReleaseBatchRequest\x1a\x1c.jfs.v1.ReleaseBatchResponse\x12F\n" +
+	"\vReportOpens\x12\x1a.jfs.v1.ReportOpensRequest\x1a\x1b.jfs.v1.ReportOpensResponse2\xa8\a\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -7931,7 +8331,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 113)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -7945,272 +8345,284 @@ var file_jfs_proto_goTypes = []any{
 	(*RegisterResponse)(nil),         // 9: jfs.v1.RegisterResponse
 	(*HeartbeatRequest)(nil),         // 10: jfs.v1.HeartbeatRequest
 	(*HeartbeatResponse)(nil),        // 11: jfs.v1.HeartbeatResponse
-	(*CloseSessionRequest)(nil),      // 12: jfs.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),     // 13: jfs.v1.CloseSessionResponse
-	(*ExpireSessionRequest)(nil),     // 14: jfs.v1.ExpireSessionRequest
-	(*ExpireSessionResponse)(nil),    // 15: jfs.v1.ExpireSessionResponse
-	(*SessionsAliveRequest)(nil),     // 16: jfs.v1.SessionsAliveRequest
-	(*SessionsAliveResponse)(nil),    // 17: jfs.v1.SessionsAliveResponse
-	(*LookupRequest)(nil),            // 18: jfs.v1.LookupRequest
-	(*LookupResponse)(nil),           // 19: jfs.v1.LookupResponse
-	(*GetAttrRequest)(nil),           // 20: jfs.v1.GetAttrRequest
-	(*GetAttrResponse)(nil),          // 21: jfs.v1.GetAttrResponse
-	(*SetAttrRequest)(nil),           // 22: jfs.v1.SetAttrRequest
-	(*SetAttrResponse)(nil),          // 23: jfs.v1.SetAttrResponse
-	(*MknodRequest)(nil),             // 24: jfs.v1.MknodRequest
-	(*MknodResponse)(nil),            // 25: jfs.v1.MknodResponse
-	(*MkdirRequest)(nil),             // 26: jfs.v1.MkdirRequest
-	(*MkdirResponse)(nil),            // 27: jfs.v1.MkdirResponse
-	(*CreateRequest)(nil),            // 28: jfs.v1.CreateRequest
-	(*CreateResponse)(nil),           // 29: jfs.v1.CreateResponse
-	(*UnlinkRequest)(nil),            // 30: jfs.v1.UnlinkRequest
-	(*UnlinkResponse)(nil),           // 31: jfs.v1.UnlinkResponse
-	(*RmdirRequest)(nil),             // 32: jfs.v1.RmdirRequest
-	(*RmdirResponse)(nil),            // 33: jfs.v1.RmdirResponse
-	(*RenameRequest)(nil),            // 34: jfs.v1.RenameRequest
-	(*RenameResponse)(nil),           // 35: jfs.v1.RenameResponse
-	(*LinkRequest)(nil),              // 36: jfs.v1.LinkRequest
-	(*LinkResponse)(nil),             // 37: jfs.v1.LinkResponse
-	(*SymlinkRequest)(nil),           // 38: jfs.v1.SymlinkRequest
-	(*SymlinkResponse)(nil),          // 39: jfs.v1.SymlinkResponse
-	(*ReadLinkRequest)(nil),          // 40: jfs.v1.ReadLinkRequest
-	(*ReadLinkResponse)(nil),         // 41: jfs.v1.ReadLinkResponse
-	(*ReadDirRequest)(nil),           // 42: jfs.v1.ReadDirRequest
-	(*DirEntry)(nil),                 // 43: jfs.v1.DirEntry
-	(*ReadDirResponse)(nil),          // 44: jfs.v1.ReadDirResponse
-	(*OpenRequest)(nil),              // 45: jfs.v1.OpenRequest
-	(*OpenResponse)(nil),             // 46: jfs.v1.OpenResponse
-	(*ReleaseRequest)(nil),           // 47: jfs.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 48: jfs.v1.ReleaseResponse
-	(*ReadRequest)(nil),              // 49: jfs.v1.ReadRequest
-	(*ReadResponse)(nil),             // 50: jfs.v1.ReadResponse
-	(*TouchAtimeRequest)(nil),        // 51: jfs.v1.TouchAtimeRequest
-	(*TouchAtimeResponse)(nil),       // 52: jfs.v1.TouchAtimeResponse
-	(*WriteRequest)(nil),             // 53: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 54: jfs.v1.WriteResponse
-	(*FallocateRequest)(nil),         // 55: jfs.v1.FallocateRequest
-	(*FallocateResponse)(nil),        // 56: jfs.v1.FallocateResponse
-	(*StatFSRequest)(nil),            // 57: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 58: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 59: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 60: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 61: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 62: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 63: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 64: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 65: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 66: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 67: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 68: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 69: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 70: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 71: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 72: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 73: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 74: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 75: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 76: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 77: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 78: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 79: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 80: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 81: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 82: jfs.v1.FreeDataResponse
-	(*Member)(nil),                   // 83: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 84: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 85: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 86: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 87: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 88: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 89: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 90: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 91: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 92: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 93: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 94: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 95: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 96: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 97: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 98: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 99: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 100: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 101: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 102: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 103: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 104: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 105: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 106: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 107: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 108: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 109: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 110: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 111: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 112: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 113: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 114: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 115: jfs.v1.ReleaseBatchResponse
+	(*OpenHandle)(nil),               // 12: jfs.v1.OpenHandle
+	(*ReportOpensRequest)(nil),       // 13: jfs.v1.ReportOpensRequest
+	(*ReportOpensResponse)(nil),      // 14: jfs.v1.ReportOpensResponse
+	(*CloseSessionRequest)(nil),      // 15: jfs.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),     // 16: jfs.v1.CloseSessionResponse
+	(*ExpireSessionRequest)(nil),     // 17: jfs.v1.ExpireSessionRequest
+	(*ExpireSessionResponse)(nil),    // 18: jfs.v1.ExpireSessionResponse
+	(*SessionsAliveRequest)(nil),     // 19: jfs.v1.SessionsAliveRequest
+	(*SessionsAliveResponse)(nil),    // 20: jfs.v1.SessionsAliveResponse
+	(*LookupRequest)(nil),            // 21: jfs.v1.LookupRequest
+	(*LookupResponse)(nil),           // 22: jfs.v1.LookupResponse
+	(*GetAttrRequest)(nil),           // 23: jfs.v1.GetAttrRequest
+	(*GetAttrResponse)(nil),          // 24: jfs.v1.GetAttrResponse
+	(*SetAttrRequest)(nil),           // 25: jfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),          // 26: jfs.v1.SetAttrResponse
+	(*MknodRequest)(nil),             // 27: jfs.v1.MknodRequest
+	(*MknodResponse)(nil),            // 28: jfs.v1.MknodResponse
+	(*MkdirRequest)(nil),             // 29: jfs.v1.MkdirRequest
+	(*MkdirResponse)(nil),            // 30: jfs.v1.MkdirResponse
+	(*CreateRequest)(nil),            // 31: jfs.v1.CreateRequest
+	(*CreateResponse)(nil),           // 32: jfs.v1.CreateResponse
+	(*UnlinkRequest)(nil),            // 33: jfs.v1.UnlinkRequest
+	(*FreeHint)(nil),                 // 34: jfs.v1.FreeHint
+	(*UnlinkResponse)(nil),           // 35: jfs.v1.UnlinkResponse
+	(*RmdirRequest)(nil),             // 36: jfs.v1.RmdirRequest
+	(*RmdirResponse)(nil),            // 37: jfs.v1.RmdirResponse
+	(*RenameRequest)(nil),            // 38: jfs.v1.RenameRequest
+	(*RenameResponse)(nil),           // 39: jfs.v1.RenameResponse
+	(*LinkRequest)(nil),              // 40: jfs.v1.LinkRequest
+	(*LinkResponse)(nil),             // 41: jfs.v1.LinkResponse
+	(*SymlinkRequest)(nil),           // 42: jfs.v1.SymlinkRequest
+	(*SymlinkResponse)(nil),          // 43: jfs.v1.SymlinkResponse
+	(*ReadLinkRequest)(nil),          // 44: jfs.v1.ReadLinkRequest
+	(*ReadLinkResponse)(nil),         // 45: jfs.v1.ReadLinkResponse
+	(*ReadDirRequest)(nil),           // 46: jfs.v1.ReadDirRequest
+	(*DirEntry)(nil),                 // 47: jfs.v1.DirEntry
+	(*ReadDirResponse)(nil),          // 48: jfs.v1.ReadDirResponse
+	(*OpenRequest)(nil),              // 49: jfs.v1.OpenRequest
+	(*OpenResponse)(nil),             // 50: jfs.v1.OpenResponse
+	(*ReleaseRequest)(nil),           // 51: jfs.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 52: jfs.v1.ReleaseResponse
+	(*ReadRequest)(nil),              // 53: jfs.v1.ReadRequest
+	(*ReadResponse)(nil),             // 54: jfs.v1.ReadResponse
+	(*TouchAtimeRequest)(nil),        // 55: jfs.v1.TouchAtimeRequest
+	(*TouchAtimeResponse)(nil),       // 56: jfs.v1.TouchAtimeResponse
+	(*WriteRequest)(nil),             // 57: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 58: jfs.v1.WriteResponse
+	(*FallocateRequest)(nil),         // 59: jfs.v1.FallocateRequest
+	(*FallocateResponse)(nil),        // 60: jfs.v1.FallocateResponse
+	(*StatFSRequest)(nil),            // 61: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 62: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 63: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 64: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 65: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 66: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 67: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 68: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 69: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 70: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 71: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 72: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 73: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 74: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 75: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 76: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 77: jfs.v1.FlockResponse
+	(*CancelLockWaitRequest)(nil),    // 78: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 79: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 80: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 81: jfs.v1.ReleaseLockOwnerResponse
+	(*Settings)(nil),                 // 82: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 83: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 84: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 85: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 86: jfs.v1.FreeDataResponse
+	(*FreeOrphansRequest)(nil),       // 87: jfs.v1.FreeOrphansRequest
+	(*FreeOrphansResponse)(nil),      // 88: jfs.v1.FreeOrphansResponse
+	(*Member)(nil),                   // 89: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 90: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 91: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 92: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 93: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 94: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 95: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 96: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 97: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 98: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 99: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 100: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 101: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 102: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 103: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 104: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 105: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 106: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 107: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 108: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 109: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 110: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 111: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 112: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 113: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 114: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 115: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 116: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 117: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 118: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 119: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 120: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 121: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	4,   // 0: jfs.v1.Header.cred:type_name -> jfs.v1.Cred
 	3,   // 1: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
-	3,   // 2: jfs.v1.CloseSessionRequest.header:type_name -> jfs.v1.Header
-	3,   // 3: jfs.v1.ExpireSessionRequest.header:type_name -> jfs.v1.Header
-	4,   // 4: jfs.v1.LookupRequest.cred:type_name -> jfs.v1.Cred
-	6,   // 5: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
-	6,   // 6: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 7: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
-	6,   // 8: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 9: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
-	6,   // 10: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 11: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
-	6,   // 12: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 13: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
-	6,   // 14: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 15: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
-	6,   // 16: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 17: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
-	3,   // 18: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
-	3,   // 19: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
-	6,   // 20: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 21: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
-	6,   // 22: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
-	4,   // 23: jfs.v1.ReadDirRequest.cred:type_name -> jfs.v1.Cred
-	6,   // 24: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
-	43,  // 25: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
-	3,   // 26: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
-	6,   // 27: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 28: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
-	4,   // 29: jfs.v1.ReadRequest.cred:type_name -> jfs.v1.Cred
-	6,   // 30: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 31: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
-	6,   // 32: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 33: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
-	6,   // 34: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 35: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
-	6,   // 36: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
-	4,   // 37: jfs.v1.GetXattrRequest.cred:type_name -> jfs.v1.Cred
-	3,   // 38: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
-	4,   // 39: jfs.v1.ListXattrRequest.cred:type_name -> jfs.v1.Cred
-	3,   // 40: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
-	1,   // 41: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
-	1,   // 42: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	67,  // 43: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
-	3,   // 44: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
-	1,   // 45: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	67,  // 46: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 47: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
-	1,   // 48: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	67,  // 49: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 50: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	78,  // 51: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	78,  // 52: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	83,  // 53: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	83,  // 54: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	7,   // 55: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,   // 56: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	67,  // 57: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,   // 58: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	96,  // 59: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	83,  // 60: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
-	3,   // 61: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
-	47,  // 62: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
-	8,   // 63: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	10,  // 64: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	12,  // 65: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	18,  // 66: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	20,  // 67: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	22,  // 68: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	24,  // 69: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	26,  // 70: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	28,  // 71: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	30,  // 72: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	32,  // 73: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	34,  // 74: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	36,  // 75: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	38,  // 76: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	40,  // 77: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	42,  // 78: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	45,  // 79: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	47,  // 80: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	49,  // 81: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	53,  // 82: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	57,  // 83: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	59,  // 84: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	61,  // 85: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	63,  // 86: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	65,  // 87: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	68,  // 88: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	70,  // 89: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	72,  // 90: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	76,  // 91: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	74,  // 92: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	55,  // 93: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	51,  // 94: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	114, // 95: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	86,  // 96: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	88,  // 97: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	90,  // 98: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	92,  // 99: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	94,  // 100: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	97,  // 101: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	99,  // 102: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	84,  // 103: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	107, // 104: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	101, // 105: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	79,  // 106: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	109, // 107: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	110, // 108: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
-	9,   // 109: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	11,  // 110: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	13,  // 111: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	19,  // 112: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	21,  // 113: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	23,  // 114: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	25,  // 115: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	27,  // 116: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	29,  // 117: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	31,  // 118: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	33,  // 119: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	35,  // 120: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	37,  // 121: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	39,  // 122: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	41,  // 123: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	44,  // 124: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	46,  // 125: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	48,  // 126: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	50,  // 127: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	54,  // 128: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	58,  // 129: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	60,  // 130: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	62,  // 131: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	64,  // 132: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	66,  // 133: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	69,  // 134: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	71,  // 135: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	73,  // 136: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	77,  // 137: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	75,  // 138: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	56,  // 139: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	52,  // 140: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	115, // 141: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	87,  // 142: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	89,  // 143: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	91,  // 144: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	93,  // 145: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	95,  // 146: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	98,  // 147: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	100, // 148: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	85,  // 149: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	108, // 150: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	102, // 151: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	80,  // 152: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	110, // 153: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	111, // 154: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
-	109, // [109:155] is the sub-list for method output_type
-	63,  // [63:109] is the sub-list for method input_type
-	63,  // [63:63] is the sub-list for extension type_name
-	63,  // [63:63] is the sub-list for extension extendee
-	0,   // [0:63] is the sub-list for field type_name
+	12,  // 2: jfs.v1.ReportOpensRequest.handles:type_name -> jfs.v1.OpenHandle
+	3,   // 3: jfs.v1.CloseSessionRequest.header:type_name -> jfs.v1.Header
+	3,   // 4: jfs.v1.ExpireSessionRequest.header:type_name -> jfs.v1.Header
+	4,   // 5: jfs.v1.LookupRequest.cred:type_name -> jfs.v1.Cred
+	6,   // 6: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
+	6,   // 7: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 8: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
+	6,   // 9: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 10: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
+	6,   // 11: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 12: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
+	6,   // 13: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 14: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
+	6,   // 15: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 16: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
+	34,  // 17: jfs.v1.UnlinkRequest.free_hint:type_name -> jfs.v1.FreeHint
+	6,   // 18: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 19: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
+	34,  // 20: jfs.v1.RmdirRequest.free_hint:type_name -> jfs.v1.FreeHint
+	3,   // 21: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
+	34,  // 22: jfs.v1.RenameRequest.free_hint:type_name -> jfs.v1.FreeHint
+	3,   // 23: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
+	6,   // 24: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 25: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
+	6,   // 26: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
+	4,   // 27: jfs.v1.ReadDirRequest.cred:type_name -> jfs.v1.Cred
+	6,   // 28: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
+	47,  // 29: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
+	3,   // 30: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
+	6,   // 31: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 32: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
+	4,   // 33: jfs.v1.ReadRequest.cred:type_name -> jfs.v1.Cred
+	6,   // 34: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 35: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
+	6,   // 36: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 37: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
+	6,   // 38: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 39: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
+	6,   // 40: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
+	4,   // 41: jfs.v1.GetXattrRequest.cred:type_name -> jfs.v1.Cred
+	3,   // 42: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
+	4,   // 43: jfs.v1.ListXattrRequest.cred:type_name -> jfs.v1.Cred
+	3,   // 44: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
+	1,   // 45: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
+	1,   // 46: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
+	71,  // 47: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	3,   // 48: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
+	1,   // 49: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
+	71,  // 50: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 51: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
+	1,   // 52: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
+	71,  // 53: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 54: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
+	82,  // 55: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	82,  // 56: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	89,  // 57: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	89,  // 58: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	7,   // 59: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,   // 60: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	71,  // 61: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,   // 62: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	102, // 63: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	89,  // 64: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	3,   // 65: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	51,  // 66: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
+	8,   // 67: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	10,  // 68: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	15,  // 69: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	21,  // 70: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	23,  // 71: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	25,  // 72: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	27,  // 73: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	29,  // 74: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	31,  // 75: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	33,  // 76: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	36,  // 77: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	38,  // 78: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	40,  // 79: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	42,  // 80: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	44,  // 81: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	46,  // 82: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	49,  // 83: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	51,  // 84: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	53,  // 85: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	57,  // 86: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	61,  // 87: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	63,  // 88: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	65,  // 89: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	67,  // 90: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	69,  // 91: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	72,  // 92: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	74,  // 93: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	76,  // 94: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	80,  // 95: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	78,  // 96: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	59,  // 97: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	55,  // 98: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	120, // 99: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	13,  // 100: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
+	92,  // 101: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	94,  // 102: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	96,  // 103: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	98,  // 104: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	100, // 105: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	103, // 106: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	105, // 107: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	90,  // 108: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	113, // 109: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	107, // 110: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	83,  // 111: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	115, // 112: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	116, // 113: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	9,   // 114: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	11,  // 115: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	16,  // 116: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	22,  // 117: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	24,  // 118: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	26,  // 119: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	28,  // 120: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	30,  // 121: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	32,  // 122: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	35,  // 123: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	37,  // 124: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	39,  // 125: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	41,  // 126: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	43,  // 127: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	45,  // 128: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	48,  // 129: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	50,  // 130: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	52,  // 131: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	54,  // 132: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	58,  // 133: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	62,  // 134: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	64,  // 135: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	66,  // 136: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	68,  // 137: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	70,  // 138: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	73,  // 139: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	75,  // 140: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	77,  // 141: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	81,  // 142: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	79,  // 143: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	60,  // 144: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	56,  // 145: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	121, // 146: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	14,  // 147: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
+	93,  // 148: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	95,  // 149: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	97,  // 150: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	99,  // 151: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	101, // 152: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	104, // 153: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	106, // 154: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	91,  // 155: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	114, // 156: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	108, // 157: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	84,  // 158: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	116, // 159: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	117, // 160: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	114, // [114:161] is the sub-list for method output_type
+	67,  // [67:114] is the sub-list for method input_type
+	67,  // [67:67] is the sub-list for extension type_name
+	67,  // [67:67] is the sub-list for extension extendee
+	0,   // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -8224,7 +8636,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   113,
+			NumMessages:   119,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

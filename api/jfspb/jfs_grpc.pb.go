@@ -81,6 +81,7 @@ const (
 	Meta_Fallocate_FullMethodName        = "/jfs.v1.Meta/Fallocate"
 	Meta_TouchAtime_FullMethodName       = "/jfs.v1.Meta/TouchAtime"
 	Meta_ReleaseBatch_FullMethodName     = "/jfs.v1.Meta/ReleaseBatch"
+	Meta_ReportOpens_FullMethodName      = "/jfs.v1.Meta/ReportOpens"
 )
 
 // MetaClient is the client API for Meta service.
@@ -120,6 +121,7 @@ type MetaClient interface {
 	Fallocate(ctx context.Context, in *FallocateRequest, opts ...grpc.CallOption) (*FallocateResponse, error)
 	TouchAtime(ctx context.Context, in *TouchAtimeRequest, opts ...grpc.CallOption) (*TouchAtimeResponse, error)
 	ReleaseBatch(ctx context.Context, in *ReleaseBatchRequest, opts ...grpc.CallOption) (*ReleaseBatchResponse, error)
+	ReportOpens(ctx context.Context, in *ReportOpensRequest, opts ...grpc.CallOption) (*ReportOpensResponse, error)
 }
 
 type metaClient struct {
@@ -460,6 +462,16 @@ func (c *metaClient) ReleaseBatch(ctx context.Context, in *ReleaseBatchRequest, 
 	return out, nil
 }
 
+func (c *metaClient) ReportOpens(ctx context.Context, in *ReportOpensRequest, opts ...grpc.CallOption) (*ReportOpensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportOpensResponse)
+	err := c.cc.Invoke(ctx, Meta_ReportOpens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -497,6 +509,7 @@ type MetaServer interface {
 	Fallocate(context.Context, *FallocateRequest) (*FallocateResponse, error)
 	TouchAtime(context.Context, *TouchAtimeRequest) (*TouchAtimeResponse, error)
 	ReleaseBatch(context.Context, *ReleaseBatchRequest) (*ReleaseBatchResponse, error)
+	ReportOpens(context.Context, *ReportOpensRequest) (*ReportOpensResponse, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -605,6 +618,9 @@ func (UnimplementedMetaServer) TouchAtime(context.Context, *TouchAtimeRequest) (
 }
 func (UnimplementedMetaServer) ReleaseBatch(context.Context, *ReleaseBatchRequest) (*ReleaseBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseBatch not implemented")
+}
+func (UnimplementedMetaServer) ReportOpens(context.Context, *ReportOpensRequest) (*ReportOpensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportOpens not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -1221,6 +1237,24 @@ func _Meta_ReleaseBatch_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_ReportOpens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportOpensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).ReportOpens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_ReportOpens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).ReportOpens(ctx, req.(*ReportOpensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1359,6 +1393,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReleaseBatch",
 			Handler:    _Meta_ReleaseBatch_Handler,
+		},
+		{
+			MethodName: "ReportOpens",
+			Handler:    _Meta_ReportOpens_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -67,7 +67,8 @@ const (
 	// index, and the leader compares the digests (cluster/integrity.go).
 	CommandType_COMMAND_TYPE_CHECKPOINT CommandType = 60 // CheckpointRequest
 	// Marks a node whose state differed from the others' at a checkpoint.
-	CommandType_COMMAND_TYPE_MARK_CORRUPT CommandType = 61 // MarkCorruptRequest
+	CommandType_COMMAND_TYPE_MARK_CORRUPT CommandType = 61  // MarkCorruptRequest
+	CommandType_COMMAND_TYPE_FREE_ORPHANS CommandType = 130 // FreeOrphansRequest
 	// Readies a backup's state for a restore (jfsctl snapshot restore): ends
 	// every session of it and sets the member table to the running cluster's.
 	// The leader applies it to the backup's state before raft installs that
@@ -78,37 +79,38 @@ const (
 // Enum value maps for CommandType.
 var (
 	CommandType_name = map[int32]string{
-		0:  "COMMAND_TYPE_UNSPECIFIED",
-		1:  "COMMAND_TYPE_REGISTER",
-		2:  "COMMAND_TYPE_CLOSE_SESSION",
-		3:  "COMMAND_TYPE_EXPIRE_SESSION",
-		4:  "COMMAND_TYPE_SETATTR",
-		5:  "COMMAND_TYPE_MKNOD",
-		6:  "COMMAND_TYPE_MKDIR",
-		7:  "COMMAND_TYPE_CREATE",
-		8:  "COMMAND_TYPE_UNLINK",
-		9:  "COMMAND_TYPE_RMDIR",
-		10: "COMMAND_TYPE_RENAME",
-		11: "COMMAND_TYPE_LINK",
-		12: "COMMAND_TYPE_SYMLINK",
-		13: "COMMAND_TYPE_OPEN",
-		14: "COMMAND_TYPE_RELEASE",
-		15: "COMMAND_TYPE_WRITE",
-		16: "COMMAND_TYPE_SETXATTR",
-		17: "COMMAND_TYPE_REMOVEXATTR",
-		18: "COMMAND_TYPE_SETLK",
-		19: "COMMAND_TYPE_FLOCK",
-		20: "COMMAND_TYPE_RELEASE_LOCK_OWNER",
-		21: "COMMAND_TYPE_SET_MEMBER",
-		22: "COMMAND_TYPE_FALLOCATE",
-		70: "COMMAND_TYPE_SET_SETTINGS",
-		71: "COMMAND_TYPE_FREE_DATA",
-		30: "COMMAND_TYPE_TOUCH_ATIME",
-		40: "COMMAND_TYPE_RELEASE_BATCH",
-		50: "COMMAND_TYPE_SESSIONS_ALIVE",
-		60: "COMMAND_TYPE_CHECKPOINT",
-		61: "COMMAND_TYPE_MARK_CORRUPT",
-		90: "COMMAND_TYPE_RESTORED",
+		0:   "COMMAND_TYPE_UNSPECIFIED",
+		1:   "COMMAND_TYPE_REGISTER",
+		2:   "COMMAND_TYPE_CLOSE_SESSION",
+		3:   "COMMAND_TYPE_EXPIRE_SESSION",
+		4:   "COMMAND_TYPE_SETATTR",
+		5:   "COMMAND_TYPE_MKNOD",
+		6:   "COMMAND_TYPE_MKDIR",
+		7:   "COMMAND_TYPE_CREATE",
+		8:   "COMMAND_TYPE_UNLINK",
+		9:   "COMMAND_TYPE_RMDIR",
+		10:  "COMMAND_TYPE_RENAME",
+		11:  "COMMAND_TYPE_LINK",
+		12:  "COMMAND_TYPE_SYMLINK",
+		13:  "COMMAND_TYPE_OPEN",
+		14:  "COMMAND_TYPE_RELEASE",
+		15:  "COMMAND_TYPE_WRITE",
+		16:  "COMMAND_TYPE_SETXATTR",
+		17:  "COMMAND_TYPE_REMOVEXATTR",
+		18:  "COMMAND_TYPE_SETLK",
+		19:  "COMMAND_TYPE_FLOCK",
+		20:  "COMMAND_TYPE_RELEASE_LOCK_OWNER",
+		21:  "COMMAND_TYPE_SET_MEMBER",
+		22:  "COMMAND_TYPE_FALLOCATE",
+		70:  "COMMAND_TYPE_SET_SETTINGS",
+		71:  "COMMAND_TYPE_FREE_DATA",
+		30:  "COMMAND_TYPE_TOUCH_ATIME",
+		40:  "COMMAND_TYPE_RELEASE_BATCH",
+		50:  "COMMAND_TYPE_SESSIONS_ALIVE",
+		60:  "COMMAND_TYPE_CHECKPOINT",
+		61:  "COMMAND_TYPE_MARK_CORRUPT",
+		130: "COMMAND_TYPE_FREE_ORPHANS",
+		90:  "COMMAND_TYPE_RESTORED",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -141,6 +143,7 @@ var (
 		"COMMAND_TYPE_SESSIONS_ALIVE":     50,
 		"COMMAND_TYPE_CHECKPOINT":         60,
 		"COMMAND_TYPE_MARK_CORRUPT":       61,
+		"COMMAND_TYPE_FREE_ORPHANS":       130,
 		"COMMAND_TYPE_RESTORED":           90,
 	}
 )
@@ -189,6 +192,11 @@ type LogEntry struct {
 	Body []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
 	// acked_seqs copies the Header's: results the state machine may forget.
 	AckedSeqs []uint64 `protobuf:"varint,70,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
+	// leader_opens: the proposing leader keeps open files in memory (a
+	// version that no longer replicates Open and Release). Apply then records
+	// no open of Create or Open, and an inode whose last name goes is kept as
+	// an orphan for FreeOrphans. Entries without it are applied as before.
+	LeaderOpens bool `protobuf:"varint,160,opt,name=leader_opens,json=leaderOpens,proto3" json:"leader_opens,omitempty"`
 	// crc32c is the CRC-32C (Castagnoli) of every byte of the marshaled entry
 	// that precedes this field, which is always encoded last: the leader
 	// marshals the other fields, appends this one, and every node verifies it
@@ -285,6 +293,13 @@ func (x *LogEntry) GetAckedSeqs() []uint64 {
 	return nil
 }
 
+func (x *LogEntry) GetLeaderOpens() bool {
+	if x != nil {
+		return x.LeaderOpens
+	}
+	return false
+}
+
 func (x *LogEntry) GetCrc32C() uint32 {
 	if x != nil {
 		return x.Crc32C
@@ -296,7 +311,7 @@ var File_raftlog_proto protoreflect.FileDescriptor
 
 const file_raftlog_proto_rawDesc = "" +
 	"\n" +
-	"\rraftlog.proto\x12\x06jfs.v1\"\xe2\x01\n" +
+	"\rraftlog.proto\x12\x06jfs.v1\"\x86\x02\n" +
 	"\bLogEntry\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\rR\x04type\x12\x1c\n" +
 	"\tskippable\x18\x02 \x01(\bR\tskippable\x12\x18\n" +
@@ -306,8 +321,9 @@ const file_raftlog_proto_rawDesc = "" +
 	"\atime_ns\x18\x06 \x01(\x03R\x06timeNs\x12\x12\n" +
 	"\x04body\x18\a \x01(\fR\x04body\x12\x1d\n" +
 	"\n" +
-	"acked_seqs\x18F \x03(\x04R\tackedSeqs\x12\x16\n" +
-	"\x06crc32c\x18< \x01(\aR\x06crc32c*\xe6\x06\n" +
+	"acked_seqs\x18F \x03(\x04R\tackedSeqs\x12\"\n" +
+	"\fleader_opens\x18\xa0\x01 \x01(\bR\vleaderOpens\x12\x16\n" +
+	"\x06crc32c\x18< \x01(\aR\x06crc32c*\x86\a\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -339,7 +355,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x1aCOMMAND_TYPE_RELEASE_BATCH\x10(\x12\x1f\n" +
 	"\x1bCOMMAND_TYPE_SESSIONS_ALIVE\x102\x12\x1b\n" +
 	"\x17COMMAND_TYPE_CHECKPOINT\x10<\x12\x1d\n" +
-	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=\x12\x19\n" +
+	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=\x12\x1e\n" +
+	"\x19COMMAND_TYPE_FREE_ORPHANS\x10\x82\x01\x12\x19\n" +
 	"\x15COMMAND_TYPE_RESTORED\x10ZB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (

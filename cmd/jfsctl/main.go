@@ -467,14 +467,14 @@ func sessionsLs(c *cli.Context) error {
 		return printJSON(c.App.Writer, resp)
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tLAST HEARTBEAT\tLOCKS\tSINCE")
+	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tLAST HEARTBEAT\tLOCKS\tOPEN FILES\tSINCE")
 	for _, s := range resp.Sessions {
 		beat := "-"
 		if s.LastHeartbeatNs != 0 {
 			beat = time.Since(time.Unix(0, s.LastHeartbeatNs)).Round(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version, beat,
-			s.LocksHeld, stamp(s.CreatedNs))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version, beat,
+			s.LocksHeld, s.OpenFiles, stamp(s.CreatedNs))
 	}
 	return tw.Flush()
 }

@@ -36,7 +36,7 @@ func (o *opener) srv() *cluster.Server { return cluster.NewServer(o.c.Leader()) 
 
 func (o *opener) header() *jfspb.Header {
 	o.seq++
-	return &jfspb.Header{Session: o.sid, Seq: o.seq, Acked: o.seq - 1}
+	return &jfspb.Header{Session: o.sid, Seq: o.seq, Acked: o.seq - 1, Cred: &jfspb.Cred{}}
 }
 
 func ctx30() (context.Context, context.CancelFunc) {
@@ -94,7 +94,7 @@ func (o *opener) read(ino uint64) (string, syscall.Errno) {
 	o.t.Helper()
 	ctx, cancel := ctx30()
 	defer cancel()
-	r, err := o.srv().Read(ctx, &jfspb.ReadRequest{Ino: ino, Size: 100})
+	r, err := o.srv().Read(ctx, &jfspb.ReadRequest{Ino: ino, Size: 100, Cred: &jfspb.Cred{}})
 	if err != nil {
 		o.t.Fatalf("read %d: %v", ino, err)
 	}

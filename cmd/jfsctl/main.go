@@ -21,6 +21,7 @@ import (
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/client"
+	"github.com/jfs-dev/jfs/internal/mtls"
 )
 
 func main() {
@@ -49,14 +50,15 @@ requests that need the leader follow it.
   jfsctl members add ID RAFT-ADDR API-ADDR
   jfsctl members remove ID
   jfsctl snapshot save FILE      # back up the whole state; inspect FILE, restore FILE
+  jfsctl tls ca create --out DIR # a CA for the cluster; then tls cert create
 
 Most commands take --json for scripts.`,
 		Writer:         out,
 		ExitErrHandler: func(*cli.Context, error) {},
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...]"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up after this long without a leader"},
-		},
+		}, mtls.Flags(true)...),
 		Commands: []*cli.Command{
 			{
 				Name:  "cluster",
@@ -118,6 +120,7 @@ Most commands take --json for scripts.`,
 				}},
 			},
 			snapshotCommand,
+			tlsCommand,
 			{
 				Name:  "settings",
 				Usage: "file system settings, kept in the replicated state",
@@ -162,7 +165,11 @@ func newClient(c *cli.Context) (*client.Client, context.Context, context.CancelF
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--servers: %w", err)
 	}
-	cl, err := client.New(client.Config{Servers: servers, RetryFor: c.Duration("timeout"), AttemptTimeout: 3 * time.Second})
+	tlsSrc, err := mtls.FromFlags(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cl, err := client.New(client.Config{Servers: servers, RetryFor: c.Duration("timeout"), AttemptTimeout: 3 * time.Second, TLS: tlsSrc})
 	if err != nil {
 		return nil, nil, nil, err
 	}

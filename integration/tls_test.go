@@ -253,6 +253,28 @@ func TestTLSCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("forwarded under the caller's identity", func(t *testing.T) {
+		// A root-squashed client cut off from the leader: a follower passes
+		// its requests on, and the leader must check them as the client's
+		// (its session, its squash), not as the follower's.
+		d := newCutDialer(false)
+		c, err := client.New(client.Config{Servers: tc.servers(), RetryFor: 10 * time.Second, AttemptTimeout: 2 * time.Second,
+			Dial: d.dial, TLS: mustSource(t, mustMakeCert(t, tc.dir, "--client", "far", "--root-squash"))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		mustRegisterSession(t, c)
+		d.cutOff(tc.leader(t, admin).apiAddr)
+		r, err := c.Create(ctx, &jfspb.CreateRequest{Parent: 1, Name: []byte("far-root"), Mode: 0o644})
+		if err != nil || r.Errno != 0 {
+			t.Fatalf("create through a follower: %v, errno %d", err, r.GetErrno())
+		}
+		if r.Attr.Uid != mtls.NobodyID {
+			t.Fatalf("a root-squashed client's file, created through a follower, is owned by %d", r.Attr.Uid)
+		}
+	})
+
 	t.Run("read only", func(t *testing.T) {
 		c := tc.certClient(t, "--client", "reader", "--read-only")
 		mustRegisterSession(t, c)

@@ -105,10 +105,13 @@ func authorize(ctx context.Context, method string) (mtls.Identity, error) {
 // authUnary authorizes every unary call, and then, for a call that may go
 // ahead, binds sessions to identities and applies the client certificate's
 // options (read-only, root squash). On a node without TLS it lets
-// everything through untouched.
+// everything through, and records no identity in the sessions it registers.
 func authUnary(n *Node) grpc.UnaryServerInterceptor {
 	if n.cfg.TLS == nil {
 		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if r, ok := req.(*jfspb.RegisterRequest); ok {
+				r.Identity = "" // nobody is proven: the session belongs to no identity
+			}
 			return h(ctx, req)
 		}
 	}

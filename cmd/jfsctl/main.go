@@ -101,7 +101,7 @@ Most commands take --json for scripts.`,
 				Name:  "sessions",
 				Usage: "client sessions",
 				Subcommands: []*cli.Command{
-					{Name: "ls", Usage: "list sessions: id, host, mount point, pid, version, last heartbeat, locks held", Flags: []cli.Flag{jsonFlag}, Action: sessionsLs},
+					{Name: "ls", Usage: "list sessions: id, host, mount point, pid, version, last heartbeat, locks held, the identity (TLS certificate) that registered it", Flags: []cli.Flag{jsonFlag}, Action: sessionsLs},
 					{Name: "evict", Usage: "end a session now: its locks are released and its writes refused", ArgsUsage: "ID", Action: sessionsEvict},
 				},
 			},
@@ -474,14 +474,18 @@ func sessionsLs(c *cli.Context) error {
 		return printJSON(c.App.Writer, resp)
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tLAST HEARTBEAT\tLOCKS\tSINCE")
+	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tLAST HEARTBEAT\tLOCKS\tSINCE\tIDENTITY")
 	for _, s := range resp.Sessions {
 		beat := "-"
 		if s.LastHeartbeatNs != 0 {
 			beat = time.Since(time.Unix(0, s.LastHeartbeatNs)).Round(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version, beat,
-			s.LocksHeld, stamp(s.CreatedNs))
+		identity := s.Identity
+		if identity == "" {
+			identity = "-" // registered without TLS
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version, beat,
+			s.LocksHeld, stamp(s.CreatedNs), identity)
 	}
 	return tw.Flush()
 }

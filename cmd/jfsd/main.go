@@ -51,7 +51,12 @@ Start a new three-node cluster by running, with the same --initial-cluster on al
   jfsd --id n1 --data-dir /var/lib/jfs/n1 --raft-addr 127.0.0.1:7001 --addr 127.0.0.1:7101 \
        --initial-cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
 A node restarted with the same --data-dir rejoins with its state (--initial-cluster is then ignored).
-For a quick try, "jfsd dev" runs a whole cluster in one process.`,
+For a quick try, "jfsd dev" runs a whole cluster in one process.
+
+Without --tls-ca, --tls-cert and --tls-key a node serves plaintext, and then only on loopback
+addresses unless --insecure is given. With them (certificates from "jfsctl tls"), the raft port
+and the API serve mutual TLS only and every caller's certificate says what it may do; the files
+are read again when they change on disk, or at SIGHUP.`,
 		Flags:  nodeFlags(),
 		Action: runNode,
 		Commands: []*cli.Command{
@@ -444,7 +449,9 @@ func devCommand() *cli.Command {
 Ctrl-C. With --dir the state is kept there and a later "jfsd dev --dir" with the
 same directory starts the same cluster again (on the same ports); without it a
 temporary directory is used and removed at exit. With --mount the cluster is
-also mounted there (FUSE; as root, or with fusermount3), and unmounted at exit.`,
+also mounted there (FUSE; as root, or with fusermount3), and unmounted at exit.
+The cluster serves mutual TLS: a CA and certificates are made in DIR/tls, and
+the JFS_TLS_* variables that jfsctl and jfs mount need are printed.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "keep the cluster's state in this directory"},
 			&cli.StringFlag{Name: "mount", Usage: "also mount the cluster on this existing directory"},

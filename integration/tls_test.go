@@ -109,7 +109,7 @@ func mustRegisterSession(t *testing.T, c *client.Client) uint64 {
 // TestTLSCluster checks who may do what on a cluster with TLS (issue 11):
 // each subtest is an attack that worked on a node without it.
 func TestTLSCluster(t *testing.T) {
-	tc := startTLSProcCluster(t, 3)
+	tc := startTLSProcCluster(t, 3, "--integrity-check", "100ms")
 	ctx := context.Background()
 	admin := tc.certClient(t, "--admin", "ops")
 	mustRegisterSession(t, admin) // waits for a leader
@@ -272,6 +272,22 @@ func TestTLSCluster(t *testing.T) {
 		}
 		if r.Attr.Uid != mtls.NobodyID {
 			t.Fatalf("a root-squashed client's file, created through a follower, is owned by %d", r.Attr.Uid)
+		}
+	})
+
+	t.Run("nodes call each other", func(t *testing.T) {
+		// The leader asks the followers for their digests (Admin.Digest)
+		// with its node certificate: a check that every member answered.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			leader := tc.leader(t, admin)
+			if leader.metrics(t)[`jfsd_integrity_checks_total{result="ok"}`] > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no integrity check with every member's digest in 30s: %v", leader.metrics(t))
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 

@@ -22,12 +22,14 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/internal/mtls"
 )
 
 // ErrNoLeader is returned when no leader answered within Config.RetryFor.
@@ -55,6 +57,9 @@ type Config struct {
 	// (defaults 20ms and 1s); the pause doubles each round.
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 hclog.Logger
+	// TLS, when set, connects with mutual TLS, presenting its certificate
+	// and accepting only nodes of its CA; nil connects in plaintext.
+	TLS *mtls.Source
 	// Dial, when set, opens the connections to the nodes instead of the
 	// default TCP dialer (tests use it to cut the client off from a node).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -164,7 +169,11 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc := c.conns[addr]; cc != nil {
 		return cc, nil
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if c.cfg.TLS != nil {
+		creds = credentials.NewTLS(c.cfg.TLS.ClientConfig())
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),
 		// A frozen leader keeps its connections open; pings find out, so a
 		// blocked lock request moves on to the new leader.

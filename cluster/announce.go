@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
@@ -46,7 +45,7 @@ func (n *Node) announceLoop() {
 					conn.Close()
 				}
 				var err error
-				conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(n.peers.creds))
 				if err != nil {
 					n.log.Warn("dial leader", "addr", addr, "error", err)
 					conn = nil

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/jfs-dev/jfs/fsm"
+	"github.com/jfs-dev/jfs/internal/mtls"
 )
 
 // Peer is one member of the initial cluster: its id and raft address.
@@ -98,6 +99,11 @@ type Config struct {
 	FSM fsm.Options
 
 	Logger hclog.Logger
+
+	// TLS, when set, secures the raft port (only node certificates get
+	// through) and the node's calls to the other nodes' APIs. The API
+	// listener is secured by whoever serves it (see ServerOptions).
+	TLS *mtls.Source
 
 	// Transport replaces the TCP transport (tests use raft.InmemTransport).
 	Transport raft.Transport

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -145,6 +146,7 @@ func (n *Node) AnswerConfirmTerm(r *jfspb.ConfirmTermRequest) *jfspb.ConfirmTerm
 
 // peerConns keeps one connection per peer API address.
 type peerConns struct {
+	creds credentials.TransportCredentials // set before use
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -158,7 +160,7 @@ func (pc *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 	// Pings find a peer that froze (SIGSTOP) or was cut off while its TCP
 	// connection stays up, so no call to it (a forwarded lock wait above
 	// all) hangs for good. The servers allow pings every 5s.
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(pc.creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}))
 	if err != nil {
 		return nil, err
@@ -177,4 +179,13 @@ func (pc *peerConns) close() {
 		cc.Close()
 		delete(pc.conns, a)
 	}
+}
+
+// dialCreds secures the node's calls to the other nodes: mutual TLS with
+// its node certificate when Config.TLS is set, plaintext otherwise.
+func (n *Node) dialCreds() credentials.TransportCredentials {
+	if n.cfg.TLS == nil {
+		return insecure.NewCredentials()
+	}
+	return credentials.NewTLS(n.cfg.TLS.ClientConfig())
 }

@@ -65,6 +65,7 @@ func forwardInterceptor(n *Node) grpc.UnaryServerInterceptor {
 		// sends it again, with the same (session, seq), to the new leader.
 		ctx, stop := n.untilLeaderChanges(ctx, addr)
 		defer stop()
+		ctx = forwardCaller(ctx)
 		err = cc.Invoke(ctx, info.FullMethod, req, reply,
 			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))
 		n.metrics.Load().countForward(path.Base(info.FullMethod))

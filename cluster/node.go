@@ -34,19 +34,21 @@ var (
 
 // Node is one member of a jfs cluster.
 type Node struct {
-	cfg   Config
-	log   hclog.Logger
-	fsm   *fsm.FSM
-	raft  *raft.Raft
-	trans raft.Transport
-	store io.Closer // the raft log store, closed after raft
-	logs  raft.LogStore
-	began time.Time // when the node started
+	cfg     Config
+	log     hclog.Logger
+	fsm     *fsm.FSM
+	raft    *raft.Raft
+	raftRef atomic.Pointer[raft.Raft] // raft, for goroutines that may run before NewNode returns
+	trans   raft.Transport
+	store   io.Closer // the raft log store, closed after raft
+	logs    raft.LogStore
+	began   time.Time // when the node started
 
 	metrics atomic.Pointer[Metrics] // nil unless NewMetrics was called
 
 	reads    *readBatcher   // batched reads (leader only)
 	peers    peerConns      // connections to the other nodes' APIs
+	owners   sessionOwners  // who registered each session (auth.go)
 	locks    *lockWaits     // blocked lock requests (leader only)
 	sessions *sessionTimers // session TTLs (leader only)
 	opens    *openTable     // open files (leader only; opens.go)
@@ -108,6 +110,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state machine: %w", err)
 	}
+	n.peers.creds = n.dialCreds()
 	n.reads = newReadBatcher(n)
 	n.lease.core = newLeaseCore(cfg)
 	n.locks = newLockWaits(n)
@@ -211,15 +214,24 @@ func (n *Node) startRaft() error {
 		return err
 	}
 
-	n.trans = cfg.Transport
-	if n.trans == nil {
-		t, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 3, 10*time.Second, cfg.Logger.Named("transport"))
+	trans := cfg.Transport
+	if trans == nil {
+		t, err := NewRaftTransport(cfg.RaftAddr, cfg.TLS, cfg.Logger.Named("transport"))
 		if err != nil {
 			n.closeStore()
 			return fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
 		}
-		n.trans = t
+		trans = t
 	}
+	// Raft's goroutines take requests before NewRaft returns: until then
+	// the term is read from the stable store.
+	n.trans = guardTerms(trans, func() uint64 {
+		if r := n.raftRef.Load(); r != nil {
+			return r.CurrentTerm()
+		}
+		t, _ := stable.GetUint64(keyCurrentTerm)
+		return t
+	}, cfg.Logger.Named("transport"))
 
 	rc := n.raftConfig()
 	existing, err := raft.HasExistingState(logs, stable, snaps)
@@ -251,8 +263,13 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("raft: %w", err)
 	}
 	n.raft = r
+	n.raftRef.Store(r)
 	return nil
 }
+
+// keyCurrentTerm is where hashicorp/raft keeps the current term in the
+// stable store.
+var keyCurrentTerm = []byte("CurrentTerm")
 
 // checkLog reads every entry of the stored log and verifies the checksum of
 // every command, so that a damaged log is found at start, with one clear

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
@@ -19,19 +20,28 @@ import (
 const MaxMessageSize = 16 << 20
 
 // Serve serves n's API on lis in the background and returns the gRPC
-// server (opts are added to the defaults); GracefulStop or Stop it before
+// server (opts are added to the defaults); with Config.TLS set it
+// serves mutual TLS only, and authorizes every call (auth.go); GracefulStop or Stop it before
 // n.Shutdown. If serving fails (the listener breaks), the node is failed:
 // see Node.Failed.
 func Serve(n *Node, lis net.Listener, opts ...grpc.ServerOption) *grpc.Server {
-	g := grpc.NewServer(append([]grpc.ServerOption{
+	sopts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Runs after any interceptor in opts (grpc.UnaryInterceptor), so a
 		// forwarded request is counted by the follower's metrics too; a
 		// corrupt node refuses before it forwards anything.
-		grpc.ChainUnaryInterceptor(refuseWhenCorrupt(n), forwardInterceptor(n)),
-	}, opts...)...)
+		//
+		// Authorization comes first: a refused caller learns nothing, and a
+		// forwarded call is passed on under its caller's identity.
+		grpc.ChainUnaryInterceptor(authUnary(n), refuseWhenCorrupt(n), forwardInterceptor(n)),
+		grpc.ChainStreamInterceptor(authStream(n)),
+	}, opts...)
+	if n.cfg.TLS != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(n.cfg.TLS.ServerConfig())))
+	}
+	g := grpc.NewServer(sopts...)
 	NewServer(n).RegisterServices(g)
 	go func() {
 		// Serve returns nil after Stop or GracefulStop.

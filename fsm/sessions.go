@@ -172,13 +172,15 @@ func (t *txn) forgetResults(sid, acked uint64) {
 }
 
 // applyRegister opens a session whose id is this entry's index, or returns
-// the live session already registered under the same client id.
+// the live session already registered under the same client id by the same
+// identity. The session records the identity that registered it (set by
+// the node from the caller's certificate), so that no other may use it.
 func (t *txn) applyRegister(req *jfspb.RegisterRequest) *jfspb.RegisterResponse {
 	cid := req.GetClientId()
 	if cid != "" {
 		if v := t.b(bucketClient).Get([]byte(cid)); len(v) == 8 {
 			sid := binary.BigEndian.Uint64(v)
-			if t.sessionRecord(sid) != nil {
+			if s := t.sessionRecord(sid); s != nil && s.GetIdentity() == req.GetIdentity() {
 				return &jfspb.RegisterResponse{Session: sid}
 			}
 		}
@@ -186,6 +188,7 @@ func (t *txn) applyRegister(req *jfspb.RegisterRequest) *jfspb.RegisterResponse 
 	s := &jfspb.Session{
 		Id: t.index, Host: req.GetHost(), MountPoint: req.GetMountPoint(),
 		Pid: req.GetPid(), Version: req.GetVersion(), ClientId: cid, CreatedNs: t.now,
+		Identity: req.GetIdentity(),
 	}
 	t.putSession(s)
 	if cid != "" {

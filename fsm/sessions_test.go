@@ -244,3 +244,25 @@ func TestLateDuplicateOfAckedSeqAnswersEALREADY(t *testing.T) {
 		t.Fatalf("size %d after three appends, want 3", a.Size)
 	}
 }
+
+// TestSessionIdentity: a session records the identity that registered it,
+// and a client id already in use answers with its session only to the same
+// identity; another gets a session of its own.
+func TestSessionIdentity(t *testing.T) {
+	h := mustHarness(t, Options{})
+	reg := func(identity string) uint64 {
+		r := h.mustApplyEntry(h.entry(cRegister, &jfspb.RegisterRequest{Host: "h", ClientId: "same", Identity: identity}, 0, 0, 0)).(*jfspb.RegisterResponse)
+		mustOK(t, r)
+		return r.Session
+	}
+	alice := reg("client/alice")
+	if got := h.f.Session(alice).GetIdentity(); got != "client/alice" {
+		t.Fatalf("session records identity %q", got)
+	}
+	if again := reg("client/alice"); again != alice {
+		t.Fatalf("alice's retried register got session %d, want %d", again, alice)
+	}
+	if bob := reg("client/bob"); bob == alice || h.f.Session(bob).GetIdentity() != "client/bob" {
+		t.Fatalf("bob registering alice's client id got session %d (alice's is %d)", bob, alice)
+	}
+}

@@ -30,19 +30,32 @@ func TestJfsdDev(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		servers := make(chan string, 1)
+		// The servers, and the TLS files of the dev cluster's CA that
+		// jfsctl needs: the cluster serves mutual TLS only.
+		exports := make(chan map[string]string, 1)
 		go func() {
-			re := regexp.MustCompile(`JFS_SERVERS=(\S+)`)
+			re := regexp.MustCompile(`export (JFS_\w+)=(\S+)`)
+			env := map[string]string{}
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
 				if m := re.FindStringSubmatch(sc.Text()); m != nil {
-					servers <- m[1]
+					env[m[1]] = m[2]
+					if m[1] == "JFS_TLS_KEY" {
+						exports <- env
+					}
 				}
 			}
 		}()
 		var list string
 		select {
-		case list = <-servers:
+		case env := <-exports:
+			list = env["JFS_SERVERS"]
+			for _, k := range []string{"JFS_TLS_CA", "JFS_TLS_CERT", "JFS_TLS_KEY"} {
+				if env[k] == "" {
+					t.Fatalf("jfsd dev printed no export %s", k)
+				}
+				t.Setenv(k, env[k])
+			}
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
 			t.Fatalf("jfsd dev printed no servers within 30s; stderr:\n%s", stderr.String())
@@ -123,6 +136,9 @@ func TestJfsdBadInput(t *testing.T) {
 		{append(base, "--heartbeat-timeout", "2s", "--election-timeout", "1s", "--leader-lease-timeout", "1s"), "--election-timeout 1s must be at least --heartbeat-timeout 2s"},
 		{append(base, "--leader-lease-timeout", "1ms"), "--leader-lease-timeout 1ms: must be at least 10ms"},
 		{append(base, "--commit-timeout", "0s"), "--commit-timeout 0s: must be at least 1ms"},
+		// TLS: all three files, and a node's own certificate.
+		{append(base, "--tls-ca", "/nonexistent/ca.pem"), "TLS needs all three of --tls-ca, --tls-cert and --tls-key"},
+		{append(base, "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/n1.pem", "--tls-key", "/nonexistent/n1-key.pem"), "/nonexistent/ca.pem"},
 	} {
 		cmd := exec.Command(filepath.Join(binDir, "jfsd"), tc.args...)
 		out, err := cmd.CombinedOutput()

@@ -582,6 +582,10 @@ type Session struct {
 	// open_files is how many open file handles of the session the leader
 	// holds in memory (see cluster/DESIGN.md "Open files").
 	OpenFiles uint64 `protobuf:"varint,160,opt,name=open_files,json=openFiles,proto3" json:"open_files,omitempty"`
+	// identity is who registered the session: the role and name of the
+	// caller's TLS certificate ("client/NAME"), empty on a cluster without
+	// TLS. Only that identity may use the session.
+	Identity string `protobuf:"bytes,180,opt,name=identity,proto3" json:"identity,omitempty"`
 	// stored_results is how many results the state machine keeps for the
 	// session's retries (filled in for ListSessions).
 	StoredResults uint64 `protobuf:"varint,70,opt,name=stored_results,json=storedResults,proto3" json:"stored_results,omitempty"`
@@ -700,6 +704,13 @@ func (x *Session) GetOpenFiles() uint64 {
 	return 0
 }
 
+func (x *Session) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
 func (x *Session) GetStoredResults() uint64 {
 	if x != nil {
 		return x.StoredResults
@@ -718,13 +729,16 @@ func (x *Session) GetAliveNs() int64 {
 // client_id (for a retry) returns the session already registered for it,
 // while that session lives; clients should always set one.
 type RegisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Host          string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
-	MountPoint    string                 `protobuf:"bytes,3,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
-	Pid           uint32                 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
-	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
-	ClientId      string                 `protobuf:"bytes,6,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Header     *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Host       string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	MountPoint string                 `protobuf:"bytes,3,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	Pid        uint32                 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	Version    string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	ClientId   string                 `protobuf:"bytes,6,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// identity is set by the node that receives the request, from the
+	// caller's certificate; whatever the client puts here is replaced.
+	Identity      string `protobuf:"bytes,180,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -797,6 +811,13 @@ func (x *RegisterRequest) GetVersion() string {
 func (x *RegisterRequest) GetClientId() string {
 	if x != nil {
 		return x.ClientId
+	}
+	return ""
+}
+
+func (x *RegisterRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
 	}
 	return ""
 }
@@ -7758,7 +7779,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xf9\x02\n" +
+	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\x96\x03\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -7775,9 +7796,10 @@ const file_jfs_proto_rawDesc = "" +
 	"locks_held\x18\n" +
 	" \x01(\rR\tlocksHeld\x12\x1e\n" +
 	"\n" +
-	"open_files\x18\xa0\x01 \x01(\x04R\topenFiles\x12%\n" +
+	"open_files\x18\xa0\x01 \x01(\x04R\topenFiles\x12\x1b\n" +
+	"\bidentity\x18\xb4\x01 \x01(\tR\bidentity\x12%\n" +
 	"\x0estored_results\x18F \x01(\x04R\rstoredResults\x12\x19\n" +
-	"\balive_ns\x182 \x01(\x03R\aaliveNs\"\xb7\x01\n" +
+	"\balive_ns\x182 \x01(\x03R\aaliveNs\"\xd4\x01\n" +
 	"\x0fRegisterRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -7785,7 +7807,8 @@ const file_jfs_proto_rawDesc = "" +
 	"mountPoint\x12\x10\n" +
 	"\x03pid\x18\x04 \x01(\rR\x03pid\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1b\n" +
-	"\tclient_id\x18\x06 \x01(\tR\bclientId\"Y\n" +
+	"\tclient_id\x18\x06 \x01(\tR\bclientId\x12\x1b\n" +
+	"\bidentity\x18\xb4\x01 \x01(\tR\bidentity\"Y\n" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x15\n" +

@@ -23,6 +23,7 @@ import (
 
 	"github.com/jfs-dev/jfs/client"
 	"github.com/jfs-dev/jfs/fuse"
+	"github.com/jfs-dev/jfs/internal/mtls"
 	"github.com/jfs-dev/jfs/internal/sdnotify"
 )
 
@@ -62,8 +63,13 @@ Under systemd, run it in the foreground with Type=notify: it reports READY=1
 once the file system is mounted and STOPPING=1 when it unmounts. With
 --background, Type=forking and PIDFile= take --pid-file. Invoked as mount.jfs
 (a link to jfs), it is mount(8)'s helper: mount -t jfs SERVERS MOUNTPOINT -o
-attr-cache=1s,noatime (see README.md).`,
-		Flags: []cli.Flag{
+attr-cache=1s,noatime (see README.md).
+
+With --tls-ca, --tls-cert and --tls-key (or JFS_TLS_CA, JFS_TLS_CERT,
+JFS_TLS_KEY) it connects with mutual TLS under a client certificate
+(jfsctl tls cert create --client NAME); the files are read again when they
+change on disk, or at SIGHUP.`,
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...] (required)"},
 			&cli.BoolFlag{Name: "background", Aliases: []string{"d"}, Usage: "serve in the background; return once mounted, printing the mount process's pid"},
 			&cli.StringFlag{Name: "pid-file", Usage: "once mounted, write the mount process's pid to this file; it is removed at unmount"},
@@ -80,7 +86,7 @@ attr-cache=1s,noatime (see README.md).`,
 			&cli.BoolFlag{Name: "noatime", Usage: "never update access times (default: relatime, one log entry per file read after a change or a day)"},
 			&cli.IntFlag{Name: "release-batch", Value: 256, Usage: "the most closes that free no lock sent to the cluster in one request (1: one each, for comparison)"},
 			&cli.BoolFlag{Name: "read-merging", Value: true, Usage: "let identical getattr and lookup requests in flight at once share one request to the cluster (false: one each, for comparison)"},
-		},
+		}, mtls.Flags(true)...),
 		Action: runMount,
 	}
 }
@@ -251,7 +257,15 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 	defer signal.Stop(sigs)
 
 	retryFor := c.Duration("retry-for")
-	cl, err := client.New(client.Config{Servers: mc.servers, RetryFor: retryFor, Logger: log})
+	tlsSrc, err := mtls.FromFlags(c)
+	if err != nil {
+		return err
+	}
+	if tlsSrc != nil {
+		tlsSrc.OnReload = tlsReloadLogger(log)
+		defer tlsSrc.ReloadOnSIGHUP(tlsSrc.OnReload)()
+	}
+	cl, err := client.New(client.Config{Servers: mc.servers, RetryFor: retryFor, Logger: log, TLS: tlsSrc})
 	if err != nil {
 		return err
 	}
@@ -400,4 +414,15 @@ func (m *metrics) serve(addr string, withPprof bool, log hclog.Logger) (stop fun
 
 func stdLogger(l hclog.Logger) *log.Logger {
 	return l.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+}
+
+// tlsReloadLogger logs how a reload of the TLS files went.
+func tlsReloadLogger(log hclog.Logger) func(error) {
+	return func(err error) {
+		if err != nil {
+			log.Error("TLS files not reloaded; the previous ones stay in use", "error", err)
+		} else {
+			log.Info("TLS files reloaded")
+		}
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/client"
+	"github.com/jfs-dev/jfs/internal/mtls"
 )
 
 // defaultMaxLag is jfsd's default --ready-max-lag, so that jfsctl and
@@ -90,7 +91,11 @@ func clusterHealthCmd(c *cli.Context) error {
 	if t := c.Duration("timeout"); t > 0 && t < attempt {
 		attempt = t
 	}
-	cl, err := client.New(client.Config{Servers: servers, RetryFor: attempt, AttemptTimeout: attempt})
+	tlsSrc, err := mtls.FromFlags(c)
+	if err != nil {
+		return err
+	}
+	cl, err := client.New(client.Config{Servers: servers, RetryFor: attempt, AttemptTimeout: attempt, TLS: tlsSrc})
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/client"
+	"github.com/jfs-dev/jfs/internal/mtls"
 )
 
 func main() {
@@ -49,14 +50,15 @@ requests that need the leader follow it.
   jfsctl members add ID RAFT-ADDR API-ADDR
   jfsctl members remove ID
   jfsctl snapshot save FILE      # back up the whole state; inspect FILE, restore FILE
+  jfsctl tls ca create --out DIR # a CA for the cluster; then tls cert create
 
 Most commands take --json for scripts.`,
 		Writer:         out,
 		ExitErrHandler: func(*cli.Context, error) {},
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...]"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up after this long without a leader"},
-		},
+		}, mtls.Flags(true)...),
 		Commands: []*cli.Command{
 			{
 				Name:  "cluster",
@@ -99,7 +101,7 @@ Most commands take --json for scripts.`,
 				Name:  "sessions",
 				Usage: "client sessions",
 				Subcommands: []*cli.Command{
-					{Name: "ls", Usage: "list sessions: id, host, mount point, pid, version, last heartbeat, locks held", Flags: []cli.Flag{jsonFlag}, Action: sessionsLs},
+					{Name: "ls", Usage: "list sessions: id, host, mount point, pid, version, last heartbeat, locks held, the identity (TLS certificate) that registered it", Flags: []cli.Flag{jsonFlag}, Action: sessionsLs},
 					{Name: "evict", Usage: "end a session now: its locks are released and its writes refused", ArgsUsage: "ID", Action: sessionsEvict},
 				},
 			},
@@ -118,6 +120,7 @@ Most commands take --json for scripts.`,
 				}},
 			},
 			snapshotCommand,
+			tlsCommand,
 			{
 				Name:  "settings",
 				Usage: "file system settings, kept in the replicated state",
@@ -162,7 +165,11 @@ func newClient(c *cli.Context) (*client.Client, context.Context, context.CancelF
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--servers: %w", err)
 	}
-	cl, err := client.New(client.Config{Servers: servers, RetryFor: c.Duration("timeout"), AttemptTimeout: 3 * time.Second})
+	tlsSrc, err := mtls.FromFlags(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cl, err := client.New(client.Config{Servers: servers, RetryFor: c.Duration("timeout"), AttemptTimeout: 3 * time.Second, TLS: tlsSrc})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -467,14 +474,18 @@ func sessionsLs(c *cli.Context) error {
 		return printJSON(c.App.Writer, resp)
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tLAST HEARTBEAT\tLOCKS\tOPEN FILES\tSINCE")
+	fmt.Fprintln(tw, "ID\tHOST\tMOUNT POINT\tPID\tVERSION\tLAST HEARTBEAT\tLOCKS\tOPEN FILES\tSINCE\tIDENTITY")
 	for _, s := range resp.Sessions {
 		beat := "-"
 		if s.LastHeartbeatNs != 0 {
 			beat = time.Since(time.Unix(0, s.LastHeartbeatNs)).Round(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version, beat,
-			s.LocksHeld, s.OpenFiles, stamp(s.CreatedNs))
+		identity := s.Identity
+		if identity == "" {
+			identity = "-" // registered without TLS
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", s.Id, s.Host, s.MountPoint, s.Pid, s.Version, beat,
+			s.LocksHeld, s.OpenFiles, stamp(s.CreatedNs), identity)
 	}
 	return tw.Flush()
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,6 +32,7 @@ import (
 	"github.com/jfs-dev/jfs/cluster"
 	"github.com/jfs-dev/jfs/fsm"
 	"github.com/jfs-dev/jfs/fuse"
+	"github.com/jfs-dev/jfs/internal/mtls"
 	"github.com/jfs-dev/jfs/internal/sdnotify"
 )
 
@@ -49,7 +51,12 @@ Start a new three-node cluster by running, with the same --initial-cluster on al
   jfsd --id n1 --data-dir /var/lib/jfs/n1 --raft-addr 127.0.0.1:7001 --addr 127.0.0.1:7101 \
        --initial-cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
 A node restarted with the same --data-dir rejoins with its state (--initial-cluster is then ignored).
-For a quick try, "jfsd dev" runs a whole cluster in one process.`,
+For a quick try, "jfsd dev" runs a whole cluster in one process.
+
+Without --tls-ca, --tls-cert and --tls-key a node serves plaintext, and then only on loopback
+addresses unless --insecure is given. With them (certificates from "jfsctl tls"), the raft port
+and the API serve mutual TLS only and every caller's certificate says what it may do; the files
+are read again when they change on disk, or at SIGHUP.`,
 		Flags:  nodeFlags(),
 		Action: runNode,
 		Commands: []*cli.Command{
@@ -90,7 +97,61 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "leader-lease-timeout", Value: cluster.DefaultLeaderLeaseTimeout, Usage: "a leader that has not heard from a majority for this long steps down (at most --heartbeat-timeout)"},
 		&cli.DurationFlag{Name: "commit-timeout", Value: cluster.DefaultCommitTimeout, Usage: "an idle leader tells the followers what is committed after this long (up to twice as long, at random); lower: followers' state closer to the leader's, more idle traffic"},
 		&cli.DurationFlag{Name: "integrity-check", Value: time.Minute, Usage: "how often the leader compares the replicas' state digests; a member whose state differs from the majority's is marked corrupt (0: never)"},
+		&cli.StringFlag{Name: "tls-ca", Usage: "the cluster's CA certificate (PEM); with --tls-cert and --tls-key the raft port and the API serve mutual TLS only"},
+		&cli.StringFlag{Name: "tls-cert", Usage: "this node's certificate (PEM): jfsctl tls cert create --node ID; read again when it changes, or at SIGHUP"},
+		&cli.StringFlag{Name: "tls-key", Usage: "the key of --tls-cert (PEM)"},
+		&cli.BoolFlag{Name: "insecure", Usage: "allow serving without TLS on addresses other than loopback: anyone who reaches the ports owns the file system"},
 	}, sessionFlags()...)
+}
+
+// loadNodeTLS loads the node's TLS files (nil without them) and applies
+// the plaintext rule: without TLS, jfsd listens only on loopback
+// addresses unless --insecure says otherwise.
+func loadNodeTLS(c *cli.Context, log hclog.Logger) (*mtls.Source, error) {
+	src, err := mtls.FromFlags(c)
+	if err != nil {
+		return nil, err
+	}
+	if src != nil {
+		id := src.Identity()
+		if id.Role != mtls.RoleNode || id.Name != c.String("id") {
+			return nil, fmt.Errorf("--tls-cert %s is %s, not node/%s: make one with jfsctl tls cert create --node %s",
+				c.String("tls-cert"), id, c.String("id"), c.String("id"))
+		}
+		src.OnReload = func(err error) {
+			if err != nil {
+				log.Error("TLS files not reloaded; the previous ones stay in use", "error", err)
+			} else {
+				log.Info("TLS files reloaded")
+			}
+		}
+		return src, nil
+	}
+	for _, f := range []string{"raft-addr", "addr"} {
+		if isLoopback(c.String(f)) {
+			continue
+		}
+		if !c.Bool("insecure") {
+			return nil, fmt.Errorf("--%s %s is not a loopback address and no TLS is set up: anyone who reaches it would own "+
+				"the file system. Give --tls-ca, --tls-cert and --tls-key (see jfsctl tls), or --insecure to serve plaintext anyway", f, c.String(f))
+		}
+		log.Warn("serving WITHOUT TLS on a non-loopback address (--insecure): anyone who reaches it owns the file system", "flag", f, "addr", c.String(f))
+	}
+	return nil, nil
+}
+
+// isLoopback reports whether addr's host is a loopback address or
+// localhost.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func sessionFlags() []cli.Flag {
@@ -202,6 +263,13 @@ func runNode(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	tlsSrc, err := loadNodeTLS(c, log)
+	if err != nil {
+		return err
+	}
+	if tlsSrc != nil {
+		defer tlsSrc.ReloadOnSIGHUP(tlsSrc.OnReload)()
+	}
 	n, err := startNode(nodeSpec{
 		cfg: cluster.Config{
 			ID: c.String("id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
@@ -212,6 +280,7 @@ func runNode(c *cli.Context) error {
 			FSM:              fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes")},
 			HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 			LeaderLeaseTimeout: c.Duration("leader-lease-timeout"), CommitTimeout: c.Duration("commit-timeout"),
+			TLS: tlsSrc,
 		},
 		metricsAddr: c.String("metrics-addr"),
 		raftMetrics: c.String("metrics-addr") != "",
@@ -221,7 +290,7 @@ func runNode(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	log.Info("serving", "api", c.String("addr"), "raft", c.String("raft-addr"), "data-dir", c.String("data-dir"))
+	log.Info("serving", "api", c.String("addr"), "raft", c.String("raft-addr"), "data-dir", c.String("data-dir"), "tls", tlsSrc != nil)
 	// A Type=notify service (contrib/systemd/jfsd@.service) is started now.
 	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
 		log.Warn("cannot notify the service manager", "error", err)
@@ -412,7 +481,9 @@ func devCommand() *cli.Command {
 Ctrl-C. With --dir the state is kept there and a later "jfsd dev --dir" with the
 same directory starts the same cluster again (on the same ports); without it a
 temporary directory is used and removed at exit. With --mount the cluster is
-also mounted there (FUSE; as root, or with fusermount3), and unmounted at exit.`,
+also mounted there (FUSE; as root, or with fusermount3), and unmounted at exit.
+The cluster serves mutual TLS: a CA and certificates are made in DIR/tls, and
+the JFS_TLS_* variables that jfsctl and jfs mount need are printed.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "keep the cluster's state in this directory"},
 			&cli.StringFlag{Name: "mount", Usage: "also mount the cluster on this existing directory"},
@@ -443,7 +514,12 @@ func runDev(c *cli.Context) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	nodes, err := startDev(dir, c.Duration("session-ttl"), readMode(c), log)
+	tlsDir := filepath.Join(dir, "tls")
+	nodeTLS, userTLS, err := devTLS(tlsDir)
+	if err != nil {
+		return fmt.Errorf("dev certificates in %s: %w", tlsDir, err)
+	}
+	nodes, err := startDev(dir, c.Duration("session-ttl"), readMode(c), nodeTLS, log)
 	if err != nil {
 		return err
 	}
@@ -453,7 +529,7 @@ func runDev(c *cli.Context) error {
 	}
 	var mounted *fuse.Mounted
 	if mnt != "" {
-		cl, err := client.New(client.Config{Servers: servers, Logger: log})
+		cl, err := client.New(client.Config{Servers: servers, Logger: log, TLS: userTLS})
 		if err != nil {
 			return err
 		}
@@ -477,7 +553,10 @@ func runDev(c *cli.Context) error {
 	if mounted != nil {
 		fmt.Printf("\n  mounted on %s\n", mnt)
 	}
-	fmt.Printf("\n  export JFS_SERVERS=%s\n  jfsctl cluster status\n", strings.Join(servers, ","))
+	fmt.Printf("\n  export JFS_SERVERS=%s\n", strings.Join(servers, ","))
+	fmt.Printf("  export JFS_TLS_CA=%s\n  export JFS_TLS_CERT=%s\n  export JFS_TLS_KEY=%s\n",
+		filepath.Join(tlsDir, mtls.CAFile), filepath.Join(tlsDir, devUser+".pem"), filepath.Join(tlsDir, devUser+"-key.pem"))
+	fmt.Printf("  jfsctl cluster status\n")
 	fmt.Printf("\nCtrl-C stops the cluster.\n")
 	var nodeList []*cluster.Node
 	for _, rn := range nodes {
@@ -494,6 +573,43 @@ func runDev(c *cli.Context) error {
 	return errors.Join(errs...)
 }
 
+// devUser names the admin certificate that jfsd dev makes for jfsctl and
+// jfs mount.
+const devUser = "dev"
+
+// devTLS makes, once, a CA in dir with a certificate for each dev node and
+// an admin certificate for the user, and loads them.
+func devTLS(dir string) (map[string]*mtls.Source, *mtls.Source, error) {
+	ids := []string{"n1", "n2", "n3"}
+	if _, err := os.Stat(filepath.Join(dir, mtls.CAFile)); errors.Is(err, os.ErrNotExist) {
+		if err := mtls.CreateCA(dir); err != nil {
+			return nil, nil, err
+		}
+		for _, id := range ids {
+			if _, err := mtls.CreateCert(dir, mtls.CertRequest{Identity: mtls.Identity{Role: mtls.RoleNode, Name: id}}, dir); err != nil {
+				return nil, nil, err
+			}
+		}
+		if _, err := mtls.CreateCert(dir, mtls.CertRequest{Identity: mtls.Identity{Role: mtls.RoleAdmin, Name: devUser}}, dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	load := func(name string) (*mtls.Source, error) {
+		return mtls.Load(mtls.Files{CA: filepath.Join(dir, mtls.CAFile),
+			Cert: filepath.Join(dir, name+".pem"), Key: filepath.Join(dir, name+"-key.pem")})
+	}
+	nodes := map[string]*mtls.Source{}
+	for _, id := range ids {
+		src, err := load(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		nodes[id] = src
+	}
+	user, err := load(devUser)
+	return nodes, user, err
+}
+
 type devNode struct {
 	*runningNode
 	raftAddr, apiAddr string
@@ -502,7 +618,7 @@ type devNode struct {
 // startDev starts three nodes in dir. The addresses of a new cluster are
 // chosen by the kernel and saved in dir/dev-cluster so that a restart from
 // the same dir finds its peers again.
-func startDev(dir string, ttl time.Duration, mode cluster.ReadMode, log hclog.Logger) ([]*devNode, error) {
+func startDev(dir string, ttl time.Duration, mode cluster.ReadMode, tls map[string]*mtls.Source, log hclog.Logger) ([]*devNode, error) {
 	addrFile := dir + "/dev-cluster"
 	ids := []string{"n1", "n2", "n3"}
 	raftAddrs := map[string]string{}
@@ -534,7 +650,7 @@ func startDev(dir string, ttl time.Duration, mode cluster.ReadMode, log hclog.Lo
 		if fresh {
 			ra, aa = "127.0.0.1:0", "127.0.0.1:0"
 		}
-		t, err := raft.NewTCPTransportWithLogger(ra, nil, 3, 10*time.Second, log.Named(id))
+		t, err := cluster.NewRaftTransport(ra, tls[id], log.Named(id))
 		if err != nil {
 			cleanup()
 			return nil, fmt.Errorf("%s raft: %w", id, err)
@@ -561,7 +677,7 @@ func startDev(dir string, ttl time.Duration, mode cluster.ReadMode, log hclog.Lo
 		rn, err := startNode(nodeSpec{
 			cfg: cluster.Config{
 				ID: id, DataDir: dir + "/" + id, APIAddr: apiAddrs[id], InitialCluster: peers,
-				Transport: transports[id], Logger: log.Named(id), SessionTTL: ttl, ReadMode: mode,
+				Transport: transports[id], Logger: log.Named(id), SessionTTL: ttl, ReadMode: mode, TLS: tls[id],
 				// The three nodes live and die together: the start rule
 				// counts from the process's start, not from each node's.
 				ReadLease: true, Started: processStart,

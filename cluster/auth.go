@@ -267,13 +267,10 @@ func squashRoot(req any) {
 	if c, ok := req.(interface{ GetCred() *jfspb.Cred }); ok {
 		cred(c.GetCred())
 	}
-	// The owner a new inode is given, and the one a chown asks for: a
-	// squashed client names nobody where it said root (the permission
-	// check refuses a chown to anyone else but the caller).
+	// The owner a new inode is given: a squashed client names nobody where
+	// it said root. A chown's target is left alone: the permission check
+	// refuses nobody's chown to root with EPERM, as NFS does.
 	switch r := req.(type) {
-	case *jfspb.SetAttrRequest:
-		sq(&r.Uid)
-		sq(&r.Gid)
 	case *jfspb.MknodRequest:
 		sq(&r.Uid)
 		sq(&r.Gid)

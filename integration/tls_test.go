@@ -233,6 +233,18 @@ func TestTLSCluster(t *testing.T) {
 		mustDenied(t, "n2 announcing n3", err)
 	})
 
+	// A squashed root is nobody to the permission checks, as on NFS: it may
+	// create only where others may write. Make the root directory such a
+	// place (sticky, as /tmp), as an unsquashed client's root.
+	t.Run("root directory open to all", func(t *testing.T) {
+		c := tc.certClient(t, "--client", "owner")
+		mustRegisterSession(t, c)
+		r, err := c.SetAttr(ctx, &jfspb.SetAttrRequest{Ino: 1, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_MODE), Mode: 0o1777})
+		if err != nil || r.Errno != 0 {
+			t.Fatalf("chmod 1777 /: %v, errno %d", err, r.GetErrno())
+		}
+	})
+
 	t.Run("root squash", func(t *testing.T) {
 		c := tc.certClient(t, "--client", "squashed", "--root-squash")
 		mustRegisterSession(t, c)
@@ -248,8 +260,8 @@ func TestTLSCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sr.Errno == 0 && (sr.Attr.Uid == 0 || sr.Attr.Gid == 0) {
-			t.Fatalf("a root-squashed client chowned a file to root")
+		if sr.Errno != int32(syscall.EPERM) {
+			t.Fatalf("a root-squashed client's chown to root: errno %d, want EPERM", sr.Errno)
 		}
 	})
 

@@ -220,6 +220,28 @@ func compactInto(src *bolt.DB, path string) error {
 	return nil
 }
 
+// CompactWorth reports whether CompactIfWorth would compact the state
+// file now. It is cheap (no page is read) and safe at any time.
+func (f *FSM) CompactWorth() bool {
+	f.dbMu.RLock()
+	defer f.dbMu.RUnlock()
+	return f.db != nil && f.compactWorth()
+}
+
+// compactWorth: at least half of the file is free, it is at least
+// Options.CompactMin bytes, and what is live is small enough to copy while
+// apply waits. The caller holds dbMu.
+func (f *FSM) compactWorth() bool {
+	st := f.db.Stats()
+	var size int64
+	f.db.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	free := int64(st.FreePageN+st.PendingPageN) * int64(f.db.Info().PageSize)
+	return worthCompacting(size, free, f.opts.CompactMin) && size-free <= compactMaxLive
+}
+
 // CompactIfWorth rewrites the state file without its free pages when at
 // least half of it is free, it is at least Options.CompactMin bytes, and
 // what is live is small enough to copy while apply waits (256 MiB; a
@@ -230,21 +252,16 @@ func (f *FSM) CompactIfWorth() (bool, error) {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	f.dbMu.Lock()
-	defer f.dbMu.Unlock()
 	if f.db == nil {
+		f.dbMu.Unlock()
 		return false, ErrClosed
 	}
-	st := f.db.Stats()
-	var size int64
-	f.db.View(func(tx *bolt.Tx) error {
-		size = tx.Size()
-		return nil
-	})
-	free := int64(st.FreePageN+st.PendingPageN) * int64(f.db.Info().PageSize)
-	if !worthCompacting(size, free, f.opts.CompactMin) || size-free > compactMaxLive {
+	if !f.compactWorth() {
+		f.dbMu.Unlock()
 		return false, nil
 	}
 	if err := compactInto(f.db, f.path); err != nil {
+		f.dbMu.Unlock()
 		return false, fmt.Errorf("fsm: %w", err)
 	}
 	err := f.db.Close()
@@ -253,6 +270,5 @@ func (f *FSM) CompactIfWorth() (bool, error) {
 	if rerr := f.reopen(); err == nil {
 		err = rerr
 	}
-	f.dbMu.Lock()
 	return err == nil, err
 }

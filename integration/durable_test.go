@@ -173,3 +173,127 @@ func statusLive(t *testing.T, c *client.Client) uint64 {
 	}
 	return r.UsedBytes
 }
+
+// dirSize is the bytes the files under dir take (their sizes; bolt files
+// are not sparse).
+func dirSize(t *testing.T, dir string) (total int64, files map[string]int64) {
+	t.Helper()
+	files = map[string]int64{}
+	err := filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			rel, _ := filepath.Rel(dir, path)
+			files[rel] = fi.Size()
+			total += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total, files
+}
+
+// TestDiskUseBounded: 128 MiB written and deleted, in 4 MiB files, with
+// the log bounded to 4 MiB of trailing entries and a snapshot per 4 MiB
+// (at least half the state) of log. Once the data is gone the nodes give
+// the space back: before a restart fsm.db is compacted before a snapshot
+// and only the newest, small snapshot is kept; after a clean restart of
+// every node raft.db is compacted too, and each data directory holds at
+// most twice the live data plus 24 MiB (the scaled-down form of the goal:
+// twice the live data plus 256 MiB after 1 GiB written and deleted, with
+// the default 64 MiB bounds).
+func TestDiskUseBounded(t *testing.T) {
+	const (
+		fileSize = 4 << 20
+		total    = 128 << 20
+		slack    = 24 << 20
+	)
+	pc := startProcCluster(t, 3, "--trailing-logs-bytes", "4M", "--snapshot-threshold-bytes", "4M",
+		"--compact-min", "2M", "--snapshot-interval", "500ms", "--session-ttl", "10m")
+	c := pc.client(t)
+	mustRegister(t, c)
+	keep := bytes.Repeat([]byte("live data;"), 100_000) // 1 MB stays
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := writeFile(ctx, c, "keep", keep); err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	for i := range total / fileSize {
+		name := fmt.Sprintf("big-%03d", i)
+		cr, err := c.Create(ctx, &jfspb.CreateRequest{Parent: 1, Name: []byte(name), Mode: 0o644,
+			Flags: uint32(os.O_CREATE | os.O_RDWR), Fh: 1})
+		if err != nil || cr.Errno != 0 {
+			t.Fatalf("create %s: %v %d", name, err, cr.GetErrno())
+		}
+		for off := 0; off < fileSize; off += len(chunk) {
+			wr, err := c.Write(ctx, &jfspb.WriteRequest{Ino: cr.Attr.Ino, Offset: int64(off), Data: chunk, Fh: 1})
+			if err != nil || wr.Errno != 0 {
+				t.Fatalf("write %s: %v %d", name, err, wr.GetErrno())
+			}
+		}
+		if rr, err := c.Release(ctx, &jfspb.ReleaseRequest{Ino: cr.Attr.Ino, Fh: 1}); err != nil || rr.Errno != 0 {
+			t.Fatalf("release %s: %v %d", name, err, rr.GetErrno())
+		}
+	}
+	peak := map[string]int64{}
+	for _, p := range pc.procs {
+		peak[p.id], _ = dirSize(t, p.dataDir)
+	}
+	for i := range total / fileSize {
+		ur, err := c.Unlink(ctx, &jfspb.UnlinkRequest{Parent: 1, Name: []byte(fmt.Sprintf("big-%03d", i))})
+		if err != nil || ur.Errno != 0 {
+			t.Fatalf("unlink: %v %d", err, ur.GetErrno())
+		}
+	}
+	live := int64(statusLive(t, c))
+	t.Logf("live data after the deletes: %d bytes", live)
+
+	// Running: fsm.db and the snapshot shrink once a snapshot is taken.
+	leader := pc.leader(t, c)
+	for _, p := range pc.procs {
+		waitCaughtUp(t, c, leader, p)
+	}
+	for _, p := range pc.procs {
+		var files map[string]int64
+		ok := waitFor(60*time.Second, func() bool {
+			_, files = dirSize(t, p.dataDir)
+			var state int64
+			for name, size := range files {
+				if name == "fsm.db" || filepath.Dir(filepath.Dir(name)) == "snapshots" {
+					state += size
+				}
+			}
+			return state <= 2*live+8<<20
+		})
+		if !ok {
+			t.Fatalf("%s: fsm.db and snapshots not given back while running: %v", p.id, files)
+		}
+		size, _ := dirSize(t, p.dataDir)
+		t.Logf("%s running: %d bytes (peak %d): %v", p.id, size, peak[p.id], files)
+	}
+
+	// After a clean restart raft.db is compacted too.
+	for _, p := range pc.procs {
+		pc.stop(p)
+	}
+	for _, p := range pc.procs {
+		pc.start(p)
+	}
+	pc.mustAllUp()
+	for _, p := range pc.procs {
+		size, files := dirSize(t, p.dataDir)
+		t.Logf("%s after restart: %d bytes: %v", p.id, size, files)
+		if size > 2*live+slack {
+			t.Errorf("%s holds %d bytes after %d MiB written and deleted; want at most %d (2 x %d live + %d)",
+				p.id, size, total>>20, 2*live+slack, live, slack)
+		}
+	}
+	if got := mustReadFile(t, c, "keep"); !bytes.Equal(got, keep) {
+		t.Fatal("the live file changed")
+	}
+	waitSameDigest(t, c, pc.procs)
+}

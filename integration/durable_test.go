@@ -73,9 +73,21 @@ func TestCrashLoopKeepsAcknowledgedWrites(t *testing.T) {
 	pc := startProcCluster(t, 3, "--heartbeat-timeout", "500ms", "--election-timeout", "500ms",
 		"--leader-lease-timeout", "500ms", "--snapshot-threshold", "100", "--trailing-logs", "50",
 		"--snapshot-threshold-bytes", "1M", "--trailing-logs-bytes", "512K", "--snapshot-interval", "200ms",
-		"--integrity-check", "2s", "--session-ttl", "10m")
+		"--integrity-check", "2s")
+	t.Cleanup(func() {
+		if t.Failed() {
+			keepLogs(t, pc, fmt.Sprintf("jfs-crash-%d", seed))
+		}
+	})
 	c := pc.client(t)
-	mustRegister(t, c)
+	// A session that heartbeats: the loop outlasts the session TTL.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sess, err := c.StartSession(ctx, client.SessionInfo{Host: "crash", MountPoint: "/crash", Pid: 1, Version: "test"})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close(context.Background()) })
 
 	var acked ackedWrites
 	stopWriter := runAll(func(stop <-chan struct{}) {
@@ -296,4 +308,20 @@ func TestDiskUseBounded(t *testing.T) {
 		t.Fatal("the live file changed")
 	}
 	waitSameDigest(t, c, pc.procs)
+}
+
+// keepLogs copies the nodes' logs to a directory of the system's temporary
+// directory, named name, for a failed run to be read whole.
+func keepLogs(t *testing.T, pc *procCluster, name string) {
+	dir := filepath.Join(os.TempDir(), name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	for _, p := range pc.procs {
+		if b, err := os.ReadFile(p.logPath); err == nil {
+			os.WriteFile(filepath.Join(dir, p.id+".log"), b, 0o644)
+		}
+	}
+	t.Logf("the nodes' logs are in %s", dir)
 }

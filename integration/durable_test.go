@@ -129,6 +129,9 @@ func TestCrashLoopKeepsAcknowledgedWrites(t *testing.T) {
 			b, _ := os.ReadFile(victim.logPath)
 			t.Fatalf("round %d: %s did not discard its fsm.db after SIGKILL:\n%s", round, victim.id, tail(b, 30))
 		}
+		if v := victim.metrics(t)["jfsd_fsm_rebuilt"]; v != 1 {
+			t.Fatalf("round %d: %s reports jfsd_fsm_rebuilt %v, want 1", round, victim.id, v)
+		}
 		t.Logf("round %d: killed %s (leader %v, torn %v); %d writes acknowledged", round, victim.id, victim == leader, torn, acked.count())
 	}
 	stopWriter()
@@ -254,6 +257,11 @@ func TestDiskUseBounded(t *testing.T) {
 	peak := map[string]int64{}
 	for _, p := range pc.procs {
 		peak[p.id], _ = dirSize(t, p.dataDir)
+		// 1 MiB entries: 4 MiB of trailing entries is a handful, not
+		// the 10240 of --trailing-logs.
+		if n := p.metrics(t)["jfsd_raft_trailing_logs"]; n < 1 || n > 16 {
+			t.Errorf("%s keeps %v trailing entries of about 1 MiB with --trailing-logs-bytes 4M", p.id, n)
+		}
 	}
 	for i := range total / fileSize {
 		ur, err := c.Unlink(ctx, &jfspb.UnlinkRequest{Parent: 1, Name: []byte(fmt.Sprintf("big-%03d", i))})

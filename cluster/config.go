@@ -67,6 +67,19 @@ type Config struct {
 	SnapshotThreshold  uint64 // entries between snapshots
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64 // entries kept after a snapshot, for followers to catch up from
+	// TrailingLogsBytes bounds the entries kept after a snapshot by their
+	// size as well (default 64 MiB): fewer than TrailingLogs are kept when
+	// entries are large (disk.go).
+	TrailingLogsBytes uint64
+	// SnapshotThresholdBytes takes a snapshot once this many bytes of
+	// entries were applied since the last one (default 64 MiB), however
+	// few entries they are. raft.db holds about TrailingLogsBytes plus
+	// this much.
+	SnapshotThresholdBytes uint64
+	// CompactMin is the smallest raft.db (at start) or fsm.db (at start
+	// and before a snapshot) that is compacted once half of it is free
+	// (default 64 MiB, negative: never). It overrides FSM.CompactMin.
+	CompactMin int64
 
 	// ApplyTimeout bounds how long a proposal may wait to be enqueued.
 	ApplyTimeout time.Duration
@@ -133,6 +146,12 @@ const (
 	DefaultCommitTimeout = 250 * time.Millisecond
 )
 
+// Default bounds of the raft log in bytes (DESIGN.md "Storage").
+const (
+	DefaultTrailingLogsBytes      = 64 << 20
+	DefaultSnapshotThresholdBytes = 64 << 20
+)
+
 // CheckTiming reports whether the three raft timings work together; zero
 // values stand for the defaults. The error names the offending setting by
 // its jfsd flag.
@@ -190,6 +209,16 @@ func (c *Config) setDefaults() {
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = 10240
 	}
+	if c.TrailingLogsBytes == 0 {
+		c.TrailingLogsBytes = DefaultTrailingLogsBytes
+	}
+	if c.SnapshotThresholdBytes == 0 {
+		c.SnapshotThresholdBytes = DefaultSnapshotThresholdBytes
+	}
+	if c.CompactMin == 0 {
+		c.CompactMin = fsm.DefaultCompactMin
+	}
+	c.FSM.CompactMin = c.CompactMin
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}

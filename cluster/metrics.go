@@ -104,7 +104,19 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 		counter("jfsd_confirm_rounds_total", roundsHelp, prometheus.Labels{"why": "read"}, n.rounds[roundRead].Load),
 		counter("jfsd_confirm_rounds_total", roundsHelp, prometheus.Labels{"why": "renew"}, n.rounds[roundRenew].Load),
 	)
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, corrupt, sessions, freeChecks, raftCollector{n})
+	rebuilt := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jfsd_fsm_rebuilt", Help: "1 when this node discarded its fsm.db at start (it was not closed cleanly) and rebuilt it from the newest snapshot and the raft log.",
+	}, func() float64 {
+		if n.fsm.Discarded() != "" {
+			return 1
+		}
+		return 0
+	})
+	trailing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jfsd_raft_trailing_logs", Help: "Log entries kept after a snapshot: --trailing-logs, or fewer to stay within --trailing-logs-bytes at the recent average entry size.",
+	}, func() float64 { return float64(n.raft.ReloadableConfig().TrailingLogs) })
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks,
+		corrupt, sessions, freeChecks, rebuilt, trailing, raftCollector{n})
 	n.metrics.Store(m)
 	return m
 }

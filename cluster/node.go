@@ -60,6 +60,8 @@ type Node struct {
 	freeKick    chan struct{}          // asks freeLoop to look for dead data (kickFree)
 	freeLooks   atomic.Uint64          // times freeLoop woke to look (jfsd_free_checks_total)
 	restoreMu   sync.Mutex             // held by the one restore that may run (backup.go)
+	logSize     logBytes               // entries applied since the last snapshot (disk.go)
+	snapKick    chan struct{}          // asks snapshotLoop for a snapshot by size
 
 	// failed is closed, with failErr set, when the node cannot go on: apply
 	// stopped, raft shut down by itself, or the API server failed.
@@ -100,7 +102,7 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	n := &Node{cfg: cfg, began: time.Now(), log: cfg.Logger.Named("node"), stopped: make(chan struct{}), failed: make(chan struct{}),
-		checkNow: make(chan struct{}, 1), freeKick: make(chan struct{}, 1)}
+		checkNow: make(chan struct{}, 1), freeKick: make(chan struct{}, 1), snapKick: make(chan struct{}, 1)}
 
 	var err error
 	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), cfg.FSM)
@@ -111,6 +113,9 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("state machine: %w", err)
 	}
 	n.peers.creds = n.dialCreds()
+	if why := n.fsm.Discarded(); why != "" {
+		n.log.Warn("fsm.db discarded; rebuilding it from the newest snapshot and the raft log", "why", why)
+	}
 	n.reads = newReadBatcher(n)
 	n.lease.core = newLeaseCore(cfg)
 	n.locks = newLockWaits(n)
@@ -124,8 +129,9 @@ func NewNode(cfg Config) (*Node, error) {
 		n.fsm.Close()
 		return nil, err
 	}
-	n.wg.Add(6)
+	n.wg.Add(7)
 	go n.watchRaft()
+	go n.snapshotLoop()
 	if cfg.IntegrityCheck > 0 {
 		n.wg.Add(1)
 		go n.integrityLoop(cfg.IntegrityCheck)
@@ -175,7 +181,10 @@ func (n *Node) startRaft() error {
 		mem := raft.NewInmemStore()
 		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
 	} else {
-		fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger.Named("snapshot"))
+		// One snapshot is retained: a node recovers from the newest one
+		// and the log after it, and an older one would hold on to the
+		// space of data deleted since (DESIGN.md "Storage").
+		fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 1, cfg.Logger.Named("snapshot"))
 		if err != nil {
 			return fmt.Errorf("snapshot store: %w", err)
 		}
@@ -186,6 +195,15 @@ func (n *Node) startRaft() error {
 		path := filepath.Join(cfg.DataDir, "raft.db")
 		var bs *raftboltdb.BoltStore
 		err = fsm.CheckBoltFile(path)
+		if err == nil {
+			// Log entries freed by compaction leave raft.db as large as it
+			// ever was; rewrite it while nothing has it open.
+			var before, after int64
+			before, after, err = fsm.CompactFile(path, cfg.CompactMin)
+			if err == nil && after < before {
+				n.log.Info("raft.db compacted", "before", before, "after", after)
+			}
+		}
 		if err == nil {
 			err = fsm.GuardFault(path, func() (err error) {
 				if bs, err = raftboltdb.New(raftboltdb.Options{Path: path}); err != nil {
@@ -210,6 +228,10 @@ func (n *Node) startRaft() error {
 	}
 	n.logs = logs
 	if err := n.catchUpFromSnapshot(snaps); err != nil {
+		n.closeStore()
+		return err
+	}
+	if err := n.checkRebuild(snaps); err != nil {
 		n.closeStore()
 		return err
 	}
@@ -353,6 +375,30 @@ func (n *Node) catchUpFromSnapshot(snaps raft.SnapshotStore) error {
 	}
 	defer rc.Close()
 	return n.fsm.Restore(rc)
+}
+
+// checkRebuild makes sure raft can bring the state machine up to date:
+// raft replays the log from the entry after the newest snapshot (or from
+// the first entry when there is none), so the log must hold that entry.
+// Raft compacts the log only after a snapshot, so this fails only when a
+// file was removed or replaced by hand; it then says so instead of letting
+// a state machine with a gap in its history serve.
+func (n *Node) checkRebuild(snaps raft.SnapshotStore) error {
+	var snapIndex uint64
+	if list, err := snaps.List(); err == nil && len(list) > 0 {
+		snapIndex = list[0].Index
+	}
+	first, err := n.logs.FirstIndex()
+	if err != nil || first == 0 {
+		return err
+	}
+	if from := max(snapIndex, n.fsm.AppliedIndex()) + 1; first > from {
+		return fmt.Errorf("cannot rebuild the state: the state machine and the newest snapshot (index %d) end at %d, "+
+			"but the raft log starts at %d; restore the snapshots directory, or rebuild this node from the cluster "+
+			"(jfsctl members remove %s, clear its data directory, start it without --initial-cluster, jfsctl members add)",
+			snapIndex, from-1, first, n.cfg.ID)
+	}
+	return nil
 }
 
 func (n *Node) closeStore() {

@@ -73,6 +73,9 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	// Any command may have left dead file data (a truncate, an unlink, a
 	// close, an expired session): let the leader look.
 	(*Node)(s).kickFree()
+	if s.logSize.add(logs, s.cfg.SnapshotThresholdBytes) {
+		(*Node)(s).kickSnapshot()
+	}
 	marked := false
 	for i, r := range results {
 		out[i] = r
@@ -88,14 +91,26 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 // Snapshot refuses once apply has failed: raft counts the failed entries as
 // applied, and a snapshot labelled with its index would hold a state that
 // lacks them.
+//
+// Raft calls it between applies. It first compacts the state file when
+// that pays (the snapshot streams the whole file, free pages too), and
+// sets the trailing logs for the log compaction after this snapshot by
+// the size of the entries applied since the last one (disk.go).
 func (s *stateMachine) Snapshot() (raft.FSMSnapshot, error) {
 	if err := s.applyErr.Load(); err != nil {
 		return nil, *err
 	}
+	if ok, err := s.fsm.CompactIfWorth(); err != nil {
+		return nil, err
+	} else if ok {
+		s.log.Info("fsm.db compacted before a snapshot")
+	}
+	(*Node)(s).setTrailing(s.logSize.reset())
 	snap, err := s.fsm.Snapshot()
 	if err != nil {
 		return nil, err
 	}
+	s.logSize.state.Store(snap.Size())
 	return fsmSnapshot{snap}, nil
 }
 

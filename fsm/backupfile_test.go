@@ -119,7 +119,7 @@ func TestPrepareRestore(t *testing.T) {
 	}
 
 	// A replica far ahead of the backup takes the prepared state.
-	g := mustOpen(t, filepath.Join(dir, "replica.db"), Options{NoSync: true})
+	g := mustOpen(t, filepath.Join(dir, "replica.db"), Options{})
 	g2 := &harness{t: t, f: g, index: hd.Index + 1000, now: h.now}
 	g2.mustRegister("ahead")
 	state, err := os.Open(filepath.Join(dir, "state"))

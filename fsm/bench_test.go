@@ -12,10 +12,10 @@ import (
 // BenchmarkApply applies creates (each of a new file in one directory) in
 // batches of one and of 64 entries, with and without fsync per commit.
 func BenchmarkApply(b *testing.B) {
-	for _, noSync := range []bool{false, true} {
+	for _, syncCommits := range []bool{false, true} {
 		for _, batch := range []int{1, 64} {
-			b.Run(fmt.Sprintf("batch=%d/nosync=%v", batch, noSync), func(b *testing.B) {
-				opts := Options{NoSync: noSync}
+			b.Run(fmt.Sprintf("batch=%d/sync=%v", batch, syncCommits), func(b *testing.B) {
+				opts := Options{SyncCommits: syncCommits}
 				h := &harness{t: b, f: mustOpen(b, filepath.Join(b.TempDir(), "state.db"), opts), now: t0}
 				h.sess = h.mustRegister("bench")
 				entries := make([]Entry, 0, batch)

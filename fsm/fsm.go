@@ -80,15 +80,23 @@ type Options struct {
 	BlockSize int
 	Capacity  uint64
 	MaxInodes uint64
-	// NoSync skips the fsync of each bolt commit. The raft log holds every
-	// command, so a process crash loses nothing, but a power loss may
-	// corrupt the state file. Tests and benchmarks only.
-	NoSync bool
+	// SyncCommits fsyncs every bolt commit, as the first release did. By
+	// default commits are not synced: the raft log is the durable record,
+	// and a state file that was not closed cleanly is discarded at Open and
+	// rebuilt from a snapshot and the log (durable.go).
+	SyncCommits bool
+	// CompactMin is the smallest state file worth compacting (at Open and
+	// by CompactIfWorth) once half of it is free; 0: DefaultCompactMin,
+	// negative: never.
+	CompactMin int64
 }
 
 func (o Options) withDefaults() Options {
 	if o.BlockSize <= 0 {
 		o.BlockSize = DefaultBlockSize
+	}
+	if o.CompactMin == 0 {
+		o.CompactMin = DefaultCompactMin
 	}
 	return o
 }
@@ -113,8 +121,9 @@ type Result struct {
 
 // FSM is the state machine. See the package comment for concurrency.
 type FSM struct {
-	path string
-	opts Options
+	path      string
+	opts      Options
+	discarded string // why Open threw the old file away; see Discarded
 
 	applyMu sync.Mutex   // serialises ApplyBatch, Restore, Close
 	dbMu    sync.RWMutex // guards db against Restore and Close
@@ -190,10 +199,12 @@ func lockEffect(typ jfspb.CommandType, req proto.Message) (ino uint64, all, some
 }
 
 // Open opens or creates the state file at path. A new file gets the root
-// directory. The lock table is rebuilt from the file. A file that is torn,
+// directory. The lock table is rebuilt from the file. A file that was not
+// closed cleanly is discarded first and the state starts empty (Discarded
+// says so; durable.go). A file that was closed cleanly but is torn,
 // truncated or otherwise cannot be read safely is refused with an error
 // that wraps ErrDamaged, names the file and says how to recover; it never
-// crashes the process.
+// crashes the process. A file that is mostly free pages is compacted.
 func Open(path string, opts Options) (*FSM, error) {
 	f := &FSM{
 		path:     path,
@@ -202,12 +213,24 @@ func Open(path string, opts Options) (*FSM, error) {
 		closed:   make(chan struct{}),
 	}
 	f.commands = f.commandTable()
-	err := CheckBoltFile(path)
+	err := f.discardUnclean()
+	if err == nil {
+		err = CheckBoltFile(path)
+	}
 	if fi, serr := os.Stat(path); err == nil && serr == nil && fi.Size() > 0 {
 		err = checkPages(path)
 	}
 	if err == nil {
+		err = f.takeMarker()
+	}
+	if err == nil {
+		_, _, err = CompactFile(path, f.opts.CompactMin)
+	}
+	if err == nil {
 		err = GuardFault(path, f.openDB)
+	}
+	if err == nil && f.opts.SyncCommits {
+		err = f.markClean()
 	}
 	if err != nil {
 		return nil, WithHint(err, "remove it to rebuild from the log and snapshots")
@@ -217,8 +240,8 @@ func Open(path string, opts Options) (*FSM, error) {
 
 func (f *FSM) boltOptions() *bolt.Options {
 	return &bolt.Options{
-		NoSync:     f.opts.NoSync,
-		NoGrowSync: f.opts.NoSync,
+		NoSync:     !f.opts.SyncCommits,
+		NoGrowSync: !f.opts.SyncCommits,
 		// As etcd does: the freelist is rebuilt on open instead of being
 		// written by every commit, and kept as a map.
 		NoFreelistSync: true,
@@ -280,7 +303,8 @@ func (f *FSM) openDB() error {
 	return nil
 }
 
-// Close closes the state file. Reads after Close return EIO.
+// Close syncs and closes the state file, then marks it clean (durable.go):
+// the next Open trusts it. Reads after Close return EIO.
 func (f *FSM) Close() error {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
@@ -289,10 +313,16 @@ func (f *FSM) Close() error {
 	if f.db == nil {
 		return nil
 	}
-	err := f.db.Close()
+	err := f.db.Sync()
+	if cerr := f.db.Close(); err == nil {
+		err = cerr
+	}
 	f.db = nil
 	close(f.closed)
-	return err
+	if err != nil {
+		return fmt.Errorf("fsm: close %s: %w", f.path, err)
+	}
+	return f.markClean()
 }
 
 // AppliedIndex is the index of the last applied entry.

@@ -55,7 +55,7 @@ func TestSnapshotRestore(t *testing.T) {
 	snap.Release()
 	snap.Release()
 
-	g := mustOpen(t, filepath.Join(t.TempDir(), "other.db"), Options{BlockSize: 8, NoSync: true})
+	g := mustOpen(t, filepath.Join(t.TempDir(), "other.db"), Options{BlockSize: 8})
 	g.mkdirForTest(t)
 	if err := g.Restore(&buf); err != nil {
 		t.Fatalf("Restore: %v", err)
@@ -108,7 +108,7 @@ func (f *FSM) mkdirForTest(t *testing.T) {
 func TestDigestSameOnReplicas(t *testing.T) {
 	a := mustHarness(t, Options{})
 	// b's own options differ: apply must not depend on them.
-	b := &harness{t: t, f: mustOpen(t, filepath.Join(t.TempDir(), "b.db"), Options{NoSync: true, BlockSize: 8, Capacity: 100, MaxInodes: 3}), now: t0}
+	b := &harness{t: t, f: mustOpen(t, filepath.Join(t.TempDir(), "b.db"), Options{BlockSize: 8, Capacity: 100, MaxInodes: 3}), now: t0}
 	b.sess = b.mustRegister("client-1")
 	b.mustSetSettings(a.f.InitialSettings())
 	mustPopulate(a)

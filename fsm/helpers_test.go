@@ -60,7 +60,6 @@ const t0 = int64(1_700_000_000_000_000_000)
 
 func mustHarness(t testing.TB, opts Options) *harness {
 	t.Helper()
-	opts.NoSync = true
 	h := &harness{t: t, path: filepath.Join(t.TempDir(), "state.db"), opts: opts, now: t0}
 	h.f = mustOpen(t, h.path, opts)
 	h.sess = h.mustRegister("client-1")
@@ -122,7 +121,6 @@ func (h *harness) mustApplyEntry(e Entry) proto.Message {
 // every later entry is applied as well.
 func (h *harness) mustReplica(opts Options) *FSM {
 	h.t.Helper()
-	opts.NoSync = true
 	g := mustOpen(h.t, filepath.Join(h.t.TempDir(), "replica.db"), opts)
 	snap, err := h.f.Snapshot()
 	if err != nil {

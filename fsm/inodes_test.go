@@ -23,7 +23,7 @@ func TestRootCreationTime(t *testing.T) {
 
 	// A replica applying the same entries in other batches ends up with
 	// the same state.
-	r := mustOpen(t, filepath.Join(t.TempDir(), "replica.db"), Options{NoSync: true})
+	r := mustOpen(t, filepath.Join(t.TempDir(), "replica.db"), Options{})
 	var entries []Entry
 	for _, e := range []struct {
 		typ jfspb.CommandType
@@ -64,7 +64,7 @@ func TestRootCreationTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap.Release()
-	g := mustOpen(t, filepath.Join(t.TempDir(), "restored.db"), Options{NoSync: true})
+	g := mustOpen(t, filepath.Join(t.TempDir(), "restored.db"), Options{})
 	if err := g.Restore(&buf); err != nil {
 		t.Fatal(err)
 	}

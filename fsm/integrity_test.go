@@ -193,7 +193,11 @@ func TestOpenDamagedStateFile(t *testing.T) {
 			if err := os.WriteFile(path, tc.damage(bytes.Clone(good)), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			f, err := Open(path, Options{NoSync: true})
+			// Closed cleanly, damaged afterwards: refused, at every start.
+			if err := os.WriteFile(CleanMarker(path), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := Open(path, Options{})
 			if err == nil {
 				f.Close()
 				t.Fatal("Open accepted a damaged file")
@@ -252,7 +256,7 @@ func TestReadOfDamagedPageIsEIO(t *testing.T) {
 // old entry whose last bytes merely look like a checksum field is accepted.
 func TestUnsealedEntriesOnlyBeforeTheFirstSealed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	f := mustOpen(t, path, Options{NoSync: true})
+	f := mustOpen(t, path, Options{})
 	var index uint64
 	old := func(typ jfspb.CommandType, req proto.Message, sess, seq uint64) Entry {
 		t.Helper()
@@ -323,7 +327,7 @@ func TestUnsealedEntriesOnlyBeforeTheFirstSealed(t *testing.T) {
 	}
 
 	// A replica restored from a snapshot knows the log is sealed.
-	g := mustOpen(t, filepath.Join(t.TempDir(), "replica.db"), Options{NoSync: true})
+	g := mustOpen(t, filepath.Join(t.TempDir(), "replica.db"), Options{})
 	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)

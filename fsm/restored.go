@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 
 	"google.golang.org/protobuf/proto"
@@ -81,7 +82,13 @@ func (f *FSM) Members() []*jfspb.Member {
 // applied index and how many sessions ended. The file is changed in place;
 // nothing else is.
 func PrepareRestore(path string, members []*jfspb.Member, nowNs int64) (applied uint64, ended uint32, err error) {
-	f, err := Open(path, Options{})
+	// The file was written and synced whole by OpenBackup: mark it clean
+	// so that Open trusts it, and sync the one commit made here.
+	if err := (&FSM{path: path}).markClean(); err != nil {
+		return 0, 0, fmt.Errorf("fsm: prepare restore: %w", err)
+	}
+	defer os.Remove(CleanMarker(path))
+	f, err := Open(path, Options{SyncCommits: true, CompactMin: -1})
 	if err != nil {
 		return 0, 0, fmt.Errorf("fsm: prepare restore: %w", err)
 	}

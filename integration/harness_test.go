@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand"
 	"net"
 	"net/http"
 	"os"
@@ -60,23 +61,45 @@ var handedOut = struct {
 }{addrs: map[string]bool{}}
 
 // freeAddr returns a loopback address with a port that was free a moment
-// ago and that no earlier call returned.
+// ago and that no earlier call returned. The port lies below the kernel's
+// range of ephemeral ports: a port from that range, left free while its
+// process is restarted, may meanwhile become the source port of some
+// outgoing connection, and the restarted process then fails to bind it.
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	handedOut.Lock()
 	defer handedOut.Unlock()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	low := ephemeralLow()
+	for range 10000 {
+		port := 10000 + rand.Intn(low-10000)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		if handedOut.addrs[addr] {
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		addr := l.Addr().String()
 		l.Close()
-		if !handedOut.addrs[addr] {
-			handedOut.addrs[addr] = true
-			return addr
-		}
+		handedOut.addrs[addr] = true
+		return addr
 	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
+}
+
+// ephemeralLow is the lowest port the kernel hands out as a source port
+// (32768 when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	var low int
+	if err != nil || len(strings.Fields(string(b))) != 2 {
+		return 32768
+	}
+	if low, err = strconv.Atoi(strings.Fields(string(b))[0]); err != nil || low <= 11000 {
+		return 32768
+	}
+	return low
 }
 
 // proc is one jfsd process.

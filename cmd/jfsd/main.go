@@ -89,6 +89,10 @@ func nodeFlags() []cli.Flag {
 		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, Usage: "take a snapshot once this many log entries were applied since the last one"},
 		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, Usage: "log entries kept after a snapshot; a follower further behind catches up from a snapshot"},
 		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, Usage: "how often to check whether a snapshot is due"},
+		&cli.StringFlag{Name: "trailing-logs-bytes", Value: "64M", Usage: "also bound the log kept after a snapshot by size (suffixes K, M, G): fewer than --trailing-logs entries are kept when they are large"},
+		&cli.StringFlag{Name: "snapshot-threshold-bytes", Value: "64M", Usage: "also take a snapshot once this many bytes of log entries were applied since the last one; raft.db holds about this plus --trailing-logs-bytes"},
+		&cli.StringFlag{Name: "compact-min", Value: "64M", Usage: "rewrite raft.db (at start) and fsm.db (at start and before a snapshot) without their free pages once half of a file at least this large is free; 0: never"},
+		&cli.BoolFlag{Name: "sync-state", Usage: "fsync every commit of the state machine's fsm.db as well, as the first release did (the raft log is the durable record; without this an fsm.db that was not closed cleanly is rebuilt from the newest snapshot and the log)"},
 		&cli.StringFlag{Name: "block-size", Value: "64K", Usage: "file data block size, a power of two from 4K to 4M; used only when the cluster is created (the first leader records it)"},
 		&cli.StringFlag{Name: "capacity", Value: "0", Usage: "quota in bytes (suffixes K, M, G, T, P) that df reports and writes may not exceed; 0: none, df reports the leader's disk. Used only when the cluster is created; change it later with jfsctl settings set"},
 		&cli.Uint64Flag{Name: "max-inodes", Usage: "limit on the number of inodes; 0: none. Used only when the cluster is created; change it later with jfsctl settings set"},
@@ -244,6 +248,18 @@ func runNode(c *cli.Context) error {
 	if c.Duration("snapshot-interval") < 10*time.Millisecond {
 		return fmt.Errorf("--snapshot-interval %v: must be at least 10ms", c.Duration("snapshot-interval"))
 	}
+	var diskSizes [3]uint64
+	for i, name := range []string{"trailing-logs-bytes", "snapshot-threshold-bytes", "compact-min"} {
+		v, err := parseSize(c.String(name))
+		if err != nil || (v == 0 && name != "compact-min") {
+			return fmt.Errorf("--%s %q: want a size of at least 1 (suffixes K, M, G)", name, c.String(name))
+		}
+		diskSizes[i] = v
+	}
+	compactMin := int64(diskSizes[2])
+	if compactMin == 0 {
+		compactMin = -1 // cluster.Config: negative is never
+	}
 	bs, err := parseSize(c.String("block-size"))
 	if err != nil || bs < 4<<10 || bs > fsm.MaxBlockSize || bs&(bs-1) != 0 {
 		return fmt.Errorf("--block-size %q: want a power of two from 4K to 4M", c.String("block-size"))
@@ -277,7 +293,9 @@ func runNode(c *cli.Context) error {
 			SessionTTL: c.Duration("session-ttl"), ReadMode: readMode(c), ReadLease: c.Bool("read-lease"), Started: processStart,
 			SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"),
 			SnapshotInterval: c.Duration("snapshot-interval"), IntegrityCheck: integrity,
-			FSM:              fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes")},
+			TrailingLogsBytes: diskSizes[0], SnapshotThresholdBytes: diskSizes[1], CompactMin: compactMin,
+			FSM: fsm.Options{BlockSize: int(bs), Capacity: capacity, MaxInodes: c.Uint64("max-inodes"),
+				SyncCommits: c.Bool("sync-state")},
 			HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 			LeaderLeaseTimeout: c.Duration("leader-lease-timeout"), CommitTimeout: c.Duration("commit-timeout"),
 			TLS: tlsSrc,

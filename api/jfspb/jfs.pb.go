@@ -4538,7 +4538,14 @@ type SetLkRequest struct {
 	// through another owner, and a process has one POSIX owner per mount. The
 	// wait-for graph then gives owner a node of its own instead of merging it
 	// into its process's. The state machine ignores it.
-	MaybeOfd      bool `protobuf:"varint,41,opt,name=maybe_ofd,json=maybeOfd,proto3" json:"maybe_ofd,omitempty"`
+	MaybeOfd bool `protobuf:"varint,41,opt,name=maybe_ofd,json=maybeOfd,proto3" json:"maybe_ofd,omitempty"`
+	// queue asks the state machine to queue the request when it cannot be
+	// granted now (a held lock or an earlier waiter is in the way), instead
+	// of answering EAGAIN: the answer is then queued, and the apply of a
+	// later change that frees the range grants it (see WaitEnd in fsm). The
+	// leader sets it on blocking requests; entries without it are applied as
+	// before (EAGAIN, not stored).
+	Queue         bool `protobuf:"varint,220,opt,name=queue,proto3" json:"queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4636,10 +4643,20 @@ func (x *SetLkRequest) GetMaybeOfd() bool {
 	return false
 }
 
+func (x *SetLkRequest) GetQueue() bool {
+	if x != nil {
+		return x.Queue
+	}
+	return false
+}
+
 type SetLkResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Conflicts     []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Errno     int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Conflicts []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// queued: the request waits in the state machine's queue of its inode
+	// (errno EINPROGRESS). Only the leader sees it; it waits for the grant.
+	Queued        bool `protobuf:"varint,220,opt,name=queued,proto3" json:"queued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4688,18 +4705,27 @@ func (x *SetLkResponse) GetConflicts() []*LockOwner {
 	return nil
 }
 
+func (x *SetLkResponse) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
+}
+
 // FlockRequest is flock(2) for the open file (session, fh). EAGAIN on
 // conflict, with the conflicting owners listed. With block (no LOCK_NB) the
 // leader queues it as for SetLk; a flock wait is never refused with EDEADLK
 // (flock(2) has no such error; Linux blocks forever), only EINTR.
 type FlockRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
-	Fh            uint64                 `protobuf:"varint,3,opt,name=fh,proto3" json:"fh,omitempty"`
-	Type          LockType               `protobuf:"varint,4,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
-	Pid           uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
-	Block         bool                   `protobuf:"varint,6,opt,name=block,proto3" json:"block,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Ino    uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Fh     uint64                 `protobuf:"varint,3,opt,name=fh,proto3" json:"fh,omitempty"`
+	Type   LockType               `protobuf:"varint,4,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
+	Pid    uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	Block  bool                   `protobuf:"varint,6,opt,name=block,proto3" json:"block,omitempty"`
+	// queue: as in SetLkRequest.
+	Queue         bool `protobuf:"varint,220,opt,name=queue,proto3" json:"queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4776,10 +4802,19 @@ func (x *FlockRequest) GetBlock() bool {
 	return false
 }
 
+func (x *FlockRequest) GetQueue() bool {
+	if x != nil {
+		return x.Queue
+	}
+	return false
+}
+
 type FlockResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Conflicts     []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Errno     int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Conflicts []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// queued: as in SetLkResponse.
+	Queued        bool `protobuf:"varint,220,opt,name=queued,proto3" json:"queued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4828,6 +4863,122 @@ func (x *FlockResponse) GetConflicts() []*LockOwner {
 	return nil
 }
 
+func (x *FlockResponse) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
+}
+
+// EndLockWaitRequest ends the queued lock request (session, seq) with errno
+// (EINTR for a cancel, EDEADLK for the victim of a deadlock): it leaves its
+// queue and errno becomes its stored answer. A request that is not queued
+// (granted already, or never queued) is left alone: ENOENT. The leader
+// proposes it; its envelope carries no session.
+type EndLockWaitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,220,opt,name=session,proto3" json:"session,omitempty"`
+	Seq           uint64                 `protobuf:"varint,221,opt,name=seq,proto3" json:"seq,omitempty"`
+	Errno         int32                  `protobuf:"varint,222,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndLockWaitRequest) Reset() {
+	*x = EndLockWaitRequest{}
+	mi := &file_jfs_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndLockWaitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndLockWaitRequest) ProtoMessage() {}
+
+func (x *EndLockWaitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndLockWaitRequest.ProtoReflect.Descriptor instead.
+func (*EndLockWaitRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *EndLockWaitRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *EndLockWaitRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *EndLockWaitRequest) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+type EndLockWaitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,220,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndLockWaitResponse) Reset() {
+	*x = EndLockWaitResponse{}
+	mi := &file_jfs_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndLockWaitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndLockWaitResponse) ProtoMessage() {}
+
+func (x *EndLockWaitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndLockWaitResponse.ProtoReflect.Descriptor instead.
+func (*EndLockWaitResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *EndLockWaitResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // CancelLockWaitRequest interrupts the blocking SetLk or Flock request sent
 // with header (session, seq): that request then answers EINTR, unless its
 // grant was already on its way, in which case it answers the grant. The
@@ -4844,7 +4995,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4856,7 +5007,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4869,7 +5020,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -4895,7 +5046,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +5058,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +5071,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -4943,7 +5094,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4955,7 +5106,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4968,7 +5119,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -5001,7 +5152,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5013,7 +5164,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5026,7 +5177,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -5056,7 +5207,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5068,7 +5219,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5081,7 +5232,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -5120,7 +5271,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5132,7 +5283,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5145,7 +5296,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -5173,7 +5324,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5185,7 +5336,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5198,7 +5349,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -5227,7 +5378,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5239,7 +5390,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5252,7 +5403,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -5274,7 +5425,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5286,7 +5437,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5299,7 +5450,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -5343,7 +5494,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5355,7 +5506,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5368,7 +5519,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Member) GetId() string {
@@ -5432,7 +5583,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5444,7 +5595,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5457,7 +5608,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -5483,7 +5634,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5495,7 +5646,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5508,7 +5659,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -5526,7 +5677,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5538,7 +5689,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5551,7 +5702,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 type ClusterStatusResponse struct {
@@ -5572,7 +5723,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5584,7 +5735,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5597,7 +5748,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -5677,7 +5828,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5689,7 +5840,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5702,7 +5853,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -5742,7 +5893,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5754,7 +5905,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5767,7 +5918,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -5786,7 +5937,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5798,7 +5949,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5811,7 +5962,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -5830,7 +5981,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5842,7 +5993,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5855,7 +6006,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -5877,7 +6028,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5889,7 +6040,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5902,7 +6053,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -5928,7 +6079,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5940,7 +6091,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5953,7 +6104,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -5971,7 +6122,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5983,7 +6134,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5996,7 +6147,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 type ListSessionsResponse struct {
@@ -6009,7 +6160,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6021,7 +6172,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6034,7 +6185,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -6077,7 +6228,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6089,7 +6240,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6102,7 +6253,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -6193,7 +6344,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6205,7 +6356,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6218,7 +6369,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -6245,7 +6396,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6257,7 +6408,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6270,7 +6421,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -6297,7 +6448,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6309,7 +6460,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6322,7 +6473,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -6348,7 +6499,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6360,7 +6511,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6373,7 +6524,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -6397,7 +6548,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6409,7 +6560,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6422,7 +6573,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -6449,7 +6600,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6461,7 +6612,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6474,7 +6625,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -6515,7 +6666,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6527,7 +6678,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6540,7 +6691,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 type CheckpointResponse struct {
@@ -6554,7 +6705,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6566,7 +6717,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6579,7 +6730,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -6610,7 +6761,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6622,7 +6773,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6635,7 +6786,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -6668,7 +6819,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6680,7 +6831,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6693,7 +6844,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -6717,7 +6868,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6729,7 +6880,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6742,7 +6893,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -6771,7 +6922,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6783,7 +6934,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6796,7 +6947,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -6828,7 +6979,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6840,7 +6991,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6853,7 +7004,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -6866,7 +7017,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6878,7 +7029,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6891,7 +7042,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -6917,7 +7068,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6929,7 +7080,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6942,7 +7093,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -6999,7 +7150,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7011,7 +7162,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7024,7 +7175,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -7044,7 +7195,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7056,7 +7207,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7069,7 +7220,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -7100,7 +7251,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7112,7 +7263,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7125,7 +7276,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -7152,7 +7303,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7164,7 +7315,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7177,7 +7328,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -7509,7 +7660,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x04 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12)\n" +
-	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\xf1\x01\n" +
+	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\x88\x02\n" +
 	"\fSetLkRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -7519,20 +7670,30 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03len\x18\x06 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\a \x01(\rR\x03pid\x12\x14\n" +
 	"\x05block\x18\b \x01(\bR\x05block\x12\x1b\n" +
-	"\tmaybe_ofd\x18) \x01(\bR\bmaybeOfd\"V\n" +
+	"\tmaybe_ofd\x18) \x01(\bR\bmaybeOfd\x12\x15\n" +
+	"\x05queue\x18\xdc\x01 \x01(\bR\x05queue\"o\n" +
 	"\rSetLkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
-	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\"\xa6\x01\n" +
+	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\x12\x17\n" +
+	"\x06queued\x18\xdc\x01 \x01(\bR\x06queued\"\xbd\x01\n" +
 	"\fFlockRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x0e\n" +
 	"\x02fh\x18\x03 \x01(\x04R\x02fh\x12$\n" +
 	"\x04type\x18\x04 \x01(\x0e2\x10.jfs.v1.LockTypeR\x04type\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12\x14\n" +
-	"\x05block\x18\x06 \x01(\bR\x05block\"V\n" +
+	"\x05block\x18\x06 \x01(\bR\x05block\x12\x15\n" +
+	"\x05queue\x18\xdc\x01 \x01(\bR\x05queue\"o\n" +
 	"\rFlockResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
-	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\"C\n" +
+	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\x12\x17\n" +
+	"\x06queued\x18\xdc\x01 \x01(\bR\x06queued\"Y\n" +
+	"\x12EndLockWaitRequest\x12\x19\n" +
+	"\asession\x18\xdc\x01 \x01(\x04R\asession\x12\x11\n" +
+	"\x03seq\x18\xdd\x01 \x01(\x04R\x03seq\x12\x15\n" +
+	"\x05errno\x18\xde\x01 \x01(\x05R\x05errno\",\n" +
+	"\x13EndLockWaitResponse\x12\x15\n" +
+	"\x05errno\x18\xdc\x01 \x01(\x05R\x05errno\"C\n" +
 	"\x15CancelLockWaitRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\".\n" +
@@ -7759,7 +7920,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 112)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 114)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -7834,48 +7995,50 @@ var file_jfs_proto_goTypes = []any{
 	(*SetLkResponse)(nil),            // 70: jfs.v1.SetLkResponse
 	(*FlockRequest)(nil),             // 71: jfs.v1.FlockRequest
 	(*FlockResponse)(nil),            // 72: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 73: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 74: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 75: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 76: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 77: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 78: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 79: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 80: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 81: jfs.v1.FreeDataResponse
-	(*Member)(nil),                   // 82: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 83: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 84: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 85: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 86: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 87: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 88: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 89: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 90: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 91: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 92: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 93: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 94: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 95: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 96: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 97: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 98: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 99: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 100: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 101: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 102: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 103: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 104: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 105: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 106: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 107: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 108: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 109: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 110: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 111: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 112: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 113: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 114: jfs.v1.ReleaseBatchResponse
+	(*EndLockWaitRequest)(nil),       // 73: jfs.v1.EndLockWaitRequest
+	(*EndLockWaitResponse)(nil),      // 74: jfs.v1.EndLockWaitResponse
+	(*CancelLockWaitRequest)(nil),    // 75: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 76: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 77: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 78: jfs.v1.ReleaseLockOwnerResponse
+	(*Settings)(nil),                 // 79: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 80: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 81: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 82: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 83: jfs.v1.FreeDataResponse
+	(*Member)(nil),                   // 84: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 85: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 86: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 87: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 88: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 89: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 90: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 91: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 92: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 93: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 94: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 95: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 96: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 97: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 98: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 99: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 100: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 101: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 102: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 103: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 104: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 105: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 106: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 107: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 108: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 109: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 110: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 111: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 112: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 113: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 114: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 115: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 116: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	3,   // 0: jfs.v1.RegisterRequest.header:type_name -> jfs.v1.Header
@@ -7923,16 +8086,16 @@ var file_jfs_proto_depIdxs = []int32{
 	1,   // 42: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
 	66,  // 43: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
 	3,   // 44: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	77,  // 45: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	77,  // 46: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	82,  // 47: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	82,  // 48: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	79,  // 45: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	79,  // 46: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	84,  // 47: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	84,  // 48: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
 	6,   // 49: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
 	2,   // 50: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
 	66,  // 51: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
 	1,   // 52: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	95,  // 53: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	82,  // 54: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	97,  // 53: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	84,  // 54: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
 	3,   // 55: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
 	46,  // 56: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
 	7,   // 57: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
@@ -7963,24 +8126,24 @@ var file_jfs_proto_depIdxs = []int32{
 	67,  // 82: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
 	69,  // 83: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
 	71,  // 84: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	75,  // 85: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	73,  // 86: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	77,  // 85: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	75,  // 86: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
 	54,  // 87: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
 	50,  // 88: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	113, // 89: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	85,  // 90: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	87,  // 91: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	89,  // 92: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	91,  // 93: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	93,  // 94: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	96,  // 95: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	98,  // 96: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	83,  // 97: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	106, // 98: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	100, // 99: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	78,  // 100: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	108, // 101: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	109, // 102: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	115, // 89: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	87,  // 90: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	89,  // 91: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	91,  // 92: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	93,  // 93: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	95,  // 94: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	98,  // 95: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	100, // 96: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	85,  // 97: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	108, // 98: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	102, // 99: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	80,  // 100: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	110, // 101: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	111, // 102: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
 	8,   // 103: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
 	10,  // 104: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
 	12,  // 105: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
@@ -8009,24 +8172,24 @@ var file_jfs_proto_depIdxs = []int32{
 	68,  // 128: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
 	70,  // 129: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
 	72,  // 130: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	76,  // 131: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	74,  // 132: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	78,  // 131: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	76,  // 132: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
 	55,  // 133: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
 	51,  // 134: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	114, // 135: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	86,  // 136: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	88,  // 137: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	90,  // 138: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	92,  // 139: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	94,  // 140: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	97,  // 141: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	99,  // 142: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	84,  // 143: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	107, // 144: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	101, // 145: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	79,  // 146: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	109, // 147: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	110, // 148: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	116, // 135: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	88,  // 136: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	90,  // 137: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	92,  // 138: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	94,  // 139: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	96,  // 140: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	99,  // 141: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	101, // 142: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	86,  // 143: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	109, // 144: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	103, // 145: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	81,  // 146: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	111, // 147: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	112, // 148: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
 	103, // [103:149] is the sub-list for method output_type
 	57,  // [57:103] is the sub-list for method input_type
 	57,  // [57:57] is the sub-list for extension type_name
@@ -8045,7 +8208,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   112,
+			NumMessages:   114,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

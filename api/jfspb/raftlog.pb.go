@@ -73,42 +73,45 @@ const (
 	// The leader applies it to the backup's state before raft installs that
 	// state on every node (fsm.PrepareRestore); it is not proposed.
 	CommandType_COMMAND_TYPE_RESTORED CommandType = 90 // RestoredRequest
+	// Ends a queued lock request with an errno (cancel, deadlock victim).
+	CommandType_COMMAND_TYPE_END_LOCK_WAIT CommandType = 160 // EndLockWaitRequest
 )
 
 // Enum value maps for CommandType.
 var (
 	CommandType_name = map[int32]string{
-		0:  "COMMAND_TYPE_UNSPECIFIED",
-		1:  "COMMAND_TYPE_REGISTER",
-		2:  "COMMAND_TYPE_CLOSE_SESSION",
-		3:  "COMMAND_TYPE_EXPIRE_SESSION",
-		4:  "COMMAND_TYPE_SETATTR",
-		5:  "COMMAND_TYPE_MKNOD",
-		6:  "COMMAND_TYPE_MKDIR",
-		7:  "COMMAND_TYPE_CREATE",
-		8:  "COMMAND_TYPE_UNLINK",
-		9:  "COMMAND_TYPE_RMDIR",
-		10: "COMMAND_TYPE_RENAME",
-		11: "COMMAND_TYPE_LINK",
-		12: "COMMAND_TYPE_SYMLINK",
-		13: "COMMAND_TYPE_OPEN",
-		14: "COMMAND_TYPE_RELEASE",
-		15: "COMMAND_TYPE_WRITE",
-		16: "COMMAND_TYPE_SETXATTR",
-		17: "COMMAND_TYPE_REMOVEXATTR",
-		18: "COMMAND_TYPE_SETLK",
-		19: "COMMAND_TYPE_FLOCK",
-		20: "COMMAND_TYPE_RELEASE_LOCK_OWNER",
-		21: "COMMAND_TYPE_SET_MEMBER",
-		22: "COMMAND_TYPE_FALLOCATE",
-		70: "COMMAND_TYPE_SET_SETTINGS",
-		71: "COMMAND_TYPE_FREE_DATA",
-		30: "COMMAND_TYPE_TOUCH_ATIME",
-		40: "COMMAND_TYPE_RELEASE_BATCH",
-		50: "COMMAND_TYPE_SESSIONS_ALIVE",
-		60: "COMMAND_TYPE_CHECKPOINT",
-		61: "COMMAND_TYPE_MARK_CORRUPT",
-		90: "COMMAND_TYPE_RESTORED",
+		0:   "COMMAND_TYPE_UNSPECIFIED",
+		1:   "COMMAND_TYPE_REGISTER",
+		2:   "COMMAND_TYPE_CLOSE_SESSION",
+		3:   "COMMAND_TYPE_EXPIRE_SESSION",
+		4:   "COMMAND_TYPE_SETATTR",
+		5:   "COMMAND_TYPE_MKNOD",
+		6:   "COMMAND_TYPE_MKDIR",
+		7:   "COMMAND_TYPE_CREATE",
+		8:   "COMMAND_TYPE_UNLINK",
+		9:   "COMMAND_TYPE_RMDIR",
+		10:  "COMMAND_TYPE_RENAME",
+		11:  "COMMAND_TYPE_LINK",
+		12:  "COMMAND_TYPE_SYMLINK",
+		13:  "COMMAND_TYPE_OPEN",
+		14:  "COMMAND_TYPE_RELEASE",
+		15:  "COMMAND_TYPE_WRITE",
+		16:  "COMMAND_TYPE_SETXATTR",
+		17:  "COMMAND_TYPE_REMOVEXATTR",
+		18:  "COMMAND_TYPE_SETLK",
+		19:  "COMMAND_TYPE_FLOCK",
+		20:  "COMMAND_TYPE_RELEASE_LOCK_OWNER",
+		21:  "COMMAND_TYPE_SET_MEMBER",
+		22:  "COMMAND_TYPE_FALLOCATE",
+		70:  "COMMAND_TYPE_SET_SETTINGS",
+		71:  "COMMAND_TYPE_FREE_DATA",
+		30:  "COMMAND_TYPE_TOUCH_ATIME",
+		40:  "COMMAND_TYPE_RELEASE_BATCH",
+		50:  "COMMAND_TYPE_SESSIONS_ALIVE",
+		60:  "COMMAND_TYPE_CHECKPOINT",
+		61:  "COMMAND_TYPE_MARK_CORRUPT",
+		90:  "COMMAND_TYPE_RESTORED",
+		160: "COMMAND_TYPE_END_LOCK_WAIT",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -142,6 +145,7 @@ var (
 		"COMMAND_TYPE_CHECKPOINT":         60,
 		"COMMAND_TYPE_MARK_CORRUPT":       61,
 		"COMMAND_TYPE_RESTORED":           90,
+		"COMMAND_TYPE_END_LOCK_WAIT":      160,
 	}
 )
 
@@ -307,7 +311,7 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x04body\x18\a \x01(\fR\x04body\x12\x1d\n" +
 	"\n" +
 	"acked_seqs\x18F \x03(\x04R\tackedSeqs\x12\x16\n" +
-	"\x06crc32c\x18< \x01(\aR\x06crc32c*\xe6\x06\n" +
+	"\x06crc32c\x18< \x01(\aR\x06crc32c*\x87\a\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -340,7 +344,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x1bCOMMAND_TYPE_SESSIONS_ALIVE\x102\x12\x1b\n" +
 	"\x17COMMAND_TYPE_CHECKPOINT\x10<\x12\x1d\n" +
 	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=\x12\x19\n" +
-	"\x15COMMAND_TYPE_RESTORED\x10ZB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x15COMMAND_TYPE_RESTORED\x10Z\x12\x1f\n" +
+	"\x1aCOMMAND_TYPE_END_LOCK_WAIT\x10\xa0\x01B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

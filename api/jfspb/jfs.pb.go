@@ -4937,7 +4937,7 @@ func (x *EndLockWaitRequest) GetErrno() int32 {
 
 type EndLockWaitResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,220,opt,name=errno,proto3" json:"errno,omitempty"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -7691,9 +7691,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\x12EndLockWaitRequest\x12\x19\n" +
 	"\asession\x18\xdc\x01 \x01(\x04R\asession\x12\x11\n" +
 	"\x03seq\x18\xdd\x01 \x01(\x04R\x03seq\x12\x15\n" +
-	"\x05errno\x18\xde\x01 \x01(\x05R\x05errno\",\n" +
-	"\x13EndLockWaitResponse\x12\x15\n" +
-	"\x05errno\x18\xdc\x01 \x01(\x05R\x05errno\"C\n" +
+	"\x05errno\x18\xde\x01 \x01(\x05R\x05errno\"+\n" +
+	"\x13EndLockWaitResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"C\n" +
 	"\x15CancelLockWaitRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\".\n" +

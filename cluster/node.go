@@ -100,6 +100,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.locks = newLockWaits(n)
 	n.sessions = newSessionTimers(n, cfg.SessionTTL)
 	n.fsm.SetLockListener(n.locks.changed)
+	n.fsm.SetWaitListener(n.locks.ended)
 	n.fsm.SetCheckpointListener(n.checkpoints.taken)
 	n.refreshCorrupt()
 	if err := n.startRaft(); err != nil {

@@ -29,12 +29,14 @@ var (
 	bucketSustained = []byte("sustained") // ino -> (empty), or linkableTmpfile: unlinked, still open
 	bucketMember    = []byte("member")    // node id -> jfspb.Member (addresses)
 	bucketFreeing   = []byte("freeing")   // ino, first block -> end block: dead blocks to free
+	bucketLockWait  = []byte("lockwait")  // ino, id -> queued lock request (lockwait.go)
+	bucketWaitKey   = []byte("waitkey")   // session, seq -> ino, id of its queued request
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketInode, bucketDentry, bucketCookie, bucketSymlink,
 		bucketBlock, bucketXattr, bucketSession, bucketClient, bucketResult,
 		bucketOpen, bucketSessOpen, bucketFlock, bucketPlock, bucketSustained,
-		bucketMember, bucketFreeing,
+		bucketMember, bucketFreeing, bucketLockWait, bucketWaitKey,
 	}
 
 	metaVersion    = []byte("version")
@@ -74,6 +76,7 @@ type txn struct {
 	index   uint64
 	now     int64
 	session uint64
+	seq     uint64 // the entry's seq, in apply
 	err     error
 }
 

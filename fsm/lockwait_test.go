@@ -106,7 +106,7 @@ func TestEndLockWait(t *testing.T) {
 		t.Fatalf("ends %v, want b EINTR then c granted", e)
 	}
 	mustErrno(t, h.setlkw(b, 1, f.Ino, 2, lkWr), syscall.EINTR) // the retry
-	mustErrno(t, end(c, 1, syscall.EINTR), syscall.ENOENT)       // granted first
+	mustErrno(t, end(c, 1, syscall.EINTR), syscall.ENOENT)      // granted first
 	mustOK(t, h.setlkw(c, 1, f.Ino, 3, lkRd))
 }
 

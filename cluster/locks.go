@@ -74,6 +74,7 @@ type lockWaits struct {
 	nextPending uint64
 	graph       *rangelock.Graph
 	gwaits      map[uint64]graphWait // graph wait id -> the wait
+	pending     map[uint64]waitKey   // admissions in the graph, by id, until applied
 	inoWaits    map[uint64][]uint64  // ino -> ids of its queued waits in the graph
 	ending      map[waitKey]bool     // victims whose EndLockWait is being proposed
 	canceled    cancelMemo           // cancels that arrived before their wait was proposed
@@ -103,7 +104,7 @@ type lockWaits struct {
 
 func newLockWaits(n *Node) *lockWaits {
 	lw := &lockWaits{
-		n: n, graph: rangelock.NewGraph(), gwaits: map[uint64]graphWait{}, inoWaits: map[uint64][]uint64{},
+		n: n, graph: rangelock.NewGraph(), gwaits: map[uint64]graphWait{}, pending: map[uint64]waitKey{}, inoWaits: map[uint64][]uint64{},
 		ending: map[waitKey]bool{}, canceled: newCancelMemo(), hosts: map[uint64]uint64{},
 		ofdOwners: map[rangelock.Owner]map[uint64]int{}, ofdByIno: map[uint64]map[rangelock.Owner]struct{}{},
 		reg: map[waitKey]*waiter{}, dirty: map[uint64]bool{}, kick: make(chan struct{}, 1),
@@ -220,6 +221,17 @@ func (lw *lockWaits) refresh() {
 	var renewed []uint64
 	for _, ino := range inos {
 		renewed = append(renewed, lw.rebuild(ino)...)
+	}
+	// An admission whose request the state machine answered is in the
+	// graph as a queued wait now, or waits no more: its edges, of when it
+	// was admitted, would be stale (a waiter granted at once by the next
+	// unlock, before its proposal returned, would still seem to wait for
+	// the process that unlocked).
+	for id, key := range lw.pending {
+		if lw.n.fsm.Answered(key.session, key.seq) {
+			lw.graph.Remove(id)
+			delete(lw.pending, id)
+		}
 	}
 	lw.pruneOFD(inos)
 	// Only now, with every changed edge renewed, look for cycles that the
@@ -484,6 +496,7 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 			lw.nextPending++
 			pending = lw.nextPending | pendingBit
 			lw.graph.Add(pending, w.node, nodes)
+			lw.pending[pending] = w.key
 		}
 	}
 	lw.mu.Unlock()
@@ -509,6 +522,7 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 	if pending != 0 {
 		lw.mu.Lock()
 		lw.graph.Remove(pending)
+		delete(lw.pending, pending)
 		lw.mu.Unlock()
 	}
 	if err != nil || !queued {

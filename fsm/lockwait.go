@@ -306,6 +306,18 @@ func (f *FSM) Waits(ino uint64) []Wait {
 	return out
 }
 
+// Answered reports whether the lock request (session, seq) was applied
+// with a stored answer (granted, queued, refused), or its session is gone:
+// either way the leader's record of its admission is out of date.
+func (f *FSM) Answered(session, seq uint64) bool {
+	answered := true
+	f.view(func(t *txn) error {
+		answered = t.b(bucketResult).Get(key2(session, seq)) != nil || t.b(bucketSession).Get(u64(session)) == nil
+		return nil
+	})
+	return answered
+}
+
 // WaitOf returns the queued wait of request (session, seq), if it is queued.
 func (f *FSM) WaitOf(session, seq uint64) (Wait, bool) {
 	var w Wait

@@ -472,16 +472,45 @@ func (lw *lockWaits) ofdMarks() int {
 // this node stops leading; the wait itself stays queued in the state
 // machine, and the client's retry at any leader finds it there.
 func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfspb.LockOwner, error) {
+	// Registered first: a cancel either finds the registration or left a
+	// memo that is looked at below (cancel holds regMu across both).
+	w.done = make(chan waitResult, 1)
+	lw.regMu.Lock()
+	if old := lw.reg[w.key]; old != nil {
+		// The client re-sent a wait it already has here (a retry after a
+		// lost connection): the newer call takes it over.
+		old.deliver(waitResult{err: errInterrupted})
+	}
+	lw.reg[w.key] = w
+	lw.regMu.Unlock()
+	defer func() {
+		lw.regMu.Lock()
+		if lw.reg[w.key] == w {
+			delete(lw.reg, w.key)
+		}
+		lw.regMu.Unlock()
+	}()
+
+	// A retry of a request that the state machine answered already (queued,
+	// or granted meanwhile) was admitted then: its stored answer stands,
+	// and a second check could refuse a lock it holds.
+	queued, answered := lw.n.fsm.RequestState(w.key.session, w.key.seq)
 	lw.mu.Lock()
 	if lw.canceled.take(w.key, time.Now()) {
-		lw.mu.Unlock()
-		return syscall.EINTR, nil, nil
+		switch {
+		case !answered:
+			lw.mu.Unlock()
+			return syscall.EINTR, nil, nil
+		case queued:
+			lw.regMu.Lock()
+			w.canceled = true // ended below, once the retry is answered "queued"
+			lw.regMu.Unlock()
+		}
 	}
 	lw.refresh()
 	w.node = lw.processNode(w.owner, w.pid())
 	var pending uint64
-	// A retry of a request that is queued already was admitted then.
-	if _, queued := lw.n.fsm.WaitOf(w.key.session, w.key.seq); !queued {
+	if !answered {
 		if nodes := w.edges(lw.blockers(w)); len(nodes) > 0 {
 			if !w.flock && !w.ofd {
 				if cycle := lw.graph.WouldCycle(w.node, nodes); cycle != nil {
@@ -501,23 +530,6 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 	}
 	lw.mu.Unlock()
 
-	w.done = make(chan waitResult, 1)
-	lw.regMu.Lock()
-	if old := lw.reg[w.key]; old != nil {
-		// The client re-sent a wait it already has here (a retry after a
-		// lost connection): the newer call takes it over.
-		old.deliver(waitResult{err: errInterrupted})
-	}
-	lw.reg[w.key] = w
-	lw.regMu.Unlock()
-	defer func() {
-		lw.regMu.Lock()
-		if lw.reg[w.key] == w {
-			delete(lw.reg, w.key)
-		}
-		lw.regMu.Unlock()
-	}()
-
 	errno, conflicts, queued, err := lw.propose(ctx, w)
 	if pending != 0 {
 		lw.mu.Lock()
@@ -528,7 +540,9 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 	if err != nil || !queued {
 		return errno, conflicts, err
 	}
-	lw.n.metrics.Load().countWait(w.kind())
+	if !answered {
+		lw.n.metrics.Load().countWait(w.kind())
+	}
 	lw.regMu.Lock()
 	w.queued = true
 	canceled := w.canceled
@@ -586,25 +600,30 @@ func (lw *lockWaits) propose(ctx context.Context, w *waiter) (errno syscall.Errn
 // once the state machine has queued it.
 func (lw *lockWaits) cancel(ctx context.Context, key waitKey) error {
 	lw.regMu.Lock()
-	w := lw.reg[key]
-	if w != nil {
+	if w := lw.reg[key]; w != nil {
 		w.canceled = true
-		if !w.queued {
-			lw.regMu.Unlock()
-			return nil // wait will cancel it once queued
+		queued := w.queued
+		lw.regMu.Unlock()
+		if !queued {
+			return nil // wait ends it once the state machine queued it
 		}
+		return lw.cancelQueued(ctx, key)
+	}
+	// No RPC here: the request is queued with its RPC at another node or on
+	// its way here, or answered already (that answer stands), or not
+	// proposed yet (remembered, under regMu, so that a wait registering
+	// now finds the memo).
+	queued, answered := lw.n.fsm.RequestState(key.session, key.seq)
+	if !answered {
+		lw.mu.Lock()
+		lw.canceled.add(key, time.Now())
+		lw.mu.Unlock()
 	}
 	lw.regMu.Unlock()
-	if w == nil {
-		if _, queued := lw.n.fsm.WaitOf(key.session, key.seq); !queued {
-			lw.mu.Lock()
-			lw.canceled.add(key, time.Now())
-			lw.mu.Unlock()
-			return nil
-		}
-		// Queued, with its RPC at another node or on its way here.
+	if queued {
+		return lw.cancelQueued(ctx, key)
 	}
-	return lw.cancelQueued(ctx, key)
+	return nil
 }
 
 // cancelQueued proposes the end of the queued wait key with EINTR. A wait

@@ -581,3 +581,44 @@ func TestQueueSurvivesLeaderChange(t *testing.T) {
 		ws[i].mustLock(ino, uint32(10+i), un, 0, 0)
 	}
 }
+
+// TestCancelQueuedAtNewLeader: a wait queued at a leader that then stops
+// is cancelled at the new leader before its client sends it again: the
+// re-sent request answers EINTR, and the unlock grants it nothing.
+func TestCancelQueuedAtNewLeader(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	a.mustLock(ino, 1, wr, 0, 0)
+	req := &jfspb.SetLkRequest{Header: b.header(), Ino: ino, Owner: 2, Type: wr, Pid: 2, Block: true}
+	ch := make(chan waitResult, 1)
+	go func() {
+		r, err := b.srv.SetLk(context.Background(), req)
+		ch <- waitResult{errno: syscall.Errno(r.GetErrno()), err: err}
+	}()
+	mustStillWaiting(t, b, ch, ino, 2, "B's wait")
+	c.Stop(leader.ID())
+	if r := mustGet(t, ch, "wait at the stopped leader"); status.Code(r.err) != codes.Unavailable {
+		t.Fatalf("wait on a stopped leader: %v %v, want UNAVAILABLE", r.errno, r.err)
+	}
+	nl := c.Leader()
+	a.srv, b.srv = cluster.NewServer(nl), cluster.NewServer(nl)
+	for _, cl := range []*lockClient{a, b} {
+		cl.srv.Heartbeat(context.Background(), &jfspb.HeartbeatRequest{Session: cl.session})
+	}
+	if _, err := b.srv.CancelLockWait(context.Background(), &jfspb.CancelLockWaitRequest{Session: b.session, Seq: req.Header.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.srv.SetLk(context.Background(), req) // the client's re-send
+	if err != nil || r.Errno != int32(syscall.EINTR) {
+		t.Fatalf("re-sent wait after the cancel: %v %v, want EINTR", r, err)
+	}
+	a.mustLock(ino, 1, un, 0, 0)
+	if b.holds(ino, 2) {
+		t.Fatal("the cancelled wait was granted")
+	}
+	if e, err := a.setlk(context.Background(), ino, 3, wr, 0, 0, false); err != nil || e != 0 {
+		t.Fatalf("after the cancel, the lock is held by a ghost: %v %v", err, e)
+	}
+}

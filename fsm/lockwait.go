@@ -310,12 +310,21 @@ func (f *FSM) Waits(ino uint64) []Wait {
 // with a stored answer (granted, queued, refused), or its session is gone:
 // either way the leader's record of its admission is out of date.
 func (f *FSM) Answered(session, seq uint64) bool {
-	answered := true
+	_, answered := f.RequestState(session, seq)
+	return answered
+}
+
+// RequestState tells, in one read, whether the lock request (session, seq)
+// is queued, and whether it is answered (queued, granted, refused, or its
+// session gone). A state that cannot be read counts as answered.
+func (f *FSM) RequestState(session, seq uint64) (queued, answered bool) {
+	answered = true
 	f.view(func(t *txn) error {
-		answered = t.b(bucketResult).Get(key2(session, seq)) != nil || t.b(bucketSession).Get(u64(session)) == nil
+		queued = t.b(bucketWaitKey).Get(key2(session, seq)) != nil
+		answered = queued || t.b(bucketResult).Get(key2(session, seq)) != nil || t.b(bucketSession).Get(u64(session)) == nil
 		return nil
 	})
-	return answered
+	return queued, answered
 }
 
 // WaitOf returns the queued wait of request (session, seq), if it is queued.

@@ -108,6 +108,7 @@ func newLockWaits(n *Node) *lockWaits {
 		ending: map[waitKey]bool{}, canceled: newCancelMemo(), hosts: map[uint64]uint64{},
 		ofdOwners: map[rangelock.Owner]map[uint64]int{}, ofdByIno: map[uint64]map[rangelock.Owner]struct{}{},
 		reg: map[waitKey]*waiter{}, dirty: map[uint64]bool{}, kick: make(chan struct{}, 1),
+		allDirty: true, // the state may hold queues already: build the graph at the first look
 	}
 	lw.endWait = lw.proposeEnd
 	return lw

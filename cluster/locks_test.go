@@ -19,7 +19,7 @@ import (
 // lockClient is one session talking to a node's services in process, the
 // way a mount would.
 type lockClient struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *cluster.Server
 	session uint64
 	host    string
@@ -27,7 +27,7 @@ type lockClient struct {
 	seq     uint64
 }
 
-func newLockClient(t *testing.T, n *cluster.Node, host string) *lockClient {
+func newLockClient(t testing.TB, n *cluster.Node, host string) *lockClient {
 	t.Helper()
 	s := cluster.NewServer(n)
 	r, err := s.Register(context.Background(), &jfspb.RegisterRequest{Host: host, MountPoint: "/mnt", ClientId: host + t.Name()})

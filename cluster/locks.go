@@ -338,20 +338,48 @@ func (lw *lockWaits) processNode(owner rangelock.Owner, pid uint32) rangelock.Ow
 }
 
 // blockers returns the processes a new request w would wait for: the
-// holders of conflicting locks and the queued waiters it may not overtake.
-// Called with lw.mu held.
-func (lw *lockWaits) blockers(w *waiter) []rangelock.Owner {
+// holders of conflicting locks and the queued waiters it may not overtake,
+// read from one state, and that state's applied index. Called with lw.mu
+// held.
+func (lw *lockWaits) blockers(w *waiter) ([]rangelock.Owner, uint64, bool) {
+	holders, queue, applied, ok := lw.n.fsm.WaitState(w.ino, w.flock, w.owner, w.typ, w.rng)
 	var nodes []rangelock.Owner
 	me := rangelock.Waiter{Owner: w.owner, Flock: w.flock, Type: w.typ, Range: w.rng}
-	for _, v := range lw.n.fsm.Waits(w.ino) {
+	for _, v := range queue {
 		if me.Behind(v.Waiter) {
 			nodes = append(nodes, lw.processNode(v.Owner, v.Pid))
 		}
 	}
-	for _, h := range lw.n.fsm.LockHolders(w.ino, w.flock, w.owner, w.typ, w.rng) {
+	for _, h := range holders {
 		nodes = append(nodes, lw.processNode(h.Owner, h.Pid))
 	}
-	return nodes
+	return nodes, applied, ok
+}
+
+// maxAdmitTries bounds how often an admission reads the state again
+// because a batch was applied while it renewed the graph.
+const maxAdmitTries = 50
+
+// admissionBlockers renews the graph and returns w's blockers, from a state
+// no newer than the graph: every edge the graph has into a process must be
+// as fresh as the state the blockers come from, or a wait that a batch
+// ended (an admission that was granted at once, a queued wait granted)
+// would seem to wait still and close a cycle that is not there. consistent
+// is false when batches kept landing; the caller then does not refuse.
+// Called with lw.mu held.
+func (lw *lockWaits) admissionBlockers(w *waiter) (nodes []rangelock.Owner, consistent bool) {
+	for range maxAdmitTries {
+		// setApplied follows the lock listener: the marks of every batch
+		// up to at are in, and refresh consumes them.
+		at := lw.n.fsm.AppliedIndex()
+		lw.refresh()
+		nodes, applied, ok := lw.blockers(w)
+		if ok && applied <= at {
+			return nodes, true
+		}
+	}
+	nodes, _, _ = lw.blockers(w)
+	return nodes, false
 }
 
 // edges are the wait-for edges w adds to the graph for its blockers. A wait
@@ -508,12 +536,12 @@ func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfs
 			lw.regMu.Unlock()
 		}
 	}
-	lw.refresh()
 	w.node = lw.processNode(w.owner, w.pid())
 	var pending uint64
 	if !answered {
-		if nodes := w.edges(lw.blockers(w)); len(nodes) > 0 {
-			if !w.flock && !w.ofd {
+		nodes, consistent := lw.admissionBlockers(w)
+		if nodes = w.edges(nodes); len(nodes) > 0 {
+			if !w.flock && !w.ofd && consistent {
 				if cycle := lw.graph.WouldCycle(w.node, nodes); cycle != nil {
 					lw.mu.Unlock()
 					lw.n.metrics.Load().countDeadlock("immediate")

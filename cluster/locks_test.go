@@ -622,3 +622,41 @@ func TestCancelQueuedAtNewLeader(t *testing.T) {
 		t.Fatalf("after the cancel, the lock is held by a ghost: %v %v", err, e)
 	}
 }
+
+// TestNoFalseDeadlockUnderContention: processes that each hold at most one
+// lock can never deadlock; eight of them take turns on one file as fast as
+// they can, and none may be refused with EDEADLK. (An admission that read
+// the state after a grant but the wait-for graph from before it saw the
+// granted waiter still waiting, and refused the unlocking process.)
+func TestNoFalseDeadlockUnderContention(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	var cls []*lockClient
+	for i := range 2 {
+		cls = append(cls, newLockClient(t, leader, fmt.Sprintf("host%d", i)))
+	}
+	ino := cls[0].mustCreate("f")
+	const procs, rounds = 8, 25
+	errs := make(chan error, procs)
+	for p := range procs {
+		cl, pid := cls[p%2], uint32(100+p)
+		go func() {
+			for range rounds {
+				e, err := cl.setlk(context.Background(), ino, pid, wr, 0, 0, true)
+				if err == nil && e == 0 {
+					e, err = cl.setlk(context.Background(), ino, pid, un, 0, 0, false)
+				}
+				if err != nil || e != 0 {
+					errs <- fmt.Errorf("process %d: %v %v", pid, e, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range procs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

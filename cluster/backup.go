@@ -213,16 +213,8 @@ func (n *Node) restoreBackup(ctx context.Context, h fsm.BackupHeader, statePath 
 	return ended, nil
 }
 
-// endAll ends every wait that is not being granted with errno: the whole
-// state was replaced and the waiters' sessions are gone.
+// endAll answers every waiting lock RPC with errno: the whole state was
+// replaced and the waiters' sessions are gone.
 func (lw *lockWaits) endAll(errno syscall.Errno) {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	for _, w := range lw.all() {
-		if !w.granting {
-			lw.finish(w, waitResult{errno: errno})
-		}
-	}
-	clear(lw.hosts)
-	clear(lw.ofdOwners)
+	lw.endRPCs(waitResult{errno: errno})
 }

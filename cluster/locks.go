@@ -14,16 +14,20 @@ import (
 	"github.com/jfs-dev/jfs/rangelock"
 )
 
-// Blocking lock requests (F_SETLKW, flock without LOCK_NB) wait on the
-// leader, in a FIFO queue per inode, and are granted through the log when the
-// apply of a change frees their range: no polling. The wait-for graph between
-// processes across every client lives here too; DESIGN.md gives the rules.
+// Blocking lock requests (F_SETLKW, flock without LOCK_NB) are proposed with
+// queue set: the state machine grants them at once or queues them in the
+// replicated queue of their inode, and the apply that frees their range
+// grants them (fsm/lockwait.go). The leader only waits for that apply to
+// answer the RPC, checks for deadlocks before a wait is queued, and runs the
+// background detector over the wait-for graph between processes, which it
+// rebuilds from the replicated queues and held locks. DESIGN.md gives the
+// rules.
 
-// errInterrupted ends a wait that the client cancelled (FUSE INTERRUPT).
+// errInterrupted ends a wait that a retry of the same request took over.
 var errInterrupted = errors.New("cluster: lock wait interrupted")
 
+// waiter is a blocking request whose RPC is served on this leader.
 type waiter struct {
-	id      uint64
 	key     waitKey
 	ino     uint64
 	flock   bool
@@ -31,12 +35,13 @@ type waiter struct {
 	node    rangelock.Owner // the process, as the wait-for graph knows it
 	typ     rangelock.Type
 	rng     rangelock.Range // Whole for a flock
-	since   time.Time
 	posix   *jfspb.SetLkRequest
 	flockRq *jfspb.FlockRequest
 	ofd     bool // a POSIX wait whose owner may be an open file (maybe_ofd)
 
-	granting bool // a grant is being proposed
+	// Guarded by lockWaits.regMu.
+	queued   bool // the state machine answered "queued"
+	canceled bool // CancelLockWait arrived
 	done     chan waitResult
 }
 
@@ -48,18 +53,32 @@ type waitResult struct {
 	err   error
 }
 
-// lockWaits is the leader's registry of blocked lock requests.
+// graphWait is what the leader knows of a wait in its graph: one the state
+// machine queued (id: the log index that queued it), or an admission still
+// being proposed (id with pendingBit set).
+type graphWait struct {
+	key   waitKey
+	ino   uint64
+	flock bool
+	ofd   bool
+	since int64 // ns
+}
+
+const pendingBit = 1 << 63
+
+// lockWaits is the leader's side of blocking lock requests.
 type lockWaits struct {
 	n *Node
 
-	mu       sync.Mutex
-	nextID   uint64
-	queues   map[uint64][]*waiter // per inode, in arrival order
-	byKey    map[waitKey]*waiter
-	byID     map[uint64]*waiter
-	canceled cancelMemo // cancels that arrived before their wait was queued
-	graph    *rangelock.Graph
-	hosts    map[uint64]uint64 // session -> hash of its host, for graph nodes
+	mu          sync.Mutex
+	nextPending uint64
+	graph       *rangelock.Graph
+	gwaits      map[uint64]graphWait // graph wait id -> the wait
+	pending     map[uint64]waitKey   // admissions in the graph, by id, until applied
+	inoWaits    map[uint64][]uint64  // ino -> ids of its queued waits in the graph
+	ending      map[waitKey]bool     // victims whose EndLockWait is being proposed
+	canceled    cancelMemo           // cancels that arrived before their wait was proposed
+	hosts       map[uint64]uint64    // session -> hash of its host, for graph nodes
 	// ofdOwners are the lock owners that a request marked maybe_ofd: an open
 	// file description may own their locks, so none is merged into its
 	// process (processNode). Each maps to the inodes it was marked on,
@@ -70,25 +89,34 @@ type lockWaits struct {
 	// session ends; so the map holds no more owners than hold or want locks.
 	ofdOwners map[rangelock.Owner]map[uint64]int
 	ofdByIno  map[uint64]map[rangelock.Owner]struct{} // the same marks by inode
+	// endWait proposes the end of a queued wait (a deadlock's victim); a
+	// field so that tests can watch it.
+	endWait func(key waitKey, errno syscall.Errno)
+
+	regMu sync.Mutex
+	reg   map[waitKey]*waiter // RPCs waiting for their request's end
 
 	dirtyMu  sync.Mutex
-	dirty    map[uint64]bool // inodes whose locks changed since the pump last looked
+	dirty    map[uint64]bool // inodes whose locks or queues changed since the pump last looked
 	allDirty bool            // every inode's may have
 	kick     chan struct{}
 }
 
 func newLockWaits(n *Node) *lockWaits {
-	return &lockWaits{
-		n: n, queues: map[uint64][]*waiter{}, byKey: map[waitKey]*waiter{}, byID: map[uint64]*waiter{},
-		canceled: newCancelMemo(), graph: rangelock.NewGraph(), hosts: map[uint64]uint64{},
+	lw := &lockWaits{
+		n: n, graph: rangelock.NewGraph(), gwaits: map[uint64]graphWait{}, pending: map[uint64]waitKey{}, inoWaits: map[uint64][]uint64{},
+		ending: map[waitKey]bool{}, canceled: newCancelMemo(), hosts: map[uint64]uint64{},
 		ofdOwners: map[rangelock.Owner]map[uint64]int{}, ofdByIno: map[uint64]map[rangelock.Owner]struct{}{},
-		dirty: map[uint64]bool{}, kick: make(chan struct{}, 1),
+		reg: map[waitKey]*waiter{}, dirty: map[uint64]bool{}, kick: make(chan struct{}, 1),
+		allDirty: true, // the state may hold queues already: build the graph at the first look
 	}
+	lw.endWait = lw.proposeEnd
+	return lw
 }
 
 // changed is called by the state machine after a batch commits, with the
-// inodes whose locks changed, or all when any inode's may have. It must not
-// block: the raft apply loop waits.
+// inodes whose locks or queues changed, or all when any inode's may have.
+// It must not block: the raft apply loop waits.
 func (lw *lockWaits) changed(inos []uint64, all bool) {
 	lw.dirtyMu.Lock()
 	for _, ino := range inos {
@@ -99,6 +127,27 @@ func (lw *lockWaits) changed(inos []uint64, all bool) {
 	}
 	lw.dirtyMu.Unlock()
 	lw.poke()
+}
+
+// ended is called by the state machine after a batch commits, with the
+// queued waits it ended (granted, or failed): the RPCs waiting for them
+// answer. It must not block.
+func (lw *lockWaits) ended(ends []fsm.WaitEnd) {
+	lw.regMu.Lock()
+	defer lw.regMu.Unlock()
+	for _, e := range ends {
+		if w := lw.reg[waitKey{e.Session, e.Seq}]; w != nil {
+			w.deliver(waitResult{errno: e.Errno})
+		}
+	}
+}
+
+// deliver hands r to the RPC of w, once. Called with lw.regMu held.
+func (w *waiter) deliver(r waitResult) {
+	select {
+	case w.done <- r:
+	default:
+	}
 }
 
 // markDirty asks the pump to look at ino's queue again.
@@ -116,8 +165,8 @@ func (lw *lockWaits) poke() {
 	}
 }
 
-// run is the pump: it reconsiders the queues of changed inodes, and
-// searches the whole graph for cycles every detectEvery.
+// run is the pump: it renews the graph for changed inodes, and searches the
+// whole graph for cycles every detectEvery.
 func (lw *lockWaits) run(stop <-chan struct{}, detectEvery time.Duration) {
 	tick := time.NewTicker(detectEvery)
 	defer tick.Stop()
@@ -136,14 +185,15 @@ func (lw *lockWaits) run(stop <-chan struct{}, detectEvery time.Duration) {
 	}
 }
 
-// refresh reconsiders the queues of every inode whose locks changed since
-// the last look. Every search of the graph is preceded by it: a waiter's
-// edges point at the holders of when it was last considered, and a holder
-// that unlocked and at once asked again would otherwise find the stale edge
-// of the waiter it just freed and be refused a deadlock that is not there.
-// The lock listener marks an inode before the change's RPC returns, so no
-// request can see the graph older than the changes it knows of. Called with
-// lw.mu held.
+// refresh renews the graph's waits and edges on every inode whose locks or
+// queue changed since the last look, from the state machine. Every search
+// of the graph is preceded by it: a waiter's edges point at the holders of
+// when it was last considered, and a holder that unlocked and at once asked
+// again would otherwise find the stale edge of the waiter it just freed and
+// be refused a deadlock that is not there. The listener marks an inode
+// before the change's apply is visible to any read, so no request can see
+// the graph older than the changes it knows of. Followers keep the graph
+// too, so a new leader has it at once. Called with lw.mu held.
 func (lw *lockWaits) refresh() {
 	lw.dirtyMu.Lock()
 	inos := make([]uint64, 0, len(lw.dirty))
@@ -155,43 +205,105 @@ func (lw *lockWaits) refresh() {
 	lw.allDirty = false
 	lw.dirtyMu.Unlock()
 	if all {
-		for ino := range lw.queues {
+		for ino := range lw.inoWaits {
 			inos = append(inos, ino)
 		}
-	}
-	if all {
 		for ino := range lw.ofdByIno {
 			inos = append(inos, ino)
+		}
+		if lw.n.fsm != nil {
+			for _, w := range lw.n.fsm.Waits(0) {
+				inos = append(inos, w.Ino)
+			}
 		}
 	}
 	slices.Sort(inos)
 	inos = slices.Compact(inos)
-	var renewed []*waiter
+	var renewed []uint64
 	for _, ino := range inos {
-		renewed = append(renewed, lw.reconsider(ino)...)
+		renewed = append(renewed, lw.rebuild(ino)...)
+	}
+	// An admission whose request the state machine answered is in the
+	// graph as a queued wait now, or waits no more: its edges, of when it
+	// was admitted, would be stale (a waiter granted at once by the next
+	// unlock, before its proposal returned, would still seem to wait for
+	// the process that unlocked).
+	for id, key := range lw.pending {
+		if lw.n.fsm.Answered(key.session, key.seq) {
+			lw.graph.Remove(id)
+			delete(lw.pending, id)
+		}
 	}
 	lw.pruneOFD(inos)
 	// Only now, with every changed edge renewed, look for cycles that the
 	// renewals closed.
-	for _, w := range renewed {
-		if lw.byID[w.id] == w && !w.granting {
-			if cycle := lw.cycleThrough(w); cycle != nil {
+	for _, id := range renewed {
+		if _, ok := lw.gwaits[id]; ok {
+			if cycle := lw.cycleThrough(id); cycle != nil {
 				lw.breakCycle(cycle)
 			}
 		}
 	}
 }
 
-// cycleThrough returns a cycle through w's wait, or nil. Called with lw.mu
+// rebuild replaces ino's waits in the graph by the state machine's queue,
+// each with edges to the processes holding conflicting locks and to those
+// of the earlier waiters it may not overtake. It returns the POSIX waits
+// whose edges it renewed, for refresh to check for cycles. Called with
+// lw.mu held.
+func (lw *lockWaits) rebuild(ino uint64) (renewed []uint64) {
+	for _, id := range lw.inoWaits[ino] {
+		lw.graph.Remove(id)
+		delete(lw.gwaits, id)
+	}
+	delete(lw.inoWaits, ino)
+	if lw.n.fsm == nil {
+		return nil
+	}
+	// A victim whose end is being proposed is gone already: were it
+	// back, its cycle would be broken a second time.
+	q := slices.DeleteFunc(lw.n.fsm.Waits(ino), func(w fsm.Wait) bool { return lw.ending[waitKey{w.Session, w.Seq}] })
+	nodes := make([]rangelock.Owner, len(q))
+	for i, w := range q {
+		nodes[i] = lw.processNode(w.Owner, w.Pid)
+	}
+	ids := make([]uint64, 0, len(q))
+	for i, w := range q {
+		var blockers []rangelock.Owner
+		for j := range i {
+			if w.Behind(q[j].Waiter) {
+				blockers = append(blockers, nodes[j])
+			}
+		}
+		for _, h := range lw.n.fsm.LockHolders(ino, w.Flock, w.Owner, w.Type, w.Range) {
+			blockers = append(blockers, lw.processNode(h.Owner, h.Pid))
+		}
+		if w.MaybeOFD {
+			blockers = nil // see waiter.edges
+		}
+		lw.graph.Add(w.ID, nodes[i], blockers)
+		lw.gwaits[w.ID] = graphWait{key: waitKey{w.Session, w.Seq}, ino: ino, flock: w.Flock, ofd: w.MaybeOFD, since: w.Since}
+		ids = append(ids, w.ID)
+		if !w.Flock && !w.MaybeOFD && len(blockers) > 0 {
+			renewed = append(renewed, w.ID)
+		}
+	}
+	if len(ids) > 0 {
+		lw.inoWaits[ino] = ids
+	}
+	return renewed
+}
+
+// cycleThrough returns a cycle through wait id, or nil. Called with lw.mu
 // held.
-func (lw *lockWaits) cycleThrough(w *waiter) []rangelock.Owner {
-	_, blockers, ok := lw.graph.Wait(w.id)
+func (lw *lockWaits) cycleThrough(id uint64) []rangelock.Owner {
+	node, blockers, ok := lw.graph.Wait(id)
 	if !ok {
 		return nil
 	}
-	lw.graph.Remove(w.id)
-	cycle := lw.graph.WouldCycle(w.node, blockers)
-	lw.graph.Add(w.id, w.node, blockers)
+	lw.graph.Remove(id)
+	cycle := lw.graph.WouldCycle(node, blockers)
+	lw.graph.Add(id, node, blockers)
 	return cycle
 }
 
@@ -225,29 +337,49 @@ func (lw *lockWaits) processNode(owner rangelock.Owner, pid uint32) rangelock.Ow
 	return rangelock.Owner{Session: h, ID: uint64(pid)}
 }
 
-// conflictsWith reports whether w and an earlier waiter v want locks that
-// cannot be held together: a later request never overtakes an earlier one it
-// conflicts with, so a writer is not starved by a stream of readers.
-func conflictsWith(w, v *waiter) bool {
-	if w.flock != v.flock || w.owner == v.owner || w.ino != v.ino {
-		return false
-	}
-	return (w.typ == rangelock.Write || v.typ == rangelock.Write) && w.rng.Overlaps(v.rng)
-}
-
-// blockers returns the processes w waits for: the holders of conflicting
-// locks and the earlier waiters it may not overtake. ready is true when
-// there are none. Called with lw.mu held.
-func (lw *lockWaits) blockers(w *waiter, earlier []*waiter) (nodes []rangelock.Owner, ready bool) {
-	for _, v := range earlier {
-		if conflictsWith(w, v) {
-			nodes = append(nodes, v.node)
+// blockers returns the processes a new request w would wait for: the
+// holders of conflicting locks and the queued waiters it may not overtake,
+// read from one state, and that state's applied index. Called with lw.mu
+// held.
+func (lw *lockWaits) blockers(w *waiter) ([]rangelock.Owner, uint64, bool) {
+	holders, queue, applied, ok := lw.n.fsm.WaitState(w.ino, w.flock, w.owner, w.typ, w.rng)
+	var nodes []rangelock.Owner
+	me := rangelock.Waiter{Owner: w.owner, Flock: w.flock, Type: w.typ, Range: w.rng}
+	for _, v := range queue {
+		if me.Behind(v.Waiter) {
+			nodes = append(nodes, lw.processNode(v.Owner, v.Pid))
 		}
 	}
-	for _, h := range lw.n.fsm.LockHolders(w.ino, w.flock, w.owner, w.typ, w.rng) {
+	for _, h := range holders {
 		nodes = append(nodes, lw.processNode(h.Owner, h.Pid))
 	}
-	return nodes, len(nodes) == 0
+	return nodes, applied, ok
+}
+
+// maxAdmitTries bounds how often an admission reads the state again
+// because a batch was applied while it renewed the graph.
+const maxAdmitTries = 50
+
+// admissionBlockers renews the graph and returns w's blockers, from a state
+// no newer than the graph: every edge the graph has into a process must be
+// as fresh as the state the blockers come from, or a wait that a batch
+// ended (an admission that was granted at once, a queued wait granted)
+// would seem to wait still and close a cycle that is not there. consistent
+// is false when batches kept landing; the caller then does not refuse.
+// Called with lw.mu held.
+func (lw *lockWaits) admissionBlockers(w *waiter) (nodes []rangelock.Owner, consistent bool) {
+	for range maxAdmitTries {
+		// setApplied follows the lock listener: the marks of every batch
+		// up to at are in, and refresh consumes them.
+		at := lw.n.fsm.AppliedIndex()
+		lw.refresh()
+		nodes, applied, ok := lw.blockers(w)
+		if ok && applied <= at {
+			return nodes, true
+		}
+	}
+	nodes, _, _ = lw.blockers(w)
+	return nodes, false
 }
 
 // edges are the wait-for edges w adds to the graph for its blockers. A wait
@@ -294,7 +426,7 @@ func (lw *lockWaits) markOFD(owner rangelock.Owner, ino uint64) (done func()) {
 
 // pruneOFD forgets the maybe-OFD marks on inos of owners that hold no lock
 // there, wait for none and have no marked request in progress. Called with
-// lw.mu held, after the queues of inos were reconsidered.
+// lw.mu held, after the graph of inos was rebuilt.
 func (lw *lockWaits) pruneOFD(inos []uint64) {
 	for _, ino := range inos {
 		owners := lw.ofdByIno[ino]
@@ -307,8 +439,8 @@ func (lw *lockWaits) pruneOFD(inos []uint64) {
 		for _, h := range lw.n.fsm.LockHolders(ino, false, rangelock.Owner{}, rangelock.Write, rangelock.Range{Start: 0, End: rangelock.MaxOffset}) {
 			holding[h.Owner] = true
 		}
-		for _, w := range lw.queues[ino] {
-			holding[w.owner] = true
+		for _, w := range lw.n.fsm.Waits(ino) {
+			holding[w.Owner] = true
 		}
 		for o := range owners {
 			if holding[o] || lw.ofdOwners[o][ino] > 0 {
@@ -360,78 +492,99 @@ func (lw *lockWaits) ofdMarks() int {
 	return len(lw.ofdOwners)
 }
 
-// wait serves a blocking lock request: try it; if it conflicts, queue it
-// and return when it is granted, refused (EDEADLK), cancelled (EINTR) or
-// this node stops leading.
+// wait serves a blocking lock request. A POSIX wait that would close a
+// cycle of waiting processes is refused with EDEADLK before anything is
+// proposed. Otherwise the request is proposed with queue set: the state
+// machine grants it or queues it, and a queued request's RPC returns when
+// the apply of a later entry ends its wait (granted, EINTR, EDEADLK,
+// ESTALE, ENOENT), when a retry of the same request takes it over, or when
+// this node stops leading; the wait itself stays queued in the state
+// machine, and the client's retry at any leader finds it there.
 func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfspb.LockOwner, error) {
-	lw.mu.Lock()
-	w.node = lw.processNode(w.owner, w.pid())
-	var earlier []*waiter
-	for _, v := range lw.queues[w.ino] {
-		if conflictsWith(w, v) {
-			earlier = append(earlier, v)
-		}
-	}
-	lw.mu.Unlock()
-
-	if len(earlier) == 0 {
-		errno, conflicts, err := lw.attempt(ctx, w)
-		if err != nil || errno != syscall.EAGAIN {
-			return errno, conflicts, err
-		}
-	}
-
-	lw.mu.Lock()
-	if lw.canceled.take(w.key, time.Now()) {
-		lw.mu.Unlock()
-		return syscall.EINTR, nil, nil
-	}
-	lw.refresh()
-	if old := lw.byKey[w.key]; old != nil {
+	// Registered first: a cancel either finds the registration or left a
+	// memo that is looked at below (cancel holds regMu across both).
+	w.done = make(chan waitResult, 1)
+	lw.regMu.Lock()
+	if old := lw.reg[w.key]; old != nil {
 		// The client re-sent a wait it already has here (a retry after a
 		// lost connection): the newer call takes it over.
-		lw.finish(old, waitResult{err: errInterrupted})
+		old.deliver(waitResult{err: errInterrupted})
 	}
-	lw.nextID++
-	w.id = lw.nextID
-	w.since = time.Now()
-	w.done = make(chan waitResult, 1)
-	nodes, _ := lw.blockers(w, lw.queues[w.ino])
-	nodes = w.edges(nodes)
-	if !w.flock && !w.ofd {
-		if cycle := lw.graph.WouldCycle(w.node, nodes); cycle != nil {
+	lw.reg[w.key] = w
+	lw.regMu.Unlock()
+	defer func() {
+		lw.regMu.Lock()
+		if lw.reg[w.key] == w {
+			delete(lw.reg, w.key)
+		}
+		lw.regMu.Unlock()
+	}()
+
+	// A retry of a request that the state machine answered already (queued,
+	// or granted meanwhile) was admitted then: its stored answer stands,
+	// and a second check could refuse a lock it holds.
+	queued, answered := lw.n.fsm.RequestState(w.key.session, w.key.seq)
+	lw.mu.Lock()
+	if lw.canceled.take(w.key, time.Now()) {
+		switch {
+		case !answered:
 			lw.mu.Unlock()
-			lw.n.metrics.Load().countDeadlock("immediate")
-			lw.n.log.Info("deadlock refused", "ino", w.ino, "owner", w.owner, "cycle", cycle)
-			return syscall.EDEADLK, nil, nil
+			return syscall.EINTR, nil, nil
+		case queued:
+			lw.regMu.Lock()
+			w.canceled = true // ended below, once the retry is answered "queued"
+			lw.regMu.Unlock()
 		}
 	}
-	lw.queues[w.ino] = append(lw.queues[w.ino], w)
-	lw.byKey[w.key] = w
-	lw.byID[w.id] = w
-	lw.graph.Add(w.id, w.node, nodes)
+	w.node = lw.processNode(w.owner, w.pid())
+	var pending uint64
+	if !answered {
+		nodes, consistent := lw.admissionBlockers(w)
+		if nodes = w.edges(nodes); len(nodes) > 0 {
+			if !w.flock && !w.ofd && consistent {
+				if cycle := lw.graph.WouldCycle(w.node, nodes); cycle != nil {
+					lw.mu.Unlock()
+					lw.n.metrics.Load().countDeadlock("immediate")
+					lw.n.log.Info("deadlock refused", "ino", w.ino, "owner", w.owner, "cycle", cycle)
+					return syscall.EDEADLK, nil, nil
+				}
+			}
+			// In the graph while it is proposed, so that a concurrent
+			// admission that would close a cycle with it sees it.
+			lw.nextPending++
+			pending = lw.nextPending | pendingBit
+			lw.graph.Add(pending, w.node, nodes)
+			lw.pending[pending] = w.key
+		}
+	}
 	lw.mu.Unlock()
-	lw.n.metrics.Load().countWait(w.kind())
-	// An unlock may have been applied between the attempt and now.
-	lw.markDirty(w.ino)
 
+	errno, conflicts, queued, err := lw.propose(ctx, w)
+	if pending != 0 {
+		lw.mu.Lock()
+		lw.graph.Remove(pending)
+		delete(lw.pending, pending)
+		lw.mu.Unlock()
+	}
+	if err != nil || !queued {
+		return errno, conflicts, err
+	}
+	if !answered {
+		lw.n.metrics.Load().countWait(w.kind())
+	}
+	lw.regMu.Lock()
+	w.queued = true
+	canceled := w.canceled
+	lw.regMu.Unlock()
+	if canceled {
+		lw.cancelQueued(ctx, w.key)
+	}
 	select {
 	case r := <-w.done:
 		return r.errno, nil, r.err
 	case <-ctx.Done():
+		return 0, nil, ctx.Err()
 	}
-	lw.mu.Lock()
-	if w.granting {
-		// The grant is on its way through the log; its result stands. A
-		// client that went away retries with the same (session, seq) and
-		// gets the stored grant.
-		lw.mu.Unlock()
-		r := <-w.done
-		return r.errno, nil, r.err
-	}
-	lw.remove(w)
-	lw.mu.Unlock()
-	return 0, nil, ctx.Err()
 }
 
 func (w *waiter) pid() uint32 {
@@ -448,166 +601,142 @@ func (w *waiter) kind() string {
 	return "posix"
 }
 
-// attempt proposes w's request once, without blocking in the state machine.
-func (lw *lockWaits) attempt(ctx context.Context, w *waiter) (syscall.Errno, []*jfspb.LockOwner, error) {
+// propose proposes w's request with queue set: granted or refused (errno),
+// or queued.
+func (lw *lockWaits) propose(ctx context.Context, w *waiter) (errno syscall.Errno, conflicts []*jfspb.LockOwner, queued bool, err error) {
 	if w.flock {
+		w.flockRq.Queue = true
 		resp, err := lw.n.Propose(ctx, cmdFlock, w.flockRq.Header, w.flockRq)
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, false, err
 		}
 		r, _ := resp.(*jfspb.FlockResponse)
-		return syscall.Errno(r.GetErrno()), r.GetConflicts(), nil
+		return syscall.Errno(r.GetErrno()), r.GetConflicts(), r.GetQueued(), nil
 	}
+	w.posix.Queue = true
 	resp, err := lw.n.Propose(ctx, cmdSetLk, w.posix.Header, w.posix)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, false, err
 	}
 	r, _ := resp.(*jfspb.SetLkResponse)
-	return syscall.Errno(r.GetErrno()), r.GetConflicts(), nil
+	return syscall.Errno(r.GetErrno()), r.GetConflicts(), r.GetQueued(), nil
 }
 
-// reconsider walks ino's queue in arrival order and starts a grant for every
-// waiter that neither conflicts with a held lock nor may not overtake an
-// earlier waiter; the others get their wait-for edges renewed, and are
-// returned (POSIX ones) for refresh to check for cycles. Called with lw.mu
-// held.
-func (lw *lockWaits) reconsider(ino uint64) (renewed []*waiter) {
-	var earlier []*waiter
-	for _, w := range slices.Clone(lw.queues[ino]) {
-		if w.granting {
-			earlier = append(earlier, w)
-			continue
+// cancel ends the wait of (session, seq) with EINTR, unless it was granted
+// first (then the grant stands, and the waiting RPC answers it). A cancel
+// that arrives before its wait is proposed is remembered for
+// cancelMemoFor; one that arrives while it is being proposed is applied
+// once the state machine has queued it.
+func (lw *lockWaits) cancel(ctx context.Context, key waitKey) error {
+	lw.regMu.Lock()
+	if w := lw.reg[key]; w != nil {
+		w.canceled = true
+		queued := w.queued
+		lw.regMu.Unlock()
+		if !queued {
+			return nil // wait ends it once the state machine queued it
 		}
-		nodes, ready := lw.blockers(w, earlier)
-		lw.graph.Remove(w.id)
-		if ready {
-			w.granting = true
-			lw.graph.Add(w.id, w.node, nil)
-			go lw.grant(w)
-		} else {
-			lw.graph.Add(w.id, w.node, w.edges(nodes))
-			if !w.flock && !w.ofd {
-				renewed = append(renewed, w)
-			}
-		}
-		earlier = append(earlier, w)
+		return lw.cancelQueued(ctx, key)
 	}
-	return renewed
-}
-
-// grant proposes a waiter's request now that nothing seemed to stand in its
-// way. Another change may have slipped in first: then it waits on.
-func (lw *lockWaits) grant(w *waiter) {
-	ctx, cancel := context.WithTimeout(context.Background(), lw.n.cfg.ApplyTimeout)
-	errno, _, err := lw.attempt(ctx, w)
-	cancel()
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	w.granting = false
-	if err == nil && errno == syscall.EAGAIN {
-		lw.markDirty(w.ino)
-		return
-	}
-	lw.finish(w, waitResult{errno: errno, err: err})
-}
-
-// finish removes w and delivers r. Called with lw.mu held.
-func (lw *lockWaits) finish(w *waiter, r waitResult) {
-	if lw.remove(w) {
-		w.done <- r
-	}
-}
-
-// remove takes w out of the queue and the graph, reporting whether it was
-// there. Called with lw.mu held.
-func (lw *lockWaits) remove(w *waiter) bool {
-	q := lw.queues[w.ino]
-	i := slices.Index(q, w)
-	if i < 0 {
-		return false
-	}
-	q = slices.Delete(q, i, i+1)
-	if len(q) == 0 {
-		delete(lw.queues, w.ino)
-	} else {
-		lw.queues[w.ino] = q
-	}
-	if lw.byKey[w.key] == w {
-		delete(lw.byKey, w.key)
-	}
-	delete(lw.byID, w.id)
-	lw.graph.Remove(w.id)
-	// Waiters behind it may go now.
-	lw.markDirty(w.ino)
-	return true
-}
-
-// cancel ends the wait of (session, seq) with EINTR, unless its grant is
-// already on its way (then the grant stands). A cancel that arrives before
-// the wait is queued is remembered for cancelMemoFor.
-func (lw *lockWaits) cancel(key waitKey) {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	w := lw.byKey[key]
-	switch {
-	case w == nil:
+	// No RPC here: the request is queued with its RPC at another node or on
+	// its way here, or answered already (that answer stands), or not
+	// proposed yet (remembered, under regMu, so that a wait registering
+	// now finds the memo).
+	queued, answered := lw.n.fsm.RequestState(key.session, key.seq)
+	if !answered {
+		lw.mu.Lock()
 		lw.canceled.add(key, time.Now())
-	case !w.granting:
-		lw.finish(w, waitResult{errno: syscall.EINTR})
+		lw.mu.Unlock()
 	}
+	lw.regMu.Unlock()
+	if queued {
+		return lw.cancelQueued(ctx, key)
+	}
+	return nil
 }
 
-// dropSession fails the waits of an ended session with ESTALE.
+// cancelQueued proposes the end of the queued wait key with EINTR. A wait
+// granted first keeps its grant (the command then changes nothing).
+func (lw *lockWaits) cancelQueued(ctx context.Context, key waitKey) error {
+	_, err := lw.n.Propose(ctx, cmdEndLockWait, nil, &jfspb.EndLockWaitRequest{Session: key.session, Seq: key.seq, Errno: int32(syscall.EINTR)})
+	return err
+}
+
+// proposeEnd ends a deadlock's victim with errno in the background.
+func (lw *lockWaits) proposeEnd(key waitKey, errno syscall.Errno) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), lw.n.cfg.ApplyTimeout)
+		_, err := lw.n.Propose(ctx, cmdEndLockWait, nil, &jfspb.EndLockWaitRequest{Session: key.session, Seq: key.seq, Errno: int32(errno)})
+		cancel()
+		if err != nil {
+			lw.n.log.Warn("ending a lock wait failed", "session", key.session, "seq", key.seq, "errno", errno, "error", err)
+		}
+		lw.mu.Lock()
+		delete(lw.ending, key)
+		lw.mu.Unlock()
+		lw.poke()
+	}()
+}
+
+// dropSession forgets what the leader kept for an ended session. Its
+// queued waits ended in the state machine with the session (ESTALE); an
+// RPC still waiting for one answers ESTALE too.
 func (lw *lockWaits) dropSession(sid uint64) {
 	lw.mu.Lock()
-	defer lw.mu.Unlock()
 	delete(lw.hosts, sid)
 	for o := range lw.ofdOwners {
 		if o.Session == sid {
 			lw.forgetOFD(o)
 		}
 	}
-	for _, w := range lw.all() {
-		if w.owner.Session == sid && !w.granting {
-			lw.finish(w, waitResult{errno: syscall.ESTALE})
+	lw.mu.Unlock()
+	lw.regMu.Lock()
+	defer lw.regMu.Unlock()
+	for k, w := range lw.reg {
+		if k.session == sid && w.queued {
+			w.deliver(waitResult{errno: syscall.ESTALE})
 		}
 	}
 }
 
-// failAll ends every wait with err: this node stops leading, and clients
-// queue again at the new leader.
+// failAll ends every waiting RPC with err: this node stops leading, and
+// clients send their requests again to the new leader, where they find
+// their waits still queued.
 func (lw *lockWaits) failAll(err error) {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	for _, w := range lw.all() {
-		if !w.granting {
-			lw.finish(w, waitResult{err: err})
-		}
+	lw.endRPCs(waitResult{err: err})
+}
+
+// endRPCs answers every waiting RPC with r.
+func (lw *lockWaits) endRPCs(r waitResult) {
+	lw.regMu.Lock()
+	for _, w := range lw.reg {
+		w.deliver(r)
 	}
+	lw.regMu.Unlock()
+	lw.mu.Lock()
 	clear(lw.hosts)
 	clear(lw.ofdOwners)
 	clear(lw.ofdByIno)
+	lw.mu.Unlock()
 }
 
-// all returns every waiter, by inode then arrival. Called with lw.mu held.
-func (lw *lockWaits) all() []*waiter {
-	var out []*waiter
-	inos := make([]uint64, 0, len(lw.queues))
-	for ino := range lw.queues {
-		inos = append(inos, ino)
+// waiting is the number of queued waits in the graph.
+func (lw *lockWaits) waiting() int {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	n := 0
+	for _, ids := range lw.inoWaits {
+		n += len(ids)
 	}
-	slices.Sort(inos)
-	for _, ino := range inos {
-		out = append(out, lw.queues[ino]...)
-	}
-	return out
+	return n
 }
 
 // detect is the background detector: a cycle can form after its waits were
 // admitted, when a grant changes who waits for whom (threads of one process
-// share a POSIX owner and can wait on several locks at once). refresh finds
-// the cycles that the changes it renews close; this scan of the whole graph
-// finds any other. Each cycle is broken by breakCycle.
+// share a POSIX owner and can wait on several locks at once), or when two
+// admissions raced. refresh finds the cycles that the changes it renews
+// close; this scan of the whole graph finds any other. Each cycle is broken
+// by breakCycle.
 func (lw *lockWaits) detect() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
@@ -623,55 +752,58 @@ func (lw *lockWaits) detect() {
 	}
 }
 
-// breakCycle fails the youngest POSIX wait that makes one of the cycle's
-// edges with EDEADLK: the longest-waiting requests keep their places, and
-// no wait outside the cycle is touched. A cycle of flock waits alone is left
-// waiting, as Linux leaves it. It reports whether it failed a wait. Called
-// with lw.mu held.
+// breakCycle ends the youngest queued POSIX wait that makes one of the
+// cycle's edges with EDEADLK, through the log: the longest-waiting requests
+// keep their places, and no wait outside the cycle is touched. A cycle of
+// flock waits alone is left waiting, as Linux leaves it. The victim leaves
+// the graph at once, so that the cycle is not broken twice. It reports
+// whether it chose a victim. Called with lw.mu held.
 func (lw *lockWaits) breakCycle(cycle []rangelock.Owner) bool {
-	var victim *waiter
+	var victim uint64
+	var vw graphWait
 	for i, from := range cycle {
 		to := cycle[(i+1)%len(cycle)]
 		for _, id := range lw.graph.WaitsOf(from) {
-			w := lw.byID[id]
-			if w == nil || w.flock || w.ofd || w.granting {
+			w, ok := lw.gwaits[id]
+			if !ok || w.flock || w.ofd || lw.ending[w.key] {
 				continue
 			}
 			if _, blockers, _ := lw.graph.Wait(id); !slices.Contains(blockers, to) {
 				continue
 			}
-			if victim == nil || w.since.After(victim.since) || (w.since.Equal(victim.since) && w.id > victim.id) {
-				victim = w
+			if victim == 0 || w.since > vw.since || (w.since == vw.since && id > victim) {
+				victim, vw = id, w
 			}
 		}
 	}
-	if victim == nil {
+	if victim == 0 {
 		return false
 	}
 	lw.n.metrics.Load().countDeadlock("background")
-	lw.n.log.Info("deadlock broken", "ino", victim.ino, "owner", victim.owner, "cycle", cycle)
-	lw.finish(victim, waitResult{errno: syscall.EDEADLK})
+	lw.n.log.Info("deadlock broken", "ino", vw.ino, "session", vw.key.session, "seq", vw.key.seq, "cycle", cycle)
+	lw.graph.Remove(victim)
+	delete(lw.gwaits, victim)
+	lw.ending[vw.key] = true
+	lw.endWait(vw.key, syscall.EDEADLK)
 	return true
 }
 
-// snapshot lists the waiters for jfsctl locks ls.
+// snapshot lists the queued waits for jfsctl locks ls.
 func (lw *lockWaits) snapshot(ino, session uint64) []*jfspb.LockInfo {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
 	var out []*jfspb.LockInfo
-	for _, w := range lw.all() {
-		if (ino != 0 && w.ino != ino) || (session != 0 && w.owner.Session != session) {
+	for _, w := range lw.n.fsm.Waits(ino) {
+		if session != 0 && w.Session != session {
 			continue
 		}
 		li := &jfspb.LockInfo{
-			Ino: w.ino, Owner: &jfspb.LockOwner{Session: w.owner.Session, Owner: w.owner.ID},
-			Type: fsm.WireLockType(w.typ), Pid: w.pid(), SinceNs: w.since.UnixNano(), Waiting: true,
+			Ino: w.Ino, Owner: &jfspb.LockOwner{Session: w.Owner.Session, Owner: w.Owner.ID},
+			Type: fsm.WireLockType(w.Type), Pid: w.Pid, SinceNs: w.Since, Waiting: true,
 			Kind: jfspb.LockKind_LOCK_KIND_POSIX,
 		}
-		if w.flock {
+		if w.Flock {
 			li.Kind = jfspb.LockKind_LOCK_KIND_FLOCK
 		} else {
-			li.Start, li.Len = w.rng.Start, w.rng.Len()
+			li.Start, li.Len = w.Range.Start, w.Range.Len()
 		}
 		out = append(out, li)
 	}
@@ -679,11 +811,11 @@ func (lw *lockWaits) snapshot(ino, session uint64) []*jfspb.LockInfo {
 }
 
 // newPosixWaiter prepares a blocking F_SETLKW; ok is false for a request
-// the state machine will refuse anyway (bad type or range, unlock), which is
-// then simply proposed.
+// the state machine will refuse anyway (bad type or range, unlock), or that
+// cannot wait (no seq to find it by), which is then simply proposed.
 func newPosixWaiter(r *jfspb.SetLkRequest) (*waiter, bool) {
 	typ, ok := fsm.LockType(r.Type)
-	if !ok || typ == rangelock.Unlock || r.Header == nil {
+	if !ok || typ == rangelock.Unlock || r.Header == nil || r.Header.Seq == 0 {
 		return nil, false
 	}
 	rng, err := rangelock.NewRange(r.Start, r.Len)
@@ -700,7 +832,7 @@ func newPosixWaiter(r *jfspb.SetLkRequest) (*waiter, bool) {
 // newFlockWaiter prepares a blocking flock.
 func newFlockWaiter(r *jfspb.FlockRequest) (*waiter, bool) {
 	typ, ok := fsm.LockType(r.Type)
-	if !ok || typ == rangelock.Unlock || r.Header == nil {
+	if !ok || typ == rangelock.Unlock || r.Header == nil || r.Header.Seq == 0 {
 		return nil, false
 	}
 	h := r.Header

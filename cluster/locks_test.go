@@ -19,7 +19,7 @@ import (
 // lockClient is one session talking to a node's services in process, the
 // way a mount would.
 type lockClient struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *cluster.Server
 	session uint64
 	host    string
@@ -27,7 +27,7 @@ type lockClient struct {
 	seq     uint64
 }
 
-func newLockClient(t *testing.T, n *cluster.Node, host string) *lockClient {
+func newLockClient(t testing.TB, n *cluster.Node, host string) *lockClient {
 	t.Helper()
 	s := cluster.NewServer(n)
 	r, err := s.Register(context.Background(), &jfspb.RegisterRequest{Host: host, MountPoint: "/mnt", ClientId: host + t.Name()})
@@ -436,5 +436,227 @@ func TestNoFalseDeadlockOnQuickRelock(t *testing.T) {
 			t.Fatalf("round %d: the holder asking again right after its unlock: %v %v", round, r.err, r.errno)
 		}
 		h.mustLock(ino, 1, un, 0, 0)
+	}
+}
+
+// TestHandOffIsOneLogWrite: the apply of the unlock grants the queued
+// waiter. When the unlock returns, the waiter holds the lock already, and
+// the hand-off cost exactly the one log entry of the unlock.
+func TestHandOffIsOneLogWrite(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	for _, kind := range []string{"posix", "flock"} {
+		var w <-chan waitResult
+		if kind == "posix" {
+			a.mustLock(ino, 1, wr, 0, 0)
+			w = b.setlkwAsync(context.Background(), ino, 2, wr, 0, 0)
+		} else {
+			a.mustFlock(ino, 1, wr)
+			w = b.flockAsync(ino, 2, wr)
+		}
+		mustStillWaiting(t, b, w, ino, 2, kind+" waiter")
+		before := leader.FSM().AppliedIndex()
+		if kind == "posix" {
+			a.mustLock(ino, 1, un, 0, 0)
+		} else {
+			a.mustFlock(ino, 1, un)
+		}
+		if got := leader.FSM().AppliedIndex() - before; got != 1 {
+			t.Fatalf("%s: the unlock took %d log entries, want 1", kind, got)
+		}
+		if !b.holds(ino, 2) {
+			t.Fatalf("%s: the waiter does not hold the lock when the unlock returns", kind)
+		}
+		if r := mustGet(t, w, kind+" waiter"); r.err != nil || r.errno != 0 {
+			t.Fatalf("%s waiter: %v %v", kind, r.err, r.errno)
+		}
+		if got := leader.FSM().AppliedIndex() - before; got != 1 {
+			t.Fatalf("%s: the hand-off took %d log entries, want 1", kind, got)
+		}
+		if kind == "posix" {
+			b.mustLock(ino, 2, un, 0, 0)
+		} else {
+			b.mustFlock(ino, 2, un)
+		}
+	}
+}
+
+func (c *lockClient) flock(ctx context.Context, ino, fh uint64, typ jfspb.LockType, block bool) (syscall.Errno, error) {
+	r, err := c.srv.Flock(ctx, &jfspb.FlockRequest{Header: c.header(), Ino: ino, Fh: fh, Type: typ, Pid: uint32(fh), Block: block})
+	if err != nil {
+		return 0, err
+	}
+	return syscall.Errno(r.Errno), nil
+}
+
+func (c *lockClient) mustFlock(ino, fh uint64, typ jfspb.LockType) {
+	c.t.Helper()
+	if e, err := c.flock(context.Background(), ino, fh, typ, false); err != nil || e != 0 {
+		c.t.Fatalf("%s fh %d flock %v: %v %v", c.host, fh, typ, err, e)
+	}
+}
+
+func (c *lockClient) flockAsync(ino, fh uint64, typ jfspb.LockType) <-chan waitResult {
+	ch := make(chan waitResult, 1)
+	go func() {
+		e, err := c.flock(context.Background(), ino, fh, typ, true)
+		ch <- waitResult{e, err, time.Now()}
+	}()
+	return ch
+}
+
+// holds reports whether the leader lists a lock (not a wait) of c on ino by
+// owner.
+func (c *lockClient) holds(ino, owner uint64) bool {
+	r, err := c.srv.ListLocks(context.Background(), &jfspb.ListLocksRequest{Ino: ino, Session: c.session})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, l := range r.Locks {
+		if !l.Waiting && l.GetOwner().GetOwner() == owner {
+			return true
+		}
+	}
+	return false
+}
+
+// TestQueueSurvivesLeaderChange: three waits queued in order keep their
+// order across a leader change, even when their clients re-send them to the
+// new leader in the reverse order: the queue is replicated state.
+func TestQueueSurvivesLeaderChange(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a := newLockClient(t, leader, "hostA")
+	ino := a.mustCreate("f")
+	a.mustLock(ino, 1, wr, 0, 0)
+	var ws []*lockClient
+	var reqs []*jfspb.SetLkRequest
+	var chs []chan waitResult
+	send := func(i int) {
+		ch := make(chan waitResult, 1)
+		chs[i] = ch
+		go func() {
+			r, err := ws[i].srv.SetLk(context.Background(), reqs[i])
+			ch <- waitResult{errno: syscall.Errno(r.GetErrno()), err: err}
+		}()
+	}
+	for i := range 3 {
+		w := newLockClient(t, leader, fmt.Sprintf("host%d", i))
+		pid := uint32(10 + i)
+		ws = append(ws, w)
+		reqs = append(reqs, &jfspb.SetLkRequest{Header: w.header(), Ino: ino, Owner: uint64(pid), Type: wr, Pid: pid, Block: true})
+		chs = append(chs, nil)
+		send(i)
+		mustStillWaiting(t, w, chs[i], ino, pid, fmt.Sprintf("waiter %d", i))
+	}
+	c.Stop(leader.ID())
+	for i, ch := range chs {
+		if r := mustGet(t, ch, fmt.Sprintf("waiter %d at the stopped leader", i)); status.Code(r.err) != codes.Unavailable {
+			t.Fatalf("waiter %d on a stopped leader: %v %v, want UNAVAILABLE", i, r.errno, r.err)
+		}
+	}
+	nl := c.Leader()
+	a.srv = cluster.NewServer(nl)
+	a.srv.Heartbeat(context.Background(), &jfspb.HeartbeatRequest{Session: a.session})
+	for i := 2; i >= 0; i-- { // the reverse order
+		ws[i].srv = cluster.NewServer(nl)
+		ws[i].srv.Heartbeat(context.Background(), &jfspb.HeartbeatRequest{Session: ws[i].session})
+		send(i)
+		mustStillWaiting(t, ws[i], chs[i], ino, uint32(10+i), fmt.Sprintf("waiter %d re-sent", i))
+	}
+	a.mustLock(ino, 1, un, 0, 0)
+	for i := range 3 {
+		if r := mustGet(t, chs[i], fmt.Sprintf("waiter %d", i)); r.err != nil || r.errno != 0 {
+			t.Fatalf("waiter %d: %v %v", i, r.err, r.errno)
+		}
+		for j := i + 1; j < 3; j++ {
+			select {
+			case r := <-chs[j]:
+				t.Fatalf("waiter %d returned (%v %v) before waiter %d unlocked: the queue order was lost", j, r.errno, r.err, i)
+			default:
+			}
+		}
+		ws[i].mustLock(ino, uint32(10+i), un, 0, 0)
+	}
+}
+
+// TestCancelQueuedAtNewLeader: a wait queued at a leader that then stops
+// is cancelled at the new leader before its client sends it again: the
+// re-sent request answers EINTR, and the unlock grants it nothing.
+func TestCancelQueuedAtNewLeader(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	a.mustLock(ino, 1, wr, 0, 0)
+	req := &jfspb.SetLkRequest{Header: b.header(), Ino: ino, Owner: 2, Type: wr, Pid: 2, Block: true}
+	ch := make(chan waitResult, 1)
+	go func() {
+		r, err := b.srv.SetLk(context.Background(), req)
+		ch <- waitResult{errno: syscall.Errno(r.GetErrno()), err: err}
+	}()
+	mustStillWaiting(t, b, ch, ino, 2, "B's wait")
+	c.Stop(leader.ID())
+	if r := mustGet(t, ch, "wait at the stopped leader"); status.Code(r.err) != codes.Unavailable {
+		t.Fatalf("wait on a stopped leader: %v %v, want UNAVAILABLE", r.errno, r.err)
+	}
+	nl := c.Leader()
+	a.srv, b.srv = cluster.NewServer(nl), cluster.NewServer(nl)
+	for _, cl := range []*lockClient{a, b} {
+		cl.srv.Heartbeat(context.Background(), &jfspb.HeartbeatRequest{Session: cl.session})
+	}
+	if _, err := b.srv.CancelLockWait(context.Background(), &jfspb.CancelLockWaitRequest{Session: b.session, Seq: req.Header.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.srv.SetLk(context.Background(), req) // the client's re-send
+	if err != nil || r.Errno != int32(syscall.EINTR) {
+		t.Fatalf("re-sent wait after the cancel: %v %v, want EINTR", r, err)
+	}
+	a.mustLock(ino, 1, un, 0, 0)
+	if b.holds(ino, 2) {
+		t.Fatal("the cancelled wait was granted")
+	}
+	if e, err := a.setlk(context.Background(), ino, 3, wr, 0, 0, false); err != nil || e != 0 {
+		t.Fatalf("after the cancel, the lock is held by a ghost: %v %v", err, e)
+	}
+}
+
+// TestNoFalseDeadlockUnderContention: processes that each hold at most one
+// lock can never deadlock; eight of them take turns on one file as fast as
+// they can, and none may be refused with EDEADLK. (An admission that read
+// the state after a grant but the wait-for graph from before it saw the
+// granted waiter still waiting, and refused the unlocking process.)
+func TestNoFalseDeadlockUnderContention(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	var cls []*lockClient
+	for i := range 2 {
+		cls = append(cls, newLockClient(t, leader, fmt.Sprintf("host%d", i)))
+	}
+	ino := cls[0].mustCreate("f")
+	const procs, rounds = 8, 25
+	errs := make(chan error, procs)
+	for p := range procs {
+		cl, pid := cls[p%2], uint32(100+p)
+		go func() {
+			for range rounds {
+				e, err := cl.setlk(context.Background(), ino, pid, wr, 0, 0, true)
+				if err == nil && e == 0 {
+					e, err = cl.setlk(context.Background(), ino, pid, un, 0, 0, false)
+				}
+				if err != nil || e != 0 {
+					errs <- fmt.Errorf("process %d: %v %v", pid, e, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range procs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

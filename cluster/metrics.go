@@ -222,8 +222,6 @@ func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(r.CommitIndex()))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(c.n.fsm.AppliedIndex()))
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
-	c.n.locks.mu.Lock()
-	waiting := len(c.n.locks.byID)
-	c.n.locks.mu.Unlock()
+	waiting := c.n.locks.waiting()
 	ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(waiting))
 }

@@ -123,6 +123,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.opens = newOpenTable()
 	n.fsm.SetLockListener(n.locks.changed)
 	n.fsm.SetOpenListener(n.opens.opened)
+	n.fsm.SetWaitListener(n.locks.ended)
 	n.fsm.SetCheckpointListener(n.checkpoints.taken)
 	n.refreshCorrupt()
 	if err := n.startRaft(); err != nil {

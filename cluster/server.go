@@ -119,6 +119,7 @@ const (
 	cmdRemoveXattr  = jfspb.CommandType_COMMAND_TYPE_REMOVEXATTR
 	cmdSetLk        = jfspb.CommandType_COMMAND_TYPE_SETLK
 	cmdFlock        = jfspb.CommandType_COMMAND_TYPE_FLOCK
+	cmdEndLockWait  = jfspb.CommandType_COMMAND_TYPE_END_LOCK_WAIT
 	cmdReleaseOwner = jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER
 	cmdSetMember    = jfspb.CommandType_COMMAND_TYPE_SET_MEMBER
 	cmdSetSettings  = jfspb.CommandType_COMMAND_TYPE_SET_SETTINGS
@@ -505,7 +506,9 @@ func (s *Server) CancelLockWait(ctx context.Context, r *jfspb.CancelLockWaitRequ
 	if !s.n.ready() {
 		return nil, s.toStatus(ErrNotLeader)
 	}
-	s.n.locks.cancel(waitKey{r.Session, r.Seq})
+	if err := s.n.locks.cancel(ctx, waitKey{r.Session, r.Seq}); err != nil {
+		return nil, s.toStatus(err)
+	}
 	return &jfspb.CancelLockWaitResponse{}, nil
 }
 

@@ -127,6 +127,8 @@ func (s *stateMachine) Restore(rc io.ReadCloser) error {
 	}
 	(*Node)(s).refreshCorrupt()
 	(*Node)(s).kickFree()
+	// Every lock queue may differ now: rebuild the wait-for graph.
+	(*Node)(s).locks.changed(nil, true)
 	return nil
 }
 

@@ -80,7 +80,10 @@ func (t *txn) heldFlock(ino uint64, o rangelock.Owner) rangelock.Type {
 // applyFlock is flock(2) for the open file (session, fh): ENOENT; EINVAL for
 // an unknown type; EBADF when the caller could not open the file at all
 // (mayLock); EAGAIN on conflict, with the owners in the way (a
-// conflicting conversion has dropped the old lock, as on Linux).
+// conflicting conversion has dropped the old lock, as on Linux). With
+// req.Queue, a request that conflicts with a held flock or an earlier waiter
+// is queued instead (a conversion has then dropped the old lock too):
+// EINPROGRESS with queued set (lockwait.go).
 func (t *txn) applyFlock(req *jfspb.FlockRequest) *jfspb.FlockResponse {
 	ino := req.GetIno()
 	n := t.inode(ino)
@@ -95,6 +98,14 @@ func (t *txn) applyFlock(req *jfspb.FlockRequest) *jfspb.FlockResponse {
 		return &jfspb.FlockResponse{Errno: eno(e)}
 	}
 	o := rangelock.Owner{Session: t.session, ID: req.GetFh()}
+	if req.GetQueue() && typ != rangelock.Unlock && t.seq > 0 && t.heldFlock(ino, o) != typ &&
+		t.mustQueue(ino, rangelock.Waiter{Owner: o, Flock: true, Type: typ, Range: rangelock.Whole, Pid: req.GetPid()}) {
+		t.dropFlock(ino, o)
+		t.enqueue(ino, jfspb.CommandType_COMMAND_TYPE_FLOCK, &jfspb.FlockRequest{
+			Ino: ino, Fh: req.GetFh(), Type: req.GetType(), Pid: req.GetPid(),
+		})
+		return &jfspb.FlockResponse{Errno: eno(syscall.EINPROGRESS), Queued: true}
+	}
 	before := t.heldFlock(ino, o)
 	conflicts, err := t.f.table.Flock(ino, o, typ)
 	if err != nil {

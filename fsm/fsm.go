@@ -148,6 +148,11 @@ type FSM struct {
 	// may have changed (all: every inode may have). Set before the first
 	// ApplyBatch; see SetLockListener.
 	lockListener func(inos []uint64, all bool)
+	// waitListener hears of the queued lock waits that a committed batch
+	// ended; pendingEnds collects them until it commits. Guarded by
+	// applyMu. See SetWaitListener.
+	waitListener func([]WaitEnd)
+	pendingEnds  []WaitEnd
 	// checkpoint hears of checkpoint entries; see SetCheckpointListener.
 	checkpoint CheckpointFunc
 	// openListener hears of the opens that Create and Open record in the
@@ -190,9 +195,11 @@ func lockEffect(typ jfspb.CommandType, req proto.Message) (ino uint64, all, some
 			}
 		}
 		return 0, false, false
-	case *jfspb.CloseSessionRequest, *jfspb.ExpireSessionRequest, *jfspb.RestoredRequest, *jfspb.UnlinkRequest, *jfspb.RenameRequest:
+	case *jfspb.CloseSessionRequest, *jfspb.ExpireSessionRequest, *jfspb.RestoredRequest, *jfspb.UnlinkRequest, *jfspb.RenameRequest,
+		*jfspb.EndLockWaitRequest:
 		// Ending a session releases its locks anywhere; freeing an inode
-		// drops its locks.
+		// drops its locks. Ending a wait changes a queue the leader's
+		// wait-for graph reads.
 		return 0, true, true
 	}
 	return 0, false, false
@@ -440,6 +447,7 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT:       handler("mark_corrupt", true, (*txn).applyMarkCorrupt),
 		jfspb.CommandType_COMMAND_TYPE_FREE_ORPHANS:       handler("free_orphans", true, (*txn).applyFreeOrphans),
 		jfspb.CommandType_COMMAND_TYPE_RESTORED:           handler("restored", true, (*txn).applyRestored),
+		jfspb.CommandType_COMMAND_TYPE_END_LOCK_WAIT:      handler("end_lock_wait", true, (*txn).applyEndLockWait),
 	}
 	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
 		c := m[typ]
@@ -548,6 +556,7 @@ func (f *FSM) applyTx(entries []Entry, results []Result, checkpoint bool) error 
 	fail := func(err error) error {
 		tx.Rollback()
 		f.pendingCreated = 0
+		f.pendingEnds = nil
 		// The lock table may hold changes of the rolled back batch.
 		if t, lerr := loadTable(f.db); lerr == nil {
 			f.table = t
@@ -591,10 +600,19 @@ func (f *FSM) applyTx(entries []Entry, results []Result, checkpoint bool) error 
 		}
 		f.checkpoint(last, &Snapshot{tx: view})
 	}
-	f.setApplied(last)
+	// The listeners hear of the batch before any read can see its index
+	// applied: the leader's wait-for graph is never older than what a
+	// request sent after a read of the new state expects.
 	if f.lockListener != nil && (len(lockInos) > 0 || lockAll) {
 		f.lockListener(lockInos, lockAll)
 	}
+	if ends := f.pendingEnds; len(ends) > 0 {
+		f.pendingEnds = nil
+		if f.waitListener != nil {
+			f.waitListener(ends)
+		}
+	}
+	f.setApplied(last)
 	return nil
 }
 
@@ -626,6 +644,7 @@ func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jf
 	}
 	t := newTxn(f, tx, e.Index, env.TimeNs, env.Session)
 	t.leaderOpens = env.LeaderOpens
+	t.seq = env.Seq
 	if f.created == 0 && f.pendingCreated == 0 && env.TimeNs > 0 {
 		// The first time-stamped entry, whatever its type, dates the file
 		// system: every replica applies the same entry first.
@@ -638,6 +657,8 @@ func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jf
 	} else {
 		resp = t.applyOnce(c, typ, &env, req)
 	}
+	// Whatever the command freed is handed to the waiters in this entry.
+	t.afterLockChange(req)
 	if t.err != nil {
 		return nil, nil, 0, fmt.Errorf("fsm: index %d term %d: %s: %w", e.Index, e.Term, c.name, t.err)
 	}

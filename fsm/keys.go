@@ -32,12 +32,14 @@ var (
 	bucketMember    = []byte("member")    // node id -> jfspb.Member (addresses)
 	bucketFreeing   = []byte("freeing")   // ino, first block -> end block: dead blocks to free
 	bucketOpened    = []byte("opened")    // ino -> index of its last logged open as an existing inode (leaderOpens)
+	bucketLockWait  = []byte("lockwait")  // ino, id -> queued lock request (lockwait.go)
+	bucketWaitKey   = []byte("waitkey")   // session, seq -> ino, id of its queued request
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketInode, bucketDentry, bucketCookie, bucketSymlink,
 		bucketBlock, bucketXattr, bucketSession, bucketClient, bucketResult,
 		bucketOpen, bucketSessOpen, bucketFlock, bucketPlock, bucketSustained,
-		bucketMember, bucketFreeing, bucketOpened,
+		bucketMember, bucketFreeing, bucketOpened, bucketLockWait, bucketWaitKey,
 	}
 
 	metaVersion    = []byte("version")
@@ -82,6 +84,7 @@ type txn struct {
 	leaderOpens bool
 	// freeHint is the FreeHint of the removal being applied, if any.
 	freeHint *jfspb.FreeHint
+	seq      uint64 // the entry's seq, in apply
 	err      error
 }
 

@@ -102,9 +102,12 @@ func lockRange(start, length int64) (rangelock.Range, syscall.Errno) {
 }
 
 // applySetLk is F_SETLK for owner (session, req.Owner): ENOENT; EINVAL for an
-// unknown type; EBADF when the caller could not open the file for the
-// lock's access (mayLock); EINVAL for a bad range; EOVERFLOW; EAGAIN on
-// conflict, with the conflicting owners in the kernel's list order.
+// unknown type or a bad range; EBADF when the caller could not open the
+// file for the lock's access (mayLock); EOVERFLOW; EAGAIN on conflict, with
+// the conflicting owners in the kernel's list order. With req.Queue (a
+// blocking request with a seq), a lock that conflicts with a held lock or an
+// earlier waiter is queued instead: EINPROGRESS with queued set
+// (lockwait.go).
 func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 	ino := req.GetIno()
 	n := t.inode(ino)
@@ -123,6 +126,14 @@ func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 		return &jfspb.SetLkResponse{Errno: eno(e)}
 	}
 	o := rangelock.Owner{Session: t.session, ID: req.GetOwner()}
+	if req.GetQueue() && typ != rangelock.Unlock && t.seq > 0 &&
+		t.mustQueue(ino, rangelock.Waiter{Owner: o, Type: typ, Range: r, Pid: req.GetPid()}) {
+		t.enqueue(ino, jfspb.CommandType_COMMAND_TYPE_SETLK, &jfspb.SetLkRequest{
+			Ino: ino, Owner: req.GetOwner(), Type: req.GetType(), Start: req.GetStart(), Len: req.GetLen(),
+			Pid: req.GetPid(), MaybeOfd: req.GetMaybeOfd(),
+		})
+		return &jfspb.SetLkResponse{Errno: eno(syscall.EINPROGRESS), Queued: true}
+	}
 	conflicts, err := t.f.table.Set(ino, o, typ, r, req.GetPid())
 	if err != nil {
 		return &jfspb.SetLkResponse{Errno: eno(syscall.EINVAL)}
@@ -144,15 +155,21 @@ func (t *txn) applyReleaseLockOwner(req *jfspb.ReleaseLockOwnerRequest) *jfspb.R
 }
 
 // releaseSessionLocks drops every lock held by owners of session sid.
+// Its waits end (ESTALE: a fenced session is never granted a lock), and the
+// waits of others that this lets in are granted.
 func (t *txn) releaseSessionLocks(sid uint64) {
+	t.endSessionWaits(sid)
 	for _, ino := range t.f.table.ReleaseSession(sid) {
 		t.savePlocks(ino)
 		t.deletePrefix(bucketFlock, key2(ino, sid))
 	}
+	t.grantAll()
 }
 
-// dropLocks drops every lock on ino, which is being freed.
+// dropLocks drops every lock on ino, which is being freed, and ends its
+// waits with ENOENT.
 func (t *txn) dropLocks(ino uint64) {
+	t.endInodeWaits(ino)
 	for _, l := range t.f.table.Locks(ino) {
 		t.f.table.ReleasePosix(ino, l.Owner)
 	}

@@ -345,3 +345,35 @@ func TestMountLeaderKilledWhileWaiting(t *testing.T) {
 		ws[got].must("lk 1 setlk u 0 0")
 	}
 }
+
+// TestMountLeaderKilledKeepsQueueOrder: three processes queued one after
+// another in F_SETLKW keep their places when the leader is killed (the
+// queue is replicated state): they are granted in the order they queued,
+// one at a time.
+func TestMountLeaderKilledKeepsQueueOrder(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	a, b := startMount(t, pc), startMount(t, pc)
+	c := pc.client(t)
+	h := startLocker(t, "holder")
+	h.must("open 1 %s", a.path("f"))
+	h.must("lk 1 setlkw w 0 0")
+	const n = 3
+	ws := make([]*locker, n)
+	for i := range ws {
+		ws[i] = startLocker(t, fmt.Sprintf("waiter%d", i))
+		ws[i].must("open 1 %s", b.path("f"))
+		ws[i].send("lk 1 setlkw w 0 0")
+		ws[i].blocked(pc, fmt.Sprintf("waiter %d", i)) // queued before the next one asks
+	}
+	pc.kill(pc.leader(t, c))
+	h.must("lk 1 setlk u 0 0")
+	for i, w := range ws {
+		if r, ok := w.answer(30 * time.Second); !ok || r != "ok" {
+			t.Fatalf("waiter %d: %q %v, want it granted in its turn", i, r, ok)
+		}
+		for _, later := range ws[i+1:] {
+			later.blocked(pc, fmt.Sprintf("a later waiter while waiter %d holds the lock", i))
+		}
+		w.must("lk 1 setlk u 0 0")
+	}
+}

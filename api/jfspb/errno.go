@@ -114,6 +114,8 @@ func (x *MarkCorruptResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *RestoredResponse) SetErrno(e int32) { x.Errno = e }
 
+func (x *EndLockWaitResponse) SetErrno(e int32) { x.Errno = e }
+
 func (x *SnapshotRestoreResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *ReportOpensResponse) SetErrno(e int32) { x.Errno = e }

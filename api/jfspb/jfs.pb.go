@@ -4959,7 +4959,14 @@ type SetLkRequest struct {
 	// through another owner, and a process has one POSIX owner per mount. The
 	// wait-for graph then gives owner a node of its own instead of merging it
 	// into its process's. The state machine ignores it.
-	MaybeOfd      bool `protobuf:"varint,41,opt,name=maybe_ofd,json=maybeOfd,proto3" json:"maybe_ofd,omitempty"`
+	MaybeOfd bool `protobuf:"varint,41,opt,name=maybe_ofd,json=maybeOfd,proto3" json:"maybe_ofd,omitempty"`
+	// queue asks the state machine to queue the request when it cannot be
+	// granted now (a held lock or an earlier waiter is in the way), instead
+	// of answering EAGAIN: the answer is then queued, and the apply of a
+	// later change that frees the range grants it (see WaitEnd in fsm). The
+	// leader sets it on blocking requests; entries without it are applied as
+	// before (EAGAIN, not stored).
+	Queue         bool `protobuf:"varint,220,opt,name=queue,proto3" json:"queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5057,10 +5064,20 @@ func (x *SetLkRequest) GetMaybeOfd() bool {
 	return false
 }
 
+func (x *SetLkRequest) GetQueue() bool {
+	if x != nil {
+		return x.Queue
+	}
+	return false
+}
+
 type SetLkResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Conflicts     []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Errno     int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Conflicts []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// queued: the request waits in the state machine's queue of its inode
+	// (errno EINPROGRESS). Only the leader sees it; it waits for the grant.
+	Queued        bool `protobuf:"varint,220,opt,name=queued,proto3" json:"queued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5109,18 +5126,27 @@ func (x *SetLkResponse) GetConflicts() []*LockOwner {
 	return nil
 }
 
+func (x *SetLkResponse) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
+}
+
 // FlockRequest is flock(2) for the open file (session, fh). EAGAIN on
 // conflict, with the conflicting owners listed. With block (no LOCK_NB) the
 // leader queues it as for SetLk; a flock wait is never refused with EDEADLK
 // (flock(2) has no such error; Linux blocks forever), only EINTR.
 type FlockRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
-	Fh            uint64                 `protobuf:"varint,3,opt,name=fh,proto3" json:"fh,omitempty"`
-	Type          LockType               `protobuf:"varint,4,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
-	Pid           uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
-	Block         bool                   `protobuf:"varint,6,opt,name=block,proto3" json:"block,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Ino    uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Fh     uint64                 `protobuf:"varint,3,opt,name=fh,proto3" json:"fh,omitempty"`
+	Type   LockType               `protobuf:"varint,4,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
+	Pid    uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	Block  bool                   `protobuf:"varint,6,opt,name=block,proto3" json:"block,omitempty"`
+	// queue: as in SetLkRequest.
+	Queue         bool `protobuf:"varint,220,opt,name=queue,proto3" json:"queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5197,10 +5223,19 @@ func (x *FlockRequest) GetBlock() bool {
 	return false
 }
 
+func (x *FlockRequest) GetQueue() bool {
+	if x != nil {
+		return x.Queue
+	}
+	return false
+}
+
 type FlockResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Conflicts     []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Errno     int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Conflicts []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// queued: as in SetLkResponse.
+	Queued        bool `protobuf:"varint,220,opt,name=queued,proto3" json:"queued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5249,6 +5284,122 @@ func (x *FlockResponse) GetConflicts() []*LockOwner {
 	return nil
 }
 
+func (x *FlockResponse) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
+}
+
+// EndLockWaitRequest ends the queued lock request (session, seq) with errno
+// (EINTR for a cancel, EDEADLK for the victim of a deadlock): it leaves its
+// queue and errno becomes its stored answer. A request that is not queued
+// (granted already, or never queued) is left alone: ENOENT. The leader
+// proposes it; its envelope carries no session.
+type EndLockWaitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,220,opt,name=session,proto3" json:"session,omitempty"`
+	Seq           uint64                 `protobuf:"varint,221,opt,name=seq,proto3" json:"seq,omitempty"`
+	Errno         int32                  `protobuf:"varint,222,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndLockWaitRequest) Reset() {
+	*x = EndLockWaitRequest{}
+	mi := &file_jfs_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndLockWaitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndLockWaitRequest) ProtoMessage() {}
+
+func (x *EndLockWaitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndLockWaitRequest.ProtoReflect.Descriptor instead.
+func (*EndLockWaitRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *EndLockWaitRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *EndLockWaitRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *EndLockWaitRequest) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+type EndLockWaitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndLockWaitResponse) Reset() {
+	*x = EndLockWaitResponse{}
+	mi := &file_jfs_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndLockWaitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndLockWaitResponse) ProtoMessage() {}
+
+func (x *EndLockWaitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndLockWaitResponse.ProtoReflect.Descriptor instead.
+func (*EndLockWaitResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *EndLockWaitResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // CancelLockWaitRequest interrupts the blocking SetLk or Flock request sent
 // with header (session, seq): that request then answers EINTR, unless its
 // grant was already on its way, in which case it answers the grant. The
@@ -5265,7 +5416,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5277,7 +5428,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5290,7 +5441,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -5316,7 +5467,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5328,7 +5479,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5341,7 +5492,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -5364,7 +5515,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5376,7 +5527,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5389,7 +5540,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -5422,7 +5573,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5434,7 +5585,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5447,7 +5598,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -5477,7 +5628,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5489,7 +5640,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5502,7 +5653,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -5541,7 +5692,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5553,7 +5704,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5566,7 +5717,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -5594,7 +5745,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5606,7 +5757,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5619,7 +5770,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -5648,7 +5799,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5660,7 +5811,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5673,7 +5824,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -5695,7 +5846,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5707,7 +5858,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5720,7 +5871,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -5759,7 +5910,7 @@ type FreeOrphansRequest struct {
 
 func (x *FreeOrphansRequest) Reset() {
 	*x = FreeOrphansRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5771,7 +5922,7 @@ func (x *FreeOrphansRequest) String() string {
 func (*FreeOrphansRequest) ProtoMessage() {}
 
 func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5784,7 +5935,7 @@ func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansRequest.ProtoReflect.Descriptor instead.
 func (*FreeOrphansRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *FreeOrphansRequest) GetInos() []uint64 {
@@ -5804,7 +5955,7 @@ type FreeOrphansResponse struct {
 
 func (x *FreeOrphansResponse) Reset() {
 	*x = FreeOrphansResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5816,7 +5967,7 @@ func (x *FreeOrphansResponse) String() string {
 func (*FreeOrphansResponse) ProtoMessage() {}
 
 func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5829,7 +5980,7 @@ func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansResponse.ProtoReflect.Descriptor instead.
 func (*FreeOrphansResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *FreeOrphansResponse) GetErrno() int32 {
@@ -5866,7 +6017,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5878,7 +6029,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5891,7 +6042,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *Member) GetId() string {
@@ -5955,7 +6106,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5967,7 +6118,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5980,7 +6131,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -6006,7 +6157,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6018,7 +6169,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6031,7 +6182,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -6049,7 +6200,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6061,7 +6212,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6074,7 +6225,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 type ClusterStatusResponse struct {
@@ -6095,7 +6246,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6107,7 +6258,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6120,7 +6271,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -6200,7 +6351,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6212,7 +6363,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6225,7 +6376,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -6265,7 +6416,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6277,7 +6428,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6290,7 +6441,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -6309,7 +6460,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6321,7 +6472,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6334,7 +6485,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -6353,7 +6504,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6365,7 +6516,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6378,7 +6529,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -6400,7 +6551,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6412,7 +6563,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6425,7 +6576,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -6451,7 +6602,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6463,7 +6614,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6476,7 +6627,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -6494,7 +6645,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6506,7 +6657,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6519,7 +6670,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 type ListSessionsResponse struct {
@@ -6532,7 +6683,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6544,7 +6695,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6557,7 +6708,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -6600,7 +6751,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6612,7 +6763,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6625,7 +6776,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -6716,7 +6867,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6728,7 +6879,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6741,7 +6892,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -6768,7 +6919,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6780,7 +6931,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6793,7 +6944,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -6820,7 +6971,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6832,7 +6983,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6845,7 +6996,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -6871,7 +7022,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6883,7 +7034,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6896,7 +7047,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -6920,7 +7071,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6932,7 +7083,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6945,7 +7096,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -6972,7 +7123,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6984,7 +7135,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6997,7 +7148,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -7038,7 +7189,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7050,7 +7201,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7063,7 +7214,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 type CheckpointResponse struct {
@@ -7077,7 +7228,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7089,7 +7240,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7102,7 +7253,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -7133,7 +7284,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7145,7 +7296,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7158,7 +7309,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -7191,7 +7342,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7203,7 +7354,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7216,7 +7367,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -7240,7 +7391,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7252,7 +7403,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7265,7 +7416,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -7303,7 +7454,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7315,7 +7466,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7328,7 +7479,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -7381,7 +7532,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7393,7 +7544,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7406,7 +7557,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{112}
+	return file_jfs_proto_rawDescGZIP(), []int{114}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -7419,7 +7570,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7431,7 +7582,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7444,7 +7595,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{113}
+	return file_jfs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -7470,7 +7621,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7482,7 +7633,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7495,7 +7646,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{114}
+	return file_jfs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -7552,7 +7703,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7564,7 +7715,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7577,7 +7728,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{115}
+	return file_jfs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -7597,7 +7748,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7609,7 +7760,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7622,7 +7773,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{116}
+	return file_jfs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -7653,7 +7804,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[117]
+	mi := &file_jfs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7665,7 +7816,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[117]
+	mi := &file_jfs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7678,7 +7829,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{117}
+	return file_jfs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -7705,7 +7856,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[118]
+	mi := &file_jfs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7717,7 +7868,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[118]
+	mi := &file_jfs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7730,7 +7881,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{118}
+	return file_jfs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -8095,7 +8246,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x04 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12)\n" +
-	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\xf1\x01\n" +
+	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\x88\x02\n" +
 	"\fSetLkRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -8105,20 +8256,30 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03len\x18\x06 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\a \x01(\rR\x03pid\x12\x14\n" +
 	"\x05block\x18\b \x01(\bR\x05block\x12\x1b\n" +
-	"\tmaybe_ofd\x18) \x01(\bR\bmaybeOfd\"V\n" +
+	"\tmaybe_ofd\x18) \x01(\bR\bmaybeOfd\x12\x15\n" +
+	"\x05queue\x18\xdc\x01 \x01(\bR\x05queue\"o\n" +
 	"\rSetLkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
-	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\"\xa6\x01\n" +
+	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\x12\x17\n" +
+	"\x06queued\x18\xdc\x01 \x01(\bR\x06queued\"\xbd\x01\n" +
 	"\fFlockRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x0e\n" +
 	"\x02fh\x18\x03 \x01(\x04R\x02fh\x12$\n" +
 	"\x04type\x18\x04 \x01(\x0e2\x10.jfs.v1.LockTypeR\x04type\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12\x14\n" +
-	"\x05block\x18\x06 \x01(\bR\x05block\"V\n" +
+	"\x05block\x18\x06 \x01(\bR\x05block\x12\x15\n" +
+	"\x05queue\x18\xdc\x01 \x01(\bR\x05queue\"o\n" +
 	"\rFlockResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
-	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\"C\n" +
+	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\x12\x17\n" +
+	"\x06queued\x18\xdc\x01 \x01(\bR\x06queued\"Y\n" +
+	"\x12EndLockWaitRequest\x12\x19\n" +
+	"\asession\x18\xdc\x01 \x01(\x04R\asession\x12\x11\n" +
+	"\x03seq\x18\xdd\x01 \x01(\x04R\x03seq\x12\x15\n" +
+	"\x05errno\x18\xde\x01 \x01(\x05R\x05errno\"+\n" +
+	"\x13EndLockWaitResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"C\n" +
 	"\x15CancelLockWaitRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\".\n" +
@@ -8354,7 +8515,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 121)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -8434,50 +8595,52 @@ var file_jfs_proto_goTypes = []any{
 	(*SetLkResponse)(nil),            // 75: jfs.v1.SetLkResponse
 	(*FlockRequest)(nil),             // 76: jfs.v1.FlockRequest
 	(*FlockResponse)(nil),            // 77: jfs.v1.FlockResponse
-	(*CancelLockWaitRequest)(nil),    // 78: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 79: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 80: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 81: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 82: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 83: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 84: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 85: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 86: jfs.v1.FreeDataResponse
-	(*FreeOrphansRequest)(nil),       // 87: jfs.v1.FreeOrphansRequest
-	(*FreeOrphansResponse)(nil),      // 88: jfs.v1.FreeOrphansResponse
-	(*Member)(nil),                   // 89: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 90: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 91: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 92: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 93: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 94: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 95: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 96: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 97: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 98: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 99: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 100: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 101: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 102: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 103: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 104: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 105: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 106: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 107: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 108: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 109: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 110: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 111: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 112: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 113: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 114: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 115: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 116: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 117: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 118: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 119: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 120: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 121: jfs.v1.ReleaseBatchResponse
+	(*EndLockWaitRequest)(nil),       // 78: jfs.v1.EndLockWaitRequest
+	(*EndLockWaitResponse)(nil),      // 79: jfs.v1.EndLockWaitResponse
+	(*CancelLockWaitRequest)(nil),    // 80: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 81: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 82: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 83: jfs.v1.ReleaseLockOwnerResponse
+	(*Settings)(nil),                 // 84: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 85: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 86: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 87: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 88: jfs.v1.FreeDataResponse
+	(*FreeOrphansRequest)(nil),       // 89: jfs.v1.FreeOrphansRequest
+	(*FreeOrphansResponse)(nil),      // 90: jfs.v1.FreeOrphansResponse
+	(*Member)(nil),                   // 91: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 92: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 93: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 94: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 95: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 96: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 97: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 98: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 99: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 100: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 101: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 102: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 103: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 104: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 105: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 106: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 107: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 108: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 109: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 110: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 111: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 112: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 113: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 114: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 115: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 116: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 117: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 118: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 119: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 120: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 121: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 122: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 123: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	4,   // 0: jfs.v1.Header.cred:type_name -> jfs.v1.Cred
@@ -8535,16 +8698,16 @@ var file_jfs_proto_depIdxs = []int32{
 	1,   // 52: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
 	71,  // 53: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
 	3,   // 54: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	82,  // 55: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	82,  // 56: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	89,  // 57: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	89,  // 58: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	84,  // 55: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	84,  // 56: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	91,  // 57: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	91,  // 58: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
 	7,   // 59: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
 	2,   // 60: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
 	71,  // 61: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
 	1,   // 62: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	102, // 63: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	89,  // 64: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	104, // 63: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	91,  // 64: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
 	3,   // 65: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
 	51,  // 66: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
 	8,   // 67: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
@@ -8575,25 +8738,25 @@ var file_jfs_proto_depIdxs = []int32{
 	72,  // 92: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
 	74,  // 93: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
 	76,  // 94: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	80,  // 95: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	78,  // 96: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	82,  // 95: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	80,  // 96: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
 	59,  // 97: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
 	55,  // 98: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	120, // 99: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	122, // 99: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
 	13,  // 100: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
-	92,  // 101: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	94,  // 102: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	96,  // 103: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	98,  // 104: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	100, // 105: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	103, // 106: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	105, // 107: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	90,  // 108: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	113, // 109: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	107, // 110: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	83,  // 111: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	115, // 112: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	116, // 113: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	94,  // 101: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	96,  // 102: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	98,  // 103: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	100, // 104: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	102, // 105: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	105, // 106: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	107, // 107: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	92,  // 108: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	115, // 109: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	109, // 110: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	85,  // 111: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	117, // 112: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	118, // 113: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
 	9,   // 114: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
 	11,  // 115: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
 	16,  // 116: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
@@ -8622,25 +8785,25 @@ var file_jfs_proto_depIdxs = []int32{
 	73,  // 139: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
 	75,  // 140: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
 	77,  // 141: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	81,  // 142: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	79,  // 143: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	83,  // 142: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	81,  // 143: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
 	60,  // 144: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
 	56,  // 145: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	121, // 146: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	123, // 146: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
 	14,  // 147: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
-	93,  // 148: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	95,  // 149: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	97,  // 150: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	99,  // 151: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	101, // 152: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	104, // 153: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	106, // 154: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	91,  // 155: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	114, // 156: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	108, // 157: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	84,  // 158: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	116, // 159: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	117, // 160: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	95,  // 148: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	97,  // 149: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	99,  // 150: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	101, // 151: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	103, // 152: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	106, // 153: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	108, // 154: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	93,  // 155: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	116, // 156: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	110, // 157: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	86,  // 158: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	118, // 159: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	119, // 160: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
 	114, // [114:161] is the sub-list for method output_type
 	67,  // [67:114] is the sub-list for method input_type
 	67,  // [67:67] is the sub-list for extension type_name
@@ -8659,7 +8822,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   119,
+			NumMessages:   121,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -74,6 +74,8 @@ const (
 	// The leader applies it to the backup's state before raft installs that
 	// state on every node (fsm.PrepareRestore); it is not proposed.
 	CommandType_COMMAND_TYPE_RESTORED CommandType = 90 // RestoredRequest
+	// Ends a queued lock request with an errno (cancel, deadlock victim).
+	CommandType_COMMAND_TYPE_END_LOCK_WAIT CommandType = 160 // EndLockWaitRequest
 )
 
 // Enum value maps for CommandType.
@@ -111,6 +113,7 @@ var (
 		61:  "COMMAND_TYPE_MARK_CORRUPT",
 		130: "COMMAND_TYPE_FREE_ORPHANS",
 		90:  "COMMAND_TYPE_RESTORED",
+		160: "COMMAND_TYPE_END_LOCK_WAIT",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -145,6 +148,7 @@ var (
 		"COMMAND_TYPE_MARK_CORRUPT":       61,
 		"COMMAND_TYPE_FREE_ORPHANS":       130,
 		"COMMAND_TYPE_RESTORED":           90,
+		"COMMAND_TYPE_END_LOCK_WAIT":      160,
 	}
 )
 
@@ -323,7 +327,7 @@ const file_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"acked_seqs\x18F \x03(\x04R\tackedSeqs\x12\"\n" +
 	"\fleader_opens\x18\xa0\x01 \x01(\bR\vleaderOpens\x12\x16\n" +
-	"\x06crc32c\x18< \x01(\aR\x06crc32c*\x86\a\n" +
+	"\x06crc32c\x18< \x01(\aR\x06crc32c*\xa7\a\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -357,7 +361,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x17COMMAND_TYPE_CHECKPOINT\x10<\x12\x1d\n" +
 	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=\x12\x1e\n" +
 	"\x19COMMAND_TYPE_FREE_ORPHANS\x10\x82\x01\x12\x19\n" +
-	"\x15COMMAND_TYPE_RESTORED\x10ZB(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x15COMMAND_TYPE_RESTORED\x10Z\x12\x1f\n" +
+	"\x1aCOMMAND_TYPE_END_LOCK_WAIT\x10\xa0\x01B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

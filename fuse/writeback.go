@@ -1,9 +1,12 @@
 package fuse
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/jfs-dev/jfs/client"
 )
 
 // Write-back buffering: the writes of a file are kept in the mount and sent
@@ -82,7 +85,10 @@ type dirtyInode struct {
 	bytes   int              // in dirty
 	flights []*flight        // sent, unanswered, oldest first
 	errs    map[uint64]error // by fh: failed writes not yet reported
-	slots   chan struct{}    // one per request being sent, up to wbInflight
+	// unsent is why the data in dirty was sent and came back: the cluster
+	// could not be reached (see start). nil once a send succeeded.
+	unsent error
+	slots  chan struct{} // one per request being sent, up to wbInflight
 }
 
 // flight is a request in flight: the half-open range [off, end).
@@ -206,13 +212,26 @@ func (w *writeBack) start(ino uint64, d *dirtyInode, i int) {
 		if i := slices.Index(d.flights, f); i >= 0 {
 			d.flights = slices.Delete(d.flights, i, i+1)
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, client.ErrNoLeader):
+			// No leader was reachable for the client's whole retry
+			// window: nothing was refused, and nothing may be lost.
+			// The data goes back to the buffer, to be sent again by the
+			// next sync (an NFS hard mount keeps its dirty pages the
+			// same way); the close or fsync that waits for it fails.
+			// Writes that overlap it wait for f, so nothing newer over
+			// its range is buffered yet: it is put back as it was.
+			d.insert(e)
+			d.unsent = err
+		case err != nil:
 			if d.errs == nil {
 				d.errs = map[uint64]error{}
 			}
 			if d.errs[e.fh] == nil {
 				d.errs[e.fh] = err
 			}
+		default:
+			d.unsent = nil
 		}
 		close(f.done)
 		w.tidy(ino)
@@ -256,11 +275,17 @@ func (w *writeBack) buffered(ino uint64) bool {
 }
 
 // flush is sync, and then returns, and forgets, the error of a buffered
-// write through fh.
+// write through fh. When data of fh could not be sent for want of a leader,
+// it stays buffered, and flush returns that error (each time, until it is
+// sent).
 func (w *writeBack) flush(ino, fh uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.syncLocked(ino)
+	if d := w.inodes[ino]; d != nil && d.unsent != nil &&
+		slices.ContainsFunc(d.dirty, func(e extent) bool { return e.fh == fh }) {
+		return d.unsent
+	}
 	return w.takeErr(ino, fh)
 }
 

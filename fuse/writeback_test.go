@@ -2,12 +2,16 @@ package fuse
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"slices"
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/jfs-dev/jfs/client"
 )
 
 // fakeCluster applies sent extents to one file's bytes, as the cluster
@@ -286,5 +290,49 @@ func TestWriteBackRandomAgainstModel(t *testing.T) {
 			t.Fatalf("seed %d: the file differs from the writes made in order", seed)
 		}
 		c.mu.Unlock()
+	}
+}
+
+// Data whose send found no leader for the client's whole retry window stays
+// buffered: the close that waited for it fails, the next sync sends it, and
+// a newer write over it still wins.
+func TestWriteBackKeepsDataWhileClusterUnreachable(t *testing.T) {
+	c := &fakeCluster{}
+	down := true
+	c.before = func(e extent) error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if down {
+			return fmt.Errorf("%w within 30s: connection refused", client.ErrNoLeader)
+		}
+		return nil
+	}
+	w := newWriteBack(c.send)
+	mustWrite(t, w, 1, 0, []byte("before "))
+	if err := w.flush(1, 2); err != nil {
+		t.Fatalf("flush of another open file, whose data is not at stake: %v", err)
+	}
+	if err := w.flush(1, 1); !errors.Is(err, client.ErrNoLeader) {
+		t.Fatalf("close while the cluster is unreachable: %v, want ErrNoLeader", err)
+	}
+	if err := w.flush(1, 1); !errors.Is(err, client.ErrNoLeader) {
+		t.Fatalf("a second close, data still unsent: %v, want ErrNoLeader", err)
+	}
+	if !w.buffered(1) {
+		t.Fatal("the unsent data was dropped")
+	}
+	mustWrite(t, w, 1, 3, []byte("ORE"))
+	c.mu.Lock()
+	down = false
+	c.mu.Unlock()
+	mustWrite(t, w, 1, 7, []byte("after"))
+	if err := w.flush(1, 1); err != nil {
+		t.Fatalf("close once the cluster is back: %v", err)
+	}
+	if got := string(c.data); got != "befORE after" {
+		t.Fatalf("cluster holds %q, want %q", got, "befORE after")
+	}
+	if len(w.inodes) != 0 {
+		t.Fatal("buffer kept after everything was sent")
 	}
 }

@@ -252,23 +252,25 @@ func (f *FSM) CompactIfWorth() (bool, error) {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
 	if f.db == nil {
-		f.dbMu.Unlock()
 		return false, ErrClosed
 	}
 	if !f.compactWorth() {
-		f.dbMu.Unlock()
 		return false, nil
 	}
 	if err := compactInto(f.db, f.path); err != nil {
-		f.dbMu.Unlock()
 		return false, fmt.Errorf("fsm: %w", err)
 	}
 	err := f.db.Close()
 	f.db = nil
-	f.dbMu.Unlock()
+	compactHook()
 	if rerr := f.reopen(); err == nil {
 		err = rerr
 	}
 	return err == nil, err
 }
+
+// compactHook runs in CompactIfWorth between the close of the old state
+// file and the open of the compacted one; tests replace it.
+var compactHook = func() {}

@@ -262,7 +262,10 @@ func (f *FSM) boltOptions() *bolt.Options {
 }
 
 // openDB opens the bolt file, initialises it if new, and loads the applied
-// index and the lock table.
+// index and the lock table. The caller holds dbMu for writing when reads
+// may run: Restore and CompactIfWorth keep it from the old file's close to
+// here, so that a read waits for the new file instead of finding none (and
+// answering EIO).
 func (f *FSM) openDB() error {
 	db, err := bolt.Open(f.path, 0o600, f.boltOptions())
 	if err != nil {
@@ -299,9 +302,7 @@ func (f *FSM) openDB() error {
 		db.Close()
 		return err
 	}
-	f.dbMu.Lock()
 	f.db = db
-	f.dbMu.Unlock()
 	f.tableMu.Lock()
 	f.table = table
 	f.tableMu.Unlock()
@@ -712,14 +713,13 @@ func (f *FSM) Restore(r io.Reader) error {
 		return err
 	}
 	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
 	if f.db == nil {
-		f.dbMu.Unlock()
 		os.Remove(tmp)
 		return ErrClosed
 	}
 	err := f.db.Close()
 	f.db = nil
-	f.dbMu.Unlock()
 	if err != nil {
 		os.Remove(tmp)
 		return errors.Join(fmt.Errorf("fsm: restore: close old state: %w", err), f.reopen())
@@ -734,7 +734,8 @@ func (f *FSM) Restore(r io.Reader) error {
 	return f.reopen()
 }
 
-// reopen opens the state file again after Restore closed it.
+// reopen opens the state file again after Restore or CompactIfWorth closed
+// it; the caller holds dbMu.
 func (f *FSM) reopen() error {
 	if err := GuardFault(f.path, f.openDB); err != nil {
 		return fmt.Errorf("fsm: reopen %s: %w", f.path, err)

@@ -660,3 +660,32 @@ func TestNoFalseDeadlockUnderContention(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockingLockNeedsCred: a blocking F_SETLKW or flock without
+// credentials is refused like any request whose permission check needs
+// them. The state machine checks a request without credentials as root's,
+// so the blocking path, which proposes on its own, skipped the refusal and
+// let a caller (a squashed root too) lock a file it may neither read nor
+// write.
+func TestBlockingLockNeedsCred(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	noCred := func() *jfspb.Header {
+		h := b.header()
+		h.Cred = nil
+		return h
+	}
+	ctx := context.Background()
+	for _, block := range []bool{false, true} {
+		_, err := b.srv.SetLk(ctx, &jfspb.SetLkRequest{Header: noCred(), Ino: ino, Owner: 1, Type: wr, Len: 10, Pid: 1, Block: block})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("SetLk (block %v) without credentials: %v, want InvalidArgument", block, err)
+		}
+		_, err = b.srv.Flock(ctx, &jfspb.FlockRequest{Header: noCred(), Ino: ino, Fh: 1, Type: wr, Pid: 1, Block: block})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("Flock (block %v) without credentials: %v, want InvalidArgument", block, err)
+		}
+	}
+}

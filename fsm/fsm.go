@@ -673,7 +673,8 @@ type Snapshot struct {
 }
 
 // Snapshot opens a view of the last committed state. It is safe to call
-// concurrently with ApplyBatch. The caller must Release it; Restore and Close
+// concurrently with ApplyBatch and Restore (it goes on reading the state it
+// was taken from). The caller must Release it; Close and CompactIfWorth
 // wait for open snapshots.
 func (f *FSM) Snapshot() (*Snapshot, error) {
 	f.dbMu.RLock()
@@ -698,8 +699,9 @@ func (s *Snapshot) Release() { s.once.Do(func() { s.tx.Rollback() }) }
 // Snapshot.WriteTo: the stream goes to a temporary file beside the state
 // file, which is synced and checked in full (a jfs state file of this
 // format whose lock table loads), renamed over the state file and reopened;
-// the lock table is rebuilt from it. When Restore fails the FSM keeps
-// serving: the old state if the new one was not yet in place.
+// the lock table is rebuilt from it. It does not wait for open snapshots of
+// the old state. When Restore fails the FSM keeps serving: the old state if
+// the new one did not open.
 func (f *FSM) Restore(r io.Reader) error {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
@@ -714,25 +716,35 @@ func (f *FSM) Restore(r io.Reader) error {
 	}
 	f.dbMu.Lock()
 	defer f.dbMu.Unlock()
-	if f.db == nil {
+	old := f.db
+	if old == nil {
 		os.Remove(tmp)
 		return ErrClosed
 	}
-	err := f.db.Close()
-	f.db = nil
-	if err != nil {
-		os.Remove(tmp)
-		return errors.Join(fmt.Errorf("fsm: restore: close old state: %w", err), f.reopen())
-	}
+	// The old state stays open (its file unlinked by the rename) until the
+	// snapshots that still read it are released. Raft may hold one while
+	// it asks its main goroutine for the configuration, and the main
+	// goroutine waits for this Restore (an InstallSnapshot): waiting for
+	// the snapshot here would never end.
 	if err := os.Rename(tmp, f.path); err != nil {
 		os.Remove(tmp)
-		return errors.Join(fmt.Errorf("fsm: restore: %w", err), f.reopen())
+		return fmt.Errorf("fsm: restore: %w", err)
 	}
-	if err := syncDir(filepath.Dir(f.path)); err != nil {
-		return errors.Join(fmt.Errorf("fsm: restore: %w", err), f.reopen())
+	var err error
+	if serr := syncDir(filepath.Dir(f.path)); serr != nil {
+		err = fmt.Errorf("fsm: restore: %w", serr)
 	}
-	return f.reopen()
+	if rerr := f.reopen(); rerr != nil {
+		return errors.Join(err, rerr) // the old state serves on
+	}
+	go closeOld(old)
+	return err
 }
+
+// closeOld closes a state file that Restore replaced, once the snapshots
+// that read it are released. Nothing writes to it any more, so a failure
+// to close loses nothing.
+func closeOld(db *bolt.DB) { _ = db.Close() }
 
 // reopen opens the state file again after Restore or CompactIfWorth closed
 // it; the caller holds dbMu.

@@ -673,9 +673,9 @@ type Snapshot struct {
 }
 
 // Snapshot opens a view of the last committed state. It is safe to call
-// concurrently with ApplyBatch and Restore (it goes on reading the state it
-// was taken from). The caller must Release it; Close and CompactIfWorth
-// wait for open snapshots.
+// concurrently with ApplyBatch, Restore and CompactIfWorth (it goes on
+// reading the state it was taken from). The caller must Release it; Close
+// waits for open snapshots.
 func (f *FSM) Snapshot() (*Snapshot, error) {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
@@ -741,7 +741,7 @@ func (f *FSM) Restore(r io.Reader) error {
 	return err
 }
 
-// closeOld closes a state file that Restore replaced, once the snapshots
+// closeOld closes a state file that Restore or CompactIfWorth replaced, once the snapshots
 // that read it are released. Nothing writes to it any more, so a failure
 // to close loses nothing.
 func closeOld(db *bolt.DB) { _ = db.Close() }

@@ -501,6 +501,13 @@ func (lw *lockWaits) ofdMarks() int {
 // this node stops leading; the wait itself stays queued in the state
 // machine, and the client's retry at any leader finds it there.
 func (lw *lockWaits) wait(ctx context.Context, w *waiter) (syscall.Errno, []*jfspb.LockOwner, error) {
+	// Only the ready leader judges a wait: its state holds every entry a
+	// client has seen answered. A follower's (or a leader's before it is
+	// ready) may be older, and its deadlock check then finds cycles
+	// through waits that are over; the client goes to the leader instead.
+	if !lw.n.ready() {
+		return 0, nil, ErrNotLeader
+	}
 	// Registered first: a cancel either finds the registration or left a
 	// memo that is looked at below (cancel holds regMu across both).
 	w.done = make(chan waitResult, 1)

@@ -660,3 +660,80 @@ func TestNoFalseDeadlockUnderContention(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockingLockNeedsCred: a blocking F_SETLKW or flock without
+// credentials is refused like any request whose permission check needs
+// them. The state machine checks a request without credentials as root's,
+// so the blocking path, which proposes on its own, skipped the refusal and
+// let a caller (a squashed root too) lock a file it may neither read nor
+// write.
+func TestBlockingLockNeedsCred(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	ino := a.mustCreate("f")
+	noCred := func() *jfspb.Header {
+		h := b.header()
+		h.Cred = nil
+		return h
+	}
+	ctx := context.Background()
+	for _, block := range []bool{false, true} {
+		_, err := b.srv.SetLk(ctx, &jfspb.SetLkRequest{Header: noCred(), Ino: ino, Owner: 1, Type: wr, Len: 10, Pid: 1, Block: block})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("SetLk (block %v) without credentials: %v, want InvalidArgument", block, err)
+		}
+		_, err = b.srv.Flock(ctx, &jfspb.FlockRequest{Header: noCred(), Ino: ino, Fh: 1, Type: wr, Pid: 1, Block: block})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("Flock (block %v) without credentials: %v, want InvalidArgument", block, err)
+		}
+	}
+}
+
+// TestFollowerRefusesBlockingLock: a blocking lock request that reaches a
+// follower is redirected (Unavailable, naming the leader), never answered
+// from the follower's own view of the queues. That view may be older than
+// what the client has seen at the leader, and its deadlock check answered
+// EDEADLK there for waits that were over (TestFaultLeaderKillRepeated).
+// Here a real cycle shows that the follower does not judge at all.
+func TestFollowerRefusesBlockingLock(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	a, b := newLockClient(t, leader, "hostA"), newLockClient(t, leader, "hostB")
+	x, y := a.mustCreate("x"), a.mustCreate("y")
+	a.mustLock(x, 1, wr, 0, 0)
+	b.mustLock(y, 2, wr, 0, 0)
+	wa := a.setlkwAsync(context.Background(), y, 1, wr, 0, 0)
+	mustStillWaiting(t, a, wa, y, 1, "A waiting for Y")
+	c.WaitApplied(leader.FSM().AppliedIndex())
+	var follower *cluster.Node
+	for _, id := range c.IDs() {
+		if id != leader.ID() {
+			follower = c.Node(id)
+			break
+		}
+	}
+	fs := cluster.NewServer(follower)
+	for _, flock := range []bool{false, true} {
+		var err error
+		var errno int32
+		if flock {
+			var r *jfspb.FlockResponse
+			r, err = fs.Flock(context.Background(), &jfspb.FlockRequest{Header: b.header(), Ino: x, Fh: 9, Type: wr, Pid: 2, Block: true})
+			errno = r.GetErrno()
+		} else {
+			var r *jfspb.SetLkResponse
+			r, err = fs.SetLk(context.Background(), &jfspb.SetLkRequest{Header: b.header(), Ino: x, Owner: 2, Type: wr, Pid: 2, Block: true})
+			errno = r.GetErrno()
+		}
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("blocking lock (flock %v) at follower %s: errno %v, error %v; want Unavailable (not the leader)",
+				flock, follower.ID(), syscall.Errno(errno), err)
+		}
+	}
+	mustStillWaiting(t, a, wa, y, 1, "A after the follower's answers")
+	b.mustLock(y, 2, un, 0, 0)
+	if r := mustGet(t, wa, "A after B unlocks Y"); r.err != nil || r.errno != 0 {
+		t.Fatalf("A: %v %v", r.err, r.errno)
+	}
+}

@@ -458,6 +458,11 @@ func (s *Server) GetLk(ctx context.Context, r *jfspb.GetLkRequest) (*jfspb.GetLk
 
 // SetLk is F_SETLK, or with block F_SETLKW: see lockWaits.
 func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLkResponse, error) {
+	// A blocking request is proposed by the lock waits, not by propose:
+	// its credentials are checked here, for either path.
+	if err := checkCred(r); err != nil {
+		return nil, err
+	}
 	if e := checkRequest(r); e != 0 {
 		return &jfspb.SetLkResponse{Errno: int32(e)}, nil
 	}
@@ -478,6 +483,9 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 
 // Flock is flock(2), blocking without LOCK_NB: see lockWaits.
 func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.FlockResponse, error) {
+	if err := checkCred(r); err != nil { // as SetLk
+		return nil, err
+	}
 	if e := checkRequest(r); e != 0 {
 		return &jfspb.FlockResponse{Errno: int32(e)}, nil
 	}

@@ -245,30 +245,37 @@ func (f *FSM) compactWorth() bool {
 // CompactIfWorth rewrites the state file without its free pages when at
 // least half of it is free, it is at least Options.CompactMin bytes, and
 // what is live is small enough to copy while apply waits (256 MiB; a
-// larger state is compacted at the next start instead). Reads wait too.
-// It reports whether it compacted. The node calls it before each snapshot,
+// larger state is compacted at the next start instead). Reads wait too;
+// neither waits for open snapshots of the old file. It reports whether it compacted. The node calls it before each snapshot,
 // so that the snapshot, which streams the whole file, is small as well.
 func (f *FSM) CompactIfWorth() (bool, error) {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	f.dbMu.Lock()
+	defer f.dbMu.Unlock()
 	if f.db == nil {
-		f.dbMu.Unlock()
 		return false, ErrClosed
 	}
 	if !f.compactWorth() {
-		f.dbMu.Unlock()
 		return false, nil
 	}
 	if err := compactInto(f.db, f.path); err != nil {
-		f.dbMu.Unlock()
 		return false, fmt.Errorf("fsm: %w", err)
 	}
-	err := f.db.Close()
-	f.db = nil
-	f.dbMu.Unlock()
-	if rerr := f.reopen(); err == nil {
-		err = rerr
+	// As in Restore, the old file is closed once the snapshots that read
+	// it are released (a backup streaming to a slow client, a digest):
+	// closing it here would hold apply and reads until then.
+	old := f.db
+	compactHook()
+	if err := f.reopen(); err != nil {
+		f.db = nil // nothing may apply to a file the path no longer names
+		go closeOld(old)
+		return false, err
 	}
-	return err == nil, err
+	go closeOld(old)
+	return true, nil
 }
+
+// compactHook runs in CompactIfWorth between the copy and the open of the
+// compacted file; tests replace it.
+var compactHook = func() {}

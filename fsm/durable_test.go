@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
@@ -150,4 +151,88 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// Reads go on beside a compaction before a snapshot, on the leader: one
+// that comes while the old file is closed and the compacted one not yet
+// open waits for it. Before, it found no file and answered EIO, and the
+// leader kept that getattr or lookup answer for later reads while no entry
+// was applied (cluster/reads.go).
+func TestCompactionReadsWait(t *testing.T) {
+	h := mustHarness(t, Options{CompactMin: 1 << 20})
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	keep := h.mustCreate(RootIno, "keep", false)
+	for i := range 4 {
+		a := h.mustCreate(RootIno, fmt.Sprintf("big-%d", i), false)
+		h.mustWrite(a.Ino, 0, data)
+		mustOK(t, h.do(cUnlink, &jfspb.UnlinkRequest{Parent: RootIno, Name: []byte(fmt.Sprintf("big-%d", i))}))
+	}
+	got := make(chan *jfspb.GetAttrResponse, 1)
+	hooked := false
+	old := compactHook
+	compactHook = func() {
+		hooked = true
+		// A read that started now could not see a state file.
+		if h.f.dbMu.TryRLock() {
+			missing := h.f.db == nil
+			h.f.dbMu.RUnlock()
+			if missing {
+				t.Error("during a compaction a read may run while there is no state file")
+			}
+		}
+		go func() { got <- h.f.GetAttr(&jfspb.GetAttrRequest{Ino: keep.Ino}) }()
+	}
+	t.Cleanup(func() { compactHook = old })
+	if ok, err := h.f.CompactIfWorth(); err != nil || !ok {
+		t.Fatalf("CompactIfWorth: %v, %v; want a compaction", ok, err)
+	}
+	if !hooked {
+		t.Fatal("compactHook did not run")
+	}
+	if r := <-got; r.Errno != 0 || r.Attr.GetIno() != keep.Ino {
+		t.Fatalf("getattr during the compaction: errno %d, attr %v", r.Errno, r.Attr)
+	}
+}
+
+// A compaction does not wait for the snapshots open on the old file (a
+// backup streaming to a slow client held apply and reads until it ended),
+// and the snapshot goes on reading the state it was taken from.
+func TestCompactionWithSnapshotOpen(t *testing.T) {
+	h := mustHarness(t, Options{CompactMin: 1 << 20})
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	keep := h.mustCreate(RootIno, "keep", false)
+	h.mustWrite(keep.Ino, 0, []byte("kept"))
+	for i := range 4 {
+		a := h.mustCreate(RootIno, fmt.Sprintf("big-%d", i), false)
+		h.mustWrite(a.Ino, 0, data)
+		mustOK(t, h.do(cUnlink, &jfspb.UnlinkRequest{Parent: RootIno, Name: []byte(fmt.Sprintf("big-%d", i))}))
+	}
+	open, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Release()
+	type result struct {
+		ok  bool
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { ok, err := h.f.CompactIfWorth(); done <- result{ok, err} }()
+	select {
+	case r := <-done:
+		if r.err != nil || !r.ok {
+			t.Fatalf("CompactIfWorth: %v, %v; want a compaction", r.ok, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		open.Release() // lets the old code's compaction finish
+		<-done
+		t.Fatal("CompactIfWorth waited for a snapshot of the old file to be released")
+	}
+	var old bytes.Buffer
+	if _, err := open.WriteTo(&old); err != nil {
+		t.Fatalf("the open snapshot after the compaction: %v", err)
+	}
+	open.Release()
+	mustEqualBytes(t, "keep", h.mustRead(keep.Ino, 0, 100), []byte("kept"))
+	h.mustWrite(keep.Ino, 0, data) // apply goes on
 }

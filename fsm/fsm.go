@@ -262,7 +262,10 @@ func (f *FSM) boltOptions() *bolt.Options {
 }
 
 // openDB opens the bolt file, initialises it if new, and loads the applied
-// index and the lock table.
+// index and the lock table. The caller holds dbMu for writing when reads
+// may run: Restore and CompactIfWorth keep it from the old file's close to
+// here, so that a read waits for the new file instead of finding none (and
+// answering EIO).
 func (f *FSM) openDB() error {
 	db, err := bolt.Open(f.path, 0o600, f.boltOptions())
 	if err != nil {
@@ -299,9 +302,7 @@ func (f *FSM) openDB() error {
 		db.Close()
 		return err
 	}
-	f.dbMu.Lock()
 	f.db = db
-	f.dbMu.Unlock()
 	f.tableMu.Lock()
 	f.table = table
 	f.tableMu.Unlock()
@@ -672,8 +673,9 @@ type Snapshot struct {
 }
 
 // Snapshot opens a view of the last committed state. It is safe to call
-// concurrently with ApplyBatch. The caller must Release it; Restore and Close
-// wait for open snapshots.
+// concurrently with ApplyBatch, Restore and CompactIfWorth (it goes on
+// reading the state it was taken from). The caller must Release it; Close
+// waits for open snapshots.
 func (f *FSM) Snapshot() (*Snapshot, error) {
 	f.dbMu.RLock()
 	defer f.dbMu.RUnlock()
@@ -697,8 +699,9 @@ func (s *Snapshot) Release() { s.once.Do(func() { s.tx.Rollback() }) }
 // Snapshot.WriteTo: the stream goes to a temporary file beside the state
 // file, which is synced and checked in full (a jfs state file of this
 // format whose lock table loads), renamed over the state file and reopened;
-// the lock table is rebuilt from it. When Restore fails the FSM keeps
-// serving: the old state if the new one was not yet in place.
+// the lock table is rebuilt from it. It does not wait for open snapshots of
+// the old state. When Restore fails the FSM keeps serving: the old state if
+// the new one did not open.
 func (f *FSM) Restore(r io.Reader) error {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
@@ -712,29 +715,39 @@ func (f *FSM) Restore(r io.Reader) error {
 		return err
 	}
 	f.dbMu.Lock()
-	if f.db == nil {
-		f.dbMu.Unlock()
+	defer f.dbMu.Unlock()
+	old := f.db
+	if old == nil {
 		os.Remove(tmp)
 		return ErrClosed
 	}
-	err := f.db.Close()
-	f.db = nil
-	f.dbMu.Unlock()
-	if err != nil {
-		os.Remove(tmp)
-		return errors.Join(fmt.Errorf("fsm: restore: close old state: %w", err), f.reopen())
-	}
+	// The old state stays open (its file unlinked by the rename) until the
+	// snapshots that still read it are released. Raft may hold one while
+	// it asks its main goroutine for the configuration, and the main
+	// goroutine waits for this Restore (an InstallSnapshot): waiting for
+	// the snapshot here would never end.
 	if err := os.Rename(tmp, f.path); err != nil {
 		os.Remove(tmp)
-		return errors.Join(fmt.Errorf("fsm: restore: %w", err), f.reopen())
+		return fmt.Errorf("fsm: restore: %w", err)
 	}
-	if err := syncDir(filepath.Dir(f.path)); err != nil {
-		return errors.Join(fmt.Errorf("fsm: restore: %w", err), f.reopen())
+	var err error
+	if serr := syncDir(filepath.Dir(f.path)); serr != nil {
+		err = fmt.Errorf("fsm: restore: %w", serr)
 	}
-	return f.reopen()
+	if rerr := f.reopen(); rerr != nil {
+		return errors.Join(err, rerr) // the old state serves on
+	}
+	go closeOld(old)
+	return err
 }
 
-// reopen opens the state file again after Restore closed it.
+// closeOld closes a state file that Restore or CompactIfWorth replaced, once the snapshots
+// that read it are released. Nothing writes to it any more, so a failure
+// to close loses nothing.
+func closeOld(db *bolt.DB) { _ = db.Close() }
+
+// reopen opens the state file again after Restore or CompactIfWorth closed
+// it; the caller holds dbMu.
 func (f *FSM) reopen() error {
 	if err := GuardFault(f.path, f.openDB); err != nil {
 		return fmt.Errorf("fsm: reopen %s: %w", f.path, err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -350,4 +351,57 @@ func TestUnsealedEntriesOnlyBeforeTheFirstSealed(t *testing.T) {
 	if e := errnoOf(f.Lookup(&jfspb.LookupRequest{Parent: RootIno, Name: []byte("e")})); e != syscall.ENOENT {
 		t.Fatalf("the refused entry applied: lookup e: %v", e)
 	}
+}
+
+// Restore does not wait for the snapshots still open on the old state: raft
+// may hold one while its main goroutine waits for the Restore of an
+// InstallSnapshot, and a node restarted after a kill hung there for good
+// (TestCrashLoopKeepsAcknowledgedWrites). The open snapshot goes on reading
+// the state it was taken from.
+func TestRestoreWithSnapshotOpen(t *testing.T) {
+	h := mustHarness(t, Options{})
+	h.mustCreate(RootIno, "old", false)
+	// The stream to restore: a state with "new" only.
+	src := mustHarness(t, Options{})
+	src.mustCreate(RootIno, "new", false)
+	snap, err := src.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stream bytes.Buffer
+	if _, err := snap.WriteTo(&stream); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+
+	open, err := h.f.Snapshot() // held across the Restore, as raft may
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Release()
+	done := make(chan error, 1)
+	go func() { done <- h.f.Restore(&stream) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Restore: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		open.Release() // lets the old code's Restore finish
+		<-done
+		t.Fatal("Restore waited for a snapshot of the old state to be released")
+	}
+	if e := h.lookupErrno(RootIno, "new"); e != 0 {
+		t.Fatalf("after Restore, lookup new: %v", e)
+	}
+	if e := h.lookupErrno(RootIno, "old"); e != syscall.ENOENT {
+		t.Fatalf("after Restore, lookup old: %v, want ENOENT", e)
+	}
+	// The snapshot still reads the old state, whole.
+	var old bytes.Buffer
+	if _, err := open.WriteTo(&old); err != nil {
+		t.Fatalf("the open snapshot after Restore: %v", err)
+	}
+	open.Release()
+	h.mustCreate(RootIno, "after", false) // apply goes on
 }

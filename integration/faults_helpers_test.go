@@ -440,11 +440,14 @@ func waitSameDigest(t testing.TB, c *client.Client, procs []*proc) (uint64, []by
 		ds, err := digests(c, procs)
 		last = ds
 		if err == nil && len(ds) == len(procs) {
+			// A node that rebuilds its state machine (fsm.db discarded
+			// after a kill) answers index 0 meanwhile: the first node
+			// seen may be that one, so 0 is no "not yet set".
 			var idx uint64
-			same := true
+			same, seen := true, false
 			for _, d := range ds {
-				if idx == 0 {
-					idx = d.AppliedIndex
+				if !seen {
+					idx, seen = d.AppliedIndex, true
 				}
 				same = same && d.AppliedIndex == idx
 			}

@@ -134,7 +134,7 @@ func randLog(t *testing.T, seed uint64, n int) []Entry {
 		return apply(h.entry(typ, req, s.id, seq, s.acked))
 	}
 	for len(log) < n {
-		switch k := r.IntN(17); k {
+		switch r.IntN(23) {
 		case 0, 1:
 			resp := do(cCreate, &jfspb.CreateRequest{Parent: RootIno, Name: names(), Mode: 0o644, Fh: uint64(r.IntN(4) + 1)})
 			if c, ok := resp.(*jfspb.CreateResponse); ok && c.Attr != nil {
@@ -184,6 +184,32 @@ func randLog(t *testing.T, seed uint64, n int) []Entry {
 			do(cSetAttr, &jfspb.SetAttrRequest{Ino: pick(), Valid: 8, Size: uint64(r.IntN(9000))})
 		case 16:
 			apply(h.entry(jfspb.CommandType_COMMAND_TYPE_CHECKPOINT, &jfspb.CheckpointRequest{}, 0, 0, 0))
+		case 17:
+			do(cLink, &jfspb.LinkRequest{Ino: pick(), NewParent: RootIno, NewName: names()})
+		case 18:
+			if r.IntN(2) == 0 {
+				do(cMkdir, &jfspb.MkdirRequest{Parent: RootIno, Name: names(), Mode: 0o755})
+			} else {
+				do(cRmdir, &jfspb.RmdirRequest{Parent: RootIno, Name: names()})
+			}
+		case 19:
+			var value []byte
+			if r.IntN(2) == 0 {
+				value = []byte("v")
+			}
+			flags := []uint32{0, xattrCreate, xattrReplace}[r.IntN(3)]
+			do(cSetXattr, &jfspb.SetXattrRequest{Ino: pick(), Name: []byte(fmt.Sprint("user.x", r.IntN(2))), Value: value, Flags: flags})
+		case 20:
+			do(cRemoveXattr, &jfspb.RemoveXattrRequest{Ino: pick(), Name: []byte(fmt.Sprint("user.x", r.IntN(2)))})
+		case 21:
+			mode := []uint32{0, fallocKeepSize, fallocPunchHole | fallocKeepSize, fallocZeroRange}[r.IntN(4)]
+			do(jfspb.CommandType_COMMAND_TYPE_FALLOCATE, &jfspb.FallocateRequest{Ino: pick(), Offset: int64(r.IntN(20000)), Length: int64(r.IntN(20000) + 1), Mode: mode})
+		case 22:
+			if r.IntN(4) == 0 {
+				do(cWrite, &jfspb.WriteRequest{Ino: pick(), Offset: int64(r.IntN(4096)), Data: make([]byte, 4096*(FreeStep+10))})
+			} else {
+				apply(h.entry(cFreeData, &jfspb.FreeDataRequest{MaxBlocks: uint32(r.IntN(50) + 1)}, 0, 0, 0))
+			}
 		}
 	}
 	return log

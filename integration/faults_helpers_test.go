@@ -440,11 +440,13 @@ func waitSameDigest(t testing.TB, c *client.Client, procs []*proc) (uint64, []by
 		ds, err := digests(c, procs)
 		last = ds
 		if err == nil && len(ds) == len(procs) {
-			var idx uint64
-			same := true
+			// A node that rebuilds its state reports applied index 0
+			// until it has caught up: 0 is an index like any other here.
+			idx, same := uint64(0), true
+			seen := false
 			for _, d := range ds {
-				if idx == 0 {
-					idx = d.AppliedIndex
+				if !seen {
+					idx, seen = d.AppliedIndex, true
 				}
 				same = same && d.AppliedIndex == idx
 			}

@@ -100,7 +100,19 @@ func (t *txn) fail(err error) {
 	}
 }
 
-func (t *txn) put(bucket, k, v []byte) { t.fail(t.b(bucket).Put(k, v)) }
+// put stores v under k. A nil v is stored as an empty value: bolt keeps
+// the slice it is given until the commit, and its Get answers nil for a
+// key put with a nil value in the same transaction, but a non-nil empty
+// slice once the transaction is committed. A presence check (has, a Get
+// compared with nil) would then depend on whether the put and the check
+// fell into one transaction, which is how raft batched the entries on each
+// node: replicas would diverge.
+func (t *txn) put(bucket, k, v []byte) {
+	if v == nil {
+		v = []byte{}
+	}
+	t.fail(t.b(bucket).Put(k, v))
+}
 
 func (t *txn) del(bucket, k []byte) { t.fail(t.b(bucket).Delete(k)) }
 

@@ -14,6 +14,11 @@ type fsxModel struct{ data []byte }
 
 // write puts b at off, growing the file (the gap reads as zeros).
 func (m *fsxModel) write(off int64, b []byte) {
+	if len(b) == 0 {
+		// write(2) and copy_file_range(2) of nothing leave the size alone,
+		// even past the end.
+		return
+	}
 	if end := off + int64(len(b)); end > int64(len(m.data)) {
 		m.resize(end)
 	}

@@ -26,6 +26,12 @@ func TestFSXModel(t *testing.T) {
 	if got := m.slice(10, 1); got != nil {
 		t.Fatalf("slice at the end: %q, want nothing", got)
 	}
+	// A copy from an empty file writes nothing, even past the end: the
+	// size stays (as copy_file_range(2) and a write(2) of 0 bytes leave it).
+	m.write(100, nil)
+	if len(m.data) != 10 {
+		t.Fatalf("a write of nothing at 100 made the size %d, want 10", len(m.data))
+	}
 }
 
 // TestFSXDiff checks the mismatch report: the first differing offset, the

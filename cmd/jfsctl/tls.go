@@ -45,7 +45,7 @@ client (the file system, with the sessions it registered itself) or admin
 					&cli.StringFlag{Name: "client", Usage: "a client certificate (jfs mount) named NAME"},
 					&cli.StringFlag{Name: "admin", Usage: "an admin certificate (jfsctl) named NAME"},
 					&cli.StringSliceFlag{Name: "host", Usage: "an IP address or DNS name the node is reached at (node certificates; repeat or separate with commas; 127.0.0.1 and localhost are always added)"},
-					&cli.BoolFlag{Name: "root-squash", Usage: "client certificates: uid and gid 0 in requests become 65534"},
+					&cli.BoolFlag{Name: "root-squash", Usage: "client certificates: a caller with uid, gid or group 0 is nobody (65534) to the cluster, as NFS root_squash"},
 					&cli.BoolFlag{Name: "read-only", Usage: "client certificates: every change is refused with EROFS"},
 					&cli.StringFlag{Name: "out", Usage: "directory to write to (default: the CA's)"},
 				},

@@ -50,52 +50,14 @@ func (m *queueModel) grant(ino uint64) string {
 //	session S                    ReleaseSession and drop S's waiters, then Grant everywhere
 //	queue INO                    the queue, one waiter a line
 func TestQueueScripts(t *testing.T) {
-	types := map[string]Type{"unlock": Unlock, "read": Read, "write": Write}
 	mustRunScripts(t, "queue", func() func(string) (string, error) {
 		m := &queueModel{tb: NewTable(), queues: map[uint64][]Waiter{}}
 		return func(line string) (string, error) {
-			f := strings.Fields(line)
-			arg := func(i int) (int64, error) {
-				if i >= len(f) {
-					return 0, fmt.Errorf("missing argument %d", i)
-				}
-				return strconv.ParseInt(f[i], 10, 64)
-			}
-			n, err := arg(1)
+			l, err := parseLockLine(m.so, line, "cancel")
 			if err != nil {
 				return "", err
 			}
-			ino := uint64(n)
-			var o Owner
-			if len(f) > 2 && f[0] != "cancel" {
-				if o, err = m.so.parse(f[2]); err != nil {
-					return "", err
-				}
-			}
-			typ := Type(255)
-			if len(f) > 3 {
-				var ok bool
-				if typ, ok = types[f[3]]; !ok {
-					return "", fmt.Errorf("bad type %q", f[3])
-				}
-			}
-			rng := func() (Range, error) {
-				start, err := arg(4)
-				if err != nil {
-					return Range{}, err
-				}
-				length, err := arg(5)
-				if err != nil {
-					return Range{}, err
-				}
-				return NewRange(start, length)
-			}
-			granted := func(c []Owner) string {
-				if len(c) == 0 {
-					return "granted"
-				}
-				return "conflict: " + m.so.names(c)
-			}
+			f, ino, o, typ, rng, granted := l.f, l.ino, l.o, l.typ, l.rng, m.so.granted
 			switch {
 			case (f[0] == "wait" && len(f) == 6) || (f[0] == "fwait" && len(f) == 4):
 				w := Waiter{Owner: o, Flock: f[0] == "fwait", Type: typ, Range: Whole, Pid: pidOf(o)}

@@ -268,79 +268,42 @@ func TestGraphScripts(t *testing.T) {
 //	flocks INO                   Flocks, one a line
 func TestLockScripts(t *testing.T) {
 	var so scriptOwners
-	types := map[string]Type{"unlock": Unlock, "read": Read, "write": Write}
 	mustRunScripts(t, "locks", func() func(string) (string, error) {
 		tb := NewTable()
 		return func(line string) (string, error) {
-			f := strings.Fields(line)
-			n := func(i int) (int64, error) {
-				if i >= len(f) {
-					return 0, fmt.Errorf("missing argument %d", i)
-				}
-				return strconv.ParseInt(f[i], 10, 64)
-			}
-			ino, err := n(1)
+			l, err := parseLockLine(so, line)
 			if err != nil {
 				return "", err
 			}
-			var o Owner
-			if len(f) > 2 {
-				if o, err = so.parse(f[2]); err != nil {
-					return "", err
-				}
-			}
-			typ := Type(255)
-			if len(f) > 3 {
-				var ok bool
-				if typ, ok = types[f[3]]; !ok {
-					return "", fmt.Errorf("bad type %q", f[3])
-				}
-			}
-			rng := func() (Range, error) {
-				start, err := n(4)
-				if err != nil {
-					return Range{}, err
-				}
-				length, err := n(5)
-				if err != nil {
-					return Range{}, err
-				}
-				return NewRange(start, length)
-			}
-			granted := func(c []Owner) string {
-				if len(c) == 0 {
-					return "granted"
-				}
-				return "conflict: " + so.names(c)
-			}
+			f, ino, o, typ, rng, granted := l.f, l.ino, l.o, l.typ, l.rng, so.granted
 			switch {
 			case f[0] == "set" && len(f) == 6:
 				r, err := rng()
 				if err != nil {
 					return "", err
 				}
-				c, err := tb.Set(uint64(ino), o, typ, r, pidOf(o))
+				c, err := tb.Set(ino, o, typ, r, pidOf(o))
 				return granted(c), err
 			case f[0] == "test" && len(f) == 6:
 				r, err := rng()
 				if err != nil {
 					return "", err
 				}
-				l, found, err := tb.Test(uint64(ino), o, typ, r)
+				l, found, err := tb.Test(ino, o, typ, r)
 				if err != nil || !found {
 					return "unlocked", err
 				}
 				return fmt.Sprintf("%s %s %s", so.name(l.Owner), l.Type, l.Range), nil
 			case f[0] == "release" && len(f) == 3:
-				return fmt.Sprint("released: ", tb.ReleasePosix(uint64(ino), o)), nil
+				return fmt.Sprint("released: ", tb.ReleasePosix(ino, o)), nil
 			case f[0] == "flock" && len(f) == 4:
-				c, err := tb.Flock(uint64(ino), o, typ)
+				c, err := tb.Flock(ino, o, typ)
 				return granted(c), err
 			case f[0] == "session" && len(f) == 2:
-				return fmt.Sprint("inodes: ", tb.ReleaseSession(uint64(ino))), nil
+				return fmt.Sprint("inodes: ", tb.ReleaseSession(ino)), nil
 			case f[0] == "locks" && len(f) == 2:
 				var out []string
-				for _, l := range tb.Locks(uint64(ino)) {
+				for _, l := range tb.Locks(ino) {
 					out = append(out, fmt.Sprintf("%s %s %s", so.name(l.Owner), l.Type, l.Range))
 				}
 				if len(out) == 0 {
@@ -349,7 +312,7 @@ func TestLockScripts(t *testing.T) {
 				return strings.Join(out, "\n"), nil
 			case f[0] == "flocks" && len(f) == 2:
 				var out []string
-				for _, fl := range tb.Flocks(uint64(ino)) {
+				for _, fl := range tb.Flocks(ino) {
 					out = append(out, fmt.Sprintf("%s %s", so.name(fl.Owner), fl.Type))
 				}
 				if len(out) == 0 {
@@ -360,4 +323,68 @@ func TestLockScripts(t *testing.T) {
 			return "", fmt.Errorf("unknown command %q", line)
 		}
 	})
+}
+
+// scriptTypes names the lock types of the lock and queue scripts.
+var scriptTypes = map[string]Type{"unlock": Unlock, "read": Read, "write": Write}
+
+// lockLine is a line of the lock and queue scripts: VERB INO [O [TYPE
+// [START LEN]]], its fields parsed where present.
+type lockLine struct {
+	f   []string
+	ino uint64
+	o   Owner
+	typ Type // 255 when absent
+}
+
+// parseLockLine parses line; the third field is an owner unless the verb
+// is one of notOwner.
+func parseLockLine(so scriptOwners, line string, notOwner ...string) (lockLine, error) {
+	l := lockLine{f: strings.Fields(line), typ: Type(255)}
+	ino, err := l.arg(1)
+	if err != nil {
+		return l, err
+	}
+	l.ino = uint64(ino)
+	if len(l.f) > 2 && !slices.Contains(notOwner, l.f[0]) {
+		if l.o, err = so.parse(l.f[2]); err != nil {
+			return l, err
+		}
+	}
+	if len(l.f) > 3 {
+		var ok bool
+		if l.typ, ok = scriptTypes[l.f[3]]; !ok {
+			return l, fmt.Errorf("bad type %q", l.f[3])
+		}
+	}
+	return l, nil
+}
+
+// arg is the number in field i.
+func (l lockLine) arg(i int) (int64, error) {
+	if i >= len(l.f) {
+		return 0, fmt.Errorf("missing argument %d", i)
+	}
+	return strconv.ParseInt(l.f[i], 10, 64)
+}
+
+// rng is the range of fields 4 and 5 (START LEN).
+func (l lockLine) rng() (Range, error) {
+	start, err := l.arg(4)
+	if err != nil {
+		return Range{}, err
+	}
+	length, err := l.arg(5)
+	if err != nil {
+		return Range{}, err
+	}
+	return NewRange(start, length)
+}
+
+// granted is the answer to a lock request: granted, or its conflicts.
+func (so scriptOwners) granted(c []Owner) string {
+	if len(c) == 0 {
+		return "granted"
+	}
+	return "conflict: " + so.names(c)
 }

@@ -39,6 +39,10 @@ type Session struct {
 	ttlNs atomic.Int64
 	lost  chan uint64 // ids the cluster answered ESTALE for
 
+	// lease is the session id and the moment before which the cluster
+	// cannot have ended it for lack of heartbeats (see LeaseUntil).
+	lease atomic.Pointer[sessionLease]
+
 	ctx       context.Context // ends at Close
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -88,6 +92,7 @@ func (s *Session) reportOpens(ctx context.Context, id uint64) {
 // its heartbeats. It fails with ErrNoLeader when no leader answers within
 // the client's retry window.
 func (c *Client) StartSession(ctx context.Context, info SessionInfo) (*Session, error) {
+	sent := time.Now()
 	r, err := c.Register(ctx, info.Host, info.MountPoint, info.Pid, info.Version)
 	if err != nil {
 		return nil, err
@@ -98,6 +103,7 @@ func (c *Client) StartSession(ctx context.Context, info SessionInfo) (*Session, 
 	s := &Session{c: c, info: info, lost: make(chan uint64, 1), done: make(chan struct{})}
 	s.ttlNs.Store(int64(DefaultSessionTTL))
 	s.setTTL(r.TtlMs)
+	s.extendLease(r.Session, sent)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	c.onSessionLost(s.markLost)
 	go s.loop()
@@ -123,6 +129,49 @@ func (s *Session) setTTL(ms int64) {
 	}
 }
 
+// sessionLease is what LeaseUntil answers from.
+type sessionLease struct {
+	id    uint64
+	until time.Time
+}
+
+// leaseMargin is taken off every lease for the clocks of two hosts that
+// run at slightly different rates (the bound cluster/lease assumes too).
+const leaseMargin = 10 * time.Millisecond
+
+// LeaseUntil returns the current session id and the moment (on this
+// process's monotonic clock) before which the cluster cannot have ended
+// that session for lack of heartbeats: the send time of the last heartbeat
+// (or registration) the cluster acknowledged, plus the TTL, less 1% and
+// leaseMargin. The leader starts a session's TTL when a heartbeat reaches
+// it, which is after it was sent, and a new leader never starts it
+// earlier (cluster/sessions.go). An operator's eviction can end a session
+// at any moment; what relies on this lease must say how it treats one. The
+// zero time means no lease is known.
+func (s *Session) LeaseUntil() (id uint64, until time.Time) {
+	l := s.lease.Load()
+	if l == nil {
+		return 0, time.Time{}
+	}
+	return l.id, l.until
+}
+
+// extendLease records that the cluster acknowledged a heartbeat or
+// registration of session id sent at sent.
+func (s *Session) extendLease(id uint64, sent time.Time) {
+	ttl := s.TTL()
+	until := sent.Add(ttl - ttl/100 - leaseMargin)
+	for {
+		old := s.lease.Load()
+		if old != nil && old.id == id && !until.After(old.until) {
+			return
+		}
+		if s.lease.CompareAndSwap(old, &sessionLease{id: id, until: until}) {
+			return
+		}
+	}
+}
+
 // markLost tells the keeper that the cluster answered ESTALE for id.
 func (s *Session) markLost(id uint64) {
 	select {
@@ -145,6 +194,7 @@ func (s *Session) loop() {
 			// A heartbeat that takes longer than the TTL is pointless:
 			// the session is gone by then or the next one will tell.
 			id := s.ID()
+			sent := time.Now()
 			ctx, cancel := context.WithTimeout(s.ctx, s.TTL())
 			r, err := s.heartbeat(ctx, id)
 			cancel()
@@ -159,6 +209,7 @@ func (s *Session) loop() {
 				s.c.log.Warn("heartbeat refused", "session", id, "errno", syscall.Errno(r.Errno))
 			default:
 				s.setTTL(r.TtlMs)
+				s.extendLease(id, sent)
 				if r.ReportOpens {
 					ctx, cancel := context.WithTimeout(s.ctx, s.TTL())
 					s.reportOpens(ctx, id)
@@ -201,10 +252,12 @@ func (s *Session) heartbeat(ctx context.Context, id uint64) (*jfspb.HeartbeatRes
 func (s *Session) renew(old uint64) {
 	s.c.log.Error("session ended by the cluster: its open files and locks are gone and fail with EIO; registering a new session", "session", old)
 	for backoff := 100 * time.Millisecond; s.ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		sent := time.Now()
 		r, err := s.c.Register(s.ctx, s.info.Host, s.info.MountPoint, s.info.Pid, s.info.Version)
 		if err == nil && r.Errno == 0 {
 			// Register made r.Session the client's session.
 			s.setTTL(r.TtlMs)
+			s.extendLease(r.Session, sent)
 			s.c.log.Info("new session", "session", r.Session, "previous", old)
 			return
 		}

@@ -93,3 +93,55 @@ func TestSlowHeartbeatKeepsLeader(t *testing.T) {
 		t.Fatal("the leader is passed over after a slow heartbeat")
 	}
 }
+
+// TestSessionLease: the lease starts at the registration's send time, not
+// its answer, and a heartbeat extends it from its own send time: never
+// later than the cluster could expire the session.
+func TestSessionLease(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &slowBeatMeta{ttlMs: 3000, entered: make(chan struct{}, 100), release: make(chan struct{}),
+		cancelled: make(chan struct{}, 100)}
+	g := grpc.NewServer()
+	jfspb.RegisterMetaServer(g, s)
+	go g.Serve(l)
+	t.Cleanup(g.Stop)
+	c, err := New(Config{Servers: []string{l.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	before := time.Now()
+	sess, err := c.StartSession(ctx, SessionInfo{Host: "h", MountPoint: "/m", Pid: 1, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close(context.Background()) })
+	id, first := sess.LeaseUntil()
+	if id != 7 || first.IsZero() || first.After(before.Add(3*time.Second)) || !first.After(before) {
+		t.Fatalf("lease after registration: session %d until %v; registration sent after %v, TTL 3s", id, first, before)
+	}
+	// A heartbeat on its way extends nothing until it is answered.
+	select {
+	case <-s.entered:
+	case <-ctx.Done():
+		t.Fatal("no heartbeat within 30s")
+	}
+	beatSent := time.Now() // after the heartbeat was sent
+	if _, until := sess.LeaseUntil(); !until.Equal(first) {
+		t.Fatalf("an unanswered heartbeat moved the lease from %v to %v", first, until)
+	}
+	close(s.release)
+	select {
+	case <-s.entered: // the next heartbeat: the first one was answered
+	case <-ctx.Done():
+		t.Fatal("no second heartbeat within 30s")
+	}
+	if _, until := sess.LeaseUntil(); !until.After(first) || until.After(beatSent.Add(3*time.Second)) {
+		t.Fatalf("lease after an answered heartbeat: %v (before: %v; the heartbeat was sent before %v)", until, first, beatSent)
+	}
+}

@@ -1842,7 +1842,11 @@ type CacheEvent struct {
 	// inos: drop the cached attributes of these inodes.
 	Inos []uint64 `protobuf:"varint,3,rep,packed,name=inos,proto3" json:"inos,omitempty"`
 	// entries: drop these cached directory entries.
-	Entries       []*CacheEntryKey `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries []*CacheEntryKey `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	// stream identifies the stream (the same in each of its events); an
+	// acknowledgement names it, so that a new leader or a new stream never
+	// takes an old stream's acknowledgement for its own.
+	Stream        uint64 `protobuf:"varint,5,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1905,12 +1909,20 @@ func (x *CacheEvent) GetEntries() []*CacheEntryKey {
 	return nil
 }
 
+func (x *CacheEvent) GetStream() uint64 {
+	if x != nil {
+		return x.Stream
+	}
+	return 0
+}
+
 // CacheAckRequest acknowledges every event of the session's current
 // stream up to seq: the mount told its kernel to drop what they named.
 type CacheAckRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
 	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Stream        uint64                 `protobuf:"varint,3,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1955,6 +1967,13 @@ func (x *CacheAckRequest) GetSession() uint64 {
 func (x *CacheAckRequest) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *CacheAckRequest) GetStream() uint64 {
+	if x != nil {
+		return x.Stream
 	}
 	return 0
 }
@@ -8371,16 +8390,18 @@ const file_jfs_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\x04R\asession\";\n" +
 	"\rCacheEntryKey\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\fR\x04name\"y\n" +
+	"\x04name\x18\x02 \x01(\fR\x04name\"\x91\x01\n" +
 	"\n" +
 	"CacheEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05reset\x18\x02 \x01(\bR\x05reset\x12\x12\n" +
 	"\x04inos\x18\x03 \x03(\x04R\x04inos\x12/\n" +
-	"\aentries\x18\x04 \x03(\v2\x15.jfs.v1.CacheEntryKeyR\aentries\"=\n" +
+	"\aentries\x18\x04 \x03(\v2\x15.jfs.v1.CacheEntryKeyR\aentries\x12\x16\n" +
+	"\x06stream\x18\x05 \x01(\x04R\x06stream\"U\n" +
 	"\x0fCacheAckRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"(\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06stream\x18\x03 \x01(\x04R\x06stream\"(\n" +
 	"\x10CacheAckResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xfd\x01\n" +
 	"\x0eSetAttrRequest\x12&\n" +

@@ -60,6 +60,7 @@ type session struct {
 
 type change struct {
 	id        uint64
+	writer    uint64
 	inos      []uint64
 	entries   []Entry
 	waiting   map[uint64]bool // sessions still to acknowledge
@@ -122,6 +123,9 @@ func (t *Table) EndWild() []uint64 {
 	}
 	return t.release(sids...)
 }
+
+// IsWild reports whether sid is wild.
+func (t *Table) IsWild(sid uint64) bool { return t.sessions[sid] != nil && t.sessions[sid].wild }
 
 // AnyWild reports whether any session is wild.
 func (t *Table) AnyWild() bool {
@@ -334,7 +338,7 @@ func (t *Table) DirGrants(parent uint64) int { return t.dirGrants[parent] }
 // Committed was called and every holder acknowledged or is Gone; every
 // wild session counts as a holder of everything.
 func (t *Table) Change(id, writer uint64, inos []uint64, entries []Entry) []Event {
-	c := &change{id: id, waiting: map[uint64]bool{}}
+	c := &change{id: id, writer: writer, waiting: map[uint64]bool{}}
 	per := map[uint64]*Event{}
 	ev := func(sid uint64) *Event {
 		e := per[sid]
@@ -436,4 +440,16 @@ func (t *Table) maybeDone(c *change) []uint64 {
 		}
 	}
 	return []uint64{c.id}
+}
+
+// PendingBy reports whether the change of entry id, or any earlier change
+// of session writer, is not complete: the answer to writer's request id
+// (or to a retry of it, which changes nothing itself) waits for them.
+func (t *Table) PendingBy(writer, id uint64) bool {
+	for cid, c := range t.changes {
+		if cid == id || (cid < id && writer != 0 && c.writer == writer) {
+			return true
+		}
+	}
+	return false
 }

@@ -67,6 +67,9 @@ type Config struct {
 	// Cred is the identity requests act for when their context names none
 	// (WithCred); default: the process's own (ProcessCred).
 	Cred *jfspb.Cred
+	// Coherent registers sessions as keeping coherent caches
+	// (RegisterRequest.coherent; WatchCaches).
+	Coherent bool
 }
 
 // ParseServers splits a comma-separated list of host:port addresses.
@@ -446,7 +449,7 @@ func (c *Client) Register(ctx context.Context, host, mountPoint string, pid uint
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, err
 	}
-	req := &jfspb.RegisterRequest{Host: host, MountPoint: mountPoint, Pid: pid, Version: version, ClientId: hex.EncodeToString(id[:])}
+	req := &jfspb.RegisterRequest{Host: host, MountPoint: mountPoint, Pid: pid, Version: version, ClientId: hex.EncodeToString(id[:]), Coherent: c.cfg.Coherent}
 	resp, err := write(ctx, c, jfspb.MetaClient.Register, req, func(r *jfspb.RegisterRequest, h *jfspb.Header) { r.Header = h })
 	if err != nil {
 		return nil, err

@@ -35,6 +35,20 @@ type caches struct {
 	// unsettled: sessions registered as coherent before this leader took
 	// office that have not acknowledged a reset to it (see settled).
 	unsettled map[uint64]bool
+	// waitHook, when set (tests), is told each time a request starts to
+	// wait: "read" (a change of what it read), "write" (its change) or
+	// "settle" (a new leader's wait).
+	waitHook func(kind string)
+}
+
+// waiting tells the test hook that a request waits.
+func (c *caches) waiting(kind string) {
+	c.mu.Lock()
+	fn := c.waitHook
+	c.mu.Unlock()
+	if fn != nil {
+		fn(kind)
+	}
 }
 
 // cacheStream is the current stream of one session.
@@ -162,6 +176,7 @@ func (c *caches) waitChange(ctx context.Context, session, index uint64) error {
 		if !pending {
 			return nil
 		}
+		c.waiting("write")
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -187,6 +202,7 @@ func (c *caches) settled(ctx context.Context) error {
 		if n == 0 {
 			return nil
 		}
+		c.waiting("settle")
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -244,6 +260,7 @@ func (c *caches) afterRead(ctx context.Context, inos []uint64, entries []grants.
 		ch := c.cleared
 		c.mu.Unlock()
 		c.n.metrics.Load().countCacheReadWait()
+		c.waiting("read")
 		select {
 		case <-ch:
 		case <-ctx.Done():

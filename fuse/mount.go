@@ -43,7 +43,7 @@ type Mounted struct {
 	// closes cachesDone; nil before the mount is served.
 	stopCaches context.CancelFunc
 	cachesDone chan struct{}
-	log    hclog.Logger
+	log        hclog.Logger
 }
 
 // Mount opens a session for c, mounts the file system at cfg.MountPoint and

@@ -104,6 +104,7 @@ func (co *coherent) timeout(sid, gen uint64, ino uint64, e *entryKey) time.Durat
 	if e != nil {
 		co.entrys[*e] = entryGrant{ino: ino, until: end}
 	}
+	co.fs.opts.Metrics.cacheGrants.Inc()
 	return d
 }
 
@@ -182,6 +183,11 @@ func (co *coherent) setReady(sid uint64) {
 	co.ready = sid
 	co.gen++
 	co.mu.Unlock()
+	if sid != 0 {
+		co.fs.opts.Metrics.cacheReady.Set(1)
+	} else {
+		co.fs.opts.Metrics.cacheReady.Set(0)
+	}
 }
 
 // run keeps the session's stream to the leader until ctx ends.
@@ -259,6 +265,7 @@ func (co *coherent) handle(ctx context.Context, sid uint64, ev *jfspb.CacheEvent
 		co.drop(ev.Inos, ents, false)
 	}
 	co.events.Add(1)
+	co.fs.opts.Metrics.cacheEvents.Inc()
 	actx, cancel := context.WithTimeout(ctx, streamSilence)
 	defer cancel()
 	return co.fs.c.AckCaches(actx, sid, ev.Stream, ev.Seq)

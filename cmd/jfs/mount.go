@@ -51,8 +51,9 @@ the session's locks and open files end with it.
 
   coherent (the default): the kernel keeps what the leader granted until the
     leader says it changed, at most --cache-max and never past the session's
-    lease (the cluster's --session-ttl, 10s by default: in practice 7-10s,
-    renewed at every look after that). A change made anywhere is answered to
+    lease (the cluster's --session-ttl, 30s by default: in practice 20-30s,
+    granted again at the next look after that; a longer --session-ttl on
+    jfsd makes caches last longer). A change made anywhere is answered to
     its writer only once every mount caching the old state dropped it, so a
     stat or lookup that starts after a change returned sees it, on any mount.
     What is not granted (new files, readdir's attributes, negative entries)

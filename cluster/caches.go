@@ -189,7 +189,12 @@ func (c *caches) waitChange(ctx context.Context, session, index uint64) error {
 // coherent when it took office reset its caches with it or lapsed, or the
 // TTL wait is over. An answer before could show a state that a mount
 // still caches an older version of, granted by an earlier leader.
-func (c *caches) settled(ctx context.Context) error {
+//
+// sid is the session asking (0: none). A read (write false) of a session
+// that has not reset yet does not wait: its mount's reset may wait for the
+// kernel's directory lock that this very read holds. A write waits for
+// every other session, never for its own.
+func (c *caches) settled(ctx context.Context, sid uint64, write bool) error {
 	for {
 		c.mu.Lock()
 		if !c.active {
@@ -197,6 +202,12 @@ func (c *caches) settled(ctx context.Context) error {
 			return ErrNotLeader
 		}
 		n := len(c.unsettled)
+		if c.unsettled[sid] {
+			n--
+			if !write {
+				n = 0
+			}
+		}
 		ch := c.cleared
 		c.mu.Unlock()
 		if n == 0 {
@@ -235,21 +246,18 @@ func (c *caches) grantEntry(sid, parent uint64, name []byte) grants.Token {
 // be answered: a reader on a mount that still had it could then see the
 // old state after this one saw the new), and then reports whether every
 // token still holds.
-func (c *caches) afterRead(ctx context.Context, inos []uint64, entries []grants.Entry, toks ...grants.Token) (bool, error) {
+//
+// reader is the session of the mount that reads (0: none): a change that
+// waits for the reader's own acknowledgement does not make it wait
+// (grants.Table.Blocks says why).
+func (c *caches) afterRead(ctx context.Context, reader uint64, inos []uint64, entries []grants.Entry, toks ...grants.Token) (bool, error) {
 	for {
 		c.mu.Lock()
 		if !c.active {
 			c.mu.Unlock()
 			return false, ErrNotLeader
 		}
-		marked := false
-		for _, ino := range inos {
-			marked = marked || c.t.InoMarked(ino)
-		}
-		for _, e := range entries {
-			marked = marked || c.t.EntryMarked(e)
-		}
-		if !marked {
+		if !c.t.Blocks(reader, inos, entries) {
 			ok := len(toks) > 0
 			for _, tok := range toks {
 				ok = ok && c.t.Confirm(tok)

@@ -162,11 +162,22 @@ func TestCacheWriteWaitsForHolder(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("the write was answered (%v) before the holder acknowledged", err)
 	}
-	// A read now sees the change in progress and waits.
+	// The holder's own read does not wait for its own acknowledgement (its
+	// mount may hold a directory lock for it), and is granted nothing.
+	if r := mustGetAttr(t, s, b, ino); r.CacheGrant {
+		t.Fatal("the holder's read during the change was granted")
+	}
+	// Another mount's read sees the change in progress and waits.
+	c2 := mustRegisterCoherent(t, s, "c")
+	mustWatch(t, s, c2)
 	reads := waitHook(leader, "read")
 	got := make(chan *jfspb.GetAttrResponse, 1)
-	go func() { got <- mustGetAttr(t, s, b, ino) }()
-	<-reads
+	go func() { got <- mustGetAttr(t, s, c2, ino) }()
+	select {
+	case <-reads:
+	case r := <-got:
+		t.Fatalf("a read during the change was answered (%v) before the holder acknowledged", r)
+	}
 	w.mustAck(ev.Seq)
 	if err := <-done; err != nil {
 		t.Fatalf("chmod: %v", err)

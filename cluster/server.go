@@ -74,7 +74,7 @@ func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandT
 	if sid != 0 {
 		// A new leader answers no session's write before the caches
 		// an earlier leader granted are gone (caches.go, settled).
-		if err := s.n.caches.settled(ctx); err != nil {
+		if err := s.n.caches.settled(ctx, sid, true); err != nil {
 			return zero, s.toStatus(err)
 		}
 	}
@@ -215,7 +215,7 @@ func (s *Server) CloseSession(ctx context.Context, r *jfspb.CloseSessionRequest)
 // no cache fields. Any of them waits, after its read, while a change of
 // what it read is on its way to the caches that hold the old state.
 func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.LookupResponse, error) {
-	if err := s.n.caches.settled(ctx); err != nil {
+	if err := s.n.caches.settled(ctx, r.CacheSession, false); err != nil {
 		return nil, s.toStatus(err)
 	}
 	var etok grants.Token
@@ -238,7 +238,7 @@ func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.Loo
 		if resp.Attr != nil {
 			inos = []uint64{resp.Attr.Ino}
 		}
-		if _, err := s.n.caches.afterRead(ctx, inos, entry); err != nil {
+		if _, err := s.n.caches.afterRead(ctx, r.CacheSession, inos, entry); err != nil {
 			return nil, s.toStatus(err)
 		}
 		return resp, nil
@@ -256,7 +256,7 @@ func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.Loo
 			attr = a.Attr
 		}
 	}
-	ok, err := s.n.caches.afterRead(ctx, []uint64{ino}, entry, etok, itok)
+	ok, err := s.n.caches.afterRead(ctx, r.CacheSession, []uint64{ino}, entry, etok, itok)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -268,7 +268,7 @@ func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.Loo
 }
 
 func (s *Server) GetAttr(ctx context.Context, r *jfspb.GetAttrRequest) (*jfspb.GetAttrResponse, error) {
-	if err := s.n.caches.settled(ctx); err != nil {
+	if err := s.n.caches.settled(ctx, r.CacheSession, false); err != nil {
 		return nil, s.toStatus(err)
 	}
 	var tok grants.Token
@@ -283,7 +283,7 @@ func (s *Server) GetAttr(ctx context.Context, r *jfspb.GetAttrRequest) (*jfspb.G
 	if err != nil {
 		return nil, err
 	}
-	ok, err := s.n.caches.afterRead(ctx, []uint64{r.Ino}, nil, tok)
+	ok, err := s.n.caches.afterRead(ctx, r.CacheSession, []uint64{r.Ino}, nil, tok)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}

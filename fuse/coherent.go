@@ -63,16 +63,20 @@ func newCoherent(fs *FS, max time.Duration) *coherent {
 }
 
 // begin is called before a read that may be granted: it returns the
-// session to ask for (0: do not ask) and the generation the answer must
-// still find.
-func (co *coherent) begin() (sid, gen uint64) {
+// session the read is made for, whether to ask for a grant (only once the
+// session's stream is reset and acknowledged) and the generation the
+// answer must still find. The session goes with every read, granted or
+// not: the leader does not make a mount's read wait for that mount's own
+// acknowledgement (cluster/grants.Table.Blocks).
+func (co *coherent) begin() (sid uint64, may bool, gen uint64) {
 	co.mu.Lock()
 	defer co.mu.Unlock()
 	s := co.fs.opts.Session
-	if s == nil || co.ready == 0 || co.ready != s.ID() {
-		return 0, co.gen
+	if s == nil {
+		return 0, false, co.gen
 	}
-	return co.ready, co.gen
+	sid = s.ID()
+	return sid, co.ready != 0 && co.ready == sid, co.gen
 }
 
 // timeout is how long the kernel may keep an answer granted to session

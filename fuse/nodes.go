@@ -18,8 +18,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string,
 	req := &jfspb.LookupRequest{Parent: header.NodeId, Name: []byte(name)}
 	var gen uint64
 	if fs.coh != nil {
-		req.CacheSession, gen = fs.coh.begin()
-		req.MayCache = req.CacheSession != 0
+		req.CacheSession, req.MayCache, gen = fs.coh.begin()
 	}
 	r, err := fs.c.Lookup(fs.as(&header.Caller), req)
 	if st = fs.status("lookup", err, r.GetErrno()); st == fuse.ENOENT && fs.opts.NegativeTimeout > 0 {
@@ -50,8 +49,7 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 	req := &jfspb.GetAttrRequest{Ino: in.NodeId}
 	var gen uint64
 	if fs.coh != nil {
-		req.CacheSession, gen = fs.coh.begin()
-		req.MayCache = req.CacheSession != 0
+		req.CacheSession, req.MayCache, gen = fs.coh.begin()
 	}
 	r, err := fs.c.GetAttr(ctx(), req)
 	if st = fs.byIno("getattr", err, r.GetErrno()); st == fuse.Status(syscall.ESTALE) {

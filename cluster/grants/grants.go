@@ -453,3 +453,43 @@ func (t *Table) PendingBy(writer, id uint64) bool {
 	}
 	return false
 }
+
+// Blocks reports whether a read by session reader of inos and entries
+// must wait: a change of one of them is not committed yet, or waits for
+// some session other than reader. A change that waits for the reader
+// itself does not make it wait: the reader's mount may be unable to
+// acknowledge until this very read is answered (the kernel holds the
+// directory's lock for a lookup in flight, and dropping an entry of that
+// directory takes the lock), so waiting could deadlock.
+func (t *Table) Blocks(reader uint64, inos []uint64, entries []Entry) bool {
+	if len(t.changes) == 0 {
+		return false
+	}
+	for _, c := range t.changes {
+		if !touches(c, inos, entries) {
+			continue
+		}
+		if !c.committed || (reader == 0 || !c.waiting[reader]) && len(c.waiting) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func touches(c *change, inos []uint64, entries []Entry) bool {
+	for _, a := range c.inos {
+		for _, b := range inos {
+			if a == b {
+				return true
+			}
+		}
+	}
+	for _, a := range c.entries {
+		for _, b := range entries {
+			if a == b {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -27,6 +27,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 //	change ID W inos=I,.. entries=P/N,..   entry ID by session W
 //	commit ID                entries up to ID are visible
 //	state                    marks, holders and pending changes of interest
+//	blocks S inos=I,..       must a read by S of the inodes wait?
 //
 // Commands that complete changes print "done: IDs".
 func TestScripts(t *testing.T) {
@@ -154,6 +155,17 @@ func runCmd(t *testing.T, tb *Table, toks map[string]Token, cmd string) string {
 			fmt.Fprintf(&s, "event s=%d seq=%d inos=%v entries=%v\n", e.Session, e.Seq, e.Inos, e.Entries)
 		}
 		return s.String()
+	case "blocks":
+		var inos []uint64
+		for _, a := range f[2:] {
+			k, v, _ := strings.Cut(a, "=")
+			if k == "inos" {
+				for _, x := range strings.Split(v, ",") {
+					inos = append(inos, num(t, x))
+				}
+			}
+		}
+		return fmt.Sprintf("blocks %s: %v\n", f[1], tb.Blocks(num(t, f[1]), inos, nil))
 	case "commit":
 		return done(tb.Committed(num(t, f[1])))
 	case "state":

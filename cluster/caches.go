@@ -82,6 +82,10 @@ func (c *caches) broadcast() {
 // out, since a mount bounds them by its session lease, which ends one TTL
 // after the last heartbeat it sent to an earlier leader.
 func (c *caches) start() {
+	// Read before the lock: apply holds the state's lock while it waits
+	// for c.mu (changed). Every session of an earlier term is in the state
+	// by now: the node applied its own first entries before it got here.
+	sessions := c.n.fsm.Sessions()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.active = true
@@ -90,7 +94,7 @@ func (c *caches) start() {
 	clear(c.ended)
 	clear(c.unsettled)
 	c.settle = time.Now().Add(c.ttl + c.margin)
-	for _, s := range c.n.fsm.Sessions() {
+	for _, s := range sessions {
 		if s.GetCoherent() {
 			c.t.Wild(s.Id)
 			c.unsettled[s.Id] = true
@@ -301,6 +305,8 @@ func (c *caches) closeStream(s *cacheStream) {
 	defer c.mu.Unlock()
 	if c.streams[s.sid] == s {
 		delete(c.streams, s.sid)
+		// No stream, no new grant: the session's next stream resets.
+		c.t.StreamClosed(s.sid)
 	}
 }
 

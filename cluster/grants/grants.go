@@ -150,6 +150,15 @@ func (t *Table) OpenStream(sid uint64) Event {
 	return Event{Session: sid, Seq: s.seq}
 }
 
+// StreamClosed records that sid's stream ended: it is granted nothing
+// until a new stream's reset is acknowledged. Its grants stay: changes
+// wait for that reset, or for its lapse.
+func (t *Table) StreamClosed(sid uint64) {
+	if s := t.sessions[sid]; s != nil {
+		s.ready = false
+	}
+}
+
 // Ack records that sid acknowledged every event up to seq, and returns
 // the changes that are complete now.
 func (t *Table) Ack(sid, seq uint64) []uint64 {

@@ -18,6 +18,7 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 //
 //	open S                   a new stream for session S (prints its reset)
 //	ack S SEQ                S acknowledged up to SEQ
+//	closed S                 S's stream ended
 //	gone S                   S surely lapsed
 //	wild S...                a new leader's coherent sessions
 //	endwild                  a new leader's wait is over
@@ -102,6 +103,9 @@ func runCmd(t *testing.T, tb *Table, toks map[string]Token, cmd string) string {
 	case "open":
 		e := tb.OpenStream(num(t, f[1]))
 		return fmt.Sprintf("reset seq=%d\n", e.Seq)
+	case "closed":
+		tb.StreamClosed(num(t, f[1]))
+		return ""
 	case "ack":
 		return done(tb.Ack(num(t, f[1]), num(t, f[2])))
 	case "gone":

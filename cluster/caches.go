@@ -35,6 +35,11 @@ type caches struct {
 	// unsettled: sessions registered as coherent before this leader took
 	// office that have not acknowledged a reset to it (see settled).
 	unsettled map[uint64]bool
+	// draining is closed when the node stops serving (EndStreams): every
+	// stream ends, so that a graceful stop of the server does not wait for
+	// them.
+	draining  chan struct{}
+	drainOnce sync.Once
 	// waitHook, when set (tests), is told each time a request starts to
 	// wait: "read" (a change of what it read), "write" (its change) or
 	// "settle" (a new leader's wait).
@@ -64,8 +69,13 @@ func newCaches(n *Node) *caches {
 	ttl := n.cfg.SessionTTL
 	return &caches{n: n, ttl: ttl, margin: max(ttl/10, 100*time.Millisecond), ping: 500 * time.Millisecond,
 		t: grants.New(n.cfg.CacheFanout), streams: map[uint64]*cacheStream{}, ended: map[uint64]time.Time{},
-		cleared: make(chan struct{}), unsettled: map[uint64]bool{}}
+		cleared: make(chan struct{}), unsettled: map[uint64]bool{}, draining: make(chan struct{})}
 }
+
+// EndStreams ends every cache stream of the node, now and from now on:
+// call it before a graceful stop of the node's gRPC server, which would
+// otherwise wait for these long-lived calls. Mounts move to another node.
+func (n *Node) EndStreams() { n.caches.drainOnce.Do(func() { close(n.caches.draining) }) }
 
 // broadcast wakes everyone waiting for a change. c.mu must be held.
 func (c *caches) broadcast() {

@@ -426,6 +426,7 @@ func (n *Node) closeAll() {
 // to call more than once.
 func (n *Node) Shutdown() error {
 	var err error
+	n.EndStreams()
 	n.stopOnce.Do(func() {
 		close(n.stopped)
 		err = n.raft.Shutdown().Error()

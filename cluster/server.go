@@ -315,6 +315,11 @@ func (s *Server) CacheWatch(r *jfspb.CacheWatchRequest, stream jfspb.Meta_CacheW
 	if s.n.fsm.Session(r.Session) == nil {
 		return status.Errorf(codes.FailedPrecondition, "session %d is not live", r.Session)
 	}
+	select {
+	case <-s.n.caches.draining:
+		return s.toStatus(ErrShutdown)
+	default:
+	}
 	cs, reset, ok := s.n.caches.open(r.Session)
 	if !ok {
 		return s.toStatus(ErrNotLeader)
@@ -331,6 +336,8 @@ func (s *Server) CacheWatch(r *jfspb.CacheWatchRequest, stream jfspb.Meta_CacheW
 			return ctx.Err()
 		case <-cs.gone:
 			return s.toStatus(ErrNotLeader)
+		case <-s.n.caches.draining:
+			return s.toStatus(ErrShutdown)
 		case <-ping.C:
 			if !s.n.ready() {
 				return s.toStatus(ErrNotLeader)

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,6 +68,9 @@ type Config struct {
 	// Cred is the identity requests act for when their context names none
 	// (WithCred); default: the process's own (ProcessCred).
 	Cred *jfspb.Cred
+	// Coherent registers sessions as keeping coherent caches
+	// (RegisterRequest.coherent; WatchCaches); see also SetCoherent.
+	Coherent bool
 }
 
 // ParseServers splits a comma-separated list of host:port addresses.
@@ -110,6 +114,8 @@ type Client struct {
 	lost    func(session uint64) // told when a write answers ESTALE
 
 	merge *merger // identical reads in flight (merge.go)
+	// coherent: SetCoherent was called (see Config.Coherent).
+	coherent atomic.Bool
 }
 
 // New returns a client of the cluster at cfg.Servers. It does not dial until
@@ -439,6 +445,10 @@ func (c *Client) header() (h *jfspb.Header, done func(answered, applied bool)) {
 	}
 }
 
+// SetCoherent makes the sessions registered from now on coherent, as
+// Config.Coherent does.
+func (c *Client) SetCoherent(on bool) { c.coherent.Store(on) }
+
 // Register opens a session for this client; every later mutating request
 // carries it. A retried registration returns the same session.
 func (c *Client) Register(ctx context.Context, host, mountPoint string, pid uint32, version string) (*jfspb.RegisterResponse, error) {
@@ -446,7 +456,7 @@ func (c *Client) Register(ctx context.Context, host, mountPoint string, pid uint
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, err
 	}
-	req := &jfspb.RegisterRequest{Host: host, MountPoint: mountPoint, Pid: pid, Version: version, ClientId: hex.EncodeToString(id[:])}
+	req := &jfspb.RegisterRequest{Host: host, MountPoint: mountPoint, Pid: pid, Version: version, ClientId: hex.EncodeToString(id[:]), Coherent: c.cfg.Coherent || c.coherent.Load()}
 	resp, err := write(ctx, c, jfspb.MetaClient.Register, req, func(r *jfspb.RegisterRequest, h *jfspb.Header) { r.Header = h })
 	if err != nil {
 		return nil, err

@@ -172,6 +172,18 @@ func sessionsOf(req any) []uint64 {
 		return []uint64{r.GetSession()}
 	case *jfspb.ReportOpensRequest:
 		return []uint64{r.GetSession()}
+	case *jfspb.CacheWatchRequest:
+		return []uint64{r.GetSession()}
+	case *jfspb.CacheAckRequest:
+		return []uint64{r.GetSession()}
+	case *jfspb.GetAttrRequest:
+		if s := r.GetCacheSession(); s != 0 {
+			return []uint64{s}
+		}
+	case *jfspb.LookupRequest:
+		if s := r.GetCacheSession(); s != 0 {
+			return []uint64{s}
+		}
 	case interface{ GetHeader() *jfspb.Header }:
 		if s := r.GetHeader().GetSession(); s != 0 {
 			return []uint64{s}

@@ -101,6 +101,10 @@ type Config struct {
 	// SessionTTL is how long a client session lives without a heartbeat
 	// (default 30s).
 	SessionTTL time.Duration
+	// CacheFanout is how many sessions' entry grants one directory may
+	// have before its entries are no longer granted (default 10000;
+	// DESIGN.md "Coherent caches").
+	CacheFanout int
 	// DeadlockScan is how often the leader searches the whole wait-for
 	// graph for cycles that formed after their waits were admitted
 	// (default 500ms).

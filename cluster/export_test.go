@@ -37,3 +37,12 @@ func RefuseTransfers() (restore func()) {
 	startTransfer = func(*raft.Raft, raft.ServerID, raft.ServerAddress) raft.Future { return failedFuture{} }
 	return func() { startTransfer = real }
 }
+
+// SetCacheWaitHook installs fn, told each time a request on n starts to
+// wait for the coherent caches: "read", "write" or "settle". Call it
+// before the requests it is to hear of.
+func SetCacheWaitHook(n *Node, fn func(kind string)) {
+	n.caches.mu.Lock()
+	n.caches.waitHook = fn
+	n.caches.mu.Unlock()
+}

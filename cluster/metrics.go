@@ -25,6 +25,7 @@ type Metrics struct {
 	rbatch   prometheus.Histogram
 	forwards *prometheus.CounterVec
 	checks   *prometheus.CounterVec
+	cache    *prometheus.CounterVec
 	n        *Node
 }
 
@@ -66,6 +67,12 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jfsd_forwarded_total", Help: "Requests a follower passed on to the leader for a client that could not reach it, by method.",
 		}, []string{"method"}),
+	}
+	m.cache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jfsd_cache_total", Help: "Coherent caches on the leader, by what: grant (a read handed out a cache grant), event (an invalidation queued for a session), read_wait (a read waited for a change to reach every cache).",
+	}, []string{"what"})
+	for _, w := range []string{"grant", "event", "read_wait"} {
+		m.cache.WithLabelValues(w)
 	}
 	m.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "jfsd_integrity_checks_total", Help: "Cross-replica digest comparisons run by this node as leader, by result: ok, mismatch (a member was marked corrupt), no_majority (members differ and no digest has a majority), incomplete (too few answered, and they agree), error.",
@@ -115,7 +122,7 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 	trailing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "jfsd_raft_trailing_logs", Help: "Log entries kept after a snapshot: --trailing-logs, or fewer to stay within --trailing-logs-bytes at the recent average entry size.",
 	}, func() float64 { return float64(n.raft.ReloadableConfig().TrailingLogs) })
-	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks,
+	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, m.cache,
 		corrupt, sessions, freeChecks, rebuilt, trailing, raftCollector{n})
 	n.metrics.Store(m)
 	return m
@@ -150,6 +157,16 @@ func (m *Metrics) observeReadBatch(n int) {
 		m.rbatch.Observe(float64(n))
 	}
 }
+
+func (m *Metrics) countCache(what string) {
+	if m != nil {
+		m.cache.WithLabelValues(what).Inc()
+	}
+}
+
+func (m *Metrics) countCacheEvent()    { m.countCache("event") }
+func (m *Metrics) countCacheReadWait() { m.countCache("read_wait") }
+func (m *Metrics) countCacheGrant()    { m.countCache("grant") }
 
 func (m *Metrics) countCheck(result string) {
 	if m != nil {

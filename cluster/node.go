@@ -52,6 +52,7 @@ type Node struct {
 	locks    *lockWaits     // blocked lock requests (leader only)
 	sessions *sessionTimers // session TTLs (leader only)
 	opens    *openTable     // open files (leader only; opens.go)
+	caches   *caches        // coherent cache grants (leader only; caches.go)
 
 	checkpoints checkpoints            // digests taken at checkpoint entries
 	corrupt     atomic.Pointer[string] // why this node's state is corrupt; nil: it is not
@@ -121,6 +122,8 @@ func NewNode(cfg Config) (*Node, error) {
 	n.locks = newLockWaits(n)
 	n.sessions = newSessionTimers(n, cfg.SessionTTL)
 	n.opens = newOpenTable()
+	n.caches = newCaches(n)
+	n.fsm.SetChangeListener(n.caches.changed)
 	n.fsm.SetLockListener(n.locks.changed)
 	n.fsm.SetOpenListener(n.opens.opened)
 	n.fsm.SetWaitListener(n.locks.ended)
@@ -130,7 +133,7 @@ func NewNode(cfg Config) (*Node, error) {
 		n.fsm.Close()
 		return nil, err
 	}
-	n.wg.Add(7)
+	n.wg.Add(8)
 	go n.watchRaft()
 	go n.snapshotLoop()
 	if cfg.IntegrityCheck > 0 {
@@ -147,6 +150,10 @@ func NewNode(cfg Config) (*Node, error) {
 	go func() {
 		defer n.wg.Done()
 		n.sessions.run(n.stopped)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.caches.run(n.stopped)
 	}()
 	return n, nil
 }
@@ -419,6 +426,7 @@ func (n *Node) closeAll() {
 // to call more than once.
 func (n *Node) Shutdown() error {
 	var err error
+	n.EndStreams()
 	n.stopOnce.Do(func() {
 		close(n.stopped)
 		err = n.raft.Shutdown().Error()
@@ -507,6 +515,7 @@ func (n *Node) watchLeadership() {
 				// Waiters queue again at the new leader; it restarts the
 				// session timers.
 				n.sessions.stop()
+				n.caches.stop()
 				n.opens.stop()
 				n.locks.failAll(ErrNotLeader)
 				continue
@@ -574,8 +583,11 @@ func (n *Node) becomeReady(term uint64, outage time.Duration) {
 		}
 		cancel()
 		if err == nil {
-			n.readyTerm.Store(term)
+			// The session timers first: the caches ask them when a
+			// session lapses. Both before the node serves.
 			n.sessions.start(outage)
+			n.caches.start()
+			n.readyTerm.Store(term)
 			n.requestCheck()
 			n.kickFree()
 			n.log.Info("leader ready", "term", term)
@@ -643,12 +655,18 @@ func (n *Node) recordInitialSettings(ctx context.Context) error {
 // (session, seq) gets its stored result). Enqueueing waits at most until
 // ctx's deadline, or Config.ApplyTimeout when ctx has none.
 func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Header, body proto.Message) (proto.Message, error) {
+	resp, _, err := n.proposeIndex(ctx, typ, h, body)
+	return resp, err
+}
+
+// proposeIndex is Propose, and also returns the entry's log index.
+func (n *Node) proposeIndex(ctx context.Context, typ jfspb.CommandType, h *jfspb.Header, body proto.Message) (proto.Message, uint64, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	b, err := proto.Marshal(body)
 	if err != nil {
-		return nil, fmt.Errorf("marshal %v: %w", typ, err)
+		return nil, 0, fmt.Errorf("marshal %v: %w", typ, err)
 	}
 	// LeaderOpens: this version keeps open files in the leader's memory
 	// (opens.go), and apply must know it (fsm/orphans.go).
@@ -658,14 +676,14 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	}
 	data, err := fsm.Seal(e)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	// raft.Apply waits to enqueue without any limit when its timeout is
 	// not positive, so a deadline already past must not reach it.
 	timeout := n.cfg.ApplyTimeout
 	if d, ok := ctx.Deadline(); ok {
 		if timeout = time.Until(d); timeout <= 0 {
-			return nil, context.DeadlineExceeded
+			return nil, 0, context.DeadlineExceeded
 		}
 	}
 	// Apply itself runs in the goroutine: enqueueing can wait (a busy
@@ -683,24 +701,24 @@ func (n *Node) Propose(ctx context.Context, typ jfspb.CommandType, h *jfspb.Head
 	select {
 	case out = <-done:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 	switch err = out.err; {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		return nil, 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return nil, ErrShutdown
+		return nil, 0, ErrShutdown
 	case err != nil:
-		return nil, err
+		return nil, 0, err
 	}
 	switch res := out.f.Response().(type) {
 	case fsm.Result:
-		return res.Resp, nil
+		return res.Resp, out.f.Index(), nil
 	case error:
-		return nil, res
+		return nil, 0, res
 	}
-	return nil, fmt.Errorf("state machine answered %T", out.f.Response())
+	return nil, 0, fmt.Errorf("state machine answered %T", out.f.Response())
 }
 
 // ReadIndex makes a linearizable read possible: when it returns nil, the

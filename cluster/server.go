@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
+	"github.com/jfs-dev/jfs/cluster/grants"
 	"github.com/jfs-dev/jfs/rangelock"
 )
 
@@ -68,9 +70,24 @@ func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandT
 	if e := checkRequest(req); e != 0 {
 		return errnoResponse[R](e), nil
 	}
-	resp, err := s.n.Propose(ctx, typ, h, req)
+	sid := h.GetSession()
+	if sid != 0 {
+		// A new leader answers no session's write before the caches
+		// an earlier leader granted are gone (caches.go, settled).
+		if err := s.n.caches.settled(ctx, sid, true); err != nil {
+			return zero, s.toStatus(err)
+		}
+	}
+	resp, index, err := s.n.proposeIndex(ctx, typ, h, req)
 	if err != nil {
 		return zero, s.toStatus(err)
+	}
+	if sid != 0 {
+		// The write is acknowledged once every mount that cached what it
+		// changed dropped it, or lapsed (DESIGN.md "Coherent caches").
+		if err := s.n.caches.waitChange(ctx, sid, index); err != nil {
+			return zero, s.toStatus(err)
+		}
 	}
 	r, ok := resp.(R)
 	if !ok {
@@ -192,12 +209,163 @@ func (s *Server) CloseSession(ctx context.Context, r *jfspb.CloseSessionRequest)
 
 // ---- names and attributes ----
 
+// Lookup and GetAttr may hand out a cache grant (caches.go): registered
+// before the read, confirmed after it. The read itself is shared with
+// every identical one (reads.go), so the request it is keyed by carries
+// no cache fields. Any of them waits, after its read, while a change of
+// what it read is on its way to the caches that hold the old state.
 func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.LookupResponse, error) {
-	return read(ctx, s, "lookup", r, s.n.fsm.Lookup)
+	if err := s.n.caches.settled(ctx, r.CacheSession, false); err != nil {
+		return nil, s.toStatus(err)
+	}
+	var etok grants.Token
+	key := r
+	if r.MayCache || r.CacheSession != 0 {
+		if r.MayCache {
+			etok = s.n.caches.grantEntry(r.CacheSession, r.Parent, r.Name)
+		}
+		key = &jfspb.LookupRequest{Parent: r.Parent, Name: r.Name, Cred: r.Cred}
+	}
+	resp, err := read(ctx, s, "lookup", key, s.n.fsm.Lookup)
+	if err != nil {
+		return nil, err
+	}
+	entry := []grants.Entry{{Parent: r.Parent, Name: string(r.Name)}}
+	if resp.Errno != 0 || resp.Attr == nil || !etok.Valid() {
+		// Not granted (negative entries never are); still wait for a
+		// change in progress.
+		var inos []uint64
+		if resp.Attr != nil {
+			inos = []uint64{resp.Attr.Ino}
+		}
+		if _, err := s.n.caches.afterRead(ctx, r.CacheSession, inos, entry); err != nil {
+			return nil, s.toStatus(err)
+		}
+		return resp, nil
+	}
+	// The inode was not known before the read: its grant is registered
+	// now and its attributes read again, under the grant.
+	ino := resp.Attr.Ino
+	itok := s.n.caches.grantIno(r.CacheSession, ino)
+	attr := resp.Attr
+	if itok.Valid() {
+		a := s.n.fsm.GetAttr(&jfspb.GetAttrRequest{Ino: ino})
+		if a.Errno != 0 || a.Attr == nil {
+			itok = grants.Token{}
+		} else {
+			attr = a.Attr
+		}
+	}
+	ok, err := s.n.caches.afterRead(ctx, r.CacheSession, []uint64{ino}, entry, etok, itok)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	if !ok {
+		return resp, nil
+	}
+	s.n.metrics.Load().countCacheGrant()
+	return &jfspb.LookupResponse{Attr: attr, CacheGrant: true}, nil
 }
 
 func (s *Server) GetAttr(ctx context.Context, r *jfspb.GetAttrRequest) (*jfspb.GetAttrResponse, error) {
-	return read(ctx, s, "getattr", r, s.n.fsm.GetAttr)
+	if err := s.n.caches.settled(ctx, r.CacheSession, false); err != nil {
+		return nil, s.toStatus(err)
+	}
+	var tok grants.Token
+	key := r
+	if r.MayCache || r.CacheSession != 0 {
+		if r.MayCache {
+			tok = s.n.caches.grantIno(r.CacheSession, r.Ino)
+		}
+		key = &jfspb.GetAttrRequest{Ino: r.Ino}
+	}
+	resp, err := read(ctx, s, "getattr", key, s.n.fsm.GetAttr)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := s.n.caches.afterRead(ctx, r.CacheSession, []uint64{r.Ino}, nil, tok)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	if !ok || resp.Errno != 0 {
+		return resp, nil
+	}
+	s.n.metrics.Load().countCacheGrant()
+	return &jfspb.GetAttrResponse{Attr: resp.Attr, CacheGrant: true}, nil
+}
+
+// CacheWatch is a session's invalidation stream (caches.go): a reset,
+// then the invalidations of what the session was granted, and a ping at
+// least every caches.ping. It ends with UNAVAILABLE (NotLeader) when this
+// node stops leading, so that the mount follows the leader.
+func (s *Server) CacheWatch(r *jfspb.CacheWatchRequest, stream jfspb.Meta_CacheWatchServer) error {
+	ctx := stream.Context()
+	if s.n.cfg.TLS != nil {
+		id, err := peerIdentity(ctx)
+		if err != nil {
+			return err
+		}
+		if err := s.n.owns(id, r); err != nil {
+			return err
+		}
+	}
+	if !s.n.ready() {
+		return s.toStatus(ErrNotLeader)
+	}
+	if s.n.fsm.Session(r.Session) == nil {
+		return status.Errorf(codes.FailedPrecondition, "session %d is not live", r.Session)
+	}
+	select {
+	case <-s.n.caches.draining:
+		return s.toStatus(ErrShutdown)
+	default:
+	}
+	cs, reset, ok := s.n.caches.open(r.Session)
+	if !ok {
+		return s.toStatus(ErrNotLeader)
+	}
+	defer s.n.caches.closeStream(cs)
+	if err := stream.Send(reset); err != nil {
+		return err
+	}
+	ping := time.NewTicker(s.n.caches.ping)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-cs.gone:
+			return s.toStatus(ErrNotLeader)
+		case <-s.n.caches.draining:
+			return s.toStatus(ErrShutdown)
+		case <-ping.C:
+			if !s.n.ready() {
+				return s.toStatus(ErrNotLeader)
+			}
+			if err := stream.Send(&jfspb.CacheEvent{Stream: cs.id}); err != nil {
+				return err
+			}
+		case <-cs.wake:
+			if ev := s.n.caches.take(cs); ev != nil {
+				if err := stream.Send(ev); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// CacheAck records that the session's mount dropped what the events of
+// its stream up to seq named. ESTALE: the stream is not the session's
+// current one on this leader (the mount reconnects).
+func (s *Server) CacheAck(ctx context.Context, r *jfspb.CacheAckRequest) (*jfspb.CacheAckResponse, error) {
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	if !s.n.caches.ack(r.Session, r.Stream, r.Seq) {
+		return &jfspb.CacheAckResponse{Errno: int32(syscall.ESTALE)}, nil
+	}
+	return &jfspb.CacheAckResponse{}, nil
 }
 
 func (s *Server) SetAttr(ctx context.Context, r *jfspb.SetAttrRequest) (*jfspb.SetAttrResponse, error) {

@@ -280,9 +280,24 @@ func (st *sessionTimers) expire(sid uint64) {
 	st.n.kickFree() // its orphans, and the sessions left to report
 }
 
-// forget drops sid's timer after the session was closed or evicted.
+// deadlineOf is when this leader expires sid unless it hears from it: the
+// moment after which sid surely lapsed. ok is false for a session without
+// a timer (expired, closed, or not known).
+func (st *sessionTimers) deadlineOf(sid uint64) (time.Time, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	d, ok := st.deadline[sid]
+	return d, ok
+}
+
+// forget drops sid's timer after the session was closed or evicted. Its
+// mount may be alive still: its caches count it as lapsed only at the
+// deadline it had.
 func (st *sessionTimers) forget(sid uint64) {
 	st.mu.Lock()
+	if d, ok := st.deadline[sid]; ok {
+		st.n.caches.sessionEnded(sid, d)
+	}
 	delete(st.deadline, sid)
 	delete(st.lastBeat, sid)
 	st.mu.Unlock()

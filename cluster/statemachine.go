@@ -60,6 +60,9 @@ func (s *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	s.stateGen.Add(1) // odd: the state changes (reads.go)
 	results, err := s.fsm.ApplyBatch(entries)
 	s.stateGen.Add(1)
+	if err == nil {
+		s.caches.committed(entries[len(entries)-1].Index)
+	}
 	s.metrics.Load().observeApply(len(entries), time.Since(start))
 	if err != nil {
 		err = fmt.Errorf("node %s cannot apply the raft log, and stops: %w", s.cfg.ID, err)
@@ -129,6 +132,8 @@ func (s *stateMachine) Restore(rc io.ReadCloser) error {
 	(*Node)(s).kickFree()
 	// Every lock queue may differ now: rebuild the wait-for graph.
 	(*Node)(s).locks.changed(nil, true)
+	// Anything may differ now: no grant of before holds.
+	s.caches.restored()
 	return nil
 }
 

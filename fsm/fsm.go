@@ -158,7 +158,39 @@ type FSM struct {
 	// openListener hears of the opens that Create and Open record in the
 	// leader's memory; see SetOpenListener.
 	openListener func(session, fh, ino uint64)
+	// changeListener hears of the inodes and entries each entry of a batch
+	// changed, before the batch commits; curChange collects the entry
+	// being applied and pendingChanges the batch's. Guarded by applyMu.
+	// See SetChangeListener.
+	changeListener func([]Change)
+	curChange      *Change
+	pendingChanges []Change
 }
+
+// EntryKey names a directory entry: the name in directory Parent.
+type EntryKey struct {
+	Parent uint64
+	Name   string
+}
+
+// Change is what one applied log entry changed of the state a mount may
+// cache: the inode records it wrote or deleted, and the directory entries
+// it added, replaced or removed. Session is the entry's session (0 for
+// the leader's own entries).
+type Change struct {
+	Index   uint64
+	Session uint64
+	Inos    []uint64
+	Entries []EntryKey
+}
+
+// SetChangeListener installs fn, called during ApplyBatch with the changes
+// of the entries of a transaction (only those that changed an inode or an
+// entry), after they were applied and before the transaction commits: no
+// reader can see their effect yet. The leader marks the keys as changing
+// with it (cluster/caches.go). fn must not block. Call it before the first
+// ApplyBatch.
+func (f *FSM) SetChangeListener(fn func([]Change)) { f.changeListener = fn }
 
 // SetOpenListener installs fn, called during the apply of a Create or Open
 // entry proposed by a leader that keeps open files in memory
@@ -558,6 +590,7 @@ func (f *FSM) applyTx(entries []Entry, results []Result, checkpoint bool) error 
 		tx.Rollback()
 		f.pendingCreated = 0
 		f.pendingEnds = nil
+		f.curChange, f.pendingChanges = nil, nil
 		// The lock table may hold changes of the rolled back batch.
 		if t, lerr := loadTable(f.db); lerr == nil {
 			f.table = t
@@ -587,6 +620,10 @@ func (f *FSM) applyTx(entries []Entry, results []Result, checkpoint bool) error 
 	t.metaPut(metaApplied, last)
 	if t.err != nil {
 		return fail(fmt.Errorf("fsm: record applied index %d: %w", last, t.err))
+	}
+	if changes := f.pendingChanges; len(changes) > 0 {
+		f.pendingChanges = nil
+		f.changeListener(changes)
 	}
 	if err := tx.Commit(); err != nil {
 		return fail(fmt.Errorf("fsm: commit batch ending at index %d: %w", last, err))
@@ -646,6 +683,9 @@ func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jf
 	t := newTxn(f, tx, e.Index, env.TimeNs, env.Session)
 	t.leaderOpens = env.LeaderOpens
 	t.seq = env.Seq
+	if f.changeListener != nil {
+		f.curChange = &Change{Index: e.Index, Session: env.Session}
+	}
 	if f.created == 0 && f.pendingCreated == 0 && env.TimeNs > 0 {
 		// The first time-stamped entry, whatever its type, dates the file
 		// system: every replica applies the same entry first.
@@ -660,6 +700,12 @@ func (f *FSM) applyEntry(tx *bolt.Tx, e Entry) (proto.Message, proto.Message, jf
 	}
 	// Whatever the command freed is handed to the waiters in this entry.
 	t.afterLockChange(req)
+	if c := f.curChange; c != nil {
+		f.curChange = nil
+		if len(c.Inos) > 0 || len(c.Entries) > 0 {
+			f.pendingChanges = append(f.pendingChanges, *c)
+		}
+	}
 	if t.err != nil {
 		return nil, nil, 0, fmt.Errorf("fsm: index %d term %d: %s: %w", e.Index, e.Term, c.name, t.err)
 	}

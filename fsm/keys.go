@@ -111,10 +111,31 @@ func (t *txn) put(bucket, k, v []byte) {
 	if v == nil {
 		v = []byte{}
 	}
+	t.noteChange(bucket, k)
 	t.fail(t.b(bucket).Put(k, v))
 }
 
-func (t *txn) del(bucket, k []byte) { t.fail(t.b(bucket).Delete(k)) }
+func (t *txn) del(bucket, k []byte) {
+	t.noteChange(bucket, k)
+	t.fail(t.b(bucket).Delete(k))
+}
+
+// noteChange records, for the change listener, that the entry being
+// applied writes an inode record or a directory entry. Every write of
+// those buckets goes through put and del, so no command can change what a
+// mount caches without it being noted here.
+func (t *txn) noteChange(bucket, k []byte) {
+	c := t.f.curChange
+	if c == nil {
+		return
+	}
+	switch {
+	case bytes.Equal(bucket, bucketInode) && len(k) == 8:
+		c.Inos = append(c.Inos, binary.BigEndian.Uint64(k))
+	case bytes.Equal(bucket, bucketDentry) && len(k) > 8:
+		c.Entries = append(c.Entries, EntryKey{Parent: binary.BigEndian.Uint64(k), Name: string(k[8:])})
+	}
+}
 
 // get returns a copy of the value of k, or nil.
 func (t *txn) get(bucket, k []byte) []byte {

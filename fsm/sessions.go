@@ -188,7 +188,7 @@ func (t *txn) applyRegister(req *jfspb.RegisterRequest) *jfspb.RegisterResponse 
 	s := &jfspb.Session{
 		Id: t.index, Host: req.GetHost(), MountPoint: req.GetMountPoint(),
 		Pid: req.GetPid(), Version: req.GetVersion(), ClientId: cid, CreatedNs: t.now,
-		Identity: req.GetIdentity(),
+		Identity: req.GetIdentity(), Coherent: req.GetCoherent(),
 	}
 	t.putSession(s)
 	if cid != "" {

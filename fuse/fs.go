@@ -32,6 +32,13 @@ type Options struct {
 	// NegativeTimeout is how long the kernel may remember that a name does
 	// not exist.
 	NegativeTimeout time.Duration
+	// Coherent asks the leader for cache grants (coherent.go): a granted
+	// lookup or getattr is cached by the kernel until the session's lease
+	// ends, at most CacheMax (default 1m); anything else is cached for the
+	// timeouts above, which coherent mode sets to 0. The mount must run
+	// RunCaches, and Session must be a Lease (client.Session is).
+	Coherent bool
+	CacheMax time.Duration
 	// NoAtime turns access-time updates off (mount -o noatime); by
 	// default reads update them under relatime (atime.go).
 	NoAtime bool
@@ -111,6 +118,9 @@ type FS struct {
 	// wb buffers writes until close, fsync, a lock call or a read of the
 	// file (writeback.go).
 	wb *writeBack
+
+	// coh keeps the coherent caches (coherent.go); nil unless Coherent.
+	coh *coherent
 }
 
 type plockKey struct{ ino, owner uint64 }
@@ -134,6 +144,9 @@ func New(c *client.Client, opts Options) *FS {
 	}
 	fs.releases = newReleaser(fs.sendRelease, fs.sendReleases, opts.ReleaseBatch)
 	fs.wb = newWriteBack(fs.sendBuffered)
+	if opts.Coherent {
+		fs.coh = newCoherent(fs, opts.CacheMax)
+	}
 	return fs
 }
 

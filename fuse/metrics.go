@@ -27,6 +27,10 @@ import (
 //     sent; the others once per FUSE operation that asks the cluster;
 //   - jfs_meta_ops_merged_total{method}: getattr and lookup requests that
 //     shared an RPC another request sent (client.ReadObserver);
+//   - jfs_cache_ready: 1 while the coherent caches' stream is reset and
+//     acknowledged (grants are asked for), jfs_cache_events_total: the
+//     invalidations (resets included) it handled, jfs_cache_grants_total:
+//     answers the kernel was allowed to keep (coherent.go);
 //   - the Go runtime's and the process's metrics.
 type Metrics struct {
 	reg      *prometheus.Registry
@@ -36,6 +40,10 @@ type Metrics struct {
 	metaOps  *prometheus.CounterVec
 	metaDur  *prometheus.HistogramVec
 	merged   *prometheus.CounterVec
+
+	cacheReady  prometheus.Gauge
+	cacheEvents prometheus.Counter
+	cacheGrants prometheus.Counter
 }
 
 // NewMetrics returns the metrics of one mount, in a registry of their own.
@@ -63,6 +71,16 @@ func NewMetrics() *Metrics {
 			Name: "jfs_meta_ops_merged_total", Help: "Requests answered by an identical request's RPC instead of their own, by method.",
 		}, []string{"method"}),
 	}
+	m.cacheReady = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "jfs_cache_ready", Help: "1 while the coherent caches' stream to the leader is reset and acknowledged: lookups and getattrs ask for cache grants.",
+	})
+	m.cacheEvents = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "jfs_cache_events_total", Help: "Cache invalidations from the leader handled (resets included).",
+	})
+	m.cacheGrants = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "jfs_cache_grants_total", Help: "Lookup and getattr answers the kernel was allowed to cache under a grant.",
+	})
+	m.reg.MustRegister(m.cacheReady, m.cacheEvents, m.cacheGrants)
 	m.reg.MustRegister(m.ops, m.errs, m.duration, m.metaOps, m.metaDur, m.merged,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The merged methods show up at 0 before the first merge.

@@ -39,7 +39,11 @@ type Mounted struct {
 	srv    *fuse.Server
 	sess   *client.Session
 	served chan struct{}
-	log    hclog.Logger
+	// stopCaches ends the coherent caches' stream (RunCaches), which
+	// closes cachesDone; nil before the mount is served.
+	stopCaches context.CancelFunc
+	cachesDone chan struct{}
+	log        hclog.Logger
 }
 
 // Mount opens a session for c, mounts the file system at cfg.MountPoint and
@@ -51,6 +55,9 @@ func Mount(ctx context.Context, c *client.Client, cfg MountConfig) (*Mounted, er
 		log = hclog.NewNullLogger()
 	}
 	host, _ := os.Hostname()
+	if cfg.Options.Coherent {
+		c.SetCoherent(true)
+	}
 	sess, err := c.StartSession(ctx, client.SessionInfo{Host: host, MountPoint: cfg.MountPoint, Pid: uint32(os.Getpid()), Version: cfg.Version})
 	if err != nil {
 		return nil, err
@@ -84,6 +91,13 @@ func Mount(ctx context.Context, c *client.Client, cfg MountConfig) (*Mounted, er
 		m.closeSession()
 		return nil, fmt.Errorf("mount %s: %w", cfg.MountPoint, err)
 	}
+	var cctx context.Context
+	cctx, m.stopCaches = context.WithCancel(context.Background())
+	m.cachesDone = make(chan struct{})
+	go func() {
+		defer close(m.cachesDone)
+		m.fs.RunCaches(cctx)
+	}()
 	return m, nil
 }
 
@@ -124,6 +138,10 @@ func (m *Mounted) Unmount(wait time.Duration) {
 // closeSession sends what the mount still buffers (files left open on a
 // detached mount), then ends the session.
 func (m *Mounted) closeSession() {
+	if m.stopCaches != nil {
+		m.stopCaches()
+		<-m.cachesDone
+	}
 	m.fs.wb.syncAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

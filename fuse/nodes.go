@@ -15,7 +15,12 @@ import (
 // exist is ENOENT, or a negative entry when NegativeTimeout is set.
 func (fs *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) (st fuse.Status) {
 	defer fs.observe("Lookup", time.Now(), &st)
-	r, err := fs.c.Lookup(fs.as(&header.Caller), &jfspb.LookupRequest{Parent: header.NodeId, Name: []byte(name)})
+	req := &jfspb.LookupRequest{Parent: header.NodeId, Name: []byte(name)}
+	var gen uint64
+	if fs.coh != nil {
+		req.CacheSession, req.MayCache, gen = fs.coh.begin()
+	}
+	r, err := fs.c.Lookup(fs.as(&header.Caller), req)
 	if st = fs.status("lookup", err, r.GetErrno()); st == fuse.ENOENT && fs.opts.NegativeTimeout > 0 {
 		*out = fuse.EntryOut{}
 		out.SetEntryTimeout(fs.opts.NegativeTimeout)
@@ -24,6 +29,15 @@ func (fs *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string,
 		return st
 	}
 	fs.fillEntry(r.Attr, out)
+	if r.CacheGrant {
+		e := entryKey{header.NodeId, name}
+		if d := fs.coh.timeout(req.CacheSession, gen, r.Attr.Ino, &e); d > 0 {
+			out.SetEntryTimeout(d)
+			if !fs.wb.buffered(r.Attr.Ino) {
+				out.SetAttrTimeout(d)
+			}
+		}
+	}
 	return fuse.OK
 }
 
@@ -32,7 +46,12 @@ func (fs *FS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string,
 func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
 	defer fs.observe("GetAttr", time.Now(), &st)
 	fs.wb.sync(in.NodeId)
-	r, err := fs.c.GetAttr(ctx(), &jfspb.GetAttrRequest{Ino: in.NodeId})
+	req := &jfspb.GetAttrRequest{Ino: in.NodeId}
+	var gen uint64
+	if fs.coh != nil {
+		req.CacheSession, req.MayCache, gen = fs.coh.begin()
+	}
+	r, err := fs.c.GetAttr(ctx(), req)
 	if st = fs.byIno("getattr", err, r.GetErrno()); st == fuse.Status(syscall.ESTALE) {
 		if a, open := fs.dirs.removed(in.NodeId); open {
 			fs.fillAttrOut(a, out) // removed while open here (opendirs.go)
@@ -44,6 +63,11 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 	}
 	fs.dirs.seen(r.Attr)
 	fs.fillAttrOut(r.Attr, out)
+	if r.CacheGrant {
+		if d := fs.coh.timeout(req.CacheSession, gen, in.NodeId, nil); d > 0 && !fs.wb.buffered(in.NodeId) {
+			out.SetTimeout(d)
+		}
+	}
 	return fuse.OK
 }
 

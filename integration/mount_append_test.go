@@ -32,7 +32,7 @@ func appendLine(t *testing.T, fd int, line string) {
 // also read back what it appended.
 func TestMountAppendAcrossMounts(t *testing.T) {
 	pc := startProcCluster(t, 3)
-	cached := []string{"--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
+	cached := []string{"--cache-mode", "timed", "--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
 	mounts := map[string][2]*jfsMount{}
 	mounts["cached"] = [2]*jfsMount{startMount(t, pc, cached...), startMount(t, pc, cached...)}
 	mounts["attr-cache 0"] = [2]*jfsMount{startMount(t, pc, noCache...), startMount(t, pc, noCache...)}
@@ -199,7 +199,7 @@ func TestMountAppendConcurrent(t *testing.T) {
 // fcntl(F_SETFL) turns append mode on and off for later writes.
 func TestMountAppendFlags(t *testing.T) {
 	pc := startProcCluster(t, 3)
-	cached := []string{"--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
+	cached := []string{"--cache-mode", "timed", "--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
 	a, b := startMount(t, pc, cached...), startMount(t, pc, cached...)
 	mustWriteFile(t, a.path("f"), nil)
 	fb := mustOpen(t, b.path("f"), syscall.O_RDWR|syscall.O_APPEND)

@@ -12,7 +12,7 @@ import (
 // kernel cached the file's old size (here for 30s) before.
 func TestMountCloseToOpenSize(t *testing.T) {
 	pc := startProcCluster(t, 3)
-	cached := []string{"--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
+	cached := []string{"--cache-mode", "timed", "--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
 	a, b := startMount(t, pc, cached...), startMount(t, pc, cached...)
 	mustWriteFile(t, a.path("f"), []byte("short"))
 	statSize := func(m *jfsMount) int64 {

@@ -15,7 +15,7 @@ import (
 // The cluster stores 64 KiB blocks, and st_blocks counts the bytes stored.
 func TestMountFallocate(t *testing.T) {
 	pc := startProcCluster(t, 3)
-	cached := []string{"--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
+	cached := []string{"--cache-mode", "timed", "--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
 	a, b := startMount(t, pc, cached...), startMount(t, pc, cached...)
 	const K = 1024
 	want := bytes.Repeat([]byte("0123456789abcdef"), 200*K/16) // 200 KiB, no zero byte

@@ -24,7 +24,7 @@ type jfsMount struct {
 }
 
 // noCache turns every kernel cache of a mount off.
-var noCache = []string{"--attr-cache", "0", "--entry-cache", "0", "--dir-entry-cache", "0"}
+var noCache = []string{"--cache-mode", "off"}
 
 // mustHaveFUSE skips a mount test on a machine without FUSE, except in CI,
 // where mount tests must run.

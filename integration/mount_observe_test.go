@@ -167,7 +167,7 @@ func TestMountObserveStatStorm(t *testing.T) {
 	pc := startProcCluster(t, 3)
 	c := pc.client(t)
 	leader := pc.leader(t, c)
-	m := startMount(t, pc, "--attr-cache", "0", "--entry-cache", "0")
+	m := startMount(t, pc, "--cache-mode", "off")
 	file := m.path("test_file.txt")
 	mustWriteFile(t, file, []byte("hello\n"))
 	fi, err := os.Stat(file)

@@ -23,7 +23,7 @@ func BenchmarkSeedStatStorm(b *testing.B) {
 				b.Run(fmt.Sprintf("lease=%t/batching=%t/merging=%t", lease, batching, merging), func(b *testing.B) {
 					pc := startProcCluster(b, 3, fmt.Sprintf("--read-batching=%t", batching), fmt.Sprintf("--read-lease=%t", lease))
 					leader := pc.leader(b, pc.client(b))
-					m := startMount(b, pc, "--attr-cache", "0", "--entry-cache", "0", fmt.Sprintf("--read-merging=%t", merging))
+					m := startMount(b, pc, "--cache-mode", "off", fmt.Sprintf("--read-merging=%t", merging))
 					file := m.path("test_file.txt")
 					mustWriteFile(b, file, []byte("hello\n"))
 					if _, err := os.Stat(file); err != nil {

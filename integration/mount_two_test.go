@@ -231,7 +231,7 @@ func TestMountTwoSessions(t *testing.T) {
 // lock, even through a descriptor opened before the write.
 func TestMountLockCoherence(t *testing.T) {
 	pc := startProcCluster(t, 3)
-	cached := []string{"--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
+	cached := []string{"--cache-mode", "timed", "--attr-cache", "30s", "--entry-cache", "30s", "--dir-entry-cache", "30s"}
 	a := startMount(t, pc, cached...)
 	b := startMount(t, pc, cached...)
 	old := bytes.Repeat([]byte("old."), 1024)

@@ -119,5 +119,6 @@ func (x *EndLockWaitResponse) SetErrno(e int32) { x.Errno = e }
 func (x *SnapshotRestoreResponse) SetErrno(e int32) { x.Errno = e }
 
 func (x *ReportOpensResponse) SetErrno(e int32) { x.Errno = e }
+func (x *CacheAckResponse) SetErrno(e int32)    { x.Errno = e }
 
 func (x *FreeOrphansResponse) SetErrno(e int32) { x.Errno = e }

@@ -589,6 +589,8 @@ type Session struct {
 	// stored_results is how many results the state machine keeps for the
 	// session's retries (filled in for ListSessions).
 	StoredResults uint64 `protobuf:"varint,70,opt,name=stored_results,json=storedResults,proto3" json:"stored_results,omitempty"`
+	// coherent: registered with RegisterRequest.coherent.
+	Coherent bool `protobuf:"varint,300,opt,name=coherent,proto3" json:"coherent,omitempty"`
 	// alive_ns is the time stamp (the leader's clock) of the last
 	// SessionsAlive entry that listed the session; 0 if none did. A new
 	// leader starts the session's TTL from it (or from created_ns).
@@ -718,6 +720,13 @@ func (x *Session) GetStoredResults() uint64 {
 	return 0
 }
 
+func (x *Session) GetCoherent() bool {
+	if x != nil {
+		return x.Coherent
+	}
+	return false
+}
+
 func (x *Session) GetAliveNs() int64 {
 	if x != nil {
 		return x.AliveNs
@@ -738,7 +747,11 @@ type RegisterRequest struct {
 	ClientId   string                 `protobuf:"bytes,6,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// identity is set by the node that receives the request, from the
 	// caller's certificate; whatever the client puts here is replaced.
-	Identity      string `protobuf:"bytes,180,opt,name=identity,proto3" json:"identity,omitempty"`
+	Identity string `protobuf:"bytes,180,opt,name=identity,proto3" json:"identity,omitempty"`
+	// coherent: the mount keeps coherent caches (CacheWatch). Recorded in
+	// the session, so that a new leader knows whom to wait for before its
+	// first change (cluster/DESIGN.md "Coherent caches").
+	Coherent      bool `protobuf:"varint,300,opt,name=coherent,proto3" json:"coherent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -820,6 +833,13 @@ func (x *RegisterRequest) GetIdentity() string {
 		return x.Identity
 	}
 	return ""
+}
+
+func (x *RegisterRequest) GetCoherent() bool {
+	if x != nil {
+		return x.Coherent
+	}
+	return false
 }
 
 type RegisterResponse struct {
@@ -1451,7 +1471,11 @@ type LookupRequest struct {
 	Parent uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
 	Name   []byte                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// cred: the caller, for the permission check (see Cred).
-	Cred          *Cred `protobuf:"bytes,200,opt,name=cred,proto3" json:"cred,omitempty"`
+	Cred *Cred `protobuf:"bytes,200,opt,name=cred,proto3" json:"cred,omitempty"`
+	// may_cache: the caller (cache_session, whose stream of CacheEvents is
+	// open) would cache the entry and its attributes if granted.
+	MayCache      bool   `protobuf:"varint,300,opt,name=may_cache,json=mayCache,proto3" json:"may_cache,omitempty"`
+	CacheSession  uint64 `protobuf:"varint,301,opt,name=cache_session,json=cacheSession,proto3" json:"cache_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1507,10 +1531,29 @@ func (x *LookupRequest) GetCred() *Cred {
 	return nil
 }
 
+func (x *LookupRequest) GetMayCache() bool {
+	if x != nil {
+		return x.MayCache
+	}
+	return false
+}
+
+func (x *LookupRequest) GetCacheSession() uint64 {
+	if x != nil {
+		return x.CacheSession
+	}
+	return 0
+}
+
 type LookupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Attr          *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Attr  *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	// cache_grant: the leader records that cache_session caches the entry
+	// (parent, name) and the attributes of attr.ino, and will invalidate
+	// both through the session's CacheWatch stream before any change to
+	// them is acknowledged. Without it the caller must not cache the answer.
+	CacheGrant    bool `protobuf:"varint,300,opt,name=cache_grant,json=cacheGrant,proto3" json:"cache_grant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1559,9 +1602,19 @@ func (x *LookupResponse) GetAttr() *Attr {
 	return nil
 }
 
+func (x *LookupResponse) GetCacheGrant() bool {
+	if x != nil {
+		return x.CacheGrant
+	}
+	return false
+}
+
 type GetAttrRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ino   uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	// may_cache, cache_session: as in LookupRequest.
+	MayCache      bool   `protobuf:"varint,300,opt,name=may_cache,json=mayCache,proto3" json:"may_cache,omitempty"`
+	CacheSession  uint64 `protobuf:"varint,301,opt,name=cache_session,json=cacheSession,proto3" json:"cache_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1603,10 +1656,26 @@ func (x *GetAttrRequest) GetIno() uint64 {
 	return 0
 }
 
+func (x *GetAttrRequest) GetMayCache() bool {
+	if x != nil {
+		return x.MayCache
+	}
+	return false
+}
+
+func (x *GetAttrRequest) GetCacheSession() uint64 {
+	if x != nil {
+		return x.CacheSession
+	}
+	return 0
+}
+
 type GetAttrResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Attr          *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Attr  *Attr                  `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	// cache_grant: as in LookupResponse, for the attributes.
+	CacheGrant    bool `protobuf:"varint,300,opt,name=cache_grant,json=cacheGrant,proto3" json:"cache_grant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1655,6 +1724,304 @@ func (x *GetAttrResponse) GetAttr() *Attr {
 	return nil
 }
 
+func (x *GetAttrResponse) GetCacheGrant() bool {
+	if x != nil {
+		return x.CacheGrant
+	}
+	return false
+}
+
+// CacheWatchRequest opens the invalidation stream of a session on the
+// leader. A follower answers UNAVAILABLE with NotLeader.
+type CacheWatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheWatchRequest) Reset() {
+	*x = CacheWatchRequest{}
+	mi := &file_jfs_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheWatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheWatchRequest) ProtoMessage() {}
+
+func (x *CacheWatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheWatchRequest.ProtoReflect.Descriptor instead.
+func (*CacheWatchRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CacheWatchRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+// CacheEntryKey names a directory entry.
+type CacheEntryKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	Name          []byte                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheEntryKey) Reset() {
+	*x = CacheEntryKey{}
+	mi := &file_jfs_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheEntryKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheEntryKey) ProtoMessage() {}
+
+func (x *CacheEntryKey) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheEntryKey.ProtoReflect.Descriptor instead.
+func (*CacheEntryKey) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CacheEntryKey) GetParent() uint64 {
+	if x != nil {
+		return x.Parent
+	}
+	return 0
+}
+
+func (x *CacheEntryKey) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+// CacheEvent is one message of the stream. The first event of a stream
+// has reset set: the mount drops everything it caches and acknowledges
+// it; only then does the leader grant to it. An event with seq 0 is a
+// ping (sent at least every second while the node is the ready leader);
+// it needs no acknowledgement.
+type CacheEvent struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Seq    uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Reset_ bool                   `protobuf:"varint,2,opt,name=reset,proto3" json:"reset,omitempty"`
+	// inos: drop the cached attributes of these inodes.
+	Inos []uint64 `protobuf:"varint,3,rep,packed,name=inos,proto3" json:"inos,omitempty"`
+	// entries: drop these cached directory entries.
+	Entries []*CacheEntryKey `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	// stream identifies the stream (the same in each of its events); an
+	// acknowledgement names it, so that a new leader or a new stream never
+	// takes an old stream's acknowledgement for its own.
+	Stream        uint64 `protobuf:"varint,5,opt,name=stream,proto3" json:"stream,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheEvent) Reset() {
+	*x = CacheEvent{}
+	mi := &file_jfs_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheEvent) ProtoMessage() {}
+
+func (x *CacheEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheEvent.ProtoReflect.Descriptor instead.
+func (*CacheEvent) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CacheEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *CacheEvent) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
+func (x *CacheEvent) GetInos() []uint64 {
+	if x != nil {
+		return x.Inos
+	}
+	return nil
+}
+
+func (x *CacheEvent) GetEntries() []*CacheEntryKey {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *CacheEvent) GetStream() uint64 {
+	if x != nil {
+		return x.Stream
+	}
+	return 0
+}
+
+// CacheAckRequest acknowledges every event of the session's current
+// stream up to seq: the mount told its kernel to drop what they named.
+type CacheAckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Stream        uint64                 `protobuf:"varint,3,opt,name=stream,proto3" json:"stream,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheAckRequest) Reset() {
+	*x = CacheAckRequest{}
+	mi := &file_jfs_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheAckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheAckRequest) ProtoMessage() {}
+
+func (x *CacheAckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheAckRequest.ProtoReflect.Descriptor instead.
+func (*CacheAckRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CacheAckRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *CacheAckRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *CacheAckRequest) GetStream() uint64 {
+	if x != nil {
+		return x.Stream
+	}
+	return 0
+}
+
+type CacheAckResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheAckResponse) Reset() {
+	*x = CacheAckResponse{}
+	mi := &file_jfs_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheAckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheAckResponse) ProtoMessage() {}
+
+func (x *CacheAckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheAckResponse.ProtoReflect.Descriptor instead.
+func (*CacheAckResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CacheAckResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // SetAttrRequest changes the fields named in valid (a SetAttrMask bit set).
 // mode changes only the permission bits (07777). The ctime becomes the
 // command's timestamp unless SET_ATTR_CTIME gives one. A size change on a
@@ -1677,7 +2044,7 @@ type SetAttrRequest struct {
 
 func (x *SetAttrRequest) Reset() {
 	*x = SetAttrRequest{}
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +2056,7 @@ func (x *SetAttrRequest) String() string {
 func (*SetAttrRequest) ProtoMessage() {}
 
 func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[22]
+	mi := &file_jfs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +2069,7 @@ func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
 func (*SetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{22}
+	return file_jfs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetAttrRequest) GetHeader() *Header {
@@ -1785,7 +2152,7 @@ type SetAttrResponse struct {
 
 func (x *SetAttrResponse) Reset() {
 	*x = SetAttrResponse{}
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +2164,7 @@ func (x *SetAttrResponse) String() string {
 func (*SetAttrResponse) ProtoMessage() {}
 
 func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[23]
+	mi := &file_jfs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +2177,7 @@ func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
 func (*SetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{23}
+	return file_jfs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetAttrResponse) GetErrno() int32 {
@@ -1846,7 +2213,7 @@ type MknodRequest struct {
 
 func (x *MknodRequest) Reset() {
 	*x = MknodRequest{}
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2225,7 @@ func (x *MknodRequest) String() string {
 func (*MknodRequest) ProtoMessage() {}
 
 func (x *MknodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[24]
+	mi := &file_jfs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2238,7 @@ func (x *MknodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodRequest.ProtoReflect.Descriptor instead.
 func (*MknodRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{24}
+	return file_jfs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MknodRequest) GetHeader() *Header {
@@ -1940,7 +2307,7 @@ type MknodResponse struct {
 
 func (x *MknodResponse) Reset() {
 	*x = MknodResponse{}
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2319,7 @@ func (x *MknodResponse) String() string {
 func (*MknodResponse) ProtoMessage() {}
 
 func (x *MknodResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[25]
+	mi := &file_jfs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2332,7 @@ func (x *MknodResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MknodResponse.ProtoReflect.Descriptor instead.
 func (*MknodResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{25}
+	return file_jfs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MknodResponse) GetErrno() int32 {
@@ -1997,7 +2364,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2376,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[26]
+	mi := &file_jfs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2389,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{26}
+	return file_jfs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MkdirRequest) GetHeader() *Header {
@@ -2084,7 +2451,7 @@ type MkdirResponse struct {
 
 func (x *MkdirResponse) Reset() {
 	*x = MkdirResponse{}
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2463,7 @@ func (x *MkdirResponse) String() string {
 func (*MkdirResponse) ProtoMessage() {}
 
 func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[27]
+	mi := &file_jfs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2476,7 @@ func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
 func (*MkdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{27}
+	return file_jfs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MkdirResponse) GetErrno() int32 {
@@ -2152,7 +2519,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2531,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[28]
+	mi := &file_jfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2544,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{28}
+	return file_jfs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateRequest) GetHeader() *Header {
@@ -2261,7 +2628,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2640,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[29]
+	mi := &file_jfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2653,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{29}
+	return file_jfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateResponse) GetErrno() int32 {
@@ -2325,7 +2692,7 @@ type UnlinkRequest struct {
 
 func (x *UnlinkRequest) Reset() {
 	*x = UnlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2704,7 @@ func (x *UnlinkRequest) String() string {
 func (*UnlinkRequest) ProtoMessage() {}
 
 func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[30]
+	mi := &file_jfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2717,7 @@ func (x *UnlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkRequest.ProtoReflect.Descriptor instead.
 func (*UnlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{30}
+	return file_jfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UnlinkRequest) GetHeader() *Header {
@@ -2397,7 +2764,7 @@ type FreeHint struct {
 
 func (x *FreeHint) Reset() {
 	*x = FreeHint{}
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2776,7 @@ func (x *FreeHint) String() string {
 func (*FreeHint) ProtoMessage() {}
 
 func (x *FreeHint) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[31]
+	mi := &file_jfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2789,7 @@ func (x *FreeHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeHint.ProtoReflect.Descriptor instead.
 func (*FreeHint) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{31}
+	return file_jfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FreeHint) GetIno() uint64 {
@@ -2450,7 +2817,7 @@ type UnlinkResponse struct {
 
 func (x *UnlinkResponse) Reset() {
 	*x = UnlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2829,7 @@ func (x *UnlinkResponse) String() string {
 func (*UnlinkResponse) ProtoMessage() {}
 
 func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[32]
+	mi := &file_jfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2842,7 @@ func (x *UnlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlinkResponse.ProtoReflect.Descriptor instead.
 func (*UnlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{32}
+	return file_jfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UnlinkResponse) GetErrno() int32 {
@@ -2504,7 +2871,7 @@ type RmdirRequest struct {
 
 func (x *RmdirRequest) Reset() {
 	*x = RmdirRequest{}
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2883,7 @@ func (x *RmdirRequest) String() string {
 func (*RmdirRequest) ProtoMessage() {}
 
 func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[33]
+	mi := &file_jfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2896,7 @@ func (x *RmdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirRequest.ProtoReflect.Descriptor instead.
 func (*RmdirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{33}
+	return file_jfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RmdirRequest) GetHeader() *Header {
@@ -2569,7 +2936,7 @@ type RmdirResponse struct {
 
 func (x *RmdirResponse) Reset() {
 	*x = RmdirResponse{}
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2948,7 @@ func (x *RmdirResponse) String() string {
 func (*RmdirResponse) ProtoMessage() {}
 
 func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[34]
+	mi := &file_jfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2961,7 @@ func (x *RmdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RmdirResponse.ProtoReflect.Descriptor instead.
 func (*RmdirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{34}
+	return file_jfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RmdirResponse) GetErrno() int32 {
@@ -2621,7 +2988,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +3000,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[35]
+	mi := &file_jfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +3013,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{35}
+	return file_jfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RenameRequest) GetHeader() *Header {
@@ -2707,7 +3074,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +3086,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[36]
+	mi := &file_jfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +3099,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{36}
+	return file_jfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RenameResponse) GetErrno() int32 {
@@ -2754,7 +3121,7 @@ type LinkRequest struct {
 
 func (x *LinkRequest) Reset() {
 	*x = LinkRequest{}
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +3133,7 @@ func (x *LinkRequest) String() string {
 func (*LinkRequest) ProtoMessage() {}
 
 func (x *LinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[37]
+	mi := &file_jfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +3146,7 @@ func (x *LinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
 func (*LinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{37}
+	return file_jfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LinkRequest) GetHeader() *Header {
@@ -2820,7 +3187,7 @@ type LinkResponse struct {
 
 func (x *LinkResponse) Reset() {
 	*x = LinkResponse{}
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2832,7 +3199,7 @@ func (x *LinkResponse) String() string {
 func (*LinkResponse) ProtoMessage() {}
 
 func (x *LinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[38]
+	mi := &file_jfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2845,7 +3212,7 @@ func (x *LinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkResponse.ProtoReflect.Descriptor instead.
 func (*LinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{38}
+	return file_jfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LinkResponse) GetErrno() int32 {
@@ -2878,7 +3245,7 @@ type SymlinkRequest struct {
 
 func (x *SymlinkRequest) Reset() {
 	*x = SymlinkRequest{}
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3257,7 @@ func (x *SymlinkRequest) String() string {
 func (*SymlinkRequest) ProtoMessage() {}
 
 func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[39]
+	mi := &file_jfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3270,7 @@ func (x *SymlinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkRequest.ProtoReflect.Descriptor instead.
 func (*SymlinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{39}
+	return file_jfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SymlinkRequest) GetHeader() *Header {
@@ -2958,7 +3325,7 @@ type SymlinkResponse struct {
 
 func (x *SymlinkResponse) Reset() {
 	*x = SymlinkResponse{}
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3337,7 @@ func (x *SymlinkResponse) String() string {
 func (*SymlinkResponse) ProtoMessage() {}
 
 func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[40]
+	mi := &file_jfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3350,7 @@ func (x *SymlinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkResponse.ProtoReflect.Descriptor instead.
 func (*SymlinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{40}
+	return file_jfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SymlinkResponse) GetErrno() int32 {
@@ -3009,7 +3376,7 @@ type ReadLinkRequest struct {
 
 func (x *ReadLinkRequest) Reset() {
 	*x = ReadLinkRequest{}
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3021,7 +3388,7 @@ func (x *ReadLinkRequest) String() string {
 func (*ReadLinkRequest) ProtoMessage() {}
 
 func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[41]
+	mi := &file_jfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3034,7 +3401,7 @@ func (x *ReadLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkRequest.ProtoReflect.Descriptor instead.
 func (*ReadLinkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{41}
+	return file_jfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadLinkRequest) GetIno() uint64 {
@@ -3054,7 +3421,7 @@ type ReadLinkResponse struct {
 
 func (x *ReadLinkResponse) Reset() {
 	*x = ReadLinkResponse{}
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3433,7 @@ func (x *ReadLinkResponse) String() string {
 func (*ReadLinkResponse) ProtoMessage() {}
 
 func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[42]
+	mi := &file_jfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3446,7 @@ func (x *ReadLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLinkResponse.ProtoReflect.Descriptor instead.
 func (*ReadLinkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{42}
+	return file_jfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadLinkResponse) GetErrno() int32 {
@@ -3114,7 +3481,7 @@ type ReadDirRequest struct {
 
 func (x *ReadDirRequest) Reset() {
 	*x = ReadDirRequest{}
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3126,7 +3493,7 @@ func (x *ReadDirRequest) String() string {
 func (*ReadDirRequest) ProtoMessage() {}
 
 func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[43]
+	mi := &file_jfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3139,7 +3506,7 @@ func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirRequest.ProtoReflect.Descriptor instead.
 func (*ReadDirRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{43}
+	return file_jfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadDirRequest) GetIno() uint64 {
@@ -3181,7 +3548,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3193,7 +3560,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[44]
+	mi := &file_jfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3206,7 +3573,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{44}
+	return file_jfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DirEntry) GetName() []byte {
@@ -3242,7 +3609,7 @@ type ReadDirResponse struct {
 
 func (x *ReadDirResponse) Reset() {
 	*x = ReadDirResponse{}
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3254,7 +3621,7 @@ func (x *ReadDirResponse) String() string {
 func (*ReadDirResponse) ProtoMessage() {}
 
 func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[45]
+	mi := &file_jfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3267,7 +3634,7 @@ func (x *ReadDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirResponse.ProtoReflect.Descriptor instead.
 func (*ReadDirResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{45}
+	return file_jfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadDirResponse) GetErrno() int32 {
@@ -3306,7 +3673,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3318,7 +3685,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[46]
+	mi := &file_jfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3331,7 +3698,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{46}
+	return file_jfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *OpenRequest) GetHeader() *Header {
@@ -3372,7 +3739,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3384,7 +3751,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[47]
+	mi := &file_jfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3397,7 +3764,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{47}
+	return file_jfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *OpenResponse) GetErrno() int32 {
@@ -3434,7 +3801,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3813,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[48]
+	mi := &file_jfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,7 +3826,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{48}
+	return file_jfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReleaseRequest) GetHeader() *Header {
@@ -3506,7 +3873,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3518,7 +3885,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[49]
+	mi := &file_jfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3531,7 +3898,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{49}
+	return file_jfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReleaseResponse) GetErrno() int32 {
@@ -3556,7 +3923,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +3935,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[50]
+	mi := &file_jfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +3948,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{50}
+	return file_jfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReadRequest) GetIno() uint64 {
@@ -3625,7 +3992,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3637,7 +4004,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[51]
+	mi := &file_jfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3650,7 +4017,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{51}
+	return file_jfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReadResponse) GetErrno() int32 {
@@ -3688,7 +4055,7 @@ type TouchAtimeRequest struct {
 
 func (x *TouchAtimeRequest) Reset() {
 	*x = TouchAtimeRequest{}
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3700,7 +4067,7 @@ func (x *TouchAtimeRequest) String() string {
 func (*TouchAtimeRequest) ProtoMessage() {}
 
 func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[52]
+	mi := &file_jfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3713,7 +4080,7 @@ func (x *TouchAtimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeRequest.ProtoReflect.Descriptor instead.
 func (*TouchAtimeRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{52}
+	return file_jfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TouchAtimeRequest) GetHeader() *Header {
@@ -3742,7 +4109,7 @@ type TouchAtimeResponse struct {
 
 func (x *TouchAtimeResponse) Reset() {
 	*x = TouchAtimeResponse{}
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3754,7 +4121,7 @@ func (x *TouchAtimeResponse) String() string {
 func (*TouchAtimeResponse) ProtoMessage() {}
 
 func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[53]
+	mi := &file_jfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3767,7 +4134,7 @@ func (x *TouchAtimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TouchAtimeResponse.ProtoReflect.Descriptor instead.
 func (*TouchAtimeResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{53}
+	return file_jfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *TouchAtimeResponse) GetErrno() int32 {
@@ -3812,7 +4179,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3824,7 +4191,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[54]
+	mi := &file_jfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3837,7 +4204,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{54}
+	return file_jfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *WriteRequest) GetHeader() *Header {
@@ -3895,7 +4262,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3907,7 +4274,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[55]
+	mi := &file_jfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3920,7 +4287,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{55}
+	return file_jfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *WriteResponse) GetErrno() int32 {
@@ -3973,7 +4340,7 @@ type FallocateRequest struct {
 
 func (x *FallocateRequest) Reset() {
 	*x = FallocateRequest{}
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3985,7 +4352,7 @@ func (x *FallocateRequest) String() string {
 func (*FallocateRequest) ProtoMessage() {}
 
 func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[56]
+	mi := &file_jfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3998,7 +4365,7 @@ func (x *FallocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateRequest.ProtoReflect.Descriptor instead.
 func (*FallocateRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{56}
+	return file_jfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *FallocateRequest) GetHeader() *Header {
@@ -4053,7 +4420,7 @@ type FallocateResponse struct {
 
 func (x *FallocateResponse) Reset() {
 	*x = FallocateResponse{}
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4065,7 +4432,7 @@ func (x *FallocateResponse) String() string {
 func (*FallocateResponse) ProtoMessage() {}
 
 func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[57]
+	mi := &file_jfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4078,7 +4445,7 @@ func (x *FallocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FallocateResponse.ProtoReflect.Descriptor instead.
 func (*FallocateResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{57}
+	return file_jfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *FallocateResponse) GetErrno() int32 {
@@ -4103,7 +4470,7 @@ type StatFSRequest struct {
 
 func (x *StatFSRequest) Reset() {
 	*x = StatFSRequest{}
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4115,7 +4482,7 @@ func (x *StatFSRequest) String() string {
 func (*StatFSRequest) ProtoMessage() {}
 
 func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[58]
+	mi := &file_jfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4128,7 +4495,7 @@ func (x *StatFSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSRequest.ProtoReflect.Descriptor instead.
 func (*StatFSRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{58}
+	return file_jfs_proto_rawDescGZIP(), []int{63}
 }
 
 type StatFSResponse struct {
@@ -4148,7 +4515,7 @@ type StatFSResponse struct {
 
 func (x *StatFSResponse) Reset() {
 	*x = StatFSResponse{}
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4160,7 +4527,7 @@ func (x *StatFSResponse) String() string {
 func (*StatFSResponse) ProtoMessage() {}
 
 func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[59]
+	mi := &file_jfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4173,7 +4540,7 @@ func (x *StatFSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResponse.ProtoReflect.Descriptor instead.
 func (*StatFSResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{59}
+	return file_jfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *StatFSResponse) GetErrno() int32 {
@@ -4255,7 +4622,7 @@ type GetXattrRequest struct {
 
 func (x *GetXattrRequest) Reset() {
 	*x = GetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4267,7 +4634,7 @@ func (x *GetXattrRequest) String() string {
 func (*GetXattrRequest) ProtoMessage() {}
 
 func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[60]
+	mi := &file_jfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4280,7 +4647,7 @@ func (x *GetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrRequest.ProtoReflect.Descriptor instead.
 func (*GetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{60}
+	return file_jfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetXattrRequest) GetIno() uint64 {
@@ -4321,7 +4688,7 @@ type GetXattrResponse struct {
 
 func (x *GetXattrResponse) Reset() {
 	*x = GetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4333,7 +4700,7 @@ func (x *GetXattrResponse) String() string {
 func (*GetXattrResponse) ProtoMessage() {}
 
 func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[61]
+	mi := &file_jfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4346,7 +4713,7 @@ func (x *GetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetXattrResponse.ProtoReflect.Descriptor instead.
 func (*GetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{61}
+	return file_jfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetXattrResponse) GetErrno() int32 {
@@ -4378,7 +4745,7 @@ type SetXattrRequest struct {
 
 func (x *SetXattrRequest) Reset() {
 	*x = SetXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4390,7 +4757,7 @@ func (x *SetXattrRequest) String() string {
 func (*SetXattrRequest) ProtoMessage() {}
 
 func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[62]
+	mi := &file_jfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4403,7 +4770,7 @@ func (x *SetXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrRequest.ProtoReflect.Descriptor instead.
 func (*SetXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{62}
+	return file_jfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *SetXattrRequest) GetHeader() *Header {
@@ -4450,7 +4817,7 @@ type SetXattrResponse struct {
 
 func (x *SetXattrResponse) Reset() {
 	*x = SetXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4462,7 +4829,7 @@ func (x *SetXattrResponse) String() string {
 func (*SetXattrResponse) ProtoMessage() {}
 
 func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[63]
+	mi := &file_jfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4475,7 +4842,7 @@ func (x *SetXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXattrResponse.ProtoReflect.Descriptor instead.
 func (*SetXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{63}
+	return file_jfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *SetXattrResponse) GetErrno() int32 {
@@ -4499,7 +4866,7 @@ type ListXattrRequest struct {
 
 func (x *ListXattrRequest) Reset() {
 	*x = ListXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4511,7 +4878,7 @@ func (x *ListXattrRequest) String() string {
 func (*ListXattrRequest) ProtoMessage() {}
 
 func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[64]
+	mi := &file_jfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4524,7 +4891,7 @@ func (x *ListXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrRequest.ProtoReflect.Descriptor instead.
 func (*ListXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{64}
+	return file_jfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListXattrRequest) GetIno() uint64 {
@@ -4558,7 +4925,7 @@ type ListXattrResponse struct {
 
 func (x *ListXattrResponse) Reset() {
 	*x = ListXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4570,7 +4937,7 @@ func (x *ListXattrResponse) String() string {
 func (*ListXattrResponse) ProtoMessage() {}
 
 func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[65]
+	mi := &file_jfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4583,7 +4950,7 @@ func (x *ListXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListXattrResponse.ProtoReflect.Descriptor instead.
 func (*ListXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{65}
+	return file_jfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListXattrResponse) GetErrno() int32 {
@@ -4611,7 +4978,7 @@ type RemoveXattrRequest struct {
 
 func (x *RemoveXattrRequest) Reset() {
 	*x = RemoveXattrRequest{}
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4623,7 +4990,7 @@ func (x *RemoveXattrRequest) String() string {
 func (*RemoveXattrRequest) ProtoMessage() {}
 
 func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[66]
+	mi := &file_jfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4636,7 +5003,7 @@ func (x *RemoveXattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrRequest.ProtoReflect.Descriptor instead.
 func (*RemoveXattrRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{66}
+	return file_jfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *RemoveXattrRequest) GetHeader() *Header {
@@ -4669,7 +5036,7 @@ type RemoveXattrResponse struct {
 
 func (x *RemoveXattrResponse) Reset() {
 	*x = RemoveXattrResponse{}
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4681,7 +5048,7 @@ func (x *RemoveXattrResponse) String() string {
 func (*RemoveXattrResponse) ProtoMessage() {}
 
 func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[67]
+	mi := &file_jfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4694,7 +5061,7 @@ func (x *RemoveXattrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveXattrResponse.ProtoReflect.Descriptor instead.
 func (*RemoveXattrResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{67}
+	return file_jfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RemoveXattrResponse) GetErrno() int32 {
@@ -4716,7 +5083,7 @@ type LockOwner struct {
 
 func (x *LockOwner) Reset() {
 	*x = LockOwner{}
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4728,7 +5095,7 @@ func (x *LockOwner) String() string {
 func (*LockOwner) ProtoMessage() {}
 
 func (x *LockOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[68]
+	mi := &file_jfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4741,7 +5108,7 @@ func (x *LockOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockOwner.ProtoReflect.Descriptor instead.
 func (*LockOwner) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{68}
+	return file_jfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *LockOwner) GetSession() uint64 {
@@ -4775,7 +5142,7 @@ type GetLkRequest struct {
 
 func (x *GetLkRequest) Reset() {
 	*x = GetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4787,7 +5154,7 @@ func (x *GetLkRequest) String() string {
 func (*GetLkRequest) ProtoMessage() {}
 
 func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[69]
+	mi := &file_jfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4800,7 +5167,7 @@ func (x *GetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkRequest.ProtoReflect.Descriptor instead.
 func (*GetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{69}
+	return file_jfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *GetLkRequest) GetSession() uint64 {
@@ -4868,7 +5235,7 @@ type GetLkResponse struct {
 
 func (x *GetLkResponse) Reset() {
 	*x = GetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4880,7 +5247,7 @@ func (x *GetLkResponse) String() string {
 func (*GetLkResponse) ProtoMessage() {}
 
 func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[70]
+	mi := &file_jfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4893,7 +5260,7 @@ func (x *GetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLkResponse.ProtoReflect.Descriptor instead.
 func (*GetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{70}
+	return file_jfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *GetLkResponse) GetErrno() int32 {
@@ -4973,7 +5340,7 @@ type SetLkRequest struct {
 
 func (x *SetLkRequest) Reset() {
 	*x = SetLkRequest{}
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4985,7 +5352,7 @@ func (x *SetLkRequest) String() string {
 func (*SetLkRequest) ProtoMessage() {}
 
 func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[71]
+	mi := &file_jfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4998,7 +5365,7 @@ func (x *SetLkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkRequest.ProtoReflect.Descriptor instead.
 func (*SetLkRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{71}
+	return file_jfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SetLkRequest) GetHeader() *Header {
@@ -5084,7 +5451,7 @@ type SetLkResponse struct {
 
 func (x *SetLkResponse) Reset() {
 	*x = SetLkResponse{}
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5096,7 +5463,7 @@ func (x *SetLkResponse) String() string {
 func (*SetLkResponse) ProtoMessage() {}
 
 func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[72]
+	mi := &file_jfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5109,7 +5476,7 @@ func (x *SetLkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLkResponse.ProtoReflect.Descriptor instead.
 func (*SetLkResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{72}
+	return file_jfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SetLkResponse) GetErrno() int32 {
@@ -5153,7 +5520,7 @@ type FlockRequest struct {
 
 func (x *FlockRequest) Reset() {
 	*x = FlockRequest{}
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5165,7 +5532,7 @@ func (x *FlockRequest) String() string {
 func (*FlockRequest) ProtoMessage() {}
 
 func (x *FlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[73]
+	mi := &file_jfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5178,7 +5545,7 @@ func (x *FlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockRequest.ProtoReflect.Descriptor instead.
 func (*FlockRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{73}
+	return file_jfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *FlockRequest) GetHeader() *Header {
@@ -5242,7 +5609,7 @@ type FlockResponse struct {
 
 func (x *FlockResponse) Reset() {
 	*x = FlockResponse{}
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5254,7 +5621,7 @@ func (x *FlockResponse) String() string {
 func (*FlockResponse) ProtoMessage() {}
 
 func (x *FlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[74]
+	mi := &file_jfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5267,7 +5634,7 @@ func (x *FlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlockResponse.ProtoReflect.Descriptor instead.
 func (*FlockResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{74}
+	return file_jfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *FlockResponse) GetErrno() int32 {
@@ -5307,7 +5674,7 @@ type EndLockWaitRequest struct {
 
 func (x *EndLockWaitRequest) Reset() {
 	*x = EndLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5319,7 +5686,7 @@ func (x *EndLockWaitRequest) String() string {
 func (*EndLockWaitRequest) ProtoMessage() {}
 
 func (x *EndLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[75]
+	mi := &file_jfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5332,7 +5699,7 @@ func (x *EndLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*EndLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{75}
+	return file_jfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *EndLockWaitRequest) GetSession() uint64 {
@@ -5365,7 +5732,7 @@ type EndLockWaitResponse struct {
 
 func (x *EndLockWaitResponse) Reset() {
 	*x = EndLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5377,7 +5744,7 @@ func (x *EndLockWaitResponse) String() string {
 func (*EndLockWaitResponse) ProtoMessage() {}
 
 func (x *EndLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[76]
+	mi := &file_jfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5390,7 +5757,7 @@ func (x *EndLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*EndLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{76}
+	return file_jfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *EndLockWaitResponse) GetErrno() int32 {
@@ -5416,7 +5783,7 @@ type CancelLockWaitRequest struct {
 
 func (x *CancelLockWaitRequest) Reset() {
 	*x = CancelLockWaitRequest{}
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5428,7 +5795,7 @@ func (x *CancelLockWaitRequest) String() string {
 func (*CancelLockWaitRequest) ProtoMessage() {}
 
 func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[77]
+	mi := &file_jfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5441,7 +5808,7 @@ func (x *CancelLockWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitRequest.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{77}
+	return file_jfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *CancelLockWaitRequest) GetSession() uint64 {
@@ -5467,7 +5834,7 @@ type CancelLockWaitResponse struct {
 
 func (x *CancelLockWaitResponse) Reset() {
 	*x = CancelLockWaitResponse{}
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5479,7 +5846,7 @@ func (x *CancelLockWaitResponse) String() string {
 func (*CancelLockWaitResponse) ProtoMessage() {}
 
 func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[78]
+	mi := &file_jfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5492,7 +5859,7 @@ func (x *CancelLockWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelLockWaitResponse.ProtoReflect.Descriptor instead.
 func (*CancelLockWaitResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{78}
+	return file_jfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CancelLockWaitResponse) GetErrno() int32 {
@@ -5515,7 +5882,7 @@ type ReleaseLockOwnerRequest struct {
 
 func (x *ReleaseLockOwnerRequest) Reset() {
 	*x = ReleaseLockOwnerRequest{}
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5527,7 +5894,7 @@ func (x *ReleaseLockOwnerRequest) String() string {
 func (*ReleaseLockOwnerRequest) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[79]
+	mi := &file_jfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5540,7 +5907,7 @@ func (x *ReleaseLockOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{79}
+	return file_jfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ReleaseLockOwnerRequest) GetHeader() *Header {
@@ -5573,7 +5940,7 @@ type ReleaseLockOwnerResponse struct {
 
 func (x *ReleaseLockOwnerResponse) Reset() {
 	*x = ReleaseLockOwnerResponse{}
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5585,7 +5952,7 @@ func (x *ReleaseLockOwnerResponse) String() string {
 func (*ReleaseLockOwnerResponse) ProtoMessage() {}
 
 func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[80]
+	mi := &file_jfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5598,7 +5965,7 @@ func (x *ReleaseLockOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLockOwnerResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLockOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{80}
+	return file_jfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
@@ -5628,7 +5995,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5640,7 +6007,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[81]
+	mi := &file_jfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5653,7 +6020,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{81}
+	return file_jfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -5692,7 +6059,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5704,7 +6071,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[82]
+	mi := &file_jfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5717,7 +6084,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{82}
+	return file_jfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -5745,7 +6112,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5757,7 +6124,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[83]
+	mi := &file_jfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5770,7 +6137,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{83}
+	return file_jfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -5799,7 +6166,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5811,7 +6178,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[84]
+	mi := &file_jfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5824,7 +6191,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{84}
+	return file_jfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -5846,7 +6213,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5858,7 +6225,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[85]
+	mi := &file_jfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5871,7 +6238,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{85}
+	return file_jfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -5910,7 +6277,7 @@ type FreeOrphansRequest struct {
 
 func (x *FreeOrphansRequest) Reset() {
 	*x = FreeOrphansRequest{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5922,7 +6289,7 @@ func (x *FreeOrphansRequest) String() string {
 func (*FreeOrphansRequest) ProtoMessage() {}
 
 func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5935,7 +6302,7 @@ func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansRequest.ProtoReflect.Descriptor instead.
 func (*FreeOrphansRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *FreeOrphansRequest) GetInos() []uint64 {
@@ -5955,7 +6322,7 @@ type FreeOrphansResponse struct {
 
 func (x *FreeOrphansResponse) Reset() {
 	*x = FreeOrphansResponse{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5967,7 +6334,7 @@ func (x *FreeOrphansResponse) String() string {
 func (*FreeOrphansResponse) ProtoMessage() {}
 
 func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5980,7 +6347,7 @@ func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansResponse.ProtoReflect.Descriptor instead.
 func (*FreeOrphansResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *FreeOrphansResponse) GetErrno() int32 {
@@ -6017,7 +6384,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6029,7 +6396,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6042,7 +6409,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *Member) GetId() string {
@@ -6106,7 +6473,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6118,7 +6485,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6131,7 +6498,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -6157,7 +6524,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6169,7 +6536,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6182,7 +6549,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -6200,7 +6567,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6212,7 +6579,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6225,7 +6592,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 type ClusterStatusResponse struct {
@@ -6246,7 +6613,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6258,7 +6625,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6271,7 +6638,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -6351,7 +6718,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6363,7 +6730,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6376,7 +6743,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -6416,7 +6783,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6428,7 +6795,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6441,7 +6808,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -6460,7 +6827,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6472,7 +6839,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6485,7 +6852,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -6504,7 +6871,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6516,7 +6883,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6529,7 +6896,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -6551,7 +6918,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6563,7 +6930,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6576,7 +6943,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -6602,7 +6969,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6614,7 +6981,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6627,7 +6994,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -6645,7 +7012,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6657,7 +7024,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6670,7 +7037,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 type ListSessionsResponse struct {
@@ -6683,7 +7050,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6695,7 +7062,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6708,7 +7075,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -6751,7 +7118,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6763,7 +7130,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6776,7 +7143,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -6867,7 +7234,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6879,7 +7246,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6892,7 +7259,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -6919,7 +7286,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6931,7 +7298,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6944,7 +7311,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -6971,7 +7338,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6983,7 +7350,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6996,7 +7363,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -7022,7 +7389,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7034,7 +7401,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7047,7 +7414,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -7071,7 +7438,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7083,7 +7450,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7096,7 +7463,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -7123,7 +7490,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7135,7 +7502,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7148,7 +7515,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -7189,7 +7556,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7201,7 +7568,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7214,7 +7581,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{113}
 }
 
 type CheckpointResponse struct {
@@ -7228,7 +7595,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7240,7 +7607,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7253,7 +7620,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -7284,7 +7651,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7296,7 +7663,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7309,7 +7676,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -7342,7 +7709,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7354,7 +7721,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7367,7 +7734,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -7391,7 +7758,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7403,7 +7770,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7416,7 +7783,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{112}
+	return file_jfs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -7454,7 +7821,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7466,7 +7833,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7479,7 +7846,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{113}
+	return file_jfs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -7532,7 +7899,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7544,7 +7911,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7557,7 +7924,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{114}
+	return file_jfs_proto_rawDescGZIP(), []int{119}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -7570,7 +7937,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7582,7 +7949,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7595,7 +7962,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{115}
+	return file_jfs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -7621,7 +7988,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7633,7 +8000,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7646,7 +8013,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{116}
+	return file_jfs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -7703,7 +8070,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[117]
+	mi := &file_jfs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7715,7 +8082,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[117]
+	mi := &file_jfs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7728,7 +8095,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{117}
+	return file_jfs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -7748,7 +8115,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[118]
+	mi := &file_jfs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7760,7 +8127,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[118]
+	mi := &file_jfs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7773,7 +8140,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{118}
+	return file_jfs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -7804,7 +8171,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[119]
+	mi := &file_jfs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7816,7 +8183,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[119]
+	mi := &file_jfs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7829,7 +8196,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{119}
+	return file_jfs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -7856,7 +8223,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[120]
+	mi := &file_jfs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7868,7 +8235,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[120]
+	mi := &file_jfs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7881,7 +8248,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{120}
+	return file_jfs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -7930,7 +8297,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\x96\x03\n" +
+	"\x06blocks\x18\v \x01(\x04R\x06blocks\"\xb3\x03\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -7949,8 +8316,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\n" +
 	"open_files\x18\xa0\x01 \x01(\x04R\topenFiles\x12\x1b\n" +
 	"\bidentity\x18\xb4\x01 \x01(\tR\bidentity\x12%\n" +
-	"\x0estored_results\x18F \x01(\x04R\rstoredResults\x12\x19\n" +
-	"\balive_ns\x182 \x01(\x03R\aaliveNs\"\xd4\x01\n" +
+	"\x0estored_results\x18F \x01(\x04R\rstoredResults\x12\x1b\n" +
+	"\bcoherent\x18\xac\x02 \x01(\bR\bcoherent\x12\x19\n" +
+	"\balive_ns\x182 \x01(\x03R\aaliveNs\"\xf1\x01\n" +
 	"\x0fRegisterRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1f\n" +
@@ -7959,7 +8327,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03pid\x18\x04 \x01(\rR\x03pid\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1b\n" +
 	"\tclient_id\x18\x06 \x01(\tR\bclientId\x12\x1b\n" +
-	"\bidentity\x18\xb4\x01 \x01(\tR\bidentity\"Y\n" +
+	"\bidentity\x18\xb4\x01 \x01(\tR\bidentity\x12\x1b\n" +
+	"\bcoherent\x18\xac\x02 \x01(\bR\bcoherent\"Y\n" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x15\n" +
@@ -7996,19 +8365,45 @@ const file_jfs_proto_rawDesc = "" +
 	"\x14SessionsAliveRequest\x12\x1a\n" +
 	"\bsessions\x18\x01 \x03(\x04R\bsessions\"-\n" +
 	"\x15SessionsAliveResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"^\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xa2\x01\n" +
 	"\rLookupRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\fR\x04name\x12!\n" +
-	"\x04cred\x18\xc8\x01 \x01(\v2\f.jfs.v1.CredR\x04cred\"H\n" +
+	"\x04cred\x18\xc8\x01 \x01(\v2\f.jfs.v1.CredR\x04cred\x12\x1c\n" +
+	"\tmay_cache\x18\xac\x02 \x01(\bR\bmayCache\x12$\n" +
+	"\rcache_session\x18\xad\x02 \x01(\x04R\fcacheSession\"j\n" +
 	"\x0eLookupResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
-	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\"\n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\x12 \n" +
+	"\vcache_grant\x18\xac\x02 \x01(\bR\n" +
+	"cacheGrant\"f\n" +
 	"\x0eGetAttrRequest\x12\x10\n" +
-	"\x03ino\x18\x01 \x01(\x04R\x03ino\"I\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x1c\n" +
+	"\tmay_cache\x18\xac\x02 \x01(\bR\bmayCache\x12$\n" +
+	"\rcache_session\x18\xad\x02 \x01(\x04R\fcacheSession\"k\n" +
 	"\x0fGetAttrResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12 \n" +
-	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\"\xfd\x01\n" +
+	"\x04attr\x18\x02 \x01(\v2\f.jfs.v1.AttrR\x04attr\x12 \n" +
+	"\vcache_grant\x18\xac\x02 \x01(\bR\n" +
+	"cacheGrant\"-\n" +
+	"\x11CacheWatchRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\";\n" +
+	"\rCacheEntryKey\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\fR\x04name\"\x91\x01\n" +
+	"\n" +
+	"CacheEvent\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05reset\x18\x02 \x01(\bR\x05reset\x12\x12\n" +
+	"\x04inos\x18\x03 \x03(\x04R\x04inos\x12/\n" +
+	"\aentries\x18\x04 \x03(\v2\x15.jfs.v1.CacheEntryKeyR\aentries\x12\x16\n" +
+	"\x06stream\x18\x05 \x01(\x04R\x06stream\"U\n" +
+	"\x0fCacheAckRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06stream\x18\x03 \x01(\x04R\x06stream\"(\n" +
+	"\x10CacheAckResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xfd\x01\n" +
 	"\x0eSetAttrRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -8450,7 +8845,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
-	"\x0fLOCK_KIND_POSIX\x10\x022\xb7\x10\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x022\xb5\x11\n" +
 	"\x04Meta\x12=\n" +
 	"\bRegister\x12\x17.jfs.v1.RegisterRequest\x1a\x18.jfs.v1.RegisterResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.jfs.v1.HeartbeatRequest\x1a\x19.jfs.v1.HeartbeatResponse\x12I\n" +
@@ -8486,7 +8881,10 @@ const file_jfs_proto_rawDesc = "" +
 	"\n" +
 	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse\x12I\n" +
 	"\fReleaseBatch\x12\x1b.jfs.v1.ReleaseBatchRequest\x1a\x1c.jfs.v1.ReleaseBatchResponse\x12F\n" +
-	"\vReportOpens\x12\x1a.jfs.v1.ReportOpensRequest\x1a\x1b.jfs.v1.ReportOpensResponse2\xa8\a\n" +
+	"\vReportOpens\x12\x1a.jfs.v1.ReportOpensRequest\x1a\x1b.jfs.v1.ReportOpensResponse\x12=\n" +
+	"\n" +
+	"CacheWatch\x12\x19.jfs.v1.CacheWatchRequest\x1a\x12.jfs.v1.CacheEvent0\x01\x12=\n" +
+	"\bCacheAck\x12\x17.jfs.v1.CacheAckRequest\x1a\x18.jfs.v1.CacheAckResponse2\xa8\a\n" +
 	"\x05Admin\x12L\n" +
 	"\rClusterStatus\x12\x1c.jfs.v1.ClusterStatusRequest\x1a\x1d.jfs.v1.ClusterStatusResponse\x12@\n" +
 	"\tAddMember\x12\x18.jfs.v1.AddMemberRequest\x1a\x19.jfs.v1.AddMemberResponse\x12I\n" +
@@ -8515,7 +8913,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 121)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 126)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -8542,105 +8940,110 @@ var file_jfs_proto_goTypes = []any{
 	(*LookupResponse)(nil),           // 22: jfs.v1.LookupResponse
 	(*GetAttrRequest)(nil),           // 23: jfs.v1.GetAttrRequest
 	(*GetAttrResponse)(nil),          // 24: jfs.v1.GetAttrResponse
-	(*SetAttrRequest)(nil),           // 25: jfs.v1.SetAttrRequest
-	(*SetAttrResponse)(nil),          // 26: jfs.v1.SetAttrResponse
-	(*MknodRequest)(nil),             // 27: jfs.v1.MknodRequest
-	(*MknodResponse)(nil),            // 28: jfs.v1.MknodResponse
-	(*MkdirRequest)(nil),             // 29: jfs.v1.MkdirRequest
-	(*MkdirResponse)(nil),            // 30: jfs.v1.MkdirResponse
-	(*CreateRequest)(nil),            // 31: jfs.v1.CreateRequest
-	(*CreateResponse)(nil),           // 32: jfs.v1.CreateResponse
-	(*UnlinkRequest)(nil),            // 33: jfs.v1.UnlinkRequest
-	(*FreeHint)(nil),                 // 34: jfs.v1.FreeHint
-	(*UnlinkResponse)(nil),           // 35: jfs.v1.UnlinkResponse
-	(*RmdirRequest)(nil),             // 36: jfs.v1.RmdirRequest
-	(*RmdirResponse)(nil),            // 37: jfs.v1.RmdirResponse
-	(*RenameRequest)(nil),            // 38: jfs.v1.RenameRequest
-	(*RenameResponse)(nil),           // 39: jfs.v1.RenameResponse
-	(*LinkRequest)(nil),              // 40: jfs.v1.LinkRequest
-	(*LinkResponse)(nil),             // 41: jfs.v1.LinkResponse
-	(*SymlinkRequest)(nil),           // 42: jfs.v1.SymlinkRequest
-	(*SymlinkResponse)(nil),          // 43: jfs.v1.SymlinkResponse
-	(*ReadLinkRequest)(nil),          // 44: jfs.v1.ReadLinkRequest
-	(*ReadLinkResponse)(nil),         // 45: jfs.v1.ReadLinkResponse
-	(*ReadDirRequest)(nil),           // 46: jfs.v1.ReadDirRequest
-	(*DirEntry)(nil),                 // 47: jfs.v1.DirEntry
-	(*ReadDirResponse)(nil),          // 48: jfs.v1.ReadDirResponse
-	(*OpenRequest)(nil),              // 49: jfs.v1.OpenRequest
-	(*OpenResponse)(nil),             // 50: jfs.v1.OpenResponse
-	(*ReleaseRequest)(nil),           // 51: jfs.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 52: jfs.v1.ReleaseResponse
-	(*ReadRequest)(nil),              // 53: jfs.v1.ReadRequest
-	(*ReadResponse)(nil),             // 54: jfs.v1.ReadResponse
-	(*TouchAtimeRequest)(nil),        // 55: jfs.v1.TouchAtimeRequest
-	(*TouchAtimeResponse)(nil),       // 56: jfs.v1.TouchAtimeResponse
-	(*WriteRequest)(nil),             // 57: jfs.v1.WriteRequest
-	(*WriteResponse)(nil),            // 58: jfs.v1.WriteResponse
-	(*FallocateRequest)(nil),         // 59: jfs.v1.FallocateRequest
-	(*FallocateResponse)(nil),        // 60: jfs.v1.FallocateResponse
-	(*StatFSRequest)(nil),            // 61: jfs.v1.StatFSRequest
-	(*StatFSResponse)(nil),           // 62: jfs.v1.StatFSResponse
-	(*GetXattrRequest)(nil),          // 63: jfs.v1.GetXattrRequest
-	(*GetXattrResponse)(nil),         // 64: jfs.v1.GetXattrResponse
-	(*SetXattrRequest)(nil),          // 65: jfs.v1.SetXattrRequest
-	(*SetXattrResponse)(nil),         // 66: jfs.v1.SetXattrResponse
-	(*ListXattrRequest)(nil),         // 67: jfs.v1.ListXattrRequest
-	(*ListXattrResponse)(nil),        // 68: jfs.v1.ListXattrResponse
-	(*RemoveXattrRequest)(nil),       // 69: jfs.v1.RemoveXattrRequest
-	(*RemoveXattrResponse)(nil),      // 70: jfs.v1.RemoveXattrResponse
-	(*LockOwner)(nil),                // 71: jfs.v1.LockOwner
-	(*GetLkRequest)(nil),             // 72: jfs.v1.GetLkRequest
-	(*GetLkResponse)(nil),            // 73: jfs.v1.GetLkResponse
-	(*SetLkRequest)(nil),             // 74: jfs.v1.SetLkRequest
-	(*SetLkResponse)(nil),            // 75: jfs.v1.SetLkResponse
-	(*FlockRequest)(nil),             // 76: jfs.v1.FlockRequest
-	(*FlockResponse)(nil),            // 77: jfs.v1.FlockResponse
-	(*EndLockWaitRequest)(nil),       // 78: jfs.v1.EndLockWaitRequest
-	(*EndLockWaitResponse)(nil),      // 79: jfs.v1.EndLockWaitResponse
-	(*CancelLockWaitRequest)(nil),    // 80: jfs.v1.CancelLockWaitRequest
-	(*CancelLockWaitResponse)(nil),   // 81: jfs.v1.CancelLockWaitResponse
-	(*ReleaseLockOwnerRequest)(nil),  // 82: jfs.v1.ReleaseLockOwnerRequest
-	(*ReleaseLockOwnerResponse)(nil), // 83: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 84: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 85: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 86: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 87: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 88: jfs.v1.FreeDataResponse
-	(*FreeOrphansRequest)(nil),       // 89: jfs.v1.FreeOrphansRequest
-	(*FreeOrphansResponse)(nil),      // 90: jfs.v1.FreeOrphansResponse
-	(*Member)(nil),                   // 91: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 92: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 93: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 94: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 95: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 96: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 97: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 98: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 99: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 100: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 101: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 102: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 103: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 104: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 105: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 106: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 107: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 108: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 109: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 110: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 111: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 112: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 113: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 114: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 115: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 116: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 117: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 118: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 119: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 120: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 121: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 122: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 123: jfs.v1.ReleaseBatchResponse
+	(*CacheWatchRequest)(nil),        // 25: jfs.v1.CacheWatchRequest
+	(*CacheEntryKey)(nil),            // 26: jfs.v1.CacheEntryKey
+	(*CacheEvent)(nil),               // 27: jfs.v1.CacheEvent
+	(*CacheAckRequest)(nil),          // 28: jfs.v1.CacheAckRequest
+	(*CacheAckResponse)(nil),         // 29: jfs.v1.CacheAckResponse
+	(*SetAttrRequest)(nil),           // 30: jfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),          // 31: jfs.v1.SetAttrResponse
+	(*MknodRequest)(nil),             // 32: jfs.v1.MknodRequest
+	(*MknodResponse)(nil),            // 33: jfs.v1.MknodResponse
+	(*MkdirRequest)(nil),             // 34: jfs.v1.MkdirRequest
+	(*MkdirResponse)(nil),            // 35: jfs.v1.MkdirResponse
+	(*CreateRequest)(nil),            // 36: jfs.v1.CreateRequest
+	(*CreateResponse)(nil),           // 37: jfs.v1.CreateResponse
+	(*UnlinkRequest)(nil),            // 38: jfs.v1.UnlinkRequest
+	(*FreeHint)(nil),                 // 39: jfs.v1.FreeHint
+	(*UnlinkResponse)(nil),           // 40: jfs.v1.UnlinkResponse
+	(*RmdirRequest)(nil),             // 41: jfs.v1.RmdirRequest
+	(*RmdirResponse)(nil),            // 42: jfs.v1.RmdirResponse
+	(*RenameRequest)(nil),            // 43: jfs.v1.RenameRequest
+	(*RenameResponse)(nil),           // 44: jfs.v1.RenameResponse
+	(*LinkRequest)(nil),              // 45: jfs.v1.LinkRequest
+	(*LinkResponse)(nil),             // 46: jfs.v1.LinkResponse
+	(*SymlinkRequest)(nil),           // 47: jfs.v1.SymlinkRequest
+	(*SymlinkResponse)(nil),          // 48: jfs.v1.SymlinkResponse
+	(*ReadLinkRequest)(nil),          // 49: jfs.v1.ReadLinkRequest
+	(*ReadLinkResponse)(nil),         // 50: jfs.v1.ReadLinkResponse
+	(*ReadDirRequest)(nil),           // 51: jfs.v1.ReadDirRequest
+	(*DirEntry)(nil),                 // 52: jfs.v1.DirEntry
+	(*ReadDirResponse)(nil),          // 53: jfs.v1.ReadDirResponse
+	(*OpenRequest)(nil),              // 54: jfs.v1.OpenRequest
+	(*OpenResponse)(nil),             // 55: jfs.v1.OpenResponse
+	(*ReleaseRequest)(nil),           // 56: jfs.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 57: jfs.v1.ReleaseResponse
+	(*ReadRequest)(nil),              // 58: jfs.v1.ReadRequest
+	(*ReadResponse)(nil),             // 59: jfs.v1.ReadResponse
+	(*TouchAtimeRequest)(nil),        // 60: jfs.v1.TouchAtimeRequest
+	(*TouchAtimeResponse)(nil),       // 61: jfs.v1.TouchAtimeResponse
+	(*WriteRequest)(nil),             // 62: jfs.v1.WriteRequest
+	(*WriteResponse)(nil),            // 63: jfs.v1.WriteResponse
+	(*FallocateRequest)(nil),         // 64: jfs.v1.FallocateRequest
+	(*FallocateResponse)(nil),        // 65: jfs.v1.FallocateResponse
+	(*StatFSRequest)(nil),            // 66: jfs.v1.StatFSRequest
+	(*StatFSResponse)(nil),           // 67: jfs.v1.StatFSResponse
+	(*GetXattrRequest)(nil),          // 68: jfs.v1.GetXattrRequest
+	(*GetXattrResponse)(nil),         // 69: jfs.v1.GetXattrResponse
+	(*SetXattrRequest)(nil),          // 70: jfs.v1.SetXattrRequest
+	(*SetXattrResponse)(nil),         // 71: jfs.v1.SetXattrResponse
+	(*ListXattrRequest)(nil),         // 72: jfs.v1.ListXattrRequest
+	(*ListXattrResponse)(nil),        // 73: jfs.v1.ListXattrResponse
+	(*RemoveXattrRequest)(nil),       // 74: jfs.v1.RemoveXattrRequest
+	(*RemoveXattrResponse)(nil),      // 75: jfs.v1.RemoveXattrResponse
+	(*LockOwner)(nil),                // 76: jfs.v1.LockOwner
+	(*GetLkRequest)(nil),             // 77: jfs.v1.GetLkRequest
+	(*GetLkResponse)(nil),            // 78: jfs.v1.GetLkResponse
+	(*SetLkRequest)(nil),             // 79: jfs.v1.SetLkRequest
+	(*SetLkResponse)(nil),            // 80: jfs.v1.SetLkResponse
+	(*FlockRequest)(nil),             // 81: jfs.v1.FlockRequest
+	(*FlockResponse)(nil),            // 82: jfs.v1.FlockResponse
+	(*EndLockWaitRequest)(nil),       // 83: jfs.v1.EndLockWaitRequest
+	(*EndLockWaitResponse)(nil),      // 84: jfs.v1.EndLockWaitResponse
+	(*CancelLockWaitRequest)(nil),    // 85: jfs.v1.CancelLockWaitRequest
+	(*CancelLockWaitResponse)(nil),   // 86: jfs.v1.CancelLockWaitResponse
+	(*ReleaseLockOwnerRequest)(nil),  // 87: jfs.v1.ReleaseLockOwnerRequest
+	(*ReleaseLockOwnerResponse)(nil), // 88: jfs.v1.ReleaseLockOwnerResponse
+	(*Settings)(nil),                 // 89: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 90: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 91: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 92: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 93: jfs.v1.FreeDataResponse
+	(*FreeOrphansRequest)(nil),       // 94: jfs.v1.FreeOrphansRequest
+	(*FreeOrphansResponse)(nil),      // 95: jfs.v1.FreeOrphansResponse
+	(*Member)(nil),                   // 96: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 97: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 98: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 99: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 100: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 101: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 102: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 103: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 104: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 105: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 106: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 107: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 108: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 109: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 110: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 111: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 112: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 113: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 114: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 115: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 116: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 117: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 118: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 119: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 120: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 121: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 122: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 123: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 124: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 125: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 126: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 127: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 128: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	4,   // 0: jfs.v1.Header.cred:type_name -> jfs.v1.Cred
@@ -8651,164 +9054,169 @@ var file_jfs_proto_depIdxs = []int32{
 	4,   // 5: jfs.v1.LookupRequest.cred:type_name -> jfs.v1.Cred
 	6,   // 6: jfs.v1.LookupResponse.attr:type_name -> jfs.v1.Attr
 	6,   // 7: jfs.v1.GetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 8: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
-	6,   // 9: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 10: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
-	6,   // 11: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 12: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
-	6,   // 13: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 14: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
-	6,   // 15: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 16: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
-	34,  // 17: jfs.v1.UnlinkRequest.free_hint:type_name -> jfs.v1.FreeHint
-	6,   // 18: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 19: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
-	34,  // 20: jfs.v1.RmdirRequest.free_hint:type_name -> jfs.v1.FreeHint
-	3,   // 21: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
-	34,  // 22: jfs.v1.RenameRequest.free_hint:type_name -> jfs.v1.FreeHint
-	3,   // 23: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
-	6,   // 24: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 25: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
-	6,   // 26: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
-	4,   // 27: jfs.v1.ReadDirRequest.cred:type_name -> jfs.v1.Cred
-	6,   // 28: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
-	47,  // 29: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
-	3,   // 30: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
-	6,   // 31: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 32: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
-	4,   // 33: jfs.v1.ReadRequest.cred:type_name -> jfs.v1.Cred
-	6,   // 34: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 35: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
-	6,   // 36: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 37: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
-	6,   // 38: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
-	3,   // 39: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
-	6,   // 40: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
-	4,   // 41: jfs.v1.GetXattrRequest.cred:type_name -> jfs.v1.Cred
-	3,   // 42: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
-	4,   // 43: jfs.v1.ListXattrRequest.cred:type_name -> jfs.v1.Cred
-	3,   // 44: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
-	1,   // 45: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
-	1,   // 46: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
-	71,  // 47: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
-	3,   // 48: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
-	1,   // 49: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
-	71,  // 50: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 51: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
-	1,   // 52: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
-	71,  // 53: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
-	3,   // 54: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	84,  // 55: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	84,  // 56: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	91,  // 57: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	91,  // 58: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	7,   // 59: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,   // 60: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	71,  // 61: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,   // 62: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	104, // 63: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	91,  // 64: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
-	3,   // 65: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
-	51,  // 66: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
-	8,   // 67: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	10,  // 68: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	15,  // 69: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	21,  // 70: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	23,  // 71: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	25,  // 72: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	27,  // 73: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	29,  // 74: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	31,  // 75: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	33,  // 76: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	36,  // 77: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	38,  // 78: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	40,  // 79: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	42,  // 80: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	44,  // 81: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	46,  // 82: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	49,  // 83: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	51,  // 84: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	53,  // 85: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	57,  // 86: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	61,  // 87: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	63,  // 88: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	65,  // 89: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	67,  // 90: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	69,  // 91: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	72,  // 92: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	74,  // 93: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	76,  // 94: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	82,  // 95: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	80,  // 96: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	59,  // 97: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	55,  // 98: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	122, // 99: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	13,  // 100: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
-	94,  // 101: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	96,  // 102: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	98,  // 103: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	100, // 104: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	102, // 105: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	105, // 106: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	107, // 107: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	92,  // 108: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	115, // 109: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	109, // 110: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	85,  // 111: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	117, // 112: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	118, // 113: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
-	9,   // 114: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	11,  // 115: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	16,  // 116: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	22,  // 117: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	24,  // 118: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	26,  // 119: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	28,  // 120: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	30,  // 121: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	32,  // 122: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	35,  // 123: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	37,  // 124: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	39,  // 125: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	41,  // 126: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	43,  // 127: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	45,  // 128: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	48,  // 129: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	50,  // 130: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	52,  // 131: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	54,  // 132: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	58,  // 133: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	62,  // 134: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	64,  // 135: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	66,  // 136: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	68,  // 137: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	70,  // 138: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	73,  // 139: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	75,  // 140: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	77,  // 141: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	83,  // 142: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	81,  // 143: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	60,  // 144: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	56,  // 145: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	123, // 146: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	14,  // 147: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
-	95,  // 148: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	97,  // 149: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	99,  // 150: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	101, // 151: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	103, // 152: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	106, // 153: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	108, // 154: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	93,  // 155: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	116, // 156: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	110, // 157: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	86,  // 158: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	118, // 159: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	119, // 160: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
-	114, // [114:161] is the sub-list for method output_type
-	67,  // [67:114] is the sub-list for method input_type
-	67,  // [67:67] is the sub-list for extension type_name
-	67,  // [67:67] is the sub-list for extension extendee
-	0,   // [0:67] is the sub-list for field type_name
+	26,  // 8: jfs.v1.CacheEvent.entries:type_name -> jfs.v1.CacheEntryKey
+	3,   // 9: jfs.v1.SetAttrRequest.header:type_name -> jfs.v1.Header
+	6,   // 10: jfs.v1.SetAttrResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 11: jfs.v1.MknodRequest.header:type_name -> jfs.v1.Header
+	6,   // 12: jfs.v1.MknodResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 13: jfs.v1.MkdirRequest.header:type_name -> jfs.v1.Header
+	6,   // 14: jfs.v1.MkdirResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 15: jfs.v1.CreateRequest.header:type_name -> jfs.v1.Header
+	6,   // 16: jfs.v1.CreateResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 17: jfs.v1.UnlinkRequest.header:type_name -> jfs.v1.Header
+	39,  // 18: jfs.v1.UnlinkRequest.free_hint:type_name -> jfs.v1.FreeHint
+	6,   // 19: jfs.v1.UnlinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 20: jfs.v1.RmdirRequest.header:type_name -> jfs.v1.Header
+	39,  // 21: jfs.v1.RmdirRequest.free_hint:type_name -> jfs.v1.FreeHint
+	3,   // 22: jfs.v1.RenameRequest.header:type_name -> jfs.v1.Header
+	39,  // 23: jfs.v1.RenameRequest.free_hint:type_name -> jfs.v1.FreeHint
+	3,   // 24: jfs.v1.LinkRequest.header:type_name -> jfs.v1.Header
+	6,   // 25: jfs.v1.LinkResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 26: jfs.v1.SymlinkRequest.header:type_name -> jfs.v1.Header
+	6,   // 27: jfs.v1.SymlinkResponse.attr:type_name -> jfs.v1.Attr
+	4,   // 28: jfs.v1.ReadDirRequest.cred:type_name -> jfs.v1.Cred
+	6,   // 29: jfs.v1.DirEntry.attr:type_name -> jfs.v1.Attr
+	52,  // 30: jfs.v1.ReadDirResponse.entries:type_name -> jfs.v1.DirEntry
+	3,   // 31: jfs.v1.OpenRequest.header:type_name -> jfs.v1.Header
+	6,   // 32: jfs.v1.OpenResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 33: jfs.v1.ReleaseRequest.header:type_name -> jfs.v1.Header
+	4,   // 34: jfs.v1.ReadRequest.cred:type_name -> jfs.v1.Cred
+	6,   // 35: jfs.v1.ReadResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 36: jfs.v1.TouchAtimeRequest.header:type_name -> jfs.v1.Header
+	6,   // 37: jfs.v1.TouchAtimeResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 38: jfs.v1.WriteRequest.header:type_name -> jfs.v1.Header
+	6,   // 39: jfs.v1.WriteResponse.attr:type_name -> jfs.v1.Attr
+	3,   // 40: jfs.v1.FallocateRequest.header:type_name -> jfs.v1.Header
+	6,   // 41: jfs.v1.FallocateResponse.attr:type_name -> jfs.v1.Attr
+	4,   // 42: jfs.v1.GetXattrRequest.cred:type_name -> jfs.v1.Cred
+	3,   // 43: jfs.v1.SetXattrRequest.header:type_name -> jfs.v1.Header
+	4,   // 44: jfs.v1.ListXattrRequest.cred:type_name -> jfs.v1.Cred
+	3,   // 45: jfs.v1.RemoveXattrRequest.header:type_name -> jfs.v1.Header
+	1,   // 46: jfs.v1.GetLkRequest.type:type_name -> jfs.v1.LockType
+	1,   // 47: jfs.v1.GetLkResponse.type:type_name -> jfs.v1.LockType
+	76,  // 48: jfs.v1.GetLkResponse.holder:type_name -> jfs.v1.LockOwner
+	3,   // 49: jfs.v1.SetLkRequest.header:type_name -> jfs.v1.Header
+	1,   // 50: jfs.v1.SetLkRequest.type:type_name -> jfs.v1.LockType
+	76,  // 51: jfs.v1.SetLkResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 52: jfs.v1.FlockRequest.header:type_name -> jfs.v1.Header
+	1,   // 53: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
+	76,  // 54: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
+	3,   // 55: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
+	89,  // 56: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	89,  // 57: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	96,  // 58: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	96,  // 59: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	7,   // 60: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,   // 61: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	76,  // 62: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,   // 63: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	109, // 64: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	96,  // 65: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	3,   // 66: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	56,  // 67: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
+	8,   // 68: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	10,  // 69: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	15,  // 70: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	21,  // 71: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	23,  // 72: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	30,  // 73: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	32,  // 74: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	34,  // 75: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	36,  // 76: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	38,  // 77: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	41,  // 78: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	43,  // 79: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	45,  // 80: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	47,  // 81: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	49,  // 82: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	51,  // 83: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	54,  // 84: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	56,  // 85: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	58,  // 86: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	62,  // 87: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	66,  // 88: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	68,  // 89: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	70,  // 90: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	72,  // 91: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	74,  // 92: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	77,  // 93: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	79,  // 94: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	81,  // 95: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	87,  // 96: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	85,  // 97: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	64,  // 98: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	60,  // 99: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	127, // 100: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	13,  // 101: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
+	25,  // 102: jfs.v1.Meta.CacheWatch:input_type -> jfs.v1.CacheWatchRequest
+	28,  // 103: jfs.v1.Meta.CacheAck:input_type -> jfs.v1.CacheAckRequest
+	99,  // 104: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	101, // 105: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	103, // 106: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	105, // 107: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	107, // 108: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	110, // 109: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	112, // 110: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	97,  // 111: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	120, // 112: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	114, // 113: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	90,  // 114: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	122, // 115: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	123, // 116: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	9,   // 117: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	11,  // 118: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	16,  // 119: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	22,  // 120: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	24,  // 121: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	31,  // 122: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	33,  // 123: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	35,  // 124: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	37,  // 125: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	40,  // 126: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	42,  // 127: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	44,  // 128: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	46,  // 129: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	48,  // 130: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	50,  // 131: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	53,  // 132: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	55,  // 133: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	57,  // 134: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	59,  // 135: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	63,  // 136: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	67,  // 137: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	69,  // 138: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	71,  // 139: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	73,  // 140: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	75,  // 141: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	78,  // 142: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	80,  // 143: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	82,  // 144: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	88,  // 145: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	86,  // 146: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	65,  // 147: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	61,  // 148: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	128, // 149: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	14,  // 150: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
+	27,  // 151: jfs.v1.Meta.CacheWatch:output_type -> jfs.v1.CacheEvent
+	29,  // 152: jfs.v1.Meta.CacheAck:output_type -> jfs.v1.CacheAckResponse
+	100, // 153: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	102, // 154: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	104, // 155: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	106, // 156: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	108, // 157: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	111, // 158: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	113, // 159: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	98,  // 160: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	121, // 161: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	115, // 162: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	91,  // 163: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	123, // 164: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	124, // 165: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	117, // [117:166] is the sub-list for method output_type
+	68,  // [68:117] is the sub-list for method input_type
+	68,  // [68:68] is the sub-list for extension type_name
+	68,  // [68:68] is the sub-list for extension extendee
+	0,   // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -8822,7 +9230,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   121,
+			NumMessages:   126,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -82,6 +82,8 @@ const (
 	Meta_TouchAtime_FullMethodName       = "/jfs.v1.Meta/TouchAtime"
 	Meta_ReleaseBatch_FullMethodName     = "/jfs.v1.Meta/ReleaseBatch"
 	Meta_ReportOpens_FullMethodName      = "/jfs.v1.Meta/ReportOpens"
+	Meta_CacheWatch_FullMethodName       = "/jfs.v1.Meta/CacheWatch"
+	Meta_CacheAck_FullMethodName         = "/jfs.v1.Meta/CacheAck"
 )
 
 // MetaClient is the client API for Meta service.
@@ -122,6 +124,8 @@ type MetaClient interface {
 	TouchAtime(ctx context.Context, in *TouchAtimeRequest, opts ...grpc.CallOption) (*TouchAtimeResponse, error)
 	ReleaseBatch(ctx context.Context, in *ReleaseBatchRequest, opts ...grpc.CallOption) (*ReleaseBatchResponse, error)
 	ReportOpens(ctx context.Context, in *ReportOpensRequest, opts ...grpc.CallOption) (*ReportOpensResponse, error)
+	CacheWatch(ctx context.Context, in *CacheWatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CacheEvent], error)
+	CacheAck(ctx context.Context, in *CacheAckRequest, opts ...grpc.CallOption) (*CacheAckResponse, error)
 }
 
 type metaClient struct {
@@ -472,6 +476,35 @@ func (c *metaClient) ReportOpens(ctx context.Context, in *ReportOpensRequest, op
 	return out, nil
 }
 
+func (c *metaClient) CacheWatch(ctx context.Context, in *CacheWatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CacheEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Meta_ServiceDesc.Streams[0], Meta_CacheWatch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CacheWatchRequest, CacheEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Meta_CacheWatchClient = grpc.ServerStreamingClient[CacheEvent]
+
+func (c *metaClient) CacheAck(ctx context.Context, in *CacheAckRequest, opts ...grpc.CallOption) (*CacheAckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheAckResponse)
+	err := c.cc.Invoke(ctx, Meta_CacheAck_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -510,6 +543,8 @@ type MetaServer interface {
 	TouchAtime(context.Context, *TouchAtimeRequest) (*TouchAtimeResponse, error)
 	ReleaseBatch(context.Context, *ReleaseBatchRequest) (*ReleaseBatchResponse, error)
 	ReportOpens(context.Context, *ReportOpensRequest) (*ReportOpensResponse, error)
+	CacheWatch(*CacheWatchRequest, grpc.ServerStreamingServer[CacheEvent]) error
+	CacheAck(context.Context, *CacheAckRequest) (*CacheAckResponse, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -621,6 +656,12 @@ func (UnimplementedMetaServer) ReleaseBatch(context.Context, *ReleaseBatchReques
 }
 func (UnimplementedMetaServer) ReportOpens(context.Context, *ReportOpensRequest) (*ReportOpensResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportOpens not implemented")
+}
+func (UnimplementedMetaServer) CacheWatch(*CacheWatchRequest, grpc.ServerStreamingServer[CacheEvent]) error {
+	return status.Error(codes.Unimplemented, "method CacheWatch not implemented")
+}
+func (UnimplementedMetaServer) CacheAck(context.Context, *CacheAckRequest) (*CacheAckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheAck not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -1255,6 +1296,35 @@ func _Meta_ReportOpens_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_CacheWatch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CacheWatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MetaServer).CacheWatch(m, &grpc.GenericServerStream[CacheWatchRequest, CacheEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Meta_CacheWatchServer = grpc.ServerStreamingServer[CacheEvent]
+
+func _Meta_CacheAck_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheAckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).CacheAck(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_CacheAck_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).CacheAck(ctx, req.(*CacheAckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1398,8 +1468,18 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReportOpens",
 			Handler:    _Meta_ReportOpens_Handler,
 		},
+		{
+			MethodName: "CacheAck",
+			Handler:    _Meta_CacheAck_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CacheWatch",
+			Handler:       _Meta_CacheWatch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "jfs.proto",
 }
 

@@ -47,9 +47,22 @@ which unmount it. The mount registers a session with the cluster (host, mount
 point, pid, version), keeps it alive with heartbeats and closes it at unmount;
 the session's locks and open files end with it.
 
-The kernel may cache attributes and names for the --*-cache durations; 0 turns
-a cache off, so that every stat and lookup sees the changes of other mounts at
-once. File data is never cached across an open or a lock: a file opened, or
+--cache-mode says how the kernel caches attributes and names:
+
+  coherent (the default): the kernel keeps what the leader granted until the
+    leader says it changed, at most --cache-max and never past the session's
+    lease (the cluster's --session-ttl, 30s by default: in practice 20-30s,
+    granted again at the next look after that; a longer --session-ttl on
+    jfsd makes caches last longer). A change made anywhere is answered to
+    its writer only once every mount caching the old state dropped it, so a
+    stat or lookup that starts after a change returned sees it, on any mount.
+    What is not granted (new files, readdir's attributes, negative entries)
+    is not cached.
+  timed: the kernel caches attributes and names for the --*-cache durations
+    (0 turns a cache off); another mount's change may show only after them.
+  off: nothing is cached; every stat and lookup asks the cluster.
+
+File data is never cached across an open or a lock: a file opened, or
 locked, after another mount wrote and closed (or unlocked) it shows that write.
 
 As root the file system is mounted directly, with allow_other; otherwise with
@@ -73,10 +86,12 @@ change on disk, or at SIGHUP.`,
 			&cli.StringFlag{Name: "servers", EnvVars: []string{"JFS_SERVERS"}, Usage: "API addresses of some or all nodes, HOST:PORT[,HOST:PORT...] (required)"},
 			&cli.BoolFlag{Name: "background", Aliases: []string{"d"}, Usage: "serve in the background; return once mounted, printing the mount process's pid"},
 			&cli.StringFlag{Name: "pid-file", Usage: "once mounted, write the mount process's pid to this file; it is removed at unmount"},
-			&cli.DurationFlag{Name: "attr-cache", Value: time.Second, Usage: "how long the kernel may cache attributes (0: off)"},
-			&cli.DurationFlag{Name: "entry-cache", Value: time.Second, Usage: "how long the kernel may cache names of files (0: off)"},
-			&cli.DurationFlag{Name: "dir-entry-cache", Value: time.Second, Usage: "how long the kernel may cache names of directories (0: off)"},
-			&cli.DurationFlag{Name: "negative-entry-cache", Value: 0, Usage: "how long the kernel may remember that a name does not exist (0: off)"},
+			&cli.StringFlag{Name: "cache-mode", Value: "coherent", Usage: "coherent (cached until the leader says it changed), timed (the --*-cache durations) or off"},
+			&cli.DurationFlag{Name: "cache-max", Value: time.Minute, Usage: "coherent mode: the longest the kernel keeps a granted item (also bounded by the session's lease)"},
+			&cli.DurationFlag{Name: "attr-cache", Value: time.Second, Usage: "timed mode: how long the kernel may cache attributes (0: off)"},
+			&cli.DurationFlag{Name: "entry-cache", Value: time.Second, Usage: "timed mode: how long the kernel may cache names of files (0: off)"},
+			&cli.DurationFlag{Name: "dir-entry-cache", Value: time.Second, Usage: "timed mode: how long the kernel may cache names of directories (0: off)"},
+			&cli.DurationFlag{Name: "negative-entry-cache", Value: 0, Usage: "timed mode: how long the kernel may remember that a name does not exist (0: off)"},
 			&cli.DurationFlag{Name: "retry-for", Value: 30 * time.Second, Usage: "how long a request looks for a leader before it fails (EIO; at mount: the mount fails)"},
 			&cli.StringFlag{Name: "metrics", Value: "127.0.0.1:9567", Usage: "HOST:PORT to serve Prometheus metrics on; a free port when taken; empty: off"},
 			&cli.BoolFlag{Name: "pprof", Usage: "also serve Go's profiles (net/http/pprof) under /debug/pprof/ on --metrics"},
@@ -89,6 +104,19 @@ change on disk, or at SIGHUP.`,
 		}, mtls.Flags(true)...),
 		Action: runMount,
 	}
+}
+
+// cacheOptions sets the kernel's cache timeouts of o by --cache-mode
+// (checked by checkMount).
+func cacheOptions(c *cli.Context, o fuse.Options) fuse.Options {
+	switch c.String("cache-mode") {
+	case "timed":
+		o.AttrTimeout, o.EntryTimeout = c.Duration("attr-cache"), c.Duration("entry-cache")
+		o.DirEntryTimeout, o.NegativeTimeout = c.Duration("dir-entry-cache"), c.Duration("negative-entry-cache")
+	case "coherent":
+		o.Coherent, o.CacheMax = true, c.Duration("cache-max")
+	}
+	return o
 }
 
 // mountConfig is what runMount checked.
@@ -139,6 +167,14 @@ func checkMount(c *cli.Context) (*mountConfig, error) {
 		return nil, fmt.Errorf("mount point: %w", err)
 	case !fi.IsDir():
 		return nil, fmt.Errorf("mount point %s is not a directory", mnt)
+	}
+	switch m := c.String("cache-mode"); m {
+	case "coherent", "timed", "off":
+	default:
+		return nil, fmt.Errorf("--cache-mode %q: want coherent, timed or off", m)
+	}
+	if d := c.Duration("cache-max"); d <= 0 {
+		return nil, fmt.Errorf("--cache-max %v: must be positive", d)
 	}
 	for _, f := range []string{"attr-cache", "entry-cache", "dir-entry-cache", "negative-entry-cache", "retry-for"} {
 		if c.Duration(f) < 0 {
@@ -299,11 +335,9 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 	defer stopMetrics()
 	mounted, err := fuse.Mount(ctx, cl, fuse.MountConfig{
 		MountPoint: mc.mountPoint, FsName: "jfs:" + mc.servers[0], Version: Version, Debug: c.Bool("debug-fuse"),
-		Options: fuse.Options{
-			AttrTimeout: c.Duration("attr-cache"), EntryTimeout: c.Duration("entry-cache"),
-			DirEntryTimeout: c.Duration("dir-entry-cache"), NegativeTimeout: c.Duration("negative-entry-cache"),
+		Options: cacheOptions(c, fuse.Options{
 			NoAtime: c.Bool("noatime"), Metrics: m.Metrics, Logger: log, ReleaseBatch: c.Int("release-batch"),
-		},
+		}),
 	})
 	cancel()
 	<-watched // a signal is now either in early or still in sigs

@@ -485,6 +485,7 @@ func (rn *runningNode) stop() error {
 		rn.metrics.Shutdown(ctx)
 		cancel()
 	}
+	rn.node.EndStreams() // a graceful stop waits for every call in progress
 	cluster.StopServer(rn.grpc, 5*time.Second)
 	return rn.node.Shutdown()
 }

@@ -34,12 +34,15 @@ var (
 	bucketOpened    = []byte("opened")    // ino -> index of its last logged open as an existing inode (leaderOpens)
 	bucketLockWait  = []byte("lockwait")  // ino, id -> queued lock request (lockwait.go)
 	bucketWaitKey   = []byte("waitkey")   // session, seq -> ino, id of its queued request
+	bucketDeleg     = []byte("deleg")     // ino -> session its locks are delegated to (deleg.go)
+	bucketDelegSess = []byte("delegsess") // session, ino -> (empty): the same, by session
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketInode, bucketDentry, bucketCookie, bucketSymlink,
 		bucketBlock, bucketXattr, bucketSession, bucketClient, bucketResult,
 		bucketOpen, bucketSessOpen, bucketFlock, bucketPlock, bucketSustained,
 		bucketMember, bucketFreeing, bucketOpened, bucketLockWait, bucketWaitKey,
+		bucketDeleg, bucketDelegSess,
 	}
 
 	metaVersion    = []byte("version")

@@ -4855,13 +4855,16 @@ func (x *GetLkRequest) GetPid() uint32 {
 // GetLkResponse: type UNLOCK when the lock could be placed; otherwise the
 // first conflicting lock.
 type GetLkResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Type          LockType               `protobuf:"varint,2,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
-	Start         int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
-	Len           int64                  `protobuf:"varint,4,opt,name=len,proto3" json:"len,omitempty"`
-	Pid           uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
-	Holder        *LockOwner             `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Errno  int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Type   LockType               `protobuf:"varint,2,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
+	Start  int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	Len    int64                  `protobuf:"varint,4,opt,name=len,proto3" json:"len,omitempty"`
+	Pid    uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	Holder *LockOwner             `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
+	// deleg_busy: the inode's locks are delegated (see SetLkResponse); the
+	// leader recalls them and reads again. A client never sees it.
+	DelegBusy     bool `protobuf:"varint,340,opt,name=deleg_busy,json=delegBusy,proto3" json:"deleg_busy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4936,6 +4939,13 @@ func (x *GetLkResponse) GetHolder() *LockOwner {
 		return x.Holder
 	}
 	return nil
+}
+
+func (x *GetLkResponse) GetDelegBusy() bool {
+	if x != nil {
+		return x.DelegBusy
+	}
+	return false
 }
 
 // SetLkRequest is F_SETLK (or F_SETLKW with block). EAGAIN on conflict, with
@@ -5643,8 +5653,12 @@ func (x *ReleaseLockOwnerRequest) GetOwner() uint64 {
 }
 
 type ReleaseLockOwnerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// deleg_busy (with errno EAGAIN, never stored): the inode's locks are
+	// delegated to the session itself; the leader recalls them and applies
+	// the request again. A client never sees it.
+	DelegBusy     bool `protobuf:"varint,340,opt,name=deleg_busy,json=delegBusy,proto3" json:"deleg_busy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5684,6 +5698,13 @@ func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
 		return x.Errno
 	}
 	return 0
+}
+
+func (x *ReleaseLockOwnerResponse) GetDelegBusy() bool {
+	if x != nil {
+		return x.DelegBusy
+	}
+	return false
 }
 
 // DelegLock is one lock a mount holds under a delegation: a flock of the
@@ -8768,14 +8789,16 @@ const file_jfs_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\x0e2\x10.jfs.v1.LockTypeR\x04type\x12\x14\n" +
 	"\x05start\x18\x05 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x06 \x01(\x03R\x03len\x12\x10\n" +
-	"\x03pid\x18\a \x01(\rR\x03pid\"\xb0\x01\n" +
+	"\x03pid\x18\a \x01(\rR\x03pid\"\xd0\x01\n" +
 	"\rGetLkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12$\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x10.jfs.v1.LockTypeR\x04type\x12\x14\n" +
 	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x04 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12)\n" +
-	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\xc1\x02\n" +
+	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\x12\x1e\n" +
+	"\n" +
+	"deleg_busy\x18\xd4\x02 \x01(\bR\tdelegBusy\"\xc1\x02\n" +
 	"\fSetLkRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -8827,9 +8850,11 @@ const file_jfs_proto_rawDesc = "" +
 	"\x17ReleaseLockOwnerRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
-	"\x05owner\x18\x03 \x01(\x04R\x05owner\"0\n" +
+	"\x05owner\x18\x03 \x01(\x04R\x05owner\"P\n" +
 	"\x18ReleaseLockOwnerResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xb4\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x1e\n" +
+	"\n" +
+	"deleg_busy\x18\xd4\x02 \x01(\bR\tdelegBusy\"\xb4\x01\n" +
 	"\tDelegLock\x12\x14\n" +
 	"\x05flock\x18\x01 \x01(\bR\x05flock\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\x04R\x05owner\x12$\n" +

@@ -172,6 +172,10 @@ func sessionsOf(req any) []uint64 {
 		return []uint64{r.GetSession()}
 	case *jfspb.ReportOpensRequest:
 		return []uint64{r.GetSession()}
+	case *jfspb.DelegRecallsRequest:
+		return []uint64{r.GetSession()}
+	case *jfspb.DelegReportRequest:
+		return []uint64{r.GetSession()}
 	case interface{ GetHeader() *jfspb.Header }:
 		if s := r.GetHeader().GetSession(); s != 0 {
 			return []uint64{s}

@@ -26,6 +26,10 @@ import (
 // errInterrupted ends a wait that a retry of the same request took over.
 var errInterrupted = errors.New("cluster: lock wait interrupted")
 
+// errDelegBusy: the request found its inode delegated (deleg.go); it is
+// applied again once the delegation is recalled.
+var errDelegBusy = errors.New("cluster: inode's locks are delegated")
+
 // waiter is a blocking request whose RPC is served on this leader.
 type waiter struct {
 	key     waitKey
@@ -38,6 +42,8 @@ type waiter struct {
 	posix   *jfspb.SetLkRequest
 	flockRq *jfspb.FlockRequest
 	ofd     bool // a POSIX wait whose owner may be an open file (maybe_ofd)
+
+	delegated bool // granted at once, with the inode's delegation
 
 	// Guarded by lockWaits.regMu.
 	queued   bool // the state machine answered "queued"
@@ -618,6 +624,10 @@ func (lw *lockWaits) propose(ctx context.Context, w *waiter) (errno syscall.Errn
 			return 0, nil, false, err
 		}
 		r, _ := resp.(*jfspb.FlockResponse)
+		if r.GetDelegBusy() {
+			return 0, nil, false, errDelegBusy
+		}
+		w.delegated = r.GetDelegated()
 		return syscall.Errno(r.GetErrno()), r.GetConflicts(), r.GetQueued(), nil
 	}
 	w.posix.Queue = true
@@ -626,6 +636,10 @@ func (lw *lockWaits) propose(ctx context.Context, w *waiter) (errno syscall.Errn
 		return 0, nil, false, err
 	}
 	r, _ := resp.(*jfspb.SetLkResponse)
+	if r.GetDelegBusy() {
+		return 0, nil, false, errDelegBusy
+	}
+	w.delegated = r.GetDelegated()
 	return syscall.Errno(r.GetErrno()), r.GetConflicts(), r.GetQueued(), nil
 }
 

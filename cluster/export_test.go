@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -37,3 +38,6 @@ func RefuseTransfers() (restore func()) {
 	startTransfer = func(*raft.Raft, raft.ServerID, raft.ServerAddress) raft.Future { return failedFuture{} }
 	return func() { startTransfer = real }
 }
+
+// SessionLeaseEnd is when n, leading, would expire session sid.
+func SessionLeaseEnd(n *Node, sid uint64) time.Time { return n.sessions.leaseEnd(sid) }

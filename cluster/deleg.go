@@ -301,7 +301,8 @@ func (d *delegs) reported(r *jfspb.DelegReportRequest) {
 
 // delegatedLocks lists the delegations for jfsctl locks ls, filtered as
 // ListLocksRequest filters: each holder's locks as its mount reports them,
-// or one entry without a type when it does not answer.
+// or one entry without a type for the delegation when the mount reports
+// none or does not answer (delegation_unknown).
 func (d *delegs) delegatedLocks(ctx context.Context, ino, session uint64) []*jfspb.LockInfo {
 	var out []*jfspb.LockInfo
 	for _, dl := range d.n.fsm.Delegations(session) {
@@ -309,8 +310,9 @@ func (d *delegs) delegatedLocks(ctx context.Context, ino, session uint64) []*jfs
 			continue
 		}
 		r := d.report(ctx, dl.Ino, dl.Session)
-		if r == nil || !r.Held {
-			out = append(out, &jfspb.LockInfo{Ino: dl.Ino, Owner: &jfspb.LockOwner{Session: dl.Session}, Delegated: true})
+		if r == nil || !r.Held || len(r.Locks) == 0 {
+			out = append(out, &jfspb.LockInfo{Ino: dl.Ino, Owner: &jfspb.LockOwner{Session: dl.Session}, Delegated: true,
+				DelegationUnknown: r == nil || !r.Held})
 			continue
 		}
 		for _, l := range r.Locks {

@@ -129,7 +129,7 @@ func TestDelegationRecall(t *testing.T) {
 	if !a.delegLock(t, ino, 1, 0, 10) {
 		t.Fatal("a session alone on the file did not get its locks delegated")
 	}
-	if ls, _ := a.srv.ListLocks(context.Background(), &jfspb.ListLocksRequest{Ino: ino}); len(ls.Locks) != 1 || !ls.Locks[0].Delegated {
+	if ls, _ := a.srv.ListLocks(context.Background(), &jfspb.ListLocksRequest{Ino: ino}); len(ls.Locks) != 1 || !ls.Locks[0].Delegated || !ls.Locks[0].DelegationUnknown {
 		t.Fatalf("locks ls of a delegated inode whose mount does not report: %v", ls)
 	}
 	w := b.setlkAsync(&jfspb.SetLkRequest{Ino: ino, Owner: 2, Type: rd, Start: 5, Len: 1, Pid: 2})

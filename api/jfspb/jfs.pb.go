@@ -7284,12 +7284,14 @@ type LockInfo struct {
 	Host string `protobuf:"bytes,10,opt,name=host,proto3" json:"host,omitempty"`
 	Path string `protobuf:"bytes,11,opt,name=path,proto3" json:"path,omitempty"`
 	// delegated: the lock is held under a delegation of ino to the owner's
-	// session, as its mount reported it; with delegated and no type
-	// (LOCK_TYPE_UNLOCK), ino is delegated and its locks are unknown (the
-	// mount did not answer in time).
-	Delegated     bool `protobuf:"varint,340,opt,name=delegated,proto3" json:"delegated,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// session, as its mount reported it. With delegated and no type
+	// (LOCK_TYPE_UNLOCK), the entry stands for the delegation itself: the
+	// mount reported no lock, or, with delegation_unknown, did not answer in
+	// time.
+	Delegated         bool `protobuf:"varint,340,opt,name=delegated,proto3" json:"delegated,omitempty"`
+	DelegationUnknown bool `protobuf:"varint,341,opt,name=delegation_unknown,json=delegationUnknown,proto3" json:"delegation_unknown,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LockInfo) Reset() {
@@ -7402,6 +7404,13 @@ func (x *LockInfo) GetPath() string {
 func (x *LockInfo) GetDelegated() bool {
 	if x != nil {
 		return x.Delegated
+	}
+	return false
+}
+
+func (x *LockInfo) GetDelegationUnknown() bool {
+	if x != nil {
+		return x.DelegationUnknown
 	}
 	return false
 }
@@ -8951,7 +8960,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x13ListSessionsRequest\"Y\n" +
 	"\x14ListSessionsResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12+\n" +
-	"\bsessions\x18\x02 \x03(\v2\x0f.jfs.v1.SessionR\bsessions\"\xc7\x02\n" +
+	"\bsessions\x18\x02 \x03(\v2\x0f.jfs.v1.SessionR\bsessions\"\xf7\x02\n" +
 	"\bLockInfo\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12$\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x10.jfs.v1.LockKindR\x04kind\x12'\n" +
@@ -8965,7 +8974,8 @@ const file_jfs_proto_rawDesc = "" +
 	"\x04host\x18\n" +
 	" \x01(\tR\x04host\x12\x12\n" +
 	"\x04path\x18\v \x01(\tR\x04path\x12\x1d\n" +
-	"\tdelegated\x18\xd4\x02 \x01(\bR\tdelegated\">\n" +
+	"\tdelegated\x18\xd4\x02 \x01(\bR\tdelegated\x12.\n" +
+	"\x12delegation_unknown\x18\xd5\x02 \x01(\bR\x11delegationUnknown\">\n" +
 	"\x10ListLocksRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\"Q\n" +

@@ -224,9 +224,10 @@ func (fs *FS) localLk(in *fuse.LkIn, typ jfspb.LockType, block, isFlock bool, af
 		}
 		return 0, false
 	}
-	if st.Ok() && typ != jfspb.LockType_LOCK_TYPE_UNLOCK {
-		fs.invalidate(in.NodeId)
-	}
+	// No cache to drop: the kernel's cache of the inode was dropped at
+	// the grant that brought the delegation, and every holder since is on
+	// this mount (a lock on another mount recalls the delegation first,
+	// and its next grant here goes through the cluster, with the drop).
 	return st, true
 }
 

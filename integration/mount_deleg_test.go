@@ -105,3 +105,53 @@ func TestMountDelegationRecall(t *testing.T) {
 		t.Fatalf("A against B's lock: %q", r)
 	}
 }
+
+// TestMountDelegationAcrossFailover: the leader that delegated a lock dies;
+// the new leader knows the delegation from the log, recalls it through the
+// stream the holder's mount opens there, and B sees A's lock.
+func TestMountDelegationAcrossFailover(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	a, b := startMount(t, pc), startMount(t, pc)
+	c := pc.client(t)
+	h := startLocker(t, "holder")
+	h.must("open 1 %s", a.path("f"))
+	h.must("lk 1 setlk w 0 0")
+	out, _, err := jfsctl(t, pc.servers(), "locks", "ls")
+	if err != nil || !strings.Contains(out, "held (delegated)") {
+		t.Fatalf("not delegated before the failover: %v\n%s", err, out)
+	}
+	leader := pc.leader(t, c)
+	pc.kill(leader)
+	if got := pc.leader(t, c); got == leader {
+		t.Fatalf("killed node %s still leads", leader.id)
+	}
+	fd := mustOpen(t, b.path("f"), syscall.O_RDWR)
+	defer syscall.Close(fd)
+	if _, err := fcntlLock(fd, syscall.F_SETLK, syscall.F_RDLCK, 0, 1); err != syscall.EAGAIN {
+		t.Fatalf("B's F_SETLK after the failover: %v, want EAGAIN", err)
+	}
+	h.must("lk 1 setlk u 0 0")
+	if _, err := fcntlLock(fd, syscall.F_SETLK, syscall.F_RDLCK, 0, 1); err != nil {
+		t.Fatalf("B's F_SETLK after A unlocked: %v", err)
+	}
+}
+
+// TestMountDelegationHolderKilled: the mount holding a delegated lock dies
+// (SIGKILL); once its session expires the delegation is void, its lock is
+// gone, and a waiter on another mount gets the lock.
+func TestMountDelegationHolderKilled(t *testing.T) {
+	pc := startProcCluster(t, 3, "--session-ttl", "4s")
+	a, b := startMount(t, pc), startMount(t, pc)
+	h, w := startLocker(t, "holder"), startLocker(t, "waiter")
+	h.must("open 1 %s", a.path("f"))
+	h.must("lk 1 setlk w 0 0")
+	out, _, err := jfsctl(t, pc.servers(), "locks", "ls")
+	if err != nil || !strings.Contains(out, "held (delegated)") {
+		t.Fatalf("not delegated: %v\n%s", err, out)
+	}
+	a.kill()
+	w.must("open 1 %s", b.path("f"))
+	if r := w.do("lk 1 setlkw w 0 0"); r != "ok" {
+		t.Fatalf("waiter after the holder's mount died: %q", r)
+	}
+}

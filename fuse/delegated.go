@@ -107,9 +107,40 @@ func (d *delegTable) install(ino, session uint64, do func(e *delegIno)) {
 	d.inos[ino] = e
 	early := d.recalled[ino] == session
 	delete(d.recalled, ino)
+	var idle []*delegIno
+	if len(d.inos) > maxDelegations {
+		for _, o := range d.inos {
+			if o != e && len(idle) < len(d.inos)-maxDelegations/2 {
+				idle = append(idle, o)
+			}
+		}
+	}
 	d.mu.Unlock()
 	if early {
 		go d.recall(session, ino)
+	}
+	if len(idle) > 0 {
+		go d.giveBackIdle(idle)
+	}
+}
+
+// maxDelegations bounds the delegations a mount keeps: past it, the ones
+// that hold no lock are given back (down to half of it), so that a mount
+// that locks many files alone, one after the other, does not keep a table
+// for each.
+const maxDelegations = 4096
+
+// giveBackIdle gives back those of es that hold no lock and that no
+// operation is using now.
+func (d *delegTable) giveBackIdle(es []*delegIno) {
+	for _, e := range es {
+		if !e.mu.TryLock() {
+			continue
+		}
+		if e.live && len(e.table.Locks(e.ino)) == 0 && len(e.table.Flocks(e.ino)) == 0 {
+			d.giveBack(e)
+		}
+		e.mu.Unlock()
 	}
 }
 

@@ -216,9 +216,10 @@ func (s *Server) EvictSession(ctx context.Context, r *jfspb.EvictSessionRequest)
 	req := &jfspb.ExpireSessionRequest{SessionId: r.Session, Reason: r.Reason}
 	// The evicted mount may answer its delegated inodes' locks locally
 	// until its lease lapses, which is no later than this leader's timer
-	// for it: other requests on them wait until then.
-	if until := s.n.sessions.leaseEnd(r.Session); !until.IsZero() && s.n.ready() {
-		s.n.deleg.fenceEvicted(r.Session, until)
+	// for it: those inodes stay fenced until then (fsm/deleg.go), in the
+	// state, so a new leader keeps the fence.
+	if until := s.n.sessions.leaseEnd(r.Session); !until.IsZero() {
+		req.DelegFenceUntilNs = until.UnixNano()
 	}
 	resp, err := propose[*jfspb.ExpireSessionResponse](ctx, s, cmdExpire, nil, req)
 	if err != nil {

@@ -37,7 +37,6 @@ type delegs struct {
 	streams    map[uint64]*recallStream // session -> its recall stream
 	recalling  map[uint64]uint64        // ino -> session asked to return it
 	recalledAt map[uint64]time.Time     // ino -> its last recall
-	fences     map[uint64]time.Time     // ino -> until when an evicted holder may still answer locally
 	changed    chan struct{}            // closed when a batch changed locks
 	reports    map[uint64]chan *jfspb.DelegReportRequest
 	nextReport uint64
@@ -55,7 +54,7 @@ func (rs *recallStream) end() { rs.once.Do(func() { close(rs.done) }) }
 
 func newDelegs(n *Node) *delegs {
 	return &delegs{n: n, streams: map[uint64]*recallStream{}, recalling: map[uint64]uint64{},
-		recalledAt: map[uint64]time.Time{}, fences: map[uint64]time.Time{}, changed: make(chan struct{}),
+		recalledAt: map[uint64]time.Time{}, changed: make(chan struct{}),
 		reports: map[uint64]chan *jfspb.DelegReportRequest{}}
 }
 
@@ -70,7 +69,7 @@ func (d *delegs) locksChanged() {
 }
 
 // mayDelegate reports whether a lock request on ino may be offered the
-// inode's delegation: not recalled within redelegateAfter, not fenced.
+// inode's delegation: not recalled within redelegateAfter.
 func (d *delegs) mayDelegate(ino uint64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -80,8 +79,7 @@ func (d *delegs) mayDelegate(ino uint64) bool {
 		}
 		delete(d.recalledAt, ino)
 	}
-	_, fenced := d.fences[ino]
-	return !fenced
+	return true
 }
 
 // awaitFree returns once ino is not delegated and no evicted session may
@@ -135,13 +133,14 @@ func (d *delegs) waitTurn(ctx context.Context, ino, holder uint64, fence time.Ti
 }
 
 // fence returns until when an evicted session may still answer ino's locks
-// locally; zero when none may.
+// locally (the state's fence, on this leader's clock); zero when none may.
 func (d *delegs) fence(ino uint64) time.Time {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	t, ok := d.fences[ino]
-	if ok && !time.Now().Before(t) {
-		delete(d.fences, ino)
+	ns := d.n.fsm.DelegFence(ino)
+	if ns == 0 {
+		return time.Time{}
+	}
+	t := time.Unix(0, ns)
+	if !time.Now().Before(t) {
 		return time.Time{}
 	}
 	return t
@@ -173,20 +172,6 @@ func (d *delegs) send(rs *recallStream, m *jfspb.DelegRecall) {
 	}
 }
 
-// fenceEvicted records, before session sid is evicted, that its mount may
-// answer the locks of the inodes delegated to it until until (its lease on
-// this leader's timer): other requests on them wait until then.
-func (d *delegs) fenceEvicted(sid uint64, until time.Time) {
-	ds := d.n.fsm.Delegations(sid)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, dl := range ds {
-		if until.After(d.fences[dl.Ino]) {
-			d.fences[dl.Ino] = until
-		}
-	}
-}
-
 // dropSession ends the recall stream of an ended session and forgets its
 // recalls.
 func (d *delegs) dropSession(sid uint64) {
@@ -212,7 +197,6 @@ func (d *delegs) endAll() {
 		delete(d.streams, sid)
 	}
 	clear(d.recalling)
-	clear(d.fences)
 }
 
 // serve runs the recall stream of session sid until ctx ends, the session

@@ -270,3 +270,36 @@ func TestDelegationRecallAcrossFailover(t *testing.T) {
 		t.Fatalf("B against A's returned lock: %v", r)
 	}
 }
+
+// TestDelegationEvictionFenceAcrossFailover: the fence of an eviction is in
+// the state, so a new leader holds the evicted session's delegated inodes
+// until the old leader's timer for it would have lapsed.
+func TestDelegationEvictionFenceAcrossFailover(t *testing.T) {
+	c := clustertest.NewCluster(t, 3, func(cfg *cluster.Config) { cfg.SessionTTL = 8 * time.Second })
+	l := c.Leader()
+	a, b := newLockClient(t, l, "hostA"), newLockClient(t, l, "hostB")
+	ino := a.mustCreate("f")
+	a.mustOpenRecalls(t)
+	if !a.delegLock(t, ino, 1, 0, 0) {
+		t.Fatal("not delegated")
+	}
+	if _, err := a.srv.Heartbeat(context.Background(), &jfspb.HeartbeatRequest{Session: a.session}); err != nil {
+		t.Fatal(err)
+	}
+	lease := cluster.SessionLeaseEnd(l, a.session)
+	if r, err := a.srv.EvictSession(context.Background(), &jfspb.EvictSessionRequest{Session: a.session, Reason: "test"}); err != nil || r.Errno != 0 {
+		t.Fatalf("evict: %v %v", err, r)
+	}
+	c.Stop(l.ID())
+	nl := c.Leader()
+	b.srv = cluster.NewServer(nl)
+	b.srv.Heartbeat(context.Background(), &jfspb.HeartbeatRequest{Session: b.session})
+	r := mustSetlkResult(t, b.setlkAsync(&jfspb.SetLkRequest{Ino: ino, Owner: 2, Type: wr, Pid: 2}), "B's F_SETLK at the new leader")
+	if r.Errno != 0 {
+		t.Fatalf("B after the fence: %v", r)
+	}
+	// The order of two events, not a speed bound.
+	if now := time.Now(); now.Before(lease) {
+		t.Fatalf("the new leader granted B %v before the evicted session's lease could have lapsed", lease.Sub(now))
+	}
+}

@@ -198,3 +198,50 @@ func (f *FSM) Delegations(sid uint64) []Deleg {
 	})
 	return out
 }
+
+// fenceDelegs fences every inode delegated to session sid, which an
+// operator evicts, until until (ns, the leader's clock): its mount may go
+// on answering their locks locally until its lease runs out, so every lock
+// request on them is busy until an entry stamped at or after until
+// (fenced). Kept in the state, so that a new leader holds them too.
+func (t *txn) fenceDelegs(sid uint64, until int64) {
+	var inos []uint64
+	t.scan(bucketDelegSess, u64(sid), func(k, _ []byte) bool {
+		if len(k) == 16 {
+			inos = append(inos, binary.BigEndian.Uint64(k[8:]))
+		}
+		return true
+	})
+	for _, ino := range inos {
+		t.put(bucketDelegFence, u64(ino), u64(uint64(until)))
+	}
+}
+
+// fenced reports whether ino is fenced at now (ns); a fence that has
+// lapsed is dropped when apply (write set) finds it.
+func (t *txn) fenced(ino uint64, now int64, write bool) bool {
+	v := t.b(bucketDelegFence).Get(u64(ino))
+	if len(v) != 8 {
+		return false
+	}
+	if now < int64(binary.BigEndian.Uint64(v)) {
+		return true
+	}
+	if write {
+		t.del(bucketDelegFence, u64(ino))
+	}
+	return false
+}
+
+// DelegFence returns until when (Unix ns) ino is fenced for an evicted
+// holder, 0 when it is not.
+func (f *FSM) DelegFence(ino uint64) int64 {
+	var until int64
+	f.view(func(t *txn) error {
+		if v := t.b(bucketDelegFence).Get(u64(ino)); len(v) == 8 {
+			until = int64(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	return until
+}

@@ -142,3 +142,36 @@ func TestDelegation(t *testing.T) {
 		t.Fatalf("lock after the holder expired: %v", r)
 	}
 }
+
+// TestDelegationEvictionFence: an eviction that names a fence keeps every
+// lock request on the evicted session's delegated inodes busy until an
+// entry stamped at or after the fence, in the state (a new leader reads
+// it), and the fence goes once passed. The harness stamps each entry one
+// second after the one before.
+func TestDelegationEvictionFence(t *testing.T) {
+	h := mustHarness(t, Options{})
+	other := h.mustRegister("client-2")
+	f := h.mustCreate(RootIno, "f", true)
+	seq := uint64(1000)
+	setlk := func(sess uint64, deleg bool) *jfspb.SetLkResponse {
+		seq++
+		return h.mustApplyEntry(h.entry(cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 1, Type: lkWr, Delegate: deleg}, sess, seq, 0)).(*jfspb.SetLkResponse)
+	}
+	if r := setlk(other, true); !r.Delegated {
+		t.Fatalf("not delegated: %v", r)
+	}
+	until := h.now + 2.5e9 // the eviction's entry is stamped h.now+1e9
+	mustOK(t, h.mustApplyEntry(h.entry(cExpire, &jfspb.ExpireSessionRequest{SessionId: other, DelegFenceUntilNs: until}, 0, 0, 0)))
+	if h.f.Delegation(f.Ino) != 0 || h.f.DelegFence(f.Ino) != until {
+		t.Fatalf("after the eviction: delegation %d, fence %d", h.f.Delegation(f.Ino), h.f.DelegFence(f.Ino))
+	}
+	if r := setlk(h.sess, true); !r.DelegBusy || r.Delegated { // stamped until-0.5s
+		t.Fatalf("a lock inside the fence: %v", r)
+	}
+	if r := setlk(h.sess, false); r.Errno != 0 || r.DelegBusy { // stamped until+0.5s
+		t.Fatalf("a lock past the fence: %v", r)
+	}
+	if h.f.DelegFence(f.Ino) != 0 {
+		t.Fatal("a passed fence stays")
+	}
+}

@@ -97,7 +97,7 @@ func (t *txn) applyFlock(req *jfspb.FlockRequest) *jfspb.FlockResponse {
 	if e := n.mayLock(req.GetHeader().GetCred(), req.GetType(), true); e != 0 {
 		return &jfspb.FlockResponse{Errno: eno(e)}
 	}
-	if t.delegatedTo(ino) != 0 {
+	if t.delegatedTo(ino) != 0 || t.fenced(ino, t.now, true) {
 		return &jfspb.FlockResponse{Errno: eno(syscall.EAGAIN), DelegBusy: true}
 	}
 	o := rangelock.Owner{Session: t.session, ID: req.GetFh()}

@@ -125,7 +125,7 @@ func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 	if e != 0 {
 		return &jfspb.SetLkResponse{Errno: eno(e)}
 	}
-	if t.delegatedTo(ino) != 0 {
+	if t.delegatedTo(ino) != 0 || t.fenced(ino, t.now, true) {
 		return &jfspb.SetLkResponse{Errno: eno(syscall.EAGAIN), DelegBusy: true}
 	}
 	o := rangelock.Owner{Session: t.session, ID: req.GetOwner()}
@@ -185,6 +185,7 @@ func (t *txn) releaseSessionLocks(sid uint64) {
 func (t *txn) dropLocks(ino uint64) {
 	t.endInodeWaits(ino)
 	t.undelegate(ino)
+	t.del(bucketDelegFence, u64(ino))
 	for _, l := range t.f.table.Locks(ino) {
 		t.f.table.ReleasePosix(ino, l.Owner)
 	}

@@ -1251,12 +1251,17 @@ func (x *CloseSessionResponse) GetErrno() int32 {
 // proposes it when the session's TTL lapses; operators use it to evict a
 // session. header.session is 0. ENOENT: no such session.
 type ExpireSessionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	SessionId     uint64                 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Header    *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	SessionId uint64                 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Reason    string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// deleg_fence_until_ns (an eviction, set by the leader): the session's
+	// mount may answer the locks of the inodes delegated to it until then
+	// (the leader's clock, Unix ns): they stay fenced, every lock request on
+	// them busy (deleg_busy), until an entry stamped at or after it.
+	DelegFenceUntilNs int64 `protobuf:"varint,340,opt,name=deleg_fence_until_ns,json=delegFenceUntilNs,proto3" json:"deleg_fence_until_ns,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ExpireSessionRequest) Reset() {
@@ -1308,6 +1313,13 @@ func (x *ExpireSessionRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ExpireSessionRequest) GetDelegFenceUntilNs() int64 {
+	if x != nil {
+		return x.DelegFenceUntilNs
+	}
+	return 0
 }
 
 type ExpireSessionResponse struct {
@@ -8544,12 +8556,13 @@ const file_jfs_proto_rawDesc = "" +
 	"\x13CloseSessionRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\",\n" +
 	"\x14CloseSessionResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"u\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xa7\x01\n" +
 	"\x14ExpireSessionRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\x04R\tsessionId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"-\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x120\n" +
+	"\x14deleg_fence_until_ns\x18\xd4\x02 \x01(\x03R\x11delegFenceUntilNs\"-\n" +
 	"\x15ExpireSessionResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"2\n" +
 	"\x14SessionsAliveRequest\x12\x1a\n" +

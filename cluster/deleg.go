@@ -362,10 +362,34 @@ func (s *Server) DelegReport(ctx context.Context, r *jfspb.DelegReportRequest) (
 	return &jfspb.DelegReportResponse{}, nil
 }
 
-// awaitUndelegated is awaitFree for a request handler.
+// recallAnswerMargin is how long before its deadline a request that waits
+// for a recall is answered "ask again" (errRecallPending), so that the
+// client's attempt does not time out, which would make it suspect the
+// leader.
+const recallAnswerMargin = 300 * time.Millisecond
+
+// awaitUndelegated is awaitFree for a request handler. A request with a
+// deadline (a client's bounded attempt: a non-blocking lock request, or
+// F_GETLK) that is still waiting shortly before it is answered UNAVAILABLE
+// with a DelegRecall detail: the client asks the same leader again with
+// the same request, without counting the wait against its retry window
+// (client.retry). A blocking request has no deadline and simply waits.
 func (s *Server) awaitUndelegated(ctx context.Context, ino uint64) error {
-	if err := s.n.deleg.awaitFree(ctx, ino); err != nil {
-		return s.toStatus(err)
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-recallAnswerMargin))
+		defer cancel()
 	}
-	return nil
+	err := s.n.deleg.awaitFree(wctx, ino)
+	if err == nil {
+		return nil
+	}
+	if wctx.Err() != nil && ctx.Err() == nil {
+		st, derr := status.New(codes.Unavailable, "waiting for the return of a lock delegation").WithDetails(&jfspb.DelegRecall{Ino: ino})
+		if derr == nil {
+			return st.Err()
+		}
+	}
+	return s.toStatus(err)
 }

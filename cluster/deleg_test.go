@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/cluster"
@@ -301,5 +303,42 @@ func TestDelegationEvictionFenceAcrossFailover(t *testing.T) {
 	// The order of two events, not a speed bound.
 	if now := time.Now(); now.Before(lease) {
 		t.Fatalf("the new leader granted B %v before the evicted session's lease could have lapsed", lease.Sub(now))
+	}
+}
+
+// TestDelegationRecallPendingAnswer: a request with a deadline that is
+// still waiting for a recall shortly before it is answered "ask again"
+// (UNAVAILABLE with a DelegRecall detail), which the client follows to the
+// same leader without suspecting it; the same request sent again after
+// the return is answered.
+func TestDelegationRecallPendingAnswer(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	l := c.Leader()
+	a, b := newLockClient(t, l, "hostA"), newLockClient(t, l, "hostB")
+	ino := a.mustCreate("f")
+	rs := a.mustOpenRecalls(t)
+	if !a.delegLock(t, ino, 1, 0, 0) {
+		t.Fatal("not delegated")
+	}
+	req := &jfspb.SetLkRequest{Header: b.header(), Ino: ino, Owner: 2, Type: wr, Pid: 2}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err := b.srv.SetLk(ctx, req)
+	cancel()
+	st, _ := status.FromError(err)
+	pending := false
+	for _, d := range st.Details() {
+		_, pending = d.(*jfspb.DelegRecall)
+	}
+	if st.Code() != codes.Unavailable || !pending {
+		t.Fatalf("a bounded request waiting for a recall: %v, want UNAVAILABLE with a DelegRecall detail", err)
+	}
+	rs.mustRecall(t, ino)
+	if ret, err := a.srv.DelegReturn(context.Background(), &jfspb.DelegReturnRequest{Header: a.header(), Ino: ino,
+		Locks: []*jfspb.DelegLock{{Owner: 1, Type: wr, Pid: 1}}}); err != nil || !ret.Returned {
+		t.Fatalf("return: %v %v", err, ret)
+	}
+	r, err := b.srv.SetLk(context.Background(), req)
+	if err != nil || r.Errno != int32(syscall.EAGAIN) {
+		t.Fatalf("the same request after the return: %v %v", err, r)
 	}
 }

@@ -49,6 +49,8 @@ type delegTable struct {
 	mu       sync.Mutex
 	inos     map[uint64]*delegIno
 	recalled map[uint64]uint64 // ino -> session: recalls that came before their delegation's answer
+
+	stopped chan struct{} // closed when the mount stops listening for recalls
 }
 
 // delegIno is one delegated inode. mu is held by a local operation on it
@@ -65,7 +67,7 @@ type delegIno struct {
 }
 
 func newDelegTable(fs *FS, l leaser) *delegTable {
-	return &delegTable{fs: fs, lease: l, inos: map[uint64]*delegIno{}, recalled: map[uint64]uint64{}}
+	return &delegTable{fs: fs, lease: l, inos: map[uint64]*delegIno{}, recalled: map[uint64]uint64{}, stopped: make(chan struct{})}
 }
 
 // enter returns ino's delegation, locked, when the mount may answer for
@@ -188,7 +190,10 @@ func (e *delegIno) locks() []*jfspb.DelegLock {
 
 // recall gives ino back, as the leader asked of session sid. A recall of a
 // delegation whose answer has not arrived yet is remembered, and acted on
-// when it does.
+// when it does. A return that fails (the cluster out of reach for the
+// client's whole retry window) is tried again, with a growing pause, until
+// it is taken or the delegation is void: the leader sends a recall once
+// per stream, and another request waits for it.
 func (d *delegTable) recall(sid, ino uint64) {
 	d.mu.Lock()
 	e := d.inos[ino]
@@ -198,10 +203,21 @@ func (d *delegTable) recall(sid, ino uint64) {
 		return
 	}
 	d.mu.Unlock()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.live {
-		d.giveBack(e)
+	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+		e.mu.Lock()
+		err := error(nil)
+		if e.live {
+			err = d.giveBack(e)
+		}
+		e.mu.Unlock()
+		if err == nil {
+			return
+		}
+		select {
+		case <-time.After(pause):
+		case <-d.stopped:
+			return
+		}
 	}
 }
 
@@ -248,6 +264,7 @@ func (d *delegTable) report(sid uint64, m *jfspb.DelegRecall) {
 // run listens for recalls until ctx ends.
 func (d *delegTable) run(ctx context.Context) {
 	d.fs.c.DelegRecalls(ctx, d.connected, d.onRecall)
+	close(d.stopped)
 }
 
 // ---- local answers; each is called with e.mu held ----

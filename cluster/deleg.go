@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -87,12 +88,26 @@ func (d *delegs) mayDelegate(ino uint64) bool {
 // return, or for the end of its session. Only a ready leader waits; another
 // node answers ErrNotLeader, for the client to find the leader.
 func (d *delegs) awaitFree(ctx context.Context, ino uint64) error {
+	return d.awaitFreeOr(ctx, ino, nil)
+}
+
+// errCanceledWhileRecalling: a blocking request was interrupted while it
+// waited for a recall, before it was proposed.
+var errCanceledWhileRecalling = errors.New("cluster: lock request interrupted while a delegation was recalled")
+
+// awaitFreeOr is awaitFree that also ends, with errCanceledWhileRecalling,
+// when canceled (looked at after every change of locks, and after every
+// cancel) reports true.
+func (d *delegs) awaitFreeOr(ctx context.Context, ino uint64, canceled func() bool) error {
 	for {
 		d.mu.Lock()
 		changed := d.changed
 		d.mu.Unlock()
 		holder := d.n.fsm.Delegation(ino)
 		fence := d.fence(ino)
+		if (holder != 0 || !fence.IsZero()) && canceled != nil && canceled() {
+			return errCanceledWhileRecalling
+		}
 		if holder == 0 {
 			d.mu.Lock()
 			delete(d.recalling, ino) // answered: a later delegation is recalled afresh
@@ -375,15 +390,28 @@ const recallAnswerMargin = 300 * time.Millisecond
 // the same request, without counting the wait against its retry window
 // (client.retry). A blocking request has no deadline and simply waits.
 func (s *Server) awaitUndelegated(ctx context.Context, ino uint64) error {
+	return s.awaitUndelegatedOr(ctx, ino, nil)
+}
+
+// awaitUndelegatedOr is awaitUndelegated for a blocking request (h its
+// header): an interrupt (CancelLockWait) that arrives while it waits for a
+// recall ends it with EINTR (errCanceledWhileRecalling), before it is
+// proposed, as an interrupt before the wait is queued does.
+func (s *Server) awaitUndelegatedOr(ctx context.Context, ino uint64, h *jfspb.Header) error {
+	var canceled func() bool
+	if h != nil && h.Seq != 0 {
+		key := waitKey{h.Session, h.Seq}
+		canceled = func() bool { return s.n.locks.takeCancel(key) }
+	}
 	wctx := ctx
 	if dl, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
 		wctx, cancel = context.WithDeadline(ctx, dl.Add(-recallAnswerMargin))
 		defer cancel()
 	}
-	err := s.n.deleg.awaitFree(wctx, ino)
-	if err == nil {
-		return nil
+	err := s.n.deleg.awaitFreeOr(wctx, ino, canceled)
+	if err == nil || errors.Is(err, errCanceledWhileRecalling) {
+		return err
 	}
 	if wctx.Err() != nil && ctx.Err() == nil {
 		st, derr := status.New(codes.Unavailable, "waiting for the return of a lock delegation").WithDetails(&jfspb.DelegRecall{Ino: ino})

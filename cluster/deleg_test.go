@@ -342,3 +342,34 @@ func TestDelegationRecallPendingAnswer(t *testing.T) {
 		t.Fatalf("the same request after the return: %v %v", err, r)
 	}
 }
+
+// TestDelegationInterruptWhileRecalling: a blocking request interrupted
+// while it waits for a recall answers EINTR at once, and is never granted.
+func TestDelegationInterruptWhileRecalling(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	l := c.Leader()
+	a, b := newLockClient(t, l, "hostA"), newLockClient(t, l, "hostB")
+	ino := a.mustCreate("f")
+	rs := a.mustOpenRecalls(t)
+	if !a.delegLock(t, ino, 1, 0, 0) {
+		t.Fatal("not delegated")
+	}
+	req := &jfspb.SetLkRequest{Ino: ino, Owner: 2, Type: wr, Pid: 2, Block: true}
+	w := b.setlkAsync(req)
+	rs.mustRecall(t, ino) // B waits for it; A does not answer
+	if _, err := b.srv.CancelLockWait(context.Background(), &jfspb.CancelLockWaitRequest{Session: b.session, Seq: req.Header.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustSetlkResult(t, w, "interrupted F_SETLKW"); r.Errno != int32(syscall.EINTR) {
+		t.Fatalf("interrupted while recalling: %v, want EINTR", r)
+	}
+	if ret, err := a.srv.DelegReturn(context.Background(), &jfspb.DelegReturnRequest{Header: a.header(), Ino: ino}); err != nil || !ret.Returned {
+		t.Fatalf("return: %v %v", err, ret)
+	}
+	if ls := l.FSM().Waits(ino); len(ls) != 0 {
+		t.Fatalf("the interrupted request waits still: %v", ls)
+	}
+	if e, err := a.setlk(context.Background(), ino, 3, wr, 0, 0, false); err != nil || e != 0 {
+		t.Fatalf("a lock after the interrupted request: %v %v (granted to it?)", err, e)
+	}
+}

@@ -668,12 +668,23 @@ func (lw *lockWaits) cancel(ctx context.Context, key waitKey) error {
 		lw.mu.Lock()
 		lw.canceled.add(key, time.Now())
 		lw.mu.Unlock()
+		// A request waiting for a delegation's recall looks for it.
+		lw.n.deleg.locksChanged()
 	}
 	lw.regMu.Unlock()
 	if queued {
 		return lw.cancelQueued(ctx, key)
 	}
 	return nil
+}
+
+// takeCancel reports whether a cancel of key that found no wait was
+// remembered, and forgets it: the request, not proposed yet, answers
+// EINTR.
+func (lw *lockWaits) takeCancel(key waitKey) bool {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.canceled.take(key, time.Now())
 }
 
 // cancelQueued proposes the end of the queued wait key with EINTR. A wait

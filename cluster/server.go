@@ -483,7 +483,9 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 	// A delegated inode is recalled first; a delegation made while the
 	// request was on its way makes it busy, and it is applied again.
 	for {
-		if err := s.awaitUndelegated(ctx, r.Ino); err != nil {
+		if err := s.awaitUndelegatedOr(ctx, r.Ino, blockHeader(r.Block, r.Header)); errors.Is(err, errCanceledWhileRecalling) {
+			return &jfspb.SetLkResponse{Errno: int32(syscall.EINTR)}, nil
+		} else if err != nil {
 			return nil, err
 		}
 		r.Delegate = r.DelegOk && r.Header != nil && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && s.n.deleg.mayDelegate(r.Ino)
@@ -515,7 +517,9 @@ func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.Flock
 		return &jfspb.FlockResponse{Errno: int32(e)}, nil
 	}
 	for { // as SetLk
-		if err := s.awaitUndelegated(ctx, r.Ino); err != nil {
+		if err := s.awaitUndelegatedOr(ctx, r.Ino, blockHeader(r.Block, r.Header)); errors.Is(err, errCanceledWhileRecalling) {
+			return &jfspb.FlockResponse{Errno: int32(syscall.EINTR)}, nil
+		} else if err != nil {
 			return nil, err
 		}
 		r.Delegate = r.DelegOk && r.Header != nil && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && s.n.deleg.mayDelegate(r.Ino)
@@ -536,6 +540,14 @@ func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.Flock
 		}
 		return &jfspb.FlockResponse{Errno: int32(errno), Conflicts: conflicts, Delegated: w.delegated}, nil
 	}
+}
+
+// blockHeader is h for a blocking request, nil otherwise.
+func blockHeader(block bool, h *jfspb.Header) *jfspb.Header {
+	if block {
+		return h
+	}
+	return nil
 }
 
 // waitStatus: a wait taken over by a retry of the same request ends with

@@ -171,6 +171,7 @@ func (d *delegs) recall(ino, sid uint64) {
 		return
 	}
 	d.recalling[ino] = sid
+	d.n.metrics.Load().countDeleg("recalled")
 	if rs := d.streams[sid]; rs != nil {
 		d.send(rs, &jfspb.DelegRecall{Ino: ino})
 	}
@@ -360,6 +361,9 @@ func (s *Server) DelegRecalls(r *jfspb.DelegRecallsRequest, ss jfspb.Meta_DelegR
 // own choice): one log entry with the session's locks on the inode.
 func (s *Server) DelegReturn(ctx context.Context, r *jfspb.DelegReturnRequest) (*jfspb.DelegReturnResponse, error) {
 	resp, err := propose[*jfspb.DelegReturnResponse](ctx, s, cmdDelegReturn, r.Header, r)
+	if err == nil && resp.Returned {
+		s.n.metrics.Load().countDeleg("returned")
+	}
 	if err == nil && resp.Errno == 0 {
 		for _, l := range r.Locks {
 			if l.MaybeOfd && !l.Flock {

@@ -495,6 +495,9 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 			if err == nil && resp.DelegBusy {
 				continue
 			}
+			if err == nil && resp.Delegated {
+				s.n.metrics.Load().countDeleg("granted")
+			}
 			return resp, err
 		}
 		errno, conflicts, err := s.n.locks.wait(ctx, w)
@@ -503,6 +506,9 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 		}
 		if err != nil {
 			return nil, s.waitStatus(err)
+		}
+		if w.delegated {
+			s.n.metrics.Load().countDeleg("granted")
 		}
 		return &jfspb.SetLkResponse{Errno: int32(errno), Conflicts: conflicts, Delegated: w.delegated}, nil
 	}
@@ -529,6 +535,9 @@ func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.Flock
 			if err == nil && resp.DelegBusy {
 				continue
 			}
+			if err == nil && resp.Delegated {
+				s.n.metrics.Load().countDeleg("granted")
+			}
 			return resp, err
 		}
 		errno, conflicts, err := s.n.locks.wait(ctx, w)
@@ -537,6 +546,9 @@ func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.Flock
 		}
 		if err != nil {
 			return nil, s.waitStatus(err)
+		}
+		if w.delegated {
+			s.n.metrics.Load().countDeleg("granted")
 		}
 		return &jfspb.FlockResponse{Errno: int32(errno), Conflicts: conflicts, Delegated: w.delegated}, nil
 	}

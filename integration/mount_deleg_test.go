@@ -104,6 +104,16 @@ func TestMountDelegationRecall(t *testing.T) {
 	if r := h.do("lk 1 setlk w 0 1"); r != errAnswer(syscall.EAGAIN) {
 		t.Fatalf("A against B's lock: %q", r)
 	}
+	got := map[string]float64{}
+	for _, p := range pc.procs {
+		m := p.metrics(t)
+		for _, ev := range []string{"granted", "recalled", "returned"} {
+			got[ev] += m[`jfsd_lock_delegations_total{event="`+ev+`"}`]
+		}
+	}
+	if got["granted"] < 1 || got["recalled"] < 1 || got["returned"] < 1 {
+		t.Fatalf("delegation metrics %v, want each at least 1", got)
+	}
 }
 
 // TestMountDelegationAcrossFailover: the leader that delegated a lock dies;

@@ -27,6 +27,10 @@ import (
 // redelegateAfter is how long after a recall an inode is not delegated again.
 const redelegateAfter = time.Second
 
+// maxRecalledAt is the size of the map of recall times past which the
+// recall times older than redelegateAfter are dropped.
+const maxRecalledAt = 4096
+
 // reportTimeout bounds how long jfsctl locks ls waits for a mount to
 // report the locks it holds under a delegation.
 const reportTimeout = 500 * time.Millisecond
@@ -166,7 +170,15 @@ func (d *delegs) fence(ino uint64) time.Time {
 func (d *delegs) recall(ino, sid uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.recalledAt[ino] = time.Now()
+	now := time.Now()
+	if len(d.recalledAt) >= maxRecalledAt {
+		for i, t := range d.recalledAt { // the times that no longer matter
+			if now.Sub(t) >= redelegateAfter {
+				delete(d.recalledAt, i)
+			}
+		}
+	}
+	d.recalledAt[ino] = now
 	if d.recalling[ino] == sid {
 		return
 	}

@@ -18,11 +18,11 @@ import (
 // state machine records which session an inode's locks are delegated to
 // (fsm/deleg.go); the leader decides when to offer one (delegate on a lock
 // request), recalls one when another request needs the inode, holds that
-// request until the inode is no longer delegated, and keeps, in memory
-// only: the recall streams of the sessions, the recalls not yet answered,
-// the time of each inode's last recall (no new delegation for
-// redelegateAfter, so that two mounts taking turns do not make every lock
-// a recall), and the fences of evicted sessions.
+// request until the inode is no longer delegated (or, after an eviction,
+// fenced: the fence is in the state too), and keeps, in memory only: the
+// recall streams of the sessions, the recalls not yet answered, and the
+// time of each inode's last recall (no new delegation for redelegateAfter,
+// so that two mounts taking turns do not make every lock a recall).
 
 // redelegateAfter is how long after a recall an inode is not delegated again.
 const redelegateAfter = time.Second

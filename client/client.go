@@ -326,6 +326,13 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, patien
 		}
 		last = err
 		st, _ := status.FromError(err)
+		if recallPending(st) {
+			// The leader waits for another mount to return a lock
+			// delegation: ask it again at once; the wait is the
+			// leader's, not a failure to reach it.
+			start = start.Add(time.Since(began))
+			continue
+		}
 		switch st.Code() {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		default:
@@ -370,6 +377,20 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, patien
 
 // forwardKey is cluster.ForwardKey; the client does not import the cluster.
 const forwardKey = "jfs-forward-to-leader"
+
+// recallPending reports whether st is the leader's "still waiting for a
+// lock delegation's return; ask again" (cluster/deleg.go).
+func recallPending(st *status.Status) bool {
+	if st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*jfspb.DelegRecall); ok {
+			return true
+		}
+	}
+	return false
+}
 
 // isNotLeader reports whether st is a node's "not the leader" answer, as
 // opposed to a failed connection.

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
@@ -177,27 +178,49 @@ func (s *Server) ListSessions(ctx context.Context, r *jfspb.ListSessionsRequest)
 // ListLocks lists held locks and the leader's waiters, each with the host
 // of its session and a path of its inode.
 func (s *Server) ListLocks(ctx context.Context, r *jfspb.ListLocksRequest) (*jfspb.ListLocksResponse, error) {
-	return read(ctx, s, "list_locks", r, func(r *jfspb.ListLocksRequest) *jfspb.ListLocksResponse {
+	resp, err := read(ctx, s, "list_locks", r, func(r *jfspb.ListLocksRequest) *jfspb.ListLocksResponse {
 		resp := s.n.fsm.Locks(r)
 		resp.Locks = append(resp.Locks, s.n.locks.snapshot(r.Ino, r.Session)...)
-		hosts := map[uint64]string{}
-		paths := map[uint64]string{}
-		for _, l := range resp.Locks {
-			sid := l.GetOwner().GetSession()
-			if _, ok := hosts[sid]; !ok {
-				hosts[sid] = s.n.fsm.Session(sid).GetHost()
-			}
-			if _, ok := paths[l.Ino]; !ok {
-				paths[l.Ino] = s.n.fsm.Path(l.Ino)
-			}
-			l.Host, l.Path = hosts[sid], paths[l.Ino]
-		}
+		s.describeLocks(resp.Locks)
 		return resp
 	})
+	if err != nil || resp.Errno != 0 {
+		return resp, err
+	}
+	// Delegated locks are asked of their mounts, outside the read batch.
+	if dl := s.n.deleg.delegatedLocks(ctx, r.Ino, r.Session); len(dl) > 0 {
+		s.describeLocks(dl)
+		resp = proto.Clone(resp).(*jfspb.ListLocksResponse) // may be shared by a read batch
+		resp.Locks = append(resp.Locks, dl...)
+	}
+	return resp, nil
+}
+
+// describeLocks fills in the host and path of each lock.
+func (s *Server) describeLocks(locks []*jfspb.LockInfo) {
+	hosts := map[uint64]string{}
+	paths := map[uint64]string{}
+	for _, l := range locks {
+		sid := l.GetOwner().GetSession()
+		if _, ok := hosts[sid]; !ok {
+			hosts[sid] = s.n.fsm.Session(sid).GetHost()
+		}
+		if _, ok := paths[l.Ino]; !ok {
+			paths[l.Ino] = s.n.fsm.Path(l.Ino)
+		}
+		l.Host, l.Path = hosts[sid], paths[l.Ino]
+	}
 }
 
 func (s *Server) EvictSession(ctx context.Context, r *jfspb.EvictSessionRequest) (*jfspb.EvictSessionResponse, error) {
 	req := &jfspb.ExpireSessionRequest{SessionId: r.Session, Reason: r.Reason}
+	// The evicted mount may answer its delegated inodes' locks locally
+	// until its lease lapses, which is no later than this leader's timer
+	// for it: those inodes stay fenced until then (fsm/deleg.go), in the
+	// state, so a new leader keeps the fence.
+	if until := s.n.sessions.leaseEnd(r.Session); !until.IsZero() {
+		req.DelegFenceUntilNs = until.UnixNano()
+	}
 	resp, err := propose[*jfspb.ExpireSessionResponse](ctx, s, cmdExpire, nil, req)
 	if err != nil {
 		return nil, err

@@ -184,6 +184,10 @@ func sessionsOf(req any) []uint64 {
 		if s := r.GetCacheSession(); s != 0 {
 			return []uint64{s}
 		}
+	case *jfspb.DelegRecallsRequest:
+		return []uint64{r.GetSession()}
+	case *jfspb.DelegReportRequest:
+		return []uint64{r.GetSession()}
 	case interface{ GetHeader() *jfspb.Header }:
 		if s := r.GetHeader().GetSession(); s != 0 {
 			return []uint64{s}

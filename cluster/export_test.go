@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -46,3 +47,6 @@ func SetCacheWaitHook(n *Node, fn func(kind string)) {
 	n.caches.waitHook = fn
 	n.caches.mu.Unlock()
 }
+
+// SessionLeaseEnd is when n, leading, would expire session sid.
+func SessionLeaseEnd(n *Node, sid uint64) time.Time { return n.sessions.leaseEnd(sid) }

@@ -26,6 +26,10 @@ import (
 // errInterrupted ends a wait that a retry of the same request took over.
 var errInterrupted = errors.New("cluster: lock wait interrupted")
 
+// errDelegBusy: the request found its inode delegated (deleg.go); it is
+// applied again once the delegation is recalled.
+var errDelegBusy = errors.New("cluster: inode's locks are delegated")
+
 // waiter is a blocking request whose RPC is served on this leader.
 type waiter struct {
 	key     waitKey
@@ -38,6 +42,8 @@ type waiter struct {
 	posix   *jfspb.SetLkRequest
 	flockRq *jfspb.FlockRequest
 	ofd     bool // a POSIX wait whose owner may be an open file (maybe_ofd)
+
+	delegated bool // granted at once, with the inode's delegation
 
 	// Guarded by lockWaits.regMu.
 	queued   bool // the state machine answered "queued"
@@ -618,6 +624,10 @@ func (lw *lockWaits) propose(ctx context.Context, w *waiter) (errno syscall.Errn
 			return 0, nil, false, err
 		}
 		r, _ := resp.(*jfspb.FlockResponse)
+		if r.GetDelegBusy() {
+			return 0, nil, false, errDelegBusy
+		}
+		w.delegated = r.GetDelegated()
 		return syscall.Errno(r.GetErrno()), r.GetConflicts(), r.GetQueued(), nil
 	}
 	w.posix.Queue = true
@@ -626,6 +636,10 @@ func (lw *lockWaits) propose(ctx context.Context, w *waiter) (errno syscall.Errn
 		return 0, nil, false, err
 	}
 	r, _ := resp.(*jfspb.SetLkResponse)
+	if r.GetDelegBusy() {
+		return 0, nil, false, errDelegBusy
+	}
+	w.delegated = r.GetDelegated()
 	return syscall.Errno(r.GetErrno()), r.GetConflicts(), r.GetQueued(), nil
 }
 
@@ -654,12 +668,23 @@ func (lw *lockWaits) cancel(ctx context.Context, key waitKey) error {
 		lw.mu.Lock()
 		lw.canceled.add(key, time.Now())
 		lw.mu.Unlock()
+		// A request waiting for a delegation's recall looks for it.
+		lw.n.deleg.locksChanged()
 	}
 	lw.regMu.Unlock()
 	if queued {
 		return lw.cancelQueued(ctx, key)
 	}
 	return nil
+}
+
+// takeCancel reports whether a cancel of key that found no wait was
+// remembered, and forgets it: the request, not proposed yet, answers
+// EINTR.
+func (lw *lockWaits) takeCancel(key waitKey) bool {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.canceled.take(key, time.Now())
 }
 
 // cancelQueued proposes the end of the queued wait key with EINTR. A wait

@@ -26,6 +26,7 @@ type Metrics struct {
 	forwards *prometheus.CounterVec
 	checks   *prometheus.CounterVec
 	cache    *prometheus.CounterVec
+	delegs   *prometheus.CounterVec
 	n        *Node
 }
 
@@ -122,6 +123,10 @@ func NewMetrics(n *Node, reg prometheus.Registerer) *Metrics {
 	trailing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "jfsd_raft_trailing_logs", Help: "Log entries kept after a snapshot: --trailing-logs, or fewer to stay within --trailing-logs-bytes at the recent average entry size.",
 	}, func() float64 { return float64(n.raft.ReloadableConfig().TrailingLogs) })
+	m.delegs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jfsd_lock_delegations_total", Help: "Lock delegations (deleg.go), by event: granted (a lock request's answer delegated its inode), recalled (a recall sent to the holder's mount), returned (a DelegReturn gave one back).",
+	}, []string{"event"})
+	reg.MustRegister(m.delegs)
 	reg.MustRegister(m.requests, m.latency, m.apply, m.batch, m.waits, m.deadlock, m.reads, m.fsmReads, m.rbatch, m.forwards, m.checks, m.cache,
 		corrupt, sessions, freeChecks, rebuilt, trailing, raftCollector{n})
 	n.metrics.Store(m)
@@ -177,6 +182,12 @@ func (m *Metrics) countCheck(result string) {
 func (m *Metrics) countWait(kind string) {
 	if m != nil {
 		m.waits.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *Metrics) countDeleg(event string) {
+	if m != nil {
+		m.delegs.WithLabelValues(event).Inc()
 	}
 }
 

@@ -50,6 +50,7 @@ type Node struct {
 	peers    peerConns      // connections to the other nodes' APIs
 	owners   sessionOwners  // who registered each session (auth.go)
 	locks    *lockWaits     // blocked lock requests (leader only)
+	deleg    *delegs        // lock delegations' recalls (leader only; deleg.go)
 	sessions *sessionTimers // session TTLs (leader only)
 	opens    *openTable     // open files (leader only; opens.go)
 	caches   *caches        // coherent cache grants (leader only; caches.go)
@@ -120,11 +121,15 @@ func NewNode(cfg Config) (*Node, error) {
 	n.reads = newReadBatcher(n)
 	n.lease.core = newLeaseCore(cfg)
 	n.locks = newLockWaits(n)
+	n.deleg = newDelegs(n)
 	n.sessions = newSessionTimers(n, cfg.SessionTTL)
 	n.opens = newOpenTable()
 	n.caches = newCaches(n)
 	n.fsm.SetChangeListener(n.caches.changed)
-	n.fsm.SetLockListener(n.locks.changed)
+	n.fsm.SetLockListener(func(inos []uint64, all bool) {
+		n.locks.changed(inos, all)
+		n.deleg.locksChanged()
+	})
 	n.fsm.SetOpenListener(n.opens.opened)
 	n.fsm.SetWaitListener(n.locks.ended)
 	n.fsm.SetCheckpointListener(n.checkpoints.taken)
@@ -518,6 +523,7 @@ func (n *Node) watchLeadership() {
 				n.caches.stop()
 				n.opens.stop()
 				n.locks.failAll(ErrNotLeader)
+				n.deleg.endAll()
 				continue
 			}
 			// From now on this node hears every open that an entry

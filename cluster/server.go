@@ -146,6 +146,7 @@ const (
 	cmdCheckpoint   = jfspb.CommandType_COMMAND_TYPE_CHECKPOINT
 	cmdMarkCorrupt  = jfspb.CommandType_COMMAND_TYPE_MARK_CORRUPT
 	cmdFreeOrphans  = jfspb.CommandType_COMMAND_TYPE_FREE_ORPHANS
+	cmdDelegReturn  = jfspb.CommandType_COMMAND_TYPE_DELEG_RETURN
 )
 
 // ---- sessions ----
@@ -620,8 +621,17 @@ func (s *Server) RemoveXattr(ctx context.Context, r *jfspb.RemoveXattrRequest) (
 
 // ---- locks ----
 
+// GetLk is F_GETLK. A delegated inode is recalled first (deleg.go).
 func (s *Server) GetLk(ctx context.Context, r *jfspb.GetLkRequest) (*jfspb.GetLkResponse, error) {
-	return read(ctx, s, "getlk", r, s.n.fsm.GetLk)
+	for {
+		if err := s.awaitUndelegated(ctx, r.Ino); err != nil {
+			return nil, err
+		}
+		resp, err := read(ctx, s, "getlk", r, s.n.fsm.GetLk)
+		if err != nil || !resp.DelegBusy {
+			return resp, err
+		}
+	}
 }
 
 // SetLk is F_SETLK, or with block F_SETLKW: see lockWaits.
@@ -638,15 +648,38 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 		done := s.n.locks.markOFD(rangelock.Owner{Session: r.Header.Session, ID: r.Owner}, r.Ino)
 		defer done()
 	}
-	w, ok := newPosixWaiter(r)
-	if !r.Block || !ok {
-		return propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
+	// A delegated inode is recalled first; a delegation made while the
+	// request was on its way makes it busy, and it is applied again.
+	for {
+		if err := s.awaitUndelegatedOr(ctx, r.Ino, blockHeader(r.Block, r.Header)); errors.Is(err, errCanceledWhileRecalling) {
+			return &jfspb.SetLkResponse{Errno: int32(syscall.EINTR)}, nil
+		} else if err != nil {
+			return nil, err
+		}
+		r.Delegate = r.DelegOk && r.Header != nil && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && s.n.deleg.mayDelegate(r.Ino)
+		w, ok := newPosixWaiter(r)
+		if !r.Block || !ok {
+			resp, err := propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
+			if err == nil && resp.DelegBusy {
+				continue
+			}
+			if err == nil && resp.Delegated {
+				s.n.metrics.Load().countDeleg("granted")
+			}
+			return resp, err
+		}
+		errno, conflicts, err := s.n.locks.wait(ctx, w)
+		if errors.Is(err, errDelegBusy) {
+			continue
+		}
+		if err != nil {
+			return nil, s.waitStatus(err)
+		}
+		if w.delegated {
+			s.n.metrics.Load().countDeleg("granted")
+		}
+		return &jfspb.SetLkResponse{Errno: int32(errno), Conflicts: conflicts, Delegated: w.delegated}, nil
 	}
-	errno, conflicts, err := s.n.locks.wait(ctx, w)
-	if err != nil {
-		return nil, s.waitStatus(err)
-	}
-	return &jfspb.SetLkResponse{Errno: int32(errno), Conflicts: conflicts}, nil
 }
 
 // Flock is flock(2), blocking without LOCK_NB: see lockWaits.
@@ -657,15 +690,44 @@ func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.Flock
 	if e := checkRequest(r); e != 0 {
 		return &jfspb.FlockResponse{Errno: int32(e)}, nil
 	}
-	w, ok := newFlockWaiter(r)
-	if !r.Block || !ok {
-		return propose[*jfspb.FlockResponse](ctx, s, cmdFlock, r.Header, r)
+	for { // as SetLk
+		if err := s.awaitUndelegatedOr(ctx, r.Ino, blockHeader(r.Block, r.Header)); errors.Is(err, errCanceledWhileRecalling) {
+			return &jfspb.FlockResponse{Errno: int32(syscall.EINTR)}, nil
+		} else if err != nil {
+			return nil, err
+		}
+		r.Delegate = r.DelegOk && r.Header != nil && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && s.n.deleg.mayDelegate(r.Ino)
+		w, ok := newFlockWaiter(r)
+		if !r.Block || !ok {
+			resp, err := propose[*jfspb.FlockResponse](ctx, s, cmdFlock, r.Header, r)
+			if err == nil && resp.DelegBusy {
+				continue
+			}
+			if err == nil && resp.Delegated {
+				s.n.metrics.Load().countDeleg("granted")
+			}
+			return resp, err
+		}
+		errno, conflicts, err := s.n.locks.wait(ctx, w)
+		if errors.Is(err, errDelegBusy) {
+			continue
+		}
+		if err != nil {
+			return nil, s.waitStatus(err)
+		}
+		if w.delegated {
+			s.n.metrics.Load().countDeleg("granted")
+		}
+		return &jfspb.FlockResponse{Errno: int32(errno), Conflicts: conflicts, Delegated: w.delegated}, nil
 	}
-	errno, conflicts, err := s.n.locks.wait(ctx, w)
-	if err != nil {
-		return nil, s.waitStatus(err)
+}
+
+// blockHeader is h for a blocking request, nil otherwise.
+func blockHeader(block bool, h *jfspb.Header) *jfspb.Header {
+	if block {
+		return h
 	}
-	return &jfspb.FlockResponse{Errno: int32(errno), Conflicts: conflicts}, nil
+	return nil
 }
 
 // waitStatus: a wait taken over by a retry of the same request ends with
@@ -689,9 +751,18 @@ func (s *Server) CancelLockWait(ctx context.Context, r *jfspb.CancelLockWaitRequ
 }
 
 func (s *Server) ReleaseLockOwner(ctx context.Context, r *jfspb.ReleaseLockOwnerRequest) (*jfspb.ReleaseLockOwnerResponse, error) {
-	resp, err := propose[*jfspb.ReleaseLockOwnerResponse](ctx, s, cmdReleaseOwner, r.Header, r)
-	if err == nil {
-		s.n.locks.forgetOwners(r.Header.GetSession(), r.Owner)
+	for {
+		resp, err := propose[*jfspb.ReleaseLockOwnerResponse](ctx, s, cmdReleaseOwner, r.Header, r)
+		if err == nil && resp.DelegBusy {
+			// The session's own delegation: its mount returns the locks first.
+			if err := s.awaitUndelegated(ctx, r.Ino); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err == nil {
+			s.n.locks.forgetOwners(r.Header.GetSession(), r.Owner)
+		}
+		return resp, err
 	}
-	return resp, err
 }

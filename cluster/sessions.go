@@ -276,6 +276,7 @@ func (st *sessionTimers) expire(sid uint64) {
 	delete(st.expiring, sid)
 	st.mu.Unlock()
 	st.n.locks.dropSession(sid)
+	st.n.deleg.dropSession(sid)
 	st.n.opens.dropSession(sid)
 	st.n.kickFree() // its orphans, and the sessions left to report
 }
@@ -302,8 +303,18 @@ func (st *sessionTimers) forget(sid uint64) {
 	delete(st.lastBeat, sid)
 	st.mu.Unlock()
 	st.n.locks.dropSession(sid)
+	st.n.deleg.dropSession(sid)
 	st.n.opens.dropSession(sid)
 	st.n.kickFree() // its orphans, and the sessions left to report
+}
+
+// leaseEnd returns the moment this leader would expire session sid for
+// lack of heartbeats (its timer's deadline): no mount's lease on it
+// (client.Session.LeaseUntil) lasts longer. Zero when no timer runs.
+func (st *sessionTimers) leaseEnd(sid uint64) time.Time {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.deadline[sid]
 }
 
 // add arms a timer for a session just registered.

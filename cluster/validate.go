@@ -30,6 +30,9 @@ const (
 // ENAMETOOLONG, a write past fsm.MaxWrite EFBIG, an xattr name ERANGE and
 // value E2BIG; a header acknowledging more than 1024 seqs one by one is
 // EINVAL. A Read's size is not refused but clamped (clampRead).
+// maxDelegLocks bounds the locks of one DelegReturn (one log entry).
+const maxDelegLocks = 1 << 16
+
 func checkRequest(req proto.Message) syscall.Errno {
 	name := func(b []byte) syscall.Errno {
 		if len(b) > fsm.MaxNameLen {
@@ -55,6 +58,10 @@ func checkRequest(req proto.Message) syscall.Errno {
 		return syscall.EINVAL
 	}
 	switch r := req.(type) {
+	case *jfspb.DelegReturnRequest:
+		if len(r.Locks) > maxDelegLocks {
+			return syscall.E2BIG
+		}
 	case *jfspb.RegisterRequest:
 		return short(r.Host, r.MountPoint, r.Version, r.ClientId)
 	case *jfspb.ExpireSessionRequest:

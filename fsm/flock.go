@@ -97,7 +97,11 @@ func (t *txn) applyFlock(req *jfspb.FlockRequest) *jfspb.FlockResponse {
 	if e := n.mayLock(req.GetHeader().GetCred(), req.GetType(), true); e != 0 {
 		return &jfspb.FlockResponse{Errno: eno(e)}
 	}
+	if t.delegatedTo(ino) != 0 || t.fenced(ino, t.now, true) {
+		return &jfspb.FlockResponse{Errno: eno(syscall.EAGAIN), DelegBusy: true}
+	}
 	o := rangelock.Owner{Session: t.session, ID: req.GetFh()}
+	fresh := req.GetDelegate() && typ != rangelock.Unlock && t.lockFree(ino)
 	if req.GetQueue() && typ != rangelock.Unlock && t.seq > 0 && t.heldFlock(ino, o) != typ &&
 		t.mustQueue(ino, rangelock.Waiter{Owner: o, Flock: true, Type: typ, Range: rangelock.Whole, Pid: req.GetPid()}) {
 		t.dropFlock(ino, o)
@@ -120,6 +124,10 @@ func (t *txn) applyFlock(req *jfspb.FlockRequest) *jfspb.FlockResponse {
 	}
 	if len(conflicts) > 0 {
 		return &jfspb.FlockResponse{Errno: eno(syscall.EAGAIN), Conflicts: wireOwners(conflicts)}
+	}
+	if fresh {
+		t.delegate(ino, t.session)
+		return &jfspb.FlockResponse{Delegated: true}
 	}
 	return &jfspb.FlockResponse{}
 }

@@ -218,6 +218,8 @@ func lockEffect(typ jfspb.CommandType, req proto.Message) (ino uint64, all, some
 		return r.Ino, false, true
 	case *jfspb.ReleaseLockOwnerRequest:
 		return r.Ino, false, true
+	case *jfspb.DelegReturnRequest:
+		return r.Ino, false, true
 	case *jfspb.ReleaseRequest:
 		return r.Ino, false, r.ReleaseFlock || len(r.LockOwners) > 0
 	case *jfspb.ReleaseBatchRequest:
@@ -481,8 +483,12 @@ func (f *FSM) commandTable() map[jfspb.CommandType]command {
 		jfspb.CommandType_COMMAND_TYPE_FREE_ORPHANS:       handler("free_orphans", true, (*txn).applyFreeOrphans),
 		jfspb.CommandType_COMMAND_TYPE_RESTORED:           handler("restored", true, (*txn).applyRestored),
 		jfspb.CommandType_COMMAND_TYPE_END_LOCK_WAIT:      handler("end_lock_wait", true, (*txn).applyEndLockWait),
+		jfspb.CommandType_COMMAND_TYPE_DELEG_RETURN:       handler("deleg_return", false, (*txn).applyDelegReturn),
 	}
-	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK} {
+	// EAGAIN is answered again on a retry: the holder may have unlocked,
+	// or a delegation been returned (deleg_busy).
+	for _, typ := range []jfspb.CommandType{jfspb.CommandType_COMMAND_TYPE_SETLK, jfspb.CommandType_COMMAND_TYPE_FLOCK,
+		jfspb.CommandType_COMMAND_TYPE_RELEASE_LOCK_OWNER} {
 		c := m[typ]
 		c.reevaluateEAGAIN = true
 		m[typ] = c

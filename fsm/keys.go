@@ -14,32 +14,36 @@ import (
 // The bolt layout; DESIGN.md explains it. Every integer in a key is
 // big-endian so that bolt's byte order is numeric order.
 var (
-	bucketMeta      = []byte("meta")      // name -> u64
-	bucketInode     = []byte("inode")     // ino -> inode record
-	bucketDentry    = []byte("dentry")    // parent ino, name -> ino, cookie
-	bucketCookie    = []byte("cookie")    // parent ino, cookie -> ino, name
-	bucketSymlink   = []byte("symlink")   // ino -> target
-	bucketBlock     = []byte("block")     // ino, block number -> data
-	bucketXattr     = []byte("xattr")     // ino, name -> value
-	bucketSession   = []byte("session")   // session -> jfspb.Session
-	bucketClient    = []byte("client")    // client id -> session
-	bucketResult    = []byte("result")    // session, seq -> command type, response
-	bucketOpen      = []byte("open")      // ino, session -> open count
-	bucketSessOpen  = []byte("sessopen")  // session, ino -> (empty)
-	bucketFlock     = []byte("flock")     // ino, session, fh -> type, pid, since
-	bucketPlock     = []byte("plock")     // ino -> every POSIX lock, in list order
-	bucketSustained = []byte("sustained") // ino -> (empty), or linkableTmpfile: unlinked, still open
-	bucketMember    = []byte("member")    // node id -> jfspb.Member (addresses)
-	bucketFreeing   = []byte("freeing")   // ino, first block -> end block: dead blocks to free
-	bucketOpened    = []byte("opened")    // ino -> index of its last logged open as an existing inode (leaderOpens)
-	bucketLockWait  = []byte("lockwait")  // ino, id -> queued lock request (lockwait.go)
-	bucketWaitKey   = []byte("waitkey")   // session, seq -> ino, id of its queued request
+	bucketMeta       = []byte("meta")       // name -> u64
+	bucketInode      = []byte("inode")      // ino -> inode record
+	bucketDentry     = []byte("dentry")     // parent ino, name -> ino, cookie
+	bucketCookie     = []byte("cookie")     // parent ino, cookie -> ino, name
+	bucketSymlink    = []byte("symlink")    // ino -> target
+	bucketBlock      = []byte("block")      // ino, block number -> data
+	bucketXattr      = []byte("xattr")      // ino, name -> value
+	bucketSession    = []byte("session")    // session -> jfspb.Session
+	bucketClient     = []byte("client")     // client id -> session
+	bucketResult     = []byte("result")     // session, seq -> command type, response
+	bucketOpen       = []byte("open")       // ino, session -> open count
+	bucketSessOpen   = []byte("sessopen")   // session, ino -> (empty)
+	bucketFlock      = []byte("flock")      // ino, session, fh -> type, pid, since
+	bucketPlock      = []byte("plock")      // ino -> every POSIX lock, in list order
+	bucketSustained  = []byte("sustained")  // ino -> (empty), or linkableTmpfile: unlinked, still open
+	bucketMember     = []byte("member")     // node id -> jfspb.Member (addresses)
+	bucketFreeing    = []byte("freeing")    // ino, first block -> end block: dead blocks to free
+	bucketOpened     = []byte("opened")     // ino -> index of its last logged open as an existing inode (leaderOpens)
+	bucketLockWait   = []byte("lockwait")   // ino, id -> queued lock request (lockwait.go)
+	bucketWaitKey    = []byte("waitkey")    // session, seq -> ino, id of its queued request
+	bucketDeleg      = []byte("deleg")      // ino -> session its locks are delegated to (deleg.go)
+	bucketDelegSess  = []byte("delegsess")  // session, ino -> (empty): the same, by session
+	bucketDelegFence = []byte("delegfence") // ino -> until ns: an evicted holder may still answer locally
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketInode, bucketDentry, bucketCookie, bucketSymlink,
 		bucketBlock, bucketXattr, bucketSession, bucketClient, bucketResult,
 		bucketOpen, bucketSessOpen, bucketFlock, bucketPlock, bucketSustained,
 		bucketMember, bucketFreeing, bucketOpened, bucketLockWait, bucketWaitKey,
+		bucketDeleg, bucketDelegSess, bucketDelegFence,
 	}
 
 	metaVersion    = []byte("version")

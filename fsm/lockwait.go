@@ -264,6 +264,8 @@ func (t *txn) afterLockChange(req proto.Message) {
 		t.grantWaiters(r.Ino)
 	case *jfspb.ReleaseLockOwnerRequest:
 		t.grantWaiters(r.Ino)
+	case *jfspb.DelegReturnRequest:
+		t.grantWaiters(r.Ino)
 	case *jfspb.ReleaseRequest:
 		if r.ReleaseFlock || len(r.LockOwners) > 0 {
 			t.grantWaiters(r.Ino)

@@ -125,7 +125,12 @@ func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 	if e != 0 {
 		return &jfspb.SetLkResponse{Errno: eno(e)}
 	}
+	if t.delegatedTo(ino) != 0 || t.fenced(ino, t.now, true) {
+		return &jfspb.SetLkResponse{Errno: eno(syscall.EAGAIN), DelegBusy: true}
+	}
 	o := rangelock.Owner{Session: t.session, ID: req.GetOwner()}
+	// Delegated with the grant when nobody else holds or waits (deleg.go).
+	fresh := req.GetDelegate() && typ != rangelock.Unlock && t.lockFree(ino)
 	if req.GetQueue() && typ != rangelock.Unlock && t.seq > 0 &&
 		t.mustQueue(ino, rangelock.Waiter{Owner: o, Type: typ, Range: r, Pid: req.GetPid()}) {
 		t.enqueue(ino, jfspb.CommandType_COMMAND_TYPE_SETLK, &jfspb.SetLkRequest{
@@ -141,6 +146,10 @@ func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 	if len(conflicts) > 0 {
 		return &jfspb.SetLkResponse{Errno: eno(syscall.EAGAIN), Conflicts: wireOwners(conflicts)}
 	}
+	if fresh {
+		t.delegate(ino, t.session)
+		return &jfspb.SetLkResponse{Delegated: true}
+	}
 	t.savePlocks(ino)
 	return &jfspb.SetLkResponse{}
 }
@@ -148,6 +157,10 @@ func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 // applyReleaseLockOwner drops every POSIX lock of (session, req.Owner) on
 // ino. It always succeeds.
 func (t *txn) applyReleaseLockOwner(req *jfspb.ReleaseLockOwnerRequest) *jfspb.ReleaseLockOwnerResponse {
+	if sid := t.delegatedTo(req.GetIno()); sid != 0 && sid == t.session {
+		// The owner's locks may be in its mount's table: recalled first.
+		return &jfspb.ReleaseLockOwnerResponse{Errno: eno(syscall.EAGAIN), DelegBusy: true}
+	}
 	if t.f.table.ReleasePosix(req.GetIno(), rangelock.Owner{Session: t.session, ID: req.GetOwner()}) {
 		t.savePlocks(req.GetIno())
 	}
@@ -158,6 +171,7 @@ func (t *txn) applyReleaseLockOwner(req *jfspb.ReleaseLockOwnerRequest) *jfspb.R
 // Its waits end (ESTALE: a fenced session is never granted a lock), and the
 // waits of others that this lets in are granted.
 func (t *txn) releaseSessionLocks(sid uint64) {
+	t.voidSessionDelegs(sid)
 	t.endSessionWaits(sid)
 	for _, ino := range t.f.table.ReleaseSession(sid) {
 		t.savePlocks(ino)
@@ -170,6 +184,8 @@ func (t *txn) releaseSessionLocks(sid uint64) {
 // waits with ENOENT.
 func (t *txn) dropLocks(ino uint64) {
 	t.endInodeWaits(ino)
+	t.undelegate(ino)
+	t.del(bucketDelegFence, u64(ino))
 	for _, l := range t.f.table.Locks(ino) {
 		t.f.table.ReleasePosix(ino, l.Owner)
 	}
@@ -194,6 +210,9 @@ func (f *FSM) GetLk(req *jfspb.GetLkRequest) *jfspb.GetLkResponse {
 		typ, ok := LockType(req.GetType())
 		if !ok || typ == rangelock.Unlock {
 			return fail(syscall.EINVAL)
+		}
+		if t.delegatedTo(req.GetIno()) != 0 {
+			return &jfspb.GetLkResponse{DelegBusy: true}
 		}
 		r, e := lockRange(req.GetStart(), req.GetLen())
 		if e != 0 {

@@ -212,6 +212,9 @@ func (t *txn) applyExpireSession(req *jfspb.ExpireSessionRequest) *jfspb.ExpireS
 	if s == nil {
 		return &jfspb.ExpireSessionResponse{Errno: eno(syscall.ENOENT)}
 	}
+	if until := req.GetDelegFenceUntilNs(); until > 0 {
+		t.fenceDelegs(s.GetId(), until)
+	}
 	t.endSession(s)
 	return &jfspb.ExpireSessionResponse{}
 }

@@ -231,6 +231,11 @@ func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) (st fuse.Status) {
 	if !held {
 		return wst
 	}
+	if e := fs.deleg.enter(in.NodeId); e != nil {
+		e.releaseOwner(in.LockOwner)
+		e.mu.Unlock()
+		return wst
+	}
 	r, err := fs.c.ReleaseLockOwner(ctx(), &jfspb.ReleaseLockOwnerRequest{Ino: in.NodeId, Owner: in.LockOwner})
 	if st = fs.status("flush", err, r.GetErrno()); st.Ok() {
 		return wst
@@ -289,7 +294,11 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	if of, ok := f.(openFile); ok {
 		p.session = of.session
 	}
-	if p.req.ReleaseFlock || len(owners) > 0 {
+	if (p.req.ReleaseFlock || len(owners) > 0) && fs.releaseDelegated(p) {
+		finish()
+		p.req.ReleaseFlock, p.req.LockOwners = false, nil
+		fs.releases.plain(p)
+	} else if p.req.ReleaseFlock || len(owners) > 0 {
 		fs.releases.urgent(p)
 	} else {
 		finish() // names no owner

@@ -50,6 +50,10 @@ type Options struct {
 	// ReleaseBatch is the most plain releases (closes that free no lock)
 	// sent in one request (0: 256; 1: one each, as the kernel sends them).
 	ReleaseBatch int
+	// LockDelegation lets the cluster delegate an inode's locks to this
+	// mount while no other session uses them (delegated.go). It needs a
+	// Session with a lease (client.Session).
+	LockDelegation bool
 	// Observer, when set, is told about every operation.
 	Observer Observer
 	// Metrics counts operations (see metrics.go); nil: New makes them.
@@ -121,6 +125,9 @@ type FS struct {
 
 	// coh keeps the coherent caches (coherent.go); nil unless Coherent.
 	coh *coherent
+	// deleg holds the inodes whose locks are delegated to this mount
+	// (delegated.go); nil without Options.LockDelegation.
+	deleg *delegTable
 }
 
 type plockKey struct{ ino, owner uint64 }
@@ -146,6 +153,9 @@ func New(c *client.Client, opts Options) *FS {
 	fs.wb = newWriteBack(fs.sendBuffered)
 	if opts.Coherent {
 		fs.coh = newCoherent(fs, opts.CacheMax)
+	}
+	if l, ok := opts.Session.(leaser); ok && opts.LockDelegation {
+		fs.deleg = newDelegTable(fs, l)
 	}
 	return fs
 }

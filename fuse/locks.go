@@ -2,6 +2,7 @@ package fuse
 
 import (
 	"math"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,6 +70,10 @@ func (fs *FS) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) (st 
 	if !ok || typ == jfspb.LockType_LOCK_TYPE_UNLOCK {
 		return fuse.EINVAL
 	}
+	if e := fs.deleg.enter(in.NodeId); e != nil {
+		defer e.mu.Unlock()
+		return e.getLk(in, typ, out)
+	}
 	start, length := fcntlRange(&in.Lk)
 	session := fs.c.Session()
 	r, err := fs.c.GetLk(ctx(), &jfspb.GetLkRequest{Session: session, Ino: in.NodeId, Owner: in.Owner,
@@ -123,9 +128,7 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 		return fuse.EINVAL
 	}
 	block = block && typ != jfspb.LockType_LOCK_TYPE_UNLOCK
-	sent := make(chan *jfspb.Header, 1)
-	onHeader := func(h *jfspb.Header) { sent <- h }
-	done := make(chan fuse.Status, 1)
+	isFlock := in.LkFlags&fuse.FUSE_LK_FLOCK != 0
 	// A release naming this owner that is still on its way goes first:
 	// sent after this request, it would drop what this one takes
 	// (owners.go). Looked at after locking noted the request, so a release
@@ -135,10 +138,24 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 			<-ch
 		}
 	}
+	if st, ok := fs.localLk(in, typ, block, isFlock, afterReleases); ok {
+		return st
+	}
+	sent := make(chan *jfspb.Header, 1)
+	var session atomic.Uint64 // the session the request went under
+	onHeader := func(h *jfspb.Header) {
+		session.Store(h.Session)
+		sent <- h
+	}
+	done := make(chan fuse.Status, 1)
+	delegOK := fs.deleg != nil
 	go func() {
-		if in.LkFlags&fuse.FUSE_LK_FLOCK != 0 {
+		if isFlock {
 			afterReleases()
-			r, err := fs.c.Flock(fs.asOpener(in.Fh, &in.Caller), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid, Block: block}, onHeader)
+			r, err := fs.c.Flock(fs.asOpener(in.Fh, &in.Caller), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid, Block: block, DelegOk: delegOK}, onHeader)
+			if err == nil && r.Errno == 0 && r.Delegated {
+				fs.deleg.install(in.NodeId, session.Load(), func(e *delegIno) { e.flock(in, typ, false) })
+			}
 			done <- fs.status("flock", err, r.GetErrno())
 			return
 		}
@@ -151,7 +168,10 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 		afterReleases()
 		start, length := fcntlRange(&in.Lk)
 		r, err := fs.c.SetLk(fs.asOpener(in.Fh, &in.Caller), &jfspb.SetLkRequest{Ino: in.NodeId, Owner: in.Owner, Type: typ,
-			Start: start, Len: length, Pid: in.Lk.Pid, Block: block, MaybeOfd: maybeOFD}, onHeader)
+			Start: start, Len: length, Pid: in.Lk.Pid, Block: block, MaybeOfd: maybeOFD, DelegOk: delegOK}, onHeader)
+		if err == nil && r.Errno == 0 && r.Delegated {
+			fs.deleg.install(in.NodeId, session.Load(), func(e *delegIno) { e.setLk(in, typ, false, maybeOFD) })
+		}
 		done <- fs.status("setlk", err, r.GetErrno())
 	}()
 	for {
@@ -171,6 +191,44 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 			}()
 		}
 	}
+}
+
+// localLk answers a lock request on a delegated inode locally
+// (delegated.go); ok is false when the request goes to the leader: the
+// inode is not delegated, or a blocking request would have to wait, and the
+// delegation was given back first.
+func (fs *FS) localLk(in *fuse.LkIn, typ jfspb.LockType, block, isFlock bool, afterReleases func()) (st fuse.Status, ok bool) {
+	if fs.deleg == nil {
+		return 0, false
+	}
+	afterReleases()
+	e := fs.deleg.enter(in.NodeId)
+	if e == nil {
+		return 0, false
+	}
+	defer e.mu.Unlock()
+	var handled bool
+	if isFlock {
+		st, handled = e.flock(in, typ, block)
+	} else {
+		maybeOFD := false
+		if typ != jfspb.LockType_LOCK_TYPE_UNLOCK {
+			maybeOFD = fs.owners.locking(in.NodeId, in.Fh, in.Owner, in.Lk.Pid)
+		}
+		st, handled = e.setLk(in, typ, block, maybeOFD)
+	}
+	if !handled {
+		// It would wait: every wait is on the leader.
+		if err := fs.deleg.giveBack(e); err != nil {
+			return fs.status("setlk", err, 0), true
+		}
+		return 0, false
+	}
+	// No cache to drop: the kernel's cache of the inode was dropped at
+	// the grant that brought the delegation, and every holder since is on
+	// this mount (a lock on another mount recalls the delegation first,
+	// and its next grant here goes through the cluster, with the drop).
+	return st, true
 }
 
 // invalidate drops the kernel's cached data and attributes of ino.

@@ -44,6 +44,8 @@ type Mounted struct {
 	stopCaches context.CancelFunc
 	cachesDone chan struct{}
 	log        hclog.Logger
+	// stopRecalls ends the delegation recall stream (delegated.go).
+	stopRecalls context.CancelFunc
 }
 
 // Mount opens a session for c, mounts the file system at cfg.MountPoint and
@@ -68,6 +70,11 @@ func Mount(ctx context.Context, c *client.Client, cfg MountConfig) (*Mounted, er
 	opts.Session = sess
 	m.fs = New(c, opts)
 	sess.SetOpenFiles(m.fs.OpenFiles)
+	var rctx context.Context
+	rctx, m.stopRecalls = context.WithCancel(context.Background())
+	if m.fs.deleg != nil {
+		go m.fs.deleg.run(rctx)
+	}
 	root := os.Geteuid() == 0
 	m.srv, err = m.fs.NewServer(cfg.MountPoint, fuse.MountOptions{
 		FsName:      cfg.FsName,
@@ -142,6 +149,7 @@ func (m *Mounted) closeSession() {
 		m.stopCaches()
 		<-m.cachesDone
 	}
+	m.stopRecalls()
 	m.fs.wb.syncAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -122,3 +122,7 @@ func (x *ReportOpensResponse) SetErrno(e int32) { x.Errno = e }
 func (x *CacheAckResponse) SetErrno(e int32)    { x.Errno = e }
 
 func (x *FreeOrphansResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *DelegReturnResponse) SetErrno(e int32) { x.Errno = e }
+
+func (x *DelegReportResponse) SetErrno(e int32) { x.Errno = e }

@@ -1271,12 +1271,17 @@ func (x *CloseSessionResponse) GetErrno() int32 {
 // proposes it when the session's TTL lapses; operators use it to evict a
 // session. header.session is 0. ENOENT: no such session.
 type ExpireSessionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	SessionId     uint64                 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Header    *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	SessionId uint64                 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Reason    string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// deleg_fence_until_ns (an eviction, set by the leader): the session's
+	// mount may answer the locks of the inodes delegated to it until then
+	// (the leader's clock, Unix ns): they stay fenced, every lock request on
+	// them busy (deleg_busy), until an entry stamped at or after it.
+	DelegFenceUntilNs int64 `protobuf:"varint,340,opt,name=deleg_fence_until_ns,json=delegFenceUntilNs,proto3" json:"deleg_fence_until_ns,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ExpireSessionRequest) Reset() {
@@ -1328,6 +1333,13 @@ func (x *ExpireSessionRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ExpireSessionRequest) GetDelegFenceUntilNs() int64 {
+	if x != nil {
+		return x.DelegFenceUntilNs
+	}
+	return 0
 }
 
 type ExpireSessionResponse struct {
@@ -5222,13 +5234,16 @@ func (x *GetLkRequest) GetPid() uint32 {
 // GetLkResponse: type UNLOCK when the lock could be placed; otherwise the
 // first conflicting lock.
 type GetLkResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
-	Type          LockType               `protobuf:"varint,2,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
-	Start         int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
-	Len           int64                  `protobuf:"varint,4,opt,name=len,proto3" json:"len,omitempty"`
-	Pid           uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
-	Holder        *LockOwner             `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Errno  int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Type   LockType               `protobuf:"varint,2,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
+	Start  int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	Len    int64                  `protobuf:"varint,4,opt,name=len,proto3" json:"len,omitempty"`
+	Pid    uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	Holder *LockOwner             `protobuf:"bytes,6,opt,name=holder,proto3" json:"holder,omitempty"`
+	// deleg_busy: the inode's locks are delegated (see SetLkResponse); the
+	// leader recalls them and reads again. A client never sees it.
+	DelegBusy     bool `protobuf:"varint,340,opt,name=deleg_busy,json=delegBusy,proto3" json:"deleg_busy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5305,6 +5320,13 @@ func (x *GetLkResponse) GetHolder() *LockOwner {
 	return nil
 }
 
+func (x *GetLkResponse) GetDelegBusy() bool {
+	if x != nil {
+		return x.DelegBusy
+	}
+	return false
+}
+
 // SetLkRequest is F_SETLK (or F_SETLKW with block). EAGAIN on conflict, with
 // the conflicting owners listed; EINVAL/EOVERFLOW for a bad range.
 type SetLkRequest struct {
@@ -5333,7 +5355,15 @@ type SetLkRequest struct {
 	// later change that frees the range grants it (see WaitEnd in fsm). The
 	// leader sets it on blocking requests; entries without it are applied as
 	// before (EAGAIN, not stored).
-	Queue         bool `protobuf:"varint,220,opt,name=queue,proto3" json:"queue,omitempty"`
+	Queue bool `protobuf:"varint,220,opt,name=queue,proto3" json:"queue,omitempty"`
+	// deleg_ok: the mount can take a delegation of the inode's locks
+	// (jfs mount --lock-delegation): it keeps a local table and listens for
+	// recalls (DelegRecalls).
+	DelegOk bool `protobuf:"varint,340,opt,name=deleg_ok,json=delegOk,proto3" json:"deleg_ok,omitempty"`
+	// delegate is set by the leader, never by a client: the leader offers
+	// the inode's locks to the session if, at apply, the request is granted
+	// and no lock or waiter of anyone else is on the inode (fsm/deleg.go).
+	Delegate      bool `protobuf:"varint,341,opt,name=delegate,proto3" json:"delegate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5438,13 +5468,35 @@ func (x *SetLkRequest) GetQueue() bool {
 	return false
 }
 
+func (x *SetLkRequest) GetDelegOk() bool {
+	if x != nil {
+		return x.DelegOk
+	}
+	return false
+}
+
+func (x *SetLkRequest) GetDelegate() bool {
+	if x != nil {
+		return x.Delegate
+	}
+	return false
+}
+
 type SetLkResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Errno     int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
 	Conflicts []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
 	// queued: the request waits in the state machine's queue of its inode
 	// (errno EINPROGRESS). Only the leader sees it; it waits for the grant.
-	Queued        bool `protobuf:"varint,220,opt,name=queued,proto3" json:"queued,omitempty"`
+	Queued bool `protobuf:"varint,220,opt,name=queued,proto3" json:"queued,omitempty"`
+	// delegated: the request was granted and the inode's locks are now
+	// delegated to the session: the granted lock is not in the cluster's
+	// table, the mount keeps it and answers later lock calls itself.
+	Delegated bool `protobuf:"varint,340,opt,name=delegated,proto3" json:"delegated,omitempty"`
+	// deleg_busy (with errno EAGAIN, never stored): the inode's locks are
+	// delegated to a session; the leader recalls them and applies the
+	// request again. A client never sees it.
+	DelegBusy     bool `protobuf:"varint,341,opt,name=deleg_busy,json=delegBusy,proto3" json:"deleg_busy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5500,6 +5552,20 @@ func (x *SetLkResponse) GetQueued() bool {
 	return false
 }
 
+func (x *SetLkResponse) GetDelegated() bool {
+	if x != nil {
+		return x.Delegated
+	}
+	return false
+}
+
+func (x *SetLkResponse) GetDelegBusy() bool {
+	if x != nil {
+		return x.DelegBusy
+	}
+	return false
+}
+
 // FlockRequest is flock(2) for the open file (session, fh). EAGAIN on
 // conflict, with the conflicting owners listed. With block (no LOCK_NB) the
 // leader queues it as for SetLk; a flock wait is never refused with EDEADLK
@@ -5513,7 +5579,10 @@ type FlockRequest struct {
 	Pid    uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
 	Block  bool                   `protobuf:"varint,6,opt,name=block,proto3" json:"block,omitempty"`
 	// queue: as in SetLkRequest.
-	Queue         bool `protobuf:"varint,220,opt,name=queue,proto3" json:"queue,omitempty"`
+	Queue bool `protobuf:"varint,220,opt,name=queue,proto3" json:"queue,omitempty"`
+	// deleg_ok, delegate: as in SetLkRequest.
+	DelegOk       bool `protobuf:"varint,340,opt,name=deleg_ok,json=delegOk,proto3" json:"deleg_ok,omitempty"`
+	Delegate      bool `protobuf:"varint,341,opt,name=delegate,proto3" json:"delegate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5597,12 +5666,29 @@ func (x *FlockRequest) GetQueue() bool {
 	return false
 }
 
+func (x *FlockRequest) GetDelegOk() bool {
+	if x != nil {
+		return x.DelegOk
+	}
+	return false
+}
+
+func (x *FlockRequest) GetDelegate() bool {
+	if x != nil {
+		return x.Delegate
+	}
+	return false
+}
+
 type FlockResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Errno     int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
 	Conflicts []*LockOwner           `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
 	// queued: as in SetLkResponse.
-	Queued        bool `protobuf:"varint,220,opt,name=queued,proto3" json:"queued,omitempty"`
+	Queued bool `protobuf:"varint,220,opt,name=queued,proto3" json:"queued,omitempty"`
+	// delegated, deleg_busy: as in SetLkResponse.
+	Delegated     bool `protobuf:"varint,340,opt,name=delegated,proto3" json:"delegated,omitempty"`
+	DelegBusy     bool `protobuf:"varint,341,opt,name=deleg_busy,json=delegBusy,proto3" json:"deleg_busy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5654,6 +5740,20 @@ func (x *FlockResponse) GetConflicts() []*LockOwner {
 func (x *FlockResponse) GetQueued() bool {
 	if x != nil {
 		return x.Queued
+	}
+	return false
+}
+
+func (x *FlockResponse) GetDelegated() bool {
+	if x != nil {
+		return x.Delegated
+	}
+	return false
+}
+
+func (x *FlockResponse) GetDelegBusy() bool {
+	if x != nil {
+		return x.DelegBusy
 	}
 	return false
 }
@@ -5932,8 +6032,12 @@ func (x *ReleaseLockOwnerRequest) GetOwner() uint64 {
 }
 
 type ReleaseLockOwnerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// deleg_busy (with errno EAGAIN, never stored): the inode's locks are
+	// delegated to the session itself; the leader recalls them and applies
+	// the request again. A client never sees it.
+	DelegBusy     bool `protobuf:"varint,340,opt,name=deleg_busy,json=delegBusy,proto3" json:"deleg_busy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5975,6 +6079,452 @@ func (x *ReleaseLockOwnerResponse) GetErrno() int32 {
 	return 0
 }
 
+func (x *ReleaseLockOwnerResponse) GetDelegBusy() bool {
+	if x != nil {
+		return x.DelegBusy
+	}
+	return false
+}
+
+// DelegLock is one lock a mount holds under a delegation: a flock of the
+// open file owner (an fh), or a POSIX lock of owner (a kernel lock owner)
+// over start/len as fcntl gives them (len 0: to the end). maybe_ofd as in
+// SetLkRequest.
+type DelegLock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Flock         bool                   `protobuf:"varint,1,opt,name=flock,proto3" json:"flock,omitempty"`
+	Owner         uint64                 `protobuf:"varint,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Type          LockType               `protobuf:"varint,3,opt,name=type,proto3,enum=jfs.v1.LockType" json:"type,omitempty"`
+	Start         int64                  `protobuf:"varint,4,opt,name=start,proto3" json:"start,omitempty"`
+	Len           int64                  `protobuf:"varint,5,opt,name=len,proto3" json:"len,omitempty"`
+	Pid           uint32                 `protobuf:"varint,6,opt,name=pid,proto3" json:"pid,omitempty"`
+	MaybeOfd      bool                   `protobuf:"varint,7,opt,name=maybe_ofd,json=maybeOfd,proto3" json:"maybe_ofd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegLock) Reset() {
+	*x = DelegLock{}
+	mi := &file_jfs_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegLock) ProtoMessage() {}
+
+func (x *DelegLock) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegLock.ProtoReflect.Descriptor instead.
+func (*DelegLock) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *DelegLock) GetFlock() bool {
+	if x != nil {
+		return x.Flock
+	}
+	return false
+}
+
+func (x *DelegLock) GetOwner() uint64 {
+	if x != nil {
+		return x.Owner
+	}
+	return 0
+}
+
+func (x *DelegLock) GetType() LockType {
+	if x != nil {
+		return x.Type
+	}
+	return LockType_LOCK_TYPE_UNLOCK
+}
+
+func (x *DelegLock) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *DelegLock) GetLen() int64 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+func (x *DelegLock) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *DelegLock) GetMaybeOfd() bool {
+	if x != nil {
+		return x.MaybeOfd
+	}
+	return false
+}
+
+// DelegReturnRequest gives the delegation of ino's locks back to the
+// cluster with every lock the session holds on ino, in the mount table's
+// order (POSIX locks replay in that order to the same table). Applied in
+// one log entry: the locks enter the cluster's table and the inode is no
+// longer delegated. A return of a delegation the session does not have
+// (voided, or returned already) changes nothing.
+type DelegReturnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Locks         []*DelegLock           `protobuf:"bytes,3,rep,name=locks,proto3" json:"locks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegReturnRequest) Reset() {
+	*x = DelegReturnRequest{}
+	mi := &file_jfs_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegReturnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegReturnRequest) ProtoMessage() {}
+
+func (x *DelegReturnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegReturnRequest.ProtoReflect.Descriptor instead.
+func (*DelegReturnRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *DelegReturnRequest) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *DelegReturnRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *DelegReturnRequest) GetLocks() []*DelegLock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
+type DelegReturnResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Errno int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	// returned: the delegation was the session's and is now returned.
+	Returned      bool `protobuf:"varint,2,opt,name=returned,proto3" json:"returned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegReturnResponse) Reset() {
+	*x = DelegReturnResponse{}
+	mi := &file_jfs_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegReturnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegReturnResponse) ProtoMessage() {}
+
+func (x *DelegReturnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegReturnResponse.ProtoReflect.Descriptor instead.
+func (*DelegReturnResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *DelegReturnResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *DelegReturnResponse) GetReturned() bool {
+	if x != nil {
+		return x.Returned
+	}
+	return false
+}
+
+// DelegRecallsRequest opens the stream of recalls of a session's
+// delegations. Only the leader serves it.
+type DelegRecallsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegRecallsRequest) Reset() {
+	*x = DelegRecallsRequest{}
+	mi := &file_jfs_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegRecallsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegRecallsRequest) ProtoMessage() {}
+
+func (x *DelegRecallsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegRecallsRequest.ProtoReflect.Descriptor instead.
+func (*DelegRecallsRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *DelegRecallsRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+// DelegRecall asks the mount to return the delegation of ino's locks
+// (DelegReturn), or, with report_id set, to report the locks it holds on
+// ino (DelegReport) without giving the delegation back.
+type DelegRecall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	ReportId      uint64                 `protobuf:"varint,2,opt,name=report_id,json=reportId,proto3" json:"report_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegRecall) Reset() {
+	*x = DelegRecall{}
+	mi := &file_jfs_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegRecall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegRecall) ProtoMessage() {}
+
+func (x *DelegRecall) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegRecall.ProtoReflect.Descriptor instead.
+func (*DelegRecall) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *DelegRecall) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *DelegRecall) GetReportId() uint64 {
+	if x != nil {
+		return x.ReportId
+	}
+	return 0
+}
+
+// DelegReportRequest answers a DelegRecall with report_id: the locks the
+// mount holds on ino under its delegation.
+type DelegReportRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Session  uint64                 `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	ReportId uint64                 `protobuf:"varint,2,opt,name=report_id,json=reportId,proto3" json:"report_id,omitempty"`
+	Ino      uint64                 `protobuf:"varint,3,opt,name=ino,proto3" json:"ino,omitempty"`
+	Locks    []*DelegLock           `protobuf:"bytes,4,rep,name=locks,proto3" json:"locks,omitempty"`
+	// held: false when the mount has no delegation of ino.
+	Held          bool `protobuf:"varint,5,opt,name=held,proto3" json:"held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegReportRequest) Reset() {
+	*x = DelegReportRequest{}
+	mi := &file_jfs_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegReportRequest) ProtoMessage() {}
+
+func (x *DelegReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegReportRequest.ProtoReflect.Descriptor instead.
+func (*DelegReportRequest) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *DelegReportRequest) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *DelegReportRequest) GetReportId() uint64 {
+	if x != nil {
+		return x.ReportId
+	}
+	return 0
+}
+
+func (x *DelegReportRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *DelegReportRequest) GetLocks() []*DelegLock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
+func (x *DelegReportRequest) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
+}
+
+type DelegReportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegReportResponse) Reset() {
+	*x = DelegReportResponse{}
+	mi := &file_jfs_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegReportResponse) ProtoMessage() {}
+
+func (x *DelegReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegReportResponse.ProtoReflect.Descriptor instead.
+func (*DelegReportResponse) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *DelegReportResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
 // Settings are the file system's parameters that shape what apply does.
 // They live in the replicated state: set once when the cluster is created
 // and changed only through the log.
@@ -5995,7 +6545,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6007,7 +6557,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[86]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6020,7 +6570,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{86}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -6059,7 +6609,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6071,7 +6621,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[87]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6084,7 +6634,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{87}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -6112,7 +6662,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6124,7 +6674,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[88]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6137,7 +6687,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{88}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -6166,7 +6716,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6178,7 +6728,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[89]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6191,7 +6741,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{89}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -6213,7 +6763,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6225,7 +6775,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6238,7 +6788,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -6277,7 +6827,7 @@ type FreeOrphansRequest struct {
 
 func (x *FreeOrphansRequest) Reset() {
 	*x = FreeOrphansRequest{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6289,7 +6839,7 @@ func (x *FreeOrphansRequest) String() string {
 func (*FreeOrphansRequest) ProtoMessage() {}
 
 func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6302,7 +6852,7 @@ func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansRequest.ProtoReflect.Descriptor instead.
 func (*FreeOrphansRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *FreeOrphansRequest) GetInos() []uint64 {
@@ -6322,7 +6872,7 @@ type FreeOrphansResponse struct {
 
 func (x *FreeOrphansResponse) Reset() {
 	*x = FreeOrphansResponse{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6334,7 +6884,7 @@ func (x *FreeOrphansResponse) String() string {
 func (*FreeOrphansResponse) ProtoMessage() {}
 
 func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6347,7 +6897,7 @@ func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansResponse.ProtoReflect.Descriptor instead.
 func (*FreeOrphansResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *FreeOrphansResponse) GetErrno() int32 {
@@ -6384,7 +6934,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6396,7 +6946,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6409,7 +6959,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *Member) GetId() string {
@@ -6473,7 +7023,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6485,7 +7035,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6498,7 +7048,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -6524,7 +7074,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6536,7 +7086,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6549,7 +7099,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -6567,7 +7117,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6579,7 +7129,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6592,7 +7142,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 type ClusterStatusResponse struct {
@@ -6613,7 +7163,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6625,7 +7175,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6638,7 +7188,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -6718,7 +7268,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6730,7 +7280,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6743,7 +7293,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -6783,7 +7333,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6795,7 +7345,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6808,7 +7358,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -6827,7 +7377,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6839,7 +7389,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6852,7 +7402,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -6871,7 +7421,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6883,7 +7433,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6896,7 +7446,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -6918,7 +7468,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6930,7 +7480,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6943,7 +7493,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -6969,7 +7519,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6981,7 +7531,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6994,7 +7544,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -7012,7 +7562,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7024,7 +7574,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7037,7 +7587,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 type ListSessionsResponse struct {
@@ -7050,7 +7600,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7062,7 +7612,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7075,7 +7625,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -7110,15 +7660,22 @@ type LockInfo struct {
 	Waiting bool `protobuf:"varint,9,opt,name=waiting,proto3" json:"waiting,omitempty"`
 	// host is the host name of the owner's session; path one path of ino
 	// ("" when the inode has no name left).
-	Host          string `protobuf:"bytes,10,opt,name=host,proto3" json:"host,omitempty"`
-	Path          string `protobuf:"bytes,11,opt,name=path,proto3" json:"path,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Host string `protobuf:"bytes,10,opt,name=host,proto3" json:"host,omitempty"`
+	Path string `protobuf:"bytes,11,opt,name=path,proto3" json:"path,omitempty"`
+	// delegated: the lock is held under a delegation of ino to the owner's
+	// session, as its mount reported it. With delegated and no type
+	// (LOCK_TYPE_UNLOCK), the entry stands for the delegation itself: the
+	// mount reported no lock, or, with delegation_unknown, did not answer in
+	// time.
+	Delegated         bool `protobuf:"varint,340,opt,name=delegated,proto3" json:"delegated,omitempty"`
+	DelegationUnknown bool `protobuf:"varint,341,opt,name=delegation_unknown,json=delegationUnknown,proto3" json:"delegation_unknown,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7130,7 +7687,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7143,7 +7700,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -7223,6 +7780,20 @@ func (x *LockInfo) GetPath() string {
 	return ""
 }
 
+func (x *LockInfo) GetDelegated() bool {
+	if x != nil {
+		return x.Delegated
+	}
+	return false
+}
+
+func (x *LockInfo) GetDelegationUnknown() bool {
+	if x != nil {
+		return x.DelegationUnknown
+	}
+	return false
+}
+
 // ListLocksRequest filters by inode and session; 0 means any.
 type ListLocksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -7234,7 +7805,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7246,7 +7817,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7259,7 +7830,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -7286,7 +7857,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7298,7 +7869,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7311,7 +7882,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -7338,7 +7909,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7350,7 +7921,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7363,7 +7934,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -7389,7 +7960,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7401,7 +7972,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7414,7 +7985,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -7438,7 +8009,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7450,7 +8021,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7463,7 +8034,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -7490,7 +8061,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7502,7 +8073,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7515,7 +8086,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{112}
+	return file_jfs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -7556,7 +8127,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7568,7 +8139,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7581,7 +8152,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{113}
+	return file_jfs_proto_rawDescGZIP(), []int{120}
 }
 
 type CheckpointResponse struct {
@@ -7595,7 +8166,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7607,7 +8178,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7620,7 +8191,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{114}
+	return file_jfs_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -7651,7 +8222,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7663,7 +8234,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7676,7 +8247,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{115}
+	return file_jfs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -7709,7 +8280,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7721,7 +8292,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7734,7 +8305,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{116}
+	return file_jfs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -7758,7 +8329,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[117]
+	mi := &file_jfs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7770,7 +8341,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[117]
+	mi := &file_jfs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7783,7 +8354,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{117}
+	return file_jfs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -7821,7 +8392,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[118]
+	mi := &file_jfs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7833,7 +8404,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[118]
+	mi := &file_jfs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7846,7 +8417,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{118}
+	return file_jfs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -7899,7 +8470,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[119]
+	mi := &file_jfs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7911,7 +8482,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[119]
+	mi := &file_jfs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7924,7 +8495,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{119}
+	return file_jfs_proto_rawDescGZIP(), []int{126}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -7937,7 +8508,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[120]
+	mi := &file_jfs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7949,7 +8520,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[120]
+	mi := &file_jfs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7962,7 +8533,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{120}
+	return file_jfs_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -7988,7 +8559,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[121]
+	mi := &file_jfs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8000,7 +8571,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[121]
+	mi := &file_jfs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8013,7 +8584,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{121}
+	return file_jfs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -8070,7 +8641,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[122]
+	mi := &file_jfs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8082,7 +8653,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[122]
+	mi := &file_jfs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8095,7 +8666,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{122}
+	return file_jfs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -8115,7 +8686,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[123]
+	mi := &file_jfs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8127,7 +8698,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[123]
+	mi := &file_jfs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8140,7 +8711,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{123}
+	return file_jfs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -8171,7 +8742,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[124]
+	mi := &file_jfs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8183,7 +8754,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[124]
+	mi := &file_jfs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8196,7 +8767,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{124}
+	return file_jfs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -8223,7 +8794,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[125]
+	mi := &file_jfs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8235,7 +8806,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[125]
+	mi := &file_jfs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8248,7 +8819,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{125}
+	return file_jfs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -8354,12 +8925,13 @@ const file_jfs_proto_rawDesc = "" +
 	"\x13CloseSessionRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\",\n" +
 	"\x14CloseSessionResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno\"u\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"\xa7\x01\n" +
 	"\x14ExpireSessionRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\x04R\tsessionId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"-\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x120\n" +
+	"\x14deleg_fence_until_ns\x18\xd4\x02 \x01(\x03R\x11delegFenceUntilNs\"-\n" +
 	"\x15ExpireSessionResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"2\n" +
 	"\x14SessionsAliveRequest\x12\x1a\n" +
@@ -8634,14 +9206,16 @@ const file_jfs_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\x0e2\x10.jfs.v1.LockTypeR\x04type\x12\x14\n" +
 	"\x05start\x18\x05 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x06 \x01(\x03R\x03len\x12\x10\n" +
-	"\x03pid\x18\a \x01(\rR\x03pid\"\xb0\x01\n" +
+	"\x03pid\x18\a \x01(\rR\x03pid\"\xd0\x01\n" +
 	"\rGetLkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12$\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x10.jfs.v1.LockTypeR\x04type\x12\x14\n" +
 	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x04 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12)\n" +
-	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\"\x88\x02\n" +
+	"\x06holder\x18\x06 \x01(\v2\x11.jfs.v1.LockOwnerR\x06holder\x12\x1e\n" +
+	"\n" +
+	"deleg_busy\x18\xd4\x02 \x01(\bR\tdelegBusy\"\xc1\x02\n" +
 	"\fSetLkRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
@@ -8652,11 +9226,16 @@ const file_jfs_proto_rawDesc = "" +
 	"\x03pid\x18\a \x01(\rR\x03pid\x12\x14\n" +
 	"\x05block\x18\b \x01(\bR\x05block\x12\x1b\n" +
 	"\tmaybe_ofd\x18) \x01(\bR\bmaybeOfd\x12\x15\n" +
-	"\x05queue\x18\xdc\x01 \x01(\bR\x05queue\"o\n" +
+	"\x05queue\x18\xdc\x01 \x01(\bR\x05queue\x12\x1a\n" +
+	"\bdeleg_ok\x18\xd4\x02 \x01(\bR\adelegOk\x12\x1b\n" +
+	"\bdelegate\x18\xd5\x02 \x01(\bR\bdelegate\"\xae\x01\n" +
 	"\rSetLkResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
 	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\x12\x17\n" +
-	"\x06queued\x18\xdc\x01 \x01(\bR\x06queued\"\xbd\x01\n" +
+	"\x06queued\x18\xdc\x01 \x01(\bR\x06queued\x12\x1d\n" +
+	"\tdelegated\x18\xd4\x02 \x01(\bR\tdelegated\x12\x1e\n" +
+	"\n" +
+	"deleg_busy\x18\xd5\x02 \x01(\bR\tdelegBusy\"\xf6\x01\n" +
 	"\fFlockRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x0e\n" +
@@ -8664,11 +9243,16 @@ const file_jfs_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\x0e2\x10.jfs.v1.LockTypeR\x04type\x12\x10\n" +
 	"\x03pid\x18\x05 \x01(\rR\x03pid\x12\x14\n" +
 	"\x05block\x18\x06 \x01(\bR\x05block\x12\x15\n" +
-	"\x05queue\x18\xdc\x01 \x01(\bR\x05queue\"o\n" +
+	"\x05queue\x18\xdc\x01 \x01(\bR\x05queue\x12\x1a\n" +
+	"\bdeleg_ok\x18\xd4\x02 \x01(\bR\adelegOk\x12\x1b\n" +
+	"\bdelegate\x18\xd5\x02 \x01(\bR\bdelegate\"\xae\x01\n" +
 	"\rFlockResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12/\n" +
 	"\tconflicts\x18\x02 \x03(\v2\x11.jfs.v1.LockOwnerR\tconflicts\x12\x17\n" +
-	"\x06queued\x18\xdc\x01 \x01(\bR\x06queued\"Y\n" +
+	"\x06queued\x18\xdc\x01 \x01(\bR\x06queued\x12\x1d\n" +
+	"\tdelegated\x18\xd4\x02 \x01(\bR\tdelegated\x12\x1e\n" +
+	"\n" +
+	"deleg_busy\x18\xd5\x02 \x01(\bR\tdelegBusy\"Y\n" +
 	"\x12EndLockWaitRequest\x12\x19\n" +
 	"\asession\x18\xdc\x01 \x01(\x04R\asession\x12\x11\n" +
 	"\x03seq\x18\xdd\x01 \x01(\x04R\x03seq\x12\x15\n" +
@@ -8683,8 +9267,38 @@ const file_jfs_proto_rawDesc = "" +
 	"\x17ReleaseLockOwnerRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
-	"\x05owner\x18\x03 \x01(\x04R\x05owner\"0\n" +
+	"\x05owner\x18\x03 \x01(\x04R\x05owner\"P\n" +
 	"\x18ReleaseLockOwnerResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x1e\n" +
+	"\n" +
+	"deleg_busy\x18\xd4\x02 \x01(\bR\tdelegBusy\"\xb4\x01\n" +
+	"\tDelegLock\x12\x14\n" +
+	"\x05flock\x18\x01 \x01(\bR\x05flock\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\x04R\x05owner\x12$\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x10.jfs.v1.LockTypeR\x04type\x12\x14\n" +
+	"\x05start\x18\x04 \x01(\x03R\x05start\x12\x10\n" +
+	"\x03len\x18\x05 \x01(\x03R\x03len\x12\x10\n" +
+	"\x03pid\x18\x06 \x01(\rR\x03pid\x12\x1b\n" +
+	"\tmaybe_ofd\x18\a \x01(\bR\bmaybeOfd\"w\n" +
+	"\x12DelegReturnRequest\x12&\n" +
+	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12'\n" +
+	"\x05locks\x18\x03 \x03(\v2\x11.jfs.v1.DelegLockR\x05locks\"G\n" +
+	"\x13DelegReturnResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x1a\n" +
+	"\breturned\x18\x02 \x01(\bR\breturned\"/\n" +
+	"\x13DelegRecallsRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\"<\n" +
+	"\vDelegRecall\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x1b\n" +
+	"\treport_id\x18\x02 \x01(\x04R\breportId\"\x9a\x01\n" +
+	"\x12DelegReportRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\x12\x1b\n" +
+	"\treport_id\x18\x02 \x01(\x04R\breportId\x12\x10\n" +
+	"\x03ino\x18\x03 \x01(\x04R\x03ino\x12'\n" +
+	"\x05locks\x18\x04 \x03(\v2\x11.jfs.v1.DelegLockR\x05locks\x12\x12\n" +
+	"\x04held\x18\x05 \x01(\bR\x04held\"+\n" +
+	"\x13DelegReportResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\"d\n" +
 	"\bSettings\x12\x1d\n" +
 	"\n" +
@@ -8754,7 +9368,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\x13ListSessionsRequest\"Y\n" +
 	"\x14ListSessionsResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12+\n" +
-	"\bsessions\x18\x02 \x03(\v2\x0f.jfs.v1.SessionR\bsessions\"\xa8\x02\n" +
+	"\bsessions\x18\x02 \x03(\v2\x0f.jfs.v1.SessionR\bsessions\"\xf7\x02\n" +
 	"\bLockInfo\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12$\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x10.jfs.v1.LockKindR\x04kind\x12'\n" +
@@ -8767,7 +9381,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\awaiting\x18\t \x01(\bR\awaiting\x12\x12\n" +
 	"\x04host\x18\n" +
 	" \x01(\tR\x04host\x12\x12\n" +
-	"\x04path\x18\v \x01(\tR\x04path\">\n" +
+	"\x04path\x18\v \x01(\tR\x04path\x12\x1d\n" +
+	"\tdelegated\x18\xd4\x02 \x01(\bR\tdelegated\x12.\n" +
+	"\x12delegation_unknown\x18\xd5\x02 \x01(\bR\x11delegationUnknown\">\n" +
 	"\x10ListLocksRequest\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\"Q\n" +
@@ -8845,7 +9461,7 @@ const file_jfs_proto_rawDesc = "" +
 	"\bLockKind\x12\x19\n" +
 	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOCK_KIND_FLOCK\x10\x01\x12\x13\n" +
-	"\x0fLOCK_KIND_POSIX\x10\x022\xb5\x11\n" +
+	"\x0fLOCK_KIND_POSIX\x10\x022\x89\x13\n" +
 	"\x04Meta\x12=\n" +
 	"\bRegister\x12\x17.jfs.v1.RegisterRequest\x1a\x18.jfs.v1.RegisterResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.jfs.v1.HeartbeatRequest\x1a\x19.jfs.v1.HeartbeatResponse\x12I\n" +
@@ -8876,7 +9492,10 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05SetLk\x12\x14.jfs.v1.SetLkRequest\x1a\x15.jfs.v1.SetLkResponse\x124\n" +
 	"\x05Flock\x12\x14.jfs.v1.FlockRequest\x1a\x15.jfs.v1.FlockResponse\x12U\n" +
 	"\x10ReleaseLockOwner\x12\x1f.jfs.v1.ReleaseLockOwnerRequest\x1a .jfs.v1.ReleaseLockOwnerResponse\x12O\n" +
-	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse\x12@\n" +
+	"\x0eCancelLockWait\x12\x1d.jfs.v1.CancelLockWaitRequest\x1a\x1e.jfs.v1.CancelLockWaitResponse\x12F\n" +
+	"\vDelegReturn\x12\x1a.jfs.v1.DelegReturnRequest\x1a\x1b.jfs.v1.DelegReturnResponse\x12B\n" +
+	"\fDelegRecalls\x12\x1b.jfs.v1.DelegRecallsRequest\x1a\x13.jfs.v1.DelegRecall0\x01\x12F\n" +
+	"\vDelegReport\x12\x1a.jfs.v1.DelegReportRequest\x1a\x1b.jfs.v1.DelegReportResponse\x12@\n" +
 	"\tFallocate\x12\x18.jfs.v1.FallocateRequest\x1a\x19.jfs.v1.FallocateResponse\x12C\n" +
 	"\n" +
 	"TouchAtime\x12\x19.jfs.v1.TouchAtimeRequest\x1a\x1a.jfs.v1.TouchAtimeResponse\x12I\n" +
@@ -8913,7 +9532,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 126)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 133)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -9004,46 +9623,53 @@ var file_jfs_proto_goTypes = []any{
 	(*CancelLockWaitResponse)(nil),   // 86: jfs.v1.CancelLockWaitResponse
 	(*ReleaseLockOwnerRequest)(nil),  // 87: jfs.v1.ReleaseLockOwnerRequest
 	(*ReleaseLockOwnerResponse)(nil), // 88: jfs.v1.ReleaseLockOwnerResponse
-	(*Settings)(nil),                 // 89: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 90: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 91: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 92: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 93: jfs.v1.FreeDataResponse
-	(*FreeOrphansRequest)(nil),       // 94: jfs.v1.FreeOrphansRequest
-	(*FreeOrphansResponse)(nil),      // 95: jfs.v1.FreeOrphansResponse
-	(*Member)(nil),                   // 96: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 97: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 98: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 99: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 100: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 101: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 102: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 103: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 104: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 105: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 106: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 107: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 108: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 109: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 110: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 111: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 112: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 113: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 114: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 115: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 116: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 117: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 118: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 119: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 120: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 121: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 122: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 123: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 124: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 125: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 126: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 127: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 128: jfs.v1.ReleaseBatchResponse
+	(*DelegLock)(nil),                // 89: jfs.v1.DelegLock
+	(*DelegReturnRequest)(nil),       // 90: jfs.v1.DelegReturnRequest
+	(*DelegReturnResponse)(nil),      // 91: jfs.v1.DelegReturnResponse
+	(*DelegRecallsRequest)(nil),      // 92: jfs.v1.DelegRecallsRequest
+	(*DelegRecall)(nil),              // 93: jfs.v1.DelegRecall
+	(*DelegReportRequest)(nil),       // 94: jfs.v1.DelegReportRequest
+	(*DelegReportResponse)(nil),      // 95: jfs.v1.DelegReportResponse
+	(*Settings)(nil),                 // 96: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 97: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 98: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 99: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 100: jfs.v1.FreeDataResponse
+	(*FreeOrphansRequest)(nil),       // 101: jfs.v1.FreeOrphansRequest
+	(*FreeOrphansResponse)(nil),      // 102: jfs.v1.FreeOrphansResponse
+	(*Member)(nil),                   // 103: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 104: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 105: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 106: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 107: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 108: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 109: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 110: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 111: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 112: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 113: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 114: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 115: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 116: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 117: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 118: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 119: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 120: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 121: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 122: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 123: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 124: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 125: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 126: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 127: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 128: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 129: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 130: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 131: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 132: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 133: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 134: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 135: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	4,   // 0: jfs.v1.Header.cred:type_name -> jfs.v1.Cred
@@ -9102,121 +9728,131 @@ var file_jfs_proto_depIdxs = []int32{
 	1,   // 53: jfs.v1.FlockRequest.type:type_name -> jfs.v1.LockType
 	76,  // 54: jfs.v1.FlockResponse.conflicts:type_name -> jfs.v1.LockOwner
 	3,   // 55: jfs.v1.ReleaseLockOwnerRequest.header:type_name -> jfs.v1.Header
-	89,  // 56: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	89,  // 57: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	96,  // 58: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	96,  // 59: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
-	7,   // 60: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
-	2,   // 61: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
-	76,  // 62: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
-	1,   // 63: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	109, // 64: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	96,  // 65: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
-	3,   // 66: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
-	56,  // 67: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
-	8,   // 68: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
-	10,  // 69: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
-	15,  // 70: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
-	21,  // 71: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
-	23,  // 72: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
-	30,  // 73: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
-	32,  // 74: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
-	34,  // 75: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
-	36,  // 76: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
-	38,  // 77: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
-	41,  // 78: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
-	43,  // 79: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
-	45,  // 80: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
-	47,  // 81: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
-	49,  // 82: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
-	51,  // 83: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
-	54,  // 84: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
-	56,  // 85: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
-	58,  // 86: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
-	62,  // 87: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
-	66,  // 88: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
-	68,  // 89: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
-	70,  // 90: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
-	72,  // 91: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
-	74,  // 92: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
-	77,  // 93: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
-	79,  // 94: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
-	81,  // 95: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
-	87,  // 96: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
-	85,  // 97: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
-	64,  // 98: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
-	60,  // 99: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	127, // 100: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
-	13,  // 101: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
-	25,  // 102: jfs.v1.Meta.CacheWatch:input_type -> jfs.v1.CacheWatchRequest
-	28,  // 103: jfs.v1.Meta.CacheAck:input_type -> jfs.v1.CacheAckRequest
-	99,  // 104: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	101, // 105: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	103, // 106: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	105, // 107: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	107, // 108: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	110, // 109: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	112, // 110: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	97,  // 111: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	120, // 112: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	114, // 113: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	90,  // 114: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	122, // 115: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	123, // 116: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
-	9,   // 117: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
-	11,  // 118: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
-	16,  // 119: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
-	22,  // 120: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
-	24,  // 121: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
-	31,  // 122: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
-	33,  // 123: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
-	35,  // 124: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
-	37,  // 125: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
-	40,  // 126: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
-	42,  // 127: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
-	44,  // 128: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
-	46,  // 129: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
-	48,  // 130: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
-	50,  // 131: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
-	53,  // 132: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
-	55,  // 133: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
-	57,  // 134: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
-	59,  // 135: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
-	63,  // 136: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
-	67,  // 137: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
-	69,  // 138: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
-	71,  // 139: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
-	73,  // 140: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
-	75,  // 141: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
-	78,  // 142: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
-	80,  // 143: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
-	82,  // 144: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
-	88,  // 145: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
-	86,  // 146: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
-	65,  // 147: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
-	61,  // 148: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	128, // 149: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
-	14,  // 150: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
-	27,  // 151: jfs.v1.Meta.CacheWatch:output_type -> jfs.v1.CacheEvent
-	29,  // 152: jfs.v1.Meta.CacheAck:output_type -> jfs.v1.CacheAckResponse
-	100, // 153: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	102, // 154: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	104, // 155: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	106, // 156: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	108, // 157: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	111, // 158: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	113, // 159: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	98,  // 160: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	121, // 161: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	115, // 162: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	91,  // 163: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	123, // 164: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	124, // 165: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
-	117, // [117:166] is the sub-list for method output_type
-	68,  // [68:117] is the sub-list for method input_type
-	68,  // [68:68] is the sub-list for extension type_name
-	68,  // [68:68] is the sub-list for extension extendee
-	0,   // [0:68] is the sub-list for field type_name
+	1,   // 56: jfs.v1.DelegLock.type:type_name -> jfs.v1.LockType
+	3,   // 57: jfs.v1.DelegReturnRequest.header:type_name -> jfs.v1.Header
+	89,  // 58: jfs.v1.DelegReturnRequest.locks:type_name -> jfs.v1.DelegLock
+	89,  // 59: jfs.v1.DelegReportRequest.locks:type_name -> jfs.v1.DelegLock
+	96,  // 60: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	96,  // 61: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	103, // 62: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	103, // 63: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	7,   // 64: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
+	2,   // 65: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
+	76,  // 66: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
+	1,   // 67: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
+	116, // 68: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	103, // 69: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	3,   // 70: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
+	56,  // 71: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
+	8,   // 72: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
+	10,  // 73: jfs.v1.Meta.Heartbeat:input_type -> jfs.v1.HeartbeatRequest
+	15,  // 74: jfs.v1.Meta.CloseSession:input_type -> jfs.v1.CloseSessionRequest
+	21,  // 75: jfs.v1.Meta.Lookup:input_type -> jfs.v1.LookupRequest
+	23,  // 76: jfs.v1.Meta.GetAttr:input_type -> jfs.v1.GetAttrRequest
+	30,  // 77: jfs.v1.Meta.SetAttr:input_type -> jfs.v1.SetAttrRequest
+	32,  // 78: jfs.v1.Meta.Mknod:input_type -> jfs.v1.MknodRequest
+	34,  // 79: jfs.v1.Meta.Mkdir:input_type -> jfs.v1.MkdirRequest
+	36,  // 80: jfs.v1.Meta.Create:input_type -> jfs.v1.CreateRequest
+	38,  // 81: jfs.v1.Meta.Unlink:input_type -> jfs.v1.UnlinkRequest
+	41,  // 82: jfs.v1.Meta.Rmdir:input_type -> jfs.v1.RmdirRequest
+	43,  // 83: jfs.v1.Meta.Rename:input_type -> jfs.v1.RenameRequest
+	45,  // 84: jfs.v1.Meta.Link:input_type -> jfs.v1.LinkRequest
+	47,  // 85: jfs.v1.Meta.Symlink:input_type -> jfs.v1.SymlinkRequest
+	49,  // 86: jfs.v1.Meta.ReadLink:input_type -> jfs.v1.ReadLinkRequest
+	51,  // 87: jfs.v1.Meta.ReadDir:input_type -> jfs.v1.ReadDirRequest
+	54,  // 88: jfs.v1.Meta.Open:input_type -> jfs.v1.OpenRequest
+	56,  // 89: jfs.v1.Meta.Release:input_type -> jfs.v1.ReleaseRequest
+	58,  // 90: jfs.v1.Meta.Read:input_type -> jfs.v1.ReadRequest
+	62,  // 91: jfs.v1.Meta.Write:input_type -> jfs.v1.WriteRequest
+	66,  // 92: jfs.v1.Meta.StatFS:input_type -> jfs.v1.StatFSRequest
+	68,  // 93: jfs.v1.Meta.GetXattr:input_type -> jfs.v1.GetXattrRequest
+	70,  // 94: jfs.v1.Meta.SetXattr:input_type -> jfs.v1.SetXattrRequest
+	72,  // 95: jfs.v1.Meta.ListXattr:input_type -> jfs.v1.ListXattrRequest
+	74,  // 96: jfs.v1.Meta.RemoveXattr:input_type -> jfs.v1.RemoveXattrRequest
+	77,  // 97: jfs.v1.Meta.GetLk:input_type -> jfs.v1.GetLkRequest
+	79,  // 98: jfs.v1.Meta.SetLk:input_type -> jfs.v1.SetLkRequest
+	81,  // 99: jfs.v1.Meta.Flock:input_type -> jfs.v1.FlockRequest
+	87,  // 100: jfs.v1.Meta.ReleaseLockOwner:input_type -> jfs.v1.ReleaseLockOwnerRequest
+	85,  // 101: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
+	90,  // 102: jfs.v1.Meta.DelegReturn:input_type -> jfs.v1.DelegReturnRequest
+	92,  // 103: jfs.v1.Meta.DelegRecalls:input_type -> jfs.v1.DelegRecallsRequest
+	94,  // 104: jfs.v1.Meta.DelegReport:input_type -> jfs.v1.DelegReportRequest
+	64,  // 105: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
+	60,  // 106: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
+	134, // 107: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	13,  // 108: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
+	25,  // 109: jfs.v1.Meta.CacheWatch:input_type -> jfs.v1.CacheWatchRequest
+	28,  // 110: jfs.v1.Meta.CacheAck:input_type -> jfs.v1.CacheAckRequest
+	106, // 111: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	108, // 112: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	110, // 113: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	112, // 114: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	114, // 115: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	117, // 116: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	119, // 117: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	104, // 118: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	127, // 119: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	121, // 120: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	97,  // 121: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	129, // 122: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	130, // 123: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	9,   // 124: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
+	11,  // 125: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
+	16,  // 126: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
+	22,  // 127: jfs.v1.Meta.Lookup:output_type -> jfs.v1.LookupResponse
+	24,  // 128: jfs.v1.Meta.GetAttr:output_type -> jfs.v1.GetAttrResponse
+	31,  // 129: jfs.v1.Meta.SetAttr:output_type -> jfs.v1.SetAttrResponse
+	33,  // 130: jfs.v1.Meta.Mknod:output_type -> jfs.v1.MknodResponse
+	35,  // 131: jfs.v1.Meta.Mkdir:output_type -> jfs.v1.MkdirResponse
+	37,  // 132: jfs.v1.Meta.Create:output_type -> jfs.v1.CreateResponse
+	40,  // 133: jfs.v1.Meta.Unlink:output_type -> jfs.v1.UnlinkResponse
+	42,  // 134: jfs.v1.Meta.Rmdir:output_type -> jfs.v1.RmdirResponse
+	44,  // 135: jfs.v1.Meta.Rename:output_type -> jfs.v1.RenameResponse
+	46,  // 136: jfs.v1.Meta.Link:output_type -> jfs.v1.LinkResponse
+	48,  // 137: jfs.v1.Meta.Symlink:output_type -> jfs.v1.SymlinkResponse
+	50,  // 138: jfs.v1.Meta.ReadLink:output_type -> jfs.v1.ReadLinkResponse
+	53,  // 139: jfs.v1.Meta.ReadDir:output_type -> jfs.v1.ReadDirResponse
+	55,  // 140: jfs.v1.Meta.Open:output_type -> jfs.v1.OpenResponse
+	57,  // 141: jfs.v1.Meta.Release:output_type -> jfs.v1.ReleaseResponse
+	59,  // 142: jfs.v1.Meta.Read:output_type -> jfs.v1.ReadResponse
+	63,  // 143: jfs.v1.Meta.Write:output_type -> jfs.v1.WriteResponse
+	67,  // 144: jfs.v1.Meta.StatFS:output_type -> jfs.v1.StatFSResponse
+	69,  // 145: jfs.v1.Meta.GetXattr:output_type -> jfs.v1.GetXattrResponse
+	71,  // 146: jfs.v1.Meta.SetXattr:output_type -> jfs.v1.SetXattrResponse
+	73,  // 147: jfs.v1.Meta.ListXattr:output_type -> jfs.v1.ListXattrResponse
+	75,  // 148: jfs.v1.Meta.RemoveXattr:output_type -> jfs.v1.RemoveXattrResponse
+	78,  // 149: jfs.v1.Meta.GetLk:output_type -> jfs.v1.GetLkResponse
+	80,  // 150: jfs.v1.Meta.SetLk:output_type -> jfs.v1.SetLkResponse
+	82,  // 151: jfs.v1.Meta.Flock:output_type -> jfs.v1.FlockResponse
+	88,  // 152: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
+	86,  // 153: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
+	91,  // 154: jfs.v1.Meta.DelegReturn:output_type -> jfs.v1.DelegReturnResponse
+	93,  // 155: jfs.v1.Meta.DelegRecalls:output_type -> jfs.v1.DelegRecall
+	95,  // 156: jfs.v1.Meta.DelegReport:output_type -> jfs.v1.DelegReportResponse
+	65,  // 157: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
+	61,  // 158: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
+	135, // 159: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	14,  // 160: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
+	27,  // 161: jfs.v1.Meta.CacheWatch:output_type -> jfs.v1.CacheEvent
+	29,  // 162: jfs.v1.Meta.CacheAck:output_type -> jfs.v1.CacheAckResponse
+	107, // 163: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	109, // 164: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	111, // 165: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	113, // 166: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	115, // 167: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	118, // 168: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	120, // 169: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	105, // 170: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	128, // 171: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	122, // 172: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	98,  // 173: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	130, // 174: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	131, // 175: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	124, // [124:176] is the sub-list for method output_type
+	72,  // [72:124] is the sub-list for method input_type
+	72,  // [72:72] is the sub-list for extension type_name
+	72,  // [72:72] is the sub-list for extension extendee
+	0,   // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_jfs_proto_init() }
@@ -9230,7 +9866,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   126,
+			NumMessages:   133,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -78,6 +78,9 @@ const (
 	Meta_Flock_FullMethodName            = "/jfs.v1.Meta/Flock"
 	Meta_ReleaseLockOwner_FullMethodName = "/jfs.v1.Meta/ReleaseLockOwner"
 	Meta_CancelLockWait_FullMethodName   = "/jfs.v1.Meta/CancelLockWait"
+	Meta_DelegReturn_FullMethodName      = "/jfs.v1.Meta/DelegReturn"
+	Meta_DelegRecalls_FullMethodName     = "/jfs.v1.Meta/DelegRecalls"
+	Meta_DelegReport_FullMethodName      = "/jfs.v1.Meta/DelegReport"
 	Meta_Fallocate_FullMethodName        = "/jfs.v1.Meta/Fallocate"
 	Meta_TouchAtime_FullMethodName       = "/jfs.v1.Meta/TouchAtime"
 	Meta_ReleaseBatch_FullMethodName     = "/jfs.v1.Meta/ReleaseBatch"
@@ -120,6 +123,9 @@ type MetaClient interface {
 	Flock(ctx context.Context, in *FlockRequest, opts ...grpc.CallOption) (*FlockResponse, error)
 	ReleaseLockOwner(ctx context.Context, in *ReleaseLockOwnerRequest, opts ...grpc.CallOption) (*ReleaseLockOwnerResponse, error)
 	CancelLockWait(ctx context.Context, in *CancelLockWaitRequest, opts ...grpc.CallOption) (*CancelLockWaitResponse, error)
+	DelegReturn(ctx context.Context, in *DelegReturnRequest, opts ...grpc.CallOption) (*DelegReturnResponse, error)
+	DelegRecalls(ctx context.Context, in *DelegRecallsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DelegRecall], error)
+	DelegReport(ctx context.Context, in *DelegReportRequest, opts ...grpc.CallOption) (*DelegReportResponse, error)
 	Fallocate(ctx context.Context, in *FallocateRequest, opts ...grpc.CallOption) (*FallocateResponse, error)
 	TouchAtime(ctx context.Context, in *TouchAtimeRequest, opts ...grpc.CallOption) (*TouchAtimeResponse, error)
 	ReleaseBatch(ctx context.Context, in *ReleaseBatchRequest, opts ...grpc.CallOption) (*ReleaseBatchResponse, error)
@@ -436,6 +442,45 @@ func (c *metaClient) CancelLockWait(ctx context.Context, in *CancelLockWaitReque
 	return out, nil
 }
 
+func (c *metaClient) DelegReturn(ctx context.Context, in *DelegReturnRequest, opts ...grpc.CallOption) (*DelegReturnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DelegReturnResponse)
+	err := c.cc.Invoke(ctx, Meta_DelegReturn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaClient) DelegRecalls(ctx context.Context, in *DelegRecallsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DelegRecall], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Meta_ServiceDesc.Streams[0], Meta_DelegRecalls_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DelegRecallsRequest, DelegRecall]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Meta_DelegRecallsClient = grpc.ServerStreamingClient[DelegRecall]
+
+func (c *metaClient) DelegReport(ctx context.Context, in *DelegReportRequest, opts ...grpc.CallOption) (*DelegReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DelegReportResponse)
+	err := c.cc.Invoke(ctx, Meta_DelegReport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *metaClient) Fallocate(ctx context.Context, in *FallocateRequest, opts ...grpc.CallOption) (*FallocateResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(FallocateResponse)
@@ -478,7 +523,7 @@ func (c *metaClient) ReportOpens(ctx context.Context, in *ReportOpensRequest, op
 
 func (c *metaClient) CacheWatch(ctx context.Context, in *CacheWatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CacheEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Meta_ServiceDesc.Streams[0], Meta_CacheWatch_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Meta_ServiceDesc.Streams[1], Meta_CacheWatch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -539,6 +584,9 @@ type MetaServer interface {
 	Flock(context.Context, *FlockRequest) (*FlockResponse, error)
 	ReleaseLockOwner(context.Context, *ReleaseLockOwnerRequest) (*ReleaseLockOwnerResponse, error)
 	CancelLockWait(context.Context, *CancelLockWaitRequest) (*CancelLockWaitResponse, error)
+	DelegReturn(context.Context, *DelegReturnRequest) (*DelegReturnResponse, error)
+	DelegRecalls(*DelegRecallsRequest, grpc.ServerStreamingServer[DelegRecall]) error
+	DelegReport(context.Context, *DelegReportRequest) (*DelegReportResponse, error)
 	Fallocate(context.Context, *FallocateRequest) (*FallocateResponse, error)
 	TouchAtime(context.Context, *TouchAtimeRequest) (*TouchAtimeResponse, error)
 	ReleaseBatch(context.Context, *ReleaseBatchRequest) (*ReleaseBatchResponse, error)
@@ -644,6 +692,15 @@ func (UnimplementedMetaServer) ReleaseLockOwner(context.Context, *ReleaseLockOwn
 }
 func (UnimplementedMetaServer) CancelLockWait(context.Context, *CancelLockWaitRequest) (*CancelLockWaitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelLockWait not implemented")
+}
+func (UnimplementedMetaServer) DelegReturn(context.Context, *DelegReturnRequest) (*DelegReturnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DelegReturn not implemented")
+}
+func (UnimplementedMetaServer) DelegRecalls(*DelegRecallsRequest, grpc.ServerStreamingServer[DelegRecall]) error {
+	return status.Error(codes.Unimplemented, "method DelegRecalls not implemented")
+}
+func (UnimplementedMetaServer) DelegReport(context.Context, *DelegReportRequest) (*DelegReportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DelegReport not implemented")
 }
 func (UnimplementedMetaServer) Fallocate(context.Context, *FallocateRequest) (*FallocateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fallocate not implemented")
@@ -1224,6 +1281,53 @@ func _Meta_CancelLockWait_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_DelegReturn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DelegReturnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).DelegReturn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_DelegReturn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).DelegReturn(ctx, req.(*DelegReturnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Meta_DelegRecalls_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DelegRecallsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MetaServer).DelegRecalls(m, &grpc.GenericServerStream[DelegRecallsRequest, DelegRecall]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Meta_DelegRecallsServer = grpc.ServerStreamingServer[DelegRecall]
+
+func _Meta_DelegReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DelegReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).DelegReport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_DelegReport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).DelegReport(ctx, req.(*DelegReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Meta_Fallocate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(FallocateRequest)
 	if err := dec(in); err != nil {
@@ -1453,6 +1557,14 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Meta_CancelLockWait_Handler,
 		},
 		{
+			MethodName: "DelegReturn",
+			Handler:    _Meta_DelegReturn_Handler,
+		},
+		{
+			MethodName: "DelegReport",
+			Handler:    _Meta_DelegReport_Handler,
+		},
+		{
 			MethodName: "Fallocate",
 			Handler:    _Meta_Fallocate_Handler,
 		},
@@ -1474,6 +1586,11 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "DelegRecalls",
+			Handler:       _Meta_DelegRecalls_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "CacheWatch",
 			Handler:       _Meta_CacheWatch_Handler,

@@ -76,6 +76,8 @@ const (
 	CommandType_COMMAND_TYPE_RESTORED CommandType = 90 // RestoredRequest
 	// Ends a queued lock request with an errno (cancel, deadlock victim).
 	CommandType_COMMAND_TYPE_END_LOCK_WAIT CommandType = 160 // EndLockWaitRequest
+	// Gives a delegation of an inode's locks back, with the session's locks.
+	CommandType_COMMAND_TYPE_DELEG_RETURN CommandType = 340 // DelegReturnRequest
 )
 
 // Enum value maps for CommandType.
@@ -114,6 +116,7 @@ var (
 		130: "COMMAND_TYPE_FREE_ORPHANS",
 		90:  "COMMAND_TYPE_RESTORED",
 		160: "COMMAND_TYPE_END_LOCK_WAIT",
+		340: "COMMAND_TYPE_DELEG_RETURN",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -149,6 +152,7 @@ var (
 		"COMMAND_TYPE_FREE_ORPHANS":       130,
 		"COMMAND_TYPE_RESTORED":           90,
 		"COMMAND_TYPE_END_LOCK_WAIT":      160,
+		"COMMAND_TYPE_DELEG_RETURN":       340,
 	}
 )
 
@@ -327,7 +331,7 @@ const file_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"acked_seqs\x18F \x03(\x04R\tackedSeqs\x12\"\n" +
 	"\fleader_opens\x18\xa0\x01 \x01(\bR\vleaderOpens\x12\x16\n" +
-	"\x06crc32c\x18< \x01(\aR\x06crc32c*\xa7\a\n" +
+	"\x06crc32c\x18< \x01(\aR\x06crc32c*\xc7\a\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15COMMAND_TYPE_REGISTER\x10\x01\x12\x1e\n" +
@@ -362,7 +366,8 @@ const file_raftlog_proto_rawDesc = "" +
 	"\x19COMMAND_TYPE_MARK_CORRUPT\x10=\x12\x1e\n" +
 	"\x19COMMAND_TYPE_FREE_ORPHANS\x10\x82\x01\x12\x19\n" +
 	"\x15COMMAND_TYPE_RESTORED\x10Z\x12\x1f\n" +
-	"\x1aCOMMAND_TYPE_END_LOCK_WAIT\x10\xa0\x01B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
+	"\x1aCOMMAND_TYPE_END_LOCK_WAIT\x10\xa0\x01\x12\x1e\n" +
+	"\x19COMMAND_TYPE_DELEG_RETURN\x10\xd4\x02B(Z&github.com/jfs-dev/jfs/api/jfspb;jfspbb\x06proto3"
 
 var (
 	file_raftlog_proto_rawDescOnce sync.Once

@@ -99,6 +99,7 @@ change on disk, or at SIGHUP.`,
 			&cli.StringFlag{Name: "log-file", Usage: "append logs to this file (default: stderr; with --background /var/log/jfs.log as root, else ~/.jfs/jfs.log)"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request and answer"},
 			&cli.BoolFlag{Name: "noatime", Usage: "never update access times (default: relatime, one log entry per file read after a change or a day)"},
+			&cli.BoolFlag{Name: "lock-delegation", Value: true, Usage: "answer the locks of a file that only this mount locks here, without a request, until another mount asks for one (false: every lock call goes to the cluster)"},
 			&cli.IntFlag{Name: "release-batch", Value: 256, Usage: "the most closes that free no lock sent to the cluster in one request (1: one each, for comparison)"},
 			&cli.BoolFlag{Name: "read-merging", Value: true, Usage: "let identical getattr and lookup requests in flight at once share one request to the cluster (false: one each, for comparison)"},
 		}, mtls.Flags(true)...),
@@ -337,6 +338,7 @@ func serve(c *cli.Context, mc *mountConfig, readyFD *os.File) error {
 		MountPoint: mc.mountPoint, FsName: "jfs:" + mc.servers[0], Version: Version, Debug: c.Bool("debug-fuse"),
 		Options: cacheOptions(c, fuse.Options{
 			NoAtime: c.Bool("noatime"), Metrics: m.Metrics, Logger: log, ReleaseBatch: c.Int("release-batch"),
+			LockDelegation: c.Bool("lock-delegation"),
 		}),
 	})
 	cancel()

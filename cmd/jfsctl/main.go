@@ -43,7 +43,7 @@ requests that need the leader follow it.
   jfsctl cluster status          # members, raft state, leader, term, indexes
   jfsctl cluster digest          # each replica's applied index and state digest
   jfsctl cluster health          # exit 0 when the cluster can take writes
-  jfsctl locks ls                # every held and waiting lock, with path, host, pid
+  jfsctl locks ls                # every held, delegated and waiting lock, with path, host, pid
   jfsctl sessions ls             # client sessions: last heartbeat, locks held
   jfsctl sessions evict ID       # end a session now; its locks are released
   jfsctl leader transfer [ID]    # move the leadership
@@ -543,8 +543,17 @@ func locksLs(c *cli.Context) error {
 			}
 		}
 		state := "held"
-		if l.Waiting {
+		switch {
+		case l.Waiting:
 			state = "waiting"
+		case l.Delegated && l.DelegationUnknown:
+			// The inode's locks are delegated to the session's mount,
+			// which did not say which it holds in time.
+			state, rng = "delegated (locks unknown)", "-"
+		case l.Delegated && l.Type == jfspb.LockType_LOCK_TYPE_UNLOCK:
+			state, rng = "delegated (no lock held)", "-"
+		case l.Delegated:
+			state = "held (delegated)"
 		}
 		path := l.Path
 		if path == "" {

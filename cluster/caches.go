@@ -72,9 +72,11 @@ func newCaches(n *Node) *caches {
 		cleared: make(chan struct{}), unsettled: map[uint64]bool{}, draining: make(chan struct{})}
 }
 
-// EndStreams ends every cache stream of the node, now and from now on:
-// call it before a graceful stop of the node's gRPC server, which would
-// otherwise wait for these long-lived calls. Mounts move to another node.
+// EndStreams ends every cache stream and lock-recall stream of the node,
+// now and from now on: call it before a graceful stop of the node's gRPC
+// server, which would otherwise wait for these long-lived calls while the
+// node still leads, refuses heartbeats and runs its session timers (a
+// short-TTL session expired that way). Mounts move to another node.
 func (n *Node) EndStreams() { n.caches.drainOnce.Do(func() { close(n.caches.draining) }) }
 
 // broadcast wakes everyone waiting for a change. c.mu must be held.

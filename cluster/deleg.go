@@ -264,6 +264,8 @@ func (d *delegs) serve(ctx context.Context, sid uint64, send func(*jfspb.DelegRe
 			return ctx.Err()
 		case <-d.n.stopped:
 			return ErrShutdown
+		case <-d.n.caches.draining: // EndStreams: the node stops serving
+			return status.Error(codes.Unavailable, "recall stream ended: the node stops")
 		}
 	}
 }

@@ -46,6 +46,8 @@ func TestMountBadInput(t *testing.T) {
 		{"bad log level", []string{"mount", "--servers", down, "--log-level", "loud", dir}, "loud"},
 		{"bad cache mode", []string{"mount", "--servers", down, "--cache-mode", "sometimes", dir}, `--cache-mode "sometimes": want coherent, timed or off`},
 		{"cache max zero", []string{"mount", "--servers", down, "--cache-max", "0s", dir}, "--cache-max 0s: must be positive"},
+		{"timed duration with coherent", []string{"mount", "--servers", down, "--cache-mode", "coherent", "--attr-cache", "1s", dir},
+			"--attr-cache applies to --cache-mode timed only, not coherent"},
 		{"release batch too large", []string{"mount", "--servers", down, "--release-batch", "5000", dir}, "--release-batch 5000"},
 		{"cluster unreachable", []string{"mount", "--servers", down, "--retry-for", "2s", "--metrics", "", dir}, "cannot reach the jfs cluster"},
 		{"cluster unreachable in the background", []string{"mount", "-d", "--log-file", filepath.Join(dir, "log"),

@@ -60,6 +60,7 @@ the session's locks and open files end with it.
     is not cached.
   timed: the kernel caches attributes and names for the --*-cache durations
     (0 turns a cache off); another mount's change may show only after them.
+    Giving one of those durations without --cache-mode selects timed.
   off: nothing is cached; every stat and lookup asks the cluster.
 
 File data is never cached across an open or a lock: a file opened, or
@@ -110,7 +111,7 @@ change on disk, or at SIGHUP.`,
 // cacheOptions sets the kernel's cache timeouts of o by --cache-mode
 // (checked by checkMount).
 func cacheOptions(c *cli.Context, o fuse.Options) fuse.Options {
-	switch c.String("cache-mode") {
+	switch cacheMode(c) {
 	case "timed":
 		o.AttrTimeout, o.EntryTimeout = c.Duration("attr-cache"), c.Duration("entry-cache")
 		o.DirEntryTimeout, o.NegativeTimeout = c.Duration("dir-entry-cache"), c.Duration("negative-entry-cache")
@@ -118,6 +119,23 @@ func cacheOptions(c *cli.Context, o fuse.Options) fuse.Options {
 		o.Coherent, o.CacheMax = true, c.Duration("cache-max")
 	}
 	return o
+}
+
+// timedFlags are the durations of --cache-mode timed.
+var timedFlags = []string{"attr-cache", "entry-cache", "dir-entry-cache", "negative-entry-cache"}
+
+// cacheMode is --cache-mode, or timed when it is not given but one of the
+// timed durations is: a mount line written before coherent caches keeps
+// the caching it asked for.
+func cacheMode(c *cli.Context) string {
+	if !c.IsSet("cache-mode") {
+		for _, f := range timedFlags {
+			if c.IsSet(f) {
+				return "timed"
+			}
+		}
+	}
+	return c.String("cache-mode")
 }
 
 // mountConfig is what runMount checked.
@@ -173,6 +191,13 @@ func checkMount(c *cli.Context) (*mountConfig, error) {
 	case "coherent", "timed", "off":
 	default:
 		return nil, fmt.Errorf("--cache-mode %q: want coherent, timed or off", m)
+	}
+	if m := cacheMode(c); m != "timed" {
+		for _, f := range timedFlags {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s applies to --cache-mode timed only, not %s", f, m)
+			}
+		}
 	}
 	if d := c.Duration("cache-max"); d <= 0 {
 		return nil, fmt.Errorf("--cache-max %v: must be positive", d)

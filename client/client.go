@@ -326,10 +326,11 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, patien
 		}
 		last = err
 		st, _ := status.FromError(err)
-		if recallPending(st) {
-			// The leader waits for another mount to return a lock
-			// delegation: ask it again at once; the wait is the
-			// leader's, not a failure to reach it.
+		if askAgain(st) {
+			// The leader waits on the request's behalf (for another
+			// mount to return a lock delegation, or to drop its caches
+			// of what the request changed): ask it again at once; the
+			// wait is the leader's, not a failure to reach it.
 			start = start.Add(time.Since(began))
 			continue
 		}
@@ -378,14 +379,16 @@ func (c *Client) retry(ctx context.Context, attemptTimeout time.Duration, patien
 // forwardKey is cluster.ForwardKey; the client does not import the cluster.
 const forwardKey = "jfs-forward-to-leader"
 
-// recallPending reports whether st is the leader's "still waiting for a
-// lock delegation's return; ask again" (cluster/deleg.go).
-func recallPending(st *status.Status) bool {
+// askAgain reports whether st is the leader's "still waiting on your
+// behalf; ask again": for a lock delegation's return (cluster/deleg.go) or
+// for the coherent caches (jfspb.AskAgain, cluster/caches.go).
+func askAgain(st *status.Status) bool {
 	if st.Code() != codes.Unavailable {
 		return false
 	}
 	for _, d := range st.Details() {
-		if _, ok := d.(*jfspb.DelegRecall); ok {
+		switch d.(type) {
+		case *jfspb.DelegRecall, *jfspb.AskAgain:
 			return true
 		}
 	}

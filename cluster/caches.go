@@ -6,6 +6,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/cluster/grants"
 	"github.com/jfs-dev/jfs/fsm"
@@ -463,4 +466,43 @@ func (c *caches) restored() {
 		c.stop()
 		c.start()
 	}
+}
+
+// waitAsking runs wait, a wait on a request's behalf for the caches, until
+// shortly before ctx's deadline (the client's attempt timeout). If only
+// that inner deadline ended it, the answer is UNAVAILABLE with AskAgain:
+// the client sends the request again at once without suspecting this
+// leader or counting the wait against its retry window, so a mount that
+// holds a change up for as long as its session may live (a frozen mount,
+// up to the session TTL) delays a request without failing it. Other errors
+// become statuses as usual.
+func (s *Server) waitAsking(ctx context.Context, why string, wait func(context.Context) error) error {
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		margin := min(recallAnswerMargin, time.Until(dl)/4)
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+		defer cancel()
+	}
+	err := wait(wctx)
+	if err == nil {
+		return nil
+	}
+	if wctx.Err() != nil && ctx.Err() == nil {
+		if st, derr := status.New(codes.Unavailable, why).WithDetails(&jfspb.AskAgain{Why: why}); derr == nil {
+			return st.Err()
+		}
+	}
+	return s.toStatus(err)
+}
+
+// afterRead is caches.afterRead for a request handler (see waitAsking).
+func (s *Server) afterRead(ctx context.Context, reader uint64, inos []uint64, entries []grants.Entry, toks ...grants.Token) (bool, error) {
+	var ok bool
+	err := s.waitAsking(ctx, "waiting for mounts to drop their caches of what was read", func(ctx context.Context) error {
+		var err error
+		ok, err = s.n.caches.afterRead(ctx, reader, inos, entries, toks...)
+		return err
+	})
+	return ok, err
 }

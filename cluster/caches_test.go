@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/jfs-dev/jfs/api/jfspb"
 	"github.com/jfs-dev/jfs/cluster"
@@ -342,5 +344,49 @@ func TestCacheNewLeaderWaitsForCoherentSessions(t *testing.T) {
 	mustWatch(t, s2, b)
 	if err := <-done; err != nil {
 		t.Fatalf("chmod: %v", err)
+	}
+}
+
+// TestCacheWaitAnswersAskAgain: a write still waiting for a holder's
+// acknowledgement shortly before its deadline (the client's attempt) is
+// answered "ask again" (UNAVAILABLE with an AskAgain detail), which the
+// client follows to the same leader without suspecting it or counting the
+// wait against its retry window: a frozen mount delays a write for up to
+// its session's TTL, longer than a client retries. The same request sent
+// again (same session and seq) is applied once and answered once the
+// holder acknowledged.
+func TestCacheWaitAnswersAskAgain(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	leader := c.Leader()
+	s := cluster.NewServer(leader)
+	a := newLockClient(t, leader, "a")
+	ino := a.mustCreate("f")
+	b := mustRegisterCoherent(t, s, "b")
+	w := mustWatch(t, s, b)
+	if g := mustGetAttr(t, s, b, ino); !g.CacheGrant {
+		t.Fatal("no grant")
+	}
+	req := &jfspb.SetAttrRequest{Header: a.header(), Ino: ino, Valid: uint32(jfspb.SetAttrMask_SET_ATTR_MODE), Mode: 0o600}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err := s.SetAttr(ctx, req)
+	cancel()
+	st, _ := status.FromError(err)
+	again := false
+	for _, d := range st.Details() {
+		if _, ok := d.(*jfspb.AskAgain); ok {
+			again = true
+		}
+	}
+	if st.Code() != codes.Unavailable || !again {
+		t.Fatalf("a bounded write waiting for a holder: %v, want UNAVAILABLE with an AskAgain detail", err)
+	}
+	ev := w.next()
+	if !slices.Contains(ev.Inos, ino) {
+		t.Fatalf("event %v does not name inode %d", ev, ino)
+	}
+	w.mustAck(ev.Seq)
+	r, err := s.SetAttr(context.Background(), req)
+	if err != nil || r.Errno != 0 || r.Attr.Mode&0o777 != 0o600 {
+		t.Fatalf("the same write asked again after the acknowledgement: %v %v", err, r)
 	}
 }

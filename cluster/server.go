@@ -74,8 +74,10 @@ func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandT
 	if sid != 0 {
 		// A new leader answers no session's write before the caches
 		// an earlier leader granted are gone (caches.go, settled).
-		if err := s.n.caches.settled(ctx, sid, true); err != nil {
-			return zero, s.toStatus(err)
+		if err := s.waitAsking(ctx, "waiting for the caches of an earlier leader to settle", func(ctx context.Context) error {
+			return s.n.caches.settled(ctx, sid, true)
+		}); err != nil {
+			return zero, err
 		}
 	}
 	resp, index, err := s.n.proposeIndex(ctx, typ, h, req)
@@ -85,8 +87,10 @@ func propose[R proto.Message](ctx context.Context, s *Server, typ jfspb.CommandT
 	if sid != 0 {
 		// The write is acknowledged once every mount that cached what it
 		// changed dropped it, or lapsed (DESIGN.md "Coherent caches").
-		if err := s.n.caches.waitChange(ctx, sid, index); err != nil {
-			return zero, s.toStatus(err)
+		if err := s.waitAsking(ctx, "waiting for mounts to drop their caches of what the request changed", func(ctx context.Context) error {
+			return s.n.caches.waitChange(ctx, sid, index)
+		}); err != nil {
+			return zero, err
 		}
 	}
 	r, ok := resp.(R)
@@ -216,8 +220,10 @@ func (s *Server) CloseSession(ctx context.Context, r *jfspb.CloseSessionRequest)
 // no cache fields. Any of them waits, after its read, while a change of
 // what it read is on its way to the caches that hold the old state.
 func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.LookupResponse, error) {
-	if err := s.n.caches.settled(ctx, r.CacheSession, false); err != nil {
-		return nil, s.toStatus(err)
+	if err := s.waitAsking(ctx, "waiting for the caches of an earlier leader to settle", func(ctx context.Context) error {
+		return s.n.caches.settled(ctx, r.CacheSession, false)
+	}); err != nil {
+		return nil, err
 	}
 	var etok grants.Token
 	key := r
@@ -239,8 +245,8 @@ func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.Loo
 		if resp.Attr != nil {
 			inos = []uint64{resp.Attr.Ino}
 		}
-		if _, err := s.n.caches.afterRead(ctx, r.CacheSession, inos, entry); err != nil {
-			return nil, s.toStatus(err)
+		if _, err := s.afterRead(ctx, r.CacheSession, inos, entry); err != nil {
+			return nil, err
 		}
 		return resp, nil
 	}
@@ -257,9 +263,9 @@ func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.Loo
 			attr = a.Attr
 		}
 	}
-	ok, err := s.n.caches.afterRead(ctx, r.CacheSession, []uint64{ino}, entry, etok, itok)
+	ok, err := s.afterRead(ctx, r.CacheSession, []uint64{ino}, entry, etok, itok)
 	if err != nil {
-		return nil, s.toStatus(err)
+		return nil, err
 	}
 	if !ok {
 		return resp, nil
@@ -269,8 +275,10 @@ func (s *Server) Lookup(ctx context.Context, r *jfspb.LookupRequest) (*jfspb.Loo
 }
 
 func (s *Server) GetAttr(ctx context.Context, r *jfspb.GetAttrRequest) (*jfspb.GetAttrResponse, error) {
-	if err := s.n.caches.settled(ctx, r.CacheSession, false); err != nil {
-		return nil, s.toStatus(err)
+	if err := s.waitAsking(ctx, "waiting for the caches of an earlier leader to settle", func(ctx context.Context) error {
+		return s.n.caches.settled(ctx, r.CacheSession, false)
+	}); err != nil {
+		return nil, err
 	}
 	var tok grants.Token
 	key := r
@@ -284,9 +292,9 @@ func (s *Server) GetAttr(ctx context.Context, r *jfspb.GetAttrRequest) (*jfspb.G
 	if err != nil {
 		return nil, err
 	}
-	ok, err := s.n.caches.afterRead(ctx, r.CacheSession, []uint64{r.Ino}, nil, tok)
+	ok, err := s.afterRead(ctx, r.CacheSession, []uint64{r.Ino}, nil, tok)
 	if err != nil {
-		return nil, s.toStatus(err)
+		return nil, err
 	}
 	if !ok || resp.Errno != 0 {
 		return resp, nil

@@ -6350,6 +6350,57 @@ func (x *DelegRecallsRequest) GetSession() uint64 {
 // DelegRecall asks the mount to return the delegation of ino's locks
 // (DelegReturn), or, with report_id set, to report the locks it holds on
 // ino (DelegReport) without giving the delegation back.
+// AskAgain, as a detail of an UNAVAILABLE answer, says that the leader is
+// still waiting on the request's behalf (for mounts to drop their caches of
+// what it changed, or for a new leader's caches to settle) and that the
+// client should send the same request again at once, to the same leader:
+// the wait is not a failure to reach the leader, and does not count against
+// the client's retry window. A write asked again keeps its (session, seq),
+// so it is applied once.
+type AskAgain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Why           string                 `protobuf:"bytes,1,opt,name=why,proto3" json:"why,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AskAgain) Reset() {
+	*x = AskAgain{}
+	mi := &file_jfs_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AskAgain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AskAgain) ProtoMessage() {}
+
+func (x *AskAgain) ProtoReflect() protoreflect.Message {
+	mi := &file_jfs_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AskAgain.ProtoReflect.Descriptor instead.
+func (*AskAgain) Descriptor() ([]byte, []int) {
+	return file_jfs_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *AskAgain) GetWhy() string {
+	if x != nil {
+		return x.Why
+	}
+	return ""
+}
+
 type DelegRecall struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
@@ -6360,7 +6411,7 @@ type DelegRecall struct {
 
 func (x *DelegRecall) Reset() {
 	*x = DelegRecall{}
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6372,7 +6423,7 @@ func (x *DelegRecall) String() string {
 func (*DelegRecall) ProtoMessage() {}
 
 func (x *DelegRecall) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[90]
+	mi := &file_jfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6385,7 +6436,7 @@ func (x *DelegRecall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegRecall.ProtoReflect.Descriptor instead.
 func (*DelegRecall) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{90}
+	return file_jfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DelegRecall) GetIno() uint64 {
@@ -6418,7 +6469,7 @@ type DelegReportRequest struct {
 
 func (x *DelegReportRequest) Reset() {
 	*x = DelegReportRequest{}
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6430,7 +6481,7 @@ func (x *DelegReportRequest) String() string {
 func (*DelegReportRequest) ProtoMessage() {}
 
 func (x *DelegReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[91]
+	mi := &file_jfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6443,7 +6494,7 @@ func (x *DelegReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegReportRequest.ProtoReflect.Descriptor instead.
 func (*DelegReportRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{91}
+	return file_jfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *DelegReportRequest) GetSession() uint64 {
@@ -6490,7 +6541,7 @@ type DelegReportResponse struct {
 
 func (x *DelegReportResponse) Reset() {
 	*x = DelegReportResponse{}
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6502,7 +6553,7 @@ func (x *DelegReportResponse) String() string {
 func (*DelegReportResponse) ProtoMessage() {}
 
 func (x *DelegReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[92]
+	mi := &file_jfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6515,7 +6566,7 @@ func (x *DelegReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegReportResponse.ProtoReflect.Descriptor instead.
 func (*DelegReportResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{92}
+	return file_jfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *DelegReportResponse) GetErrno() int32 {
@@ -6545,7 +6596,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6557,7 +6608,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[93]
+	mi := &file_jfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6570,7 +6621,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{93}
+	return file_jfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *Settings) GetBlockSize() uint32 {
@@ -6609,7 +6660,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6621,7 +6672,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[94]
+	mi := &file_jfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6634,7 +6685,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{94}
+	return file_jfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *SetSettingsRequest) GetSettings() *Settings {
@@ -6662,7 +6713,7 @@ type SetSettingsResponse struct {
 
 func (x *SetSettingsResponse) Reset() {
 	*x = SetSettingsResponse{}
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6674,7 +6725,7 @@ func (x *SetSettingsResponse) String() string {
 func (*SetSettingsResponse) ProtoMessage() {}
 
 func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[95]
+	mi := &file_jfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6687,7 +6738,7 @@ func (x *SetSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{95}
+	return file_jfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *SetSettingsResponse) GetErrno() int32 {
@@ -6716,7 +6767,7 @@ type FreeDataRequest struct {
 
 func (x *FreeDataRequest) Reset() {
 	*x = FreeDataRequest{}
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6728,7 +6779,7 @@ func (x *FreeDataRequest) String() string {
 func (*FreeDataRequest) ProtoMessage() {}
 
 func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[96]
+	mi := &file_jfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6741,7 +6792,7 @@ func (x *FreeDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataRequest.ProtoReflect.Descriptor instead.
 func (*FreeDataRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{96}
+	return file_jfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *FreeDataRequest) GetMaxBlocks() uint32 {
@@ -6763,7 +6814,7 @@ type FreeDataResponse struct {
 
 func (x *FreeDataResponse) Reset() {
 	*x = FreeDataResponse{}
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6775,7 +6826,7 @@ func (x *FreeDataResponse) String() string {
 func (*FreeDataResponse) ProtoMessage() {}
 
 func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[97]
+	mi := &file_jfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6788,7 +6839,7 @@ func (x *FreeDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeDataResponse.ProtoReflect.Descriptor instead.
 func (*FreeDataResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{97}
+	return file_jfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *FreeDataResponse) GetErrno() int32 {
@@ -6827,7 +6878,7 @@ type FreeOrphansRequest struct {
 
 func (x *FreeOrphansRequest) Reset() {
 	*x = FreeOrphansRequest{}
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6839,7 +6890,7 @@ func (x *FreeOrphansRequest) String() string {
 func (*FreeOrphansRequest) ProtoMessage() {}
 
 func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[98]
+	mi := &file_jfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6852,7 +6903,7 @@ func (x *FreeOrphansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansRequest.ProtoReflect.Descriptor instead.
 func (*FreeOrphansRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{98}
+	return file_jfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *FreeOrphansRequest) GetInos() []uint64 {
@@ -6872,7 +6923,7 @@ type FreeOrphansResponse struct {
 
 func (x *FreeOrphansResponse) Reset() {
 	*x = FreeOrphansResponse{}
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6884,7 +6935,7 @@ func (x *FreeOrphansResponse) String() string {
 func (*FreeOrphansResponse) ProtoMessage() {}
 
 func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[99]
+	mi := &file_jfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6897,7 +6948,7 @@ func (x *FreeOrphansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeOrphansResponse.ProtoReflect.Descriptor instead.
 func (*FreeOrphansResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{99}
+	return file_jfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *FreeOrphansResponse) GetErrno() int32 {
@@ -6934,7 +6985,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6946,7 +6997,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[100]
+	mi := &file_jfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6959,7 +7010,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{100}
+	return file_jfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *Member) GetId() string {
@@ -7023,7 +7074,7 @@ type SetMemberRequest struct {
 
 func (x *SetMemberRequest) Reset() {
 	*x = SetMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7035,7 +7086,7 @@ func (x *SetMemberRequest) String() string {
 func (*SetMemberRequest) ProtoMessage() {}
 
 func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[101]
+	mi := &file_jfs_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7048,7 +7099,7 @@ func (x *SetMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{101}
+	return file_jfs_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *SetMemberRequest) GetMember() *Member {
@@ -7074,7 +7125,7 @@ type SetMemberResponse struct {
 
 func (x *SetMemberResponse) Reset() {
 	*x = SetMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7086,7 +7137,7 @@ func (x *SetMemberResponse) String() string {
 func (*SetMemberResponse) ProtoMessage() {}
 
 func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[102]
+	mi := &file_jfs_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7099,7 +7150,7 @@ func (x *SetMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberResponse.ProtoReflect.Descriptor instead.
 func (*SetMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{102}
+	return file_jfs_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *SetMemberResponse) GetErrno() int32 {
@@ -7117,7 +7168,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7129,7 +7180,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[103]
+	mi := &file_jfs_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7142,7 +7193,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{103}
+	return file_jfs_proto_rawDescGZIP(), []int{104}
 }
 
 type ClusterStatusResponse struct {
@@ -7163,7 +7214,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7175,7 +7226,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[104]
+	mi := &file_jfs_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7188,7 +7239,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{104}
+	return file_jfs_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ClusterStatusResponse) GetErrno() int32 {
@@ -7268,7 +7319,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7280,7 +7331,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[105]
+	mi := &file_jfs_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7293,7 +7344,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{105}
+	return file_jfs_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -7333,7 +7384,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7345,7 +7396,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[106]
+	mi := &file_jfs_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7358,7 +7409,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{106}
+	return file_jfs_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *AddMemberResponse) GetErrno() int32 {
@@ -7377,7 +7428,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7389,7 +7440,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[107]
+	mi := &file_jfs_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7402,7 +7453,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{107}
+	return file_jfs_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -7421,7 +7472,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7433,7 +7484,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[108]
+	mi := &file_jfs_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7446,7 +7497,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{108}
+	return file_jfs_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *RemoveMemberResponse) GetErrno() int32 {
@@ -7468,7 +7519,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7480,7 +7531,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[109]
+	mi := &file_jfs_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7493,7 +7544,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{109}
+	return file_jfs_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *TransferLeaderRequest) GetId() string {
@@ -7519,7 +7570,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7531,7 +7582,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[110]
+	mi := &file_jfs_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7544,7 +7595,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{110}
+	return file_jfs_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *TransferLeaderResponse) GetErrno() int32 {
@@ -7562,7 +7613,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7574,7 +7625,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[111]
+	mi := &file_jfs_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7587,7 +7638,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{111}
+	return file_jfs_proto_rawDescGZIP(), []int{112}
 }
 
 type ListSessionsResponse struct {
@@ -7600,7 +7651,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7612,7 +7663,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[112]
+	mi := &file_jfs_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7625,7 +7676,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{112}
+	return file_jfs_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ListSessionsResponse) GetErrno() int32 {
@@ -7675,7 +7726,7 @@ type LockInfo struct {
 
 func (x *LockInfo) Reset() {
 	*x = LockInfo{}
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7687,7 +7738,7 @@ func (x *LockInfo) String() string {
 func (*LockInfo) ProtoMessage() {}
 
 func (x *LockInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[113]
+	mi := &file_jfs_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7700,7 +7751,7 @@ func (x *LockInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockInfo.ProtoReflect.Descriptor instead.
 func (*LockInfo) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{113}
+	return file_jfs_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *LockInfo) GetIno() uint64 {
@@ -7805,7 +7856,7 @@ type ListLocksRequest struct {
 
 func (x *ListLocksRequest) Reset() {
 	*x = ListLocksRequest{}
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7817,7 +7868,7 @@ func (x *ListLocksRequest) String() string {
 func (*ListLocksRequest) ProtoMessage() {}
 
 func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[114]
+	mi := &file_jfs_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7830,7 +7881,7 @@ func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
 func (*ListLocksRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{114}
+	return file_jfs_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *ListLocksRequest) GetIno() uint64 {
@@ -7857,7 +7908,7 @@ type ListLocksResponse struct {
 
 func (x *ListLocksResponse) Reset() {
 	*x = ListLocksResponse{}
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7869,7 +7920,7 @@ func (x *ListLocksResponse) String() string {
 func (*ListLocksResponse) ProtoMessage() {}
 
 func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[115]
+	mi := &file_jfs_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7882,7 +7933,7 @@ func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
 func (*ListLocksResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{115}
+	return file_jfs_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *ListLocksResponse) GetErrno() int32 {
@@ -7909,7 +7960,7 @@ type EvictSessionRequest struct {
 
 func (x *EvictSessionRequest) Reset() {
 	*x = EvictSessionRequest{}
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7921,7 +7972,7 @@ func (x *EvictSessionRequest) String() string {
 func (*EvictSessionRequest) ProtoMessage() {}
 
 func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[116]
+	mi := &file_jfs_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7934,7 +7985,7 @@ func (x *EvictSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionRequest.ProtoReflect.Descriptor instead.
 func (*EvictSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{116}
+	return file_jfs_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *EvictSessionRequest) GetSession() uint64 {
@@ -7960,7 +8011,7 @@ type EvictSessionResponse struct {
 
 func (x *EvictSessionResponse) Reset() {
 	*x = EvictSessionResponse{}
-	mi := &file_jfs_proto_msgTypes[117]
+	mi := &file_jfs_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7972,7 +8023,7 @@ func (x *EvictSessionResponse) String() string {
 func (*EvictSessionResponse) ProtoMessage() {}
 
 func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[117]
+	mi := &file_jfs_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7985,7 +8036,7 @@ func (x *EvictSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictSessionResponse.ProtoReflect.Descriptor instead.
 func (*EvictSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{117}
+	return file_jfs_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *EvictSessionResponse) GetErrno() int32 {
@@ -8009,7 +8060,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_jfs_proto_msgTypes[118]
+	mi := &file_jfs_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8021,7 +8072,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[118]
+	mi := &file_jfs_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8034,7 +8085,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{118}
+	return file_jfs_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *DigestRequest) GetAtIndex() uint64 {
@@ -8061,7 +8112,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_jfs_proto_msgTypes[119]
+	mi := &file_jfs_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8073,7 +8124,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[119]
+	mi := &file_jfs_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8086,7 +8137,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{119}
+	return file_jfs_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *DigestResponse) GetErrno() int32 {
@@ -8127,7 +8178,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_jfs_proto_msgTypes[120]
+	mi := &file_jfs_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8139,7 +8190,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[120]
+	mi := &file_jfs_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8152,7 +8203,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{120}
+	return file_jfs_proto_rawDescGZIP(), []int{121}
 }
 
 type CheckpointResponse struct {
@@ -8166,7 +8217,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_jfs_proto_msgTypes[121]
+	mi := &file_jfs_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8178,7 +8229,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[121]
+	mi := &file_jfs_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8191,7 +8242,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{121}
+	return file_jfs_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *CheckpointResponse) GetErrno() int32 {
@@ -8222,7 +8273,7 @@ type MarkCorruptRequest struct {
 
 func (x *MarkCorruptRequest) Reset() {
 	*x = MarkCorruptRequest{}
-	mi := &file_jfs_proto_msgTypes[122]
+	mi := &file_jfs_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8234,7 +8285,7 @@ func (x *MarkCorruptRequest) String() string {
 func (*MarkCorruptRequest) ProtoMessage() {}
 
 func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[122]
+	mi := &file_jfs_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8247,7 +8298,7 @@ func (x *MarkCorruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptRequest.ProtoReflect.Descriptor instead.
 func (*MarkCorruptRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{122}
+	return file_jfs_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *MarkCorruptRequest) GetNodeId() string {
@@ -8280,7 +8331,7 @@ type MarkCorruptResponse struct {
 
 func (x *MarkCorruptResponse) Reset() {
 	*x = MarkCorruptResponse{}
-	mi := &file_jfs_proto_msgTypes[123]
+	mi := &file_jfs_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8292,7 +8343,7 @@ func (x *MarkCorruptResponse) String() string {
 func (*MarkCorruptResponse) ProtoMessage() {}
 
 func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[123]
+	mi := &file_jfs_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8305,7 +8356,7 @@ func (x *MarkCorruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkCorruptResponse.ProtoReflect.Descriptor instead.
 func (*MarkCorruptResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{123}
+	return file_jfs_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *MarkCorruptResponse) GetErrno() int32 {
@@ -8329,7 +8380,7 @@ type ConfirmTermRequest struct {
 
 func (x *ConfirmTermRequest) Reset() {
 	*x = ConfirmTermRequest{}
-	mi := &file_jfs_proto_msgTypes[124]
+	mi := &file_jfs_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8341,7 +8392,7 @@ func (x *ConfirmTermRequest) String() string {
 func (*ConfirmTermRequest) ProtoMessage() {}
 
 func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[124]
+	mi := &file_jfs_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8354,7 +8405,7 @@ func (x *ConfirmTermRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTermRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{124}
+	return file_jfs_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *ConfirmTermRequest) GetTerm() uint64 {
@@ -8392,7 +8443,7 @@ type ConfirmTermResponse struct {
 
 func (x *ConfirmTermResponse) Reset() {
 	*x = ConfirmTermResponse{}
-	mi := &file_jfs_proto_msgTypes[125]
+	mi := &file_jfs_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8404,7 +8455,7 @@ func (x *ConfirmTermResponse) String() string {
 func (*ConfirmTermResponse) ProtoMessage() {}
 
 func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[125]
+	mi := &file_jfs_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8417,7 +8468,7 @@ func (x *ConfirmTermResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTermResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{125}
+	return file_jfs_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *ConfirmTermResponse) GetErrno() int32 {
@@ -8470,7 +8521,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_jfs_proto_msgTypes[126]
+	mi := &file_jfs_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8482,7 +8533,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[126]
+	mi := &file_jfs_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8495,7 +8546,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{126}
+	return file_jfs_proto_rawDescGZIP(), []int{127}
 }
 
 // SnapshotChunk is a piece of a backup file, at most 1 MiB.
@@ -8508,7 +8559,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_jfs_proto_msgTypes[127]
+	mi := &file_jfs_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8520,7 +8571,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[127]
+	mi := &file_jfs_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8533,7 +8584,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{127}
+	return file_jfs_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -8559,7 +8610,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_jfs_proto_msgTypes[128]
+	mi := &file_jfs_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8571,7 +8622,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[128]
+	mi := &file_jfs_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8584,7 +8635,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{128}
+	return file_jfs_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *SnapshotRestoreResponse) GetErrno() int32 {
@@ -8641,7 +8692,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_jfs_proto_msgTypes[129]
+	mi := &file_jfs_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8653,7 +8704,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[129]
+	mi := &file_jfs_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8666,7 +8717,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{129}
+	return file_jfs_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *RestoredRequest) GetMembers() []*Member {
@@ -8686,7 +8737,7 @@ type RestoredResponse struct {
 
 func (x *RestoredResponse) Reset() {
 	*x = RestoredResponse{}
-	mi := &file_jfs_proto_msgTypes[130]
+	mi := &file_jfs_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8698,7 +8749,7 @@ func (x *RestoredResponse) String() string {
 func (*RestoredResponse) ProtoMessage() {}
 
 func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[130]
+	mi := &file_jfs_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8711,7 +8762,7 @@ func (x *RestoredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredResponse.ProtoReflect.Descriptor instead.
 func (*RestoredResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{130}
+	return file_jfs_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *RestoredResponse) GetErrno() int32 {
@@ -8742,7 +8793,7 @@ type ReleaseBatchRequest struct {
 
 func (x *ReleaseBatchRequest) Reset() {
 	*x = ReleaseBatchRequest{}
-	mi := &file_jfs_proto_msgTypes[131]
+	mi := &file_jfs_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8754,7 +8805,7 @@ func (x *ReleaseBatchRequest) String() string {
 func (*ReleaseBatchRequest) ProtoMessage() {}
 
 func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[131]
+	mi := &file_jfs_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8767,7 +8818,7 @@ func (x *ReleaseBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{131}
+	return file_jfs_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *ReleaseBatchRequest) GetHeader() *Header {
@@ -8794,7 +8845,7 @@ type ReleaseBatchResponse struct {
 
 func (x *ReleaseBatchResponse) Reset() {
 	*x = ReleaseBatchResponse{}
-	mi := &file_jfs_proto_msgTypes[132]
+	mi := &file_jfs_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8806,7 +8857,7 @@ func (x *ReleaseBatchResponse) String() string {
 func (*ReleaseBatchResponse) ProtoMessage() {}
 
 func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jfs_proto_msgTypes[132]
+	mi := &file_jfs_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8819,7 +8870,7 @@ func (x *ReleaseBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseBatchResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jfs_proto_rawDescGZIP(), []int{132}
+	return file_jfs_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *ReleaseBatchResponse) GetErrno() int32 {
@@ -9288,7 +9339,9 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x1a\n" +
 	"\breturned\x18\x02 \x01(\bR\breturned\"/\n" +
 	"\x13DelegRecallsRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\x04R\asession\"<\n" +
+	"\asession\x18\x01 \x01(\x04R\asession\"\x1c\n" +
+	"\bAskAgain\x12\x10\n" +
+	"\x03why\x18\x01 \x01(\tR\x03why\"<\n" +
 	"\vDelegRecall\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x1b\n" +
 	"\treport_id\x18\x02 \x01(\x04R\breportId\"\x9a\x01\n" +
@@ -9532,7 +9585,7 @@ func file_jfs_proto_rawDescGZIP() []byte {
 }
 
 var file_jfs_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 133)
+var file_jfs_proto_msgTypes = make([]protoimpl.MessageInfo, 134)
 var file_jfs_proto_goTypes = []any{
 	(SetAttrMask)(0),                 // 0: jfs.v1.SetAttrMask
 	(LockType)(0),                    // 1: jfs.v1.LockType
@@ -9627,49 +9680,50 @@ var file_jfs_proto_goTypes = []any{
 	(*DelegReturnRequest)(nil),       // 90: jfs.v1.DelegReturnRequest
 	(*DelegReturnResponse)(nil),      // 91: jfs.v1.DelegReturnResponse
 	(*DelegRecallsRequest)(nil),      // 92: jfs.v1.DelegRecallsRequest
-	(*DelegRecall)(nil),              // 93: jfs.v1.DelegRecall
-	(*DelegReportRequest)(nil),       // 94: jfs.v1.DelegReportRequest
-	(*DelegReportResponse)(nil),      // 95: jfs.v1.DelegReportResponse
-	(*Settings)(nil),                 // 96: jfs.v1.Settings
-	(*SetSettingsRequest)(nil),       // 97: jfs.v1.SetSettingsRequest
-	(*SetSettingsResponse)(nil),      // 98: jfs.v1.SetSettingsResponse
-	(*FreeDataRequest)(nil),          // 99: jfs.v1.FreeDataRequest
-	(*FreeDataResponse)(nil),         // 100: jfs.v1.FreeDataResponse
-	(*FreeOrphansRequest)(nil),       // 101: jfs.v1.FreeOrphansRequest
-	(*FreeOrphansResponse)(nil),      // 102: jfs.v1.FreeOrphansResponse
-	(*Member)(nil),                   // 103: jfs.v1.Member
-	(*SetMemberRequest)(nil),         // 104: jfs.v1.SetMemberRequest
-	(*SetMemberResponse)(nil),        // 105: jfs.v1.SetMemberResponse
-	(*ClusterStatusRequest)(nil),     // 106: jfs.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 107: jfs.v1.ClusterStatusResponse
-	(*AddMemberRequest)(nil),         // 108: jfs.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),        // 109: jfs.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),      // 110: jfs.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 111: jfs.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),    // 112: jfs.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 113: jfs.v1.TransferLeaderResponse
-	(*ListSessionsRequest)(nil),      // 114: jfs.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 115: jfs.v1.ListSessionsResponse
-	(*LockInfo)(nil),                 // 116: jfs.v1.LockInfo
-	(*ListLocksRequest)(nil),         // 117: jfs.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),        // 118: jfs.v1.ListLocksResponse
-	(*EvictSessionRequest)(nil),      // 119: jfs.v1.EvictSessionRequest
-	(*EvictSessionResponse)(nil),     // 120: jfs.v1.EvictSessionResponse
-	(*DigestRequest)(nil),            // 121: jfs.v1.DigestRequest
-	(*DigestResponse)(nil),           // 122: jfs.v1.DigestResponse
-	(*CheckpointRequest)(nil),        // 123: jfs.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),       // 124: jfs.v1.CheckpointResponse
-	(*MarkCorruptRequest)(nil),       // 125: jfs.v1.MarkCorruptRequest
-	(*MarkCorruptResponse)(nil),      // 126: jfs.v1.MarkCorruptResponse
-	(*ConfirmTermRequest)(nil),       // 127: jfs.v1.ConfirmTermRequest
-	(*ConfirmTermResponse)(nil),      // 128: jfs.v1.ConfirmTermResponse
-	(*SnapshotSaveRequest)(nil),      // 129: jfs.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),            // 130: jfs.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),  // 131: jfs.v1.SnapshotRestoreResponse
-	(*RestoredRequest)(nil),          // 132: jfs.v1.RestoredRequest
-	(*RestoredResponse)(nil),         // 133: jfs.v1.RestoredResponse
-	(*ReleaseBatchRequest)(nil),      // 134: jfs.v1.ReleaseBatchRequest
-	(*ReleaseBatchResponse)(nil),     // 135: jfs.v1.ReleaseBatchResponse
+	(*AskAgain)(nil),                 // 93: jfs.v1.AskAgain
+	(*DelegRecall)(nil),              // 94: jfs.v1.DelegRecall
+	(*DelegReportRequest)(nil),       // 95: jfs.v1.DelegReportRequest
+	(*DelegReportResponse)(nil),      // 96: jfs.v1.DelegReportResponse
+	(*Settings)(nil),                 // 97: jfs.v1.Settings
+	(*SetSettingsRequest)(nil),       // 98: jfs.v1.SetSettingsRequest
+	(*SetSettingsResponse)(nil),      // 99: jfs.v1.SetSettingsResponse
+	(*FreeDataRequest)(nil),          // 100: jfs.v1.FreeDataRequest
+	(*FreeDataResponse)(nil),         // 101: jfs.v1.FreeDataResponse
+	(*FreeOrphansRequest)(nil),       // 102: jfs.v1.FreeOrphansRequest
+	(*FreeOrphansResponse)(nil),      // 103: jfs.v1.FreeOrphansResponse
+	(*Member)(nil),                   // 104: jfs.v1.Member
+	(*SetMemberRequest)(nil),         // 105: jfs.v1.SetMemberRequest
+	(*SetMemberResponse)(nil),        // 106: jfs.v1.SetMemberResponse
+	(*ClusterStatusRequest)(nil),     // 107: jfs.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 108: jfs.v1.ClusterStatusResponse
+	(*AddMemberRequest)(nil),         // 109: jfs.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),        // 110: jfs.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),      // 111: jfs.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 112: jfs.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),    // 113: jfs.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 114: jfs.v1.TransferLeaderResponse
+	(*ListSessionsRequest)(nil),      // 115: jfs.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 116: jfs.v1.ListSessionsResponse
+	(*LockInfo)(nil),                 // 117: jfs.v1.LockInfo
+	(*ListLocksRequest)(nil),         // 118: jfs.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),        // 119: jfs.v1.ListLocksResponse
+	(*EvictSessionRequest)(nil),      // 120: jfs.v1.EvictSessionRequest
+	(*EvictSessionResponse)(nil),     // 121: jfs.v1.EvictSessionResponse
+	(*DigestRequest)(nil),            // 122: jfs.v1.DigestRequest
+	(*DigestResponse)(nil),           // 123: jfs.v1.DigestResponse
+	(*CheckpointRequest)(nil),        // 124: jfs.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 125: jfs.v1.CheckpointResponse
+	(*MarkCorruptRequest)(nil),       // 126: jfs.v1.MarkCorruptRequest
+	(*MarkCorruptResponse)(nil),      // 127: jfs.v1.MarkCorruptResponse
+	(*ConfirmTermRequest)(nil),       // 128: jfs.v1.ConfirmTermRequest
+	(*ConfirmTermResponse)(nil),      // 129: jfs.v1.ConfirmTermResponse
+	(*SnapshotSaveRequest)(nil),      // 130: jfs.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),            // 131: jfs.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),  // 132: jfs.v1.SnapshotRestoreResponse
+	(*RestoredRequest)(nil),          // 133: jfs.v1.RestoredRequest
+	(*RestoredResponse)(nil),         // 134: jfs.v1.RestoredResponse
+	(*ReleaseBatchRequest)(nil),      // 135: jfs.v1.ReleaseBatchRequest
+	(*ReleaseBatchResponse)(nil),     // 136: jfs.v1.ReleaseBatchResponse
 }
 var file_jfs_proto_depIdxs = []int32{
 	4,   // 0: jfs.v1.Header.cred:type_name -> jfs.v1.Cred
@@ -9732,16 +9786,16 @@ var file_jfs_proto_depIdxs = []int32{
 	3,   // 57: jfs.v1.DelegReturnRequest.header:type_name -> jfs.v1.Header
 	89,  // 58: jfs.v1.DelegReturnRequest.locks:type_name -> jfs.v1.DelegLock
 	89,  // 59: jfs.v1.DelegReportRequest.locks:type_name -> jfs.v1.DelegLock
-	96,  // 60: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
-	96,  // 61: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
-	103, // 62: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
-	103, // 63: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
+	97,  // 60: jfs.v1.SetSettingsRequest.settings:type_name -> jfs.v1.Settings
+	97,  // 61: jfs.v1.SetSettingsResponse.settings:type_name -> jfs.v1.Settings
+	104, // 62: jfs.v1.SetMemberRequest.member:type_name -> jfs.v1.Member
+	104, // 63: jfs.v1.ClusterStatusResponse.members:type_name -> jfs.v1.Member
 	7,   // 64: jfs.v1.ListSessionsResponse.sessions:type_name -> jfs.v1.Session
 	2,   // 65: jfs.v1.LockInfo.kind:type_name -> jfs.v1.LockKind
 	76,  // 66: jfs.v1.LockInfo.owner:type_name -> jfs.v1.LockOwner
 	1,   // 67: jfs.v1.LockInfo.type:type_name -> jfs.v1.LockType
-	116, // 68: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
-	103, // 69: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
+	117, // 68: jfs.v1.ListLocksResponse.locks:type_name -> jfs.v1.LockInfo
+	104, // 69: jfs.v1.RestoredRequest.members:type_name -> jfs.v1.Member
 	3,   // 70: jfs.v1.ReleaseBatchRequest.header:type_name -> jfs.v1.Header
 	56,  // 71: jfs.v1.ReleaseBatchRequest.releases:type_name -> jfs.v1.ReleaseRequest
 	8,   // 72: jfs.v1.Meta.Register:input_type -> jfs.v1.RegisterRequest
@@ -9776,26 +9830,26 @@ var file_jfs_proto_depIdxs = []int32{
 	85,  // 101: jfs.v1.Meta.CancelLockWait:input_type -> jfs.v1.CancelLockWaitRequest
 	90,  // 102: jfs.v1.Meta.DelegReturn:input_type -> jfs.v1.DelegReturnRequest
 	92,  // 103: jfs.v1.Meta.DelegRecalls:input_type -> jfs.v1.DelegRecallsRequest
-	94,  // 104: jfs.v1.Meta.DelegReport:input_type -> jfs.v1.DelegReportRequest
+	95,  // 104: jfs.v1.Meta.DelegReport:input_type -> jfs.v1.DelegReportRequest
 	64,  // 105: jfs.v1.Meta.Fallocate:input_type -> jfs.v1.FallocateRequest
 	60,  // 106: jfs.v1.Meta.TouchAtime:input_type -> jfs.v1.TouchAtimeRequest
-	134, // 107: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
+	135, // 107: jfs.v1.Meta.ReleaseBatch:input_type -> jfs.v1.ReleaseBatchRequest
 	13,  // 108: jfs.v1.Meta.ReportOpens:input_type -> jfs.v1.ReportOpensRequest
 	25,  // 109: jfs.v1.Meta.CacheWatch:input_type -> jfs.v1.CacheWatchRequest
 	28,  // 110: jfs.v1.Meta.CacheAck:input_type -> jfs.v1.CacheAckRequest
-	106, // 111: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
-	108, // 112: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
-	110, // 113: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
-	112, // 114: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
-	114, // 115: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
-	117, // 116: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
-	119, // 117: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
-	104, // 118: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
-	127, // 119: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
-	121, // 120: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
-	97,  // 121: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
-	129, // 122: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
-	130, // 123: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
+	107, // 111: jfs.v1.Admin.ClusterStatus:input_type -> jfs.v1.ClusterStatusRequest
+	109, // 112: jfs.v1.Admin.AddMember:input_type -> jfs.v1.AddMemberRequest
+	111, // 113: jfs.v1.Admin.RemoveMember:input_type -> jfs.v1.RemoveMemberRequest
+	113, // 114: jfs.v1.Admin.TransferLeader:input_type -> jfs.v1.TransferLeaderRequest
+	115, // 115: jfs.v1.Admin.ListSessions:input_type -> jfs.v1.ListSessionsRequest
+	118, // 116: jfs.v1.Admin.ListLocks:input_type -> jfs.v1.ListLocksRequest
+	120, // 117: jfs.v1.Admin.EvictSession:input_type -> jfs.v1.EvictSessionRequest
+	105, // 118: jfs.v1.Admin.Announce:input_type -> jfs.v1.SetMemberRequest
+	128, // 119: jfs.v1.Admin.ConfirmTerm:input_type -> jfs.v1.ConfirmTermRequest
+	122, // 120: jfs.v1.Admin.Digest:input_type -> jfs.v1.DigestRequest
+	98,  // 121: jfs.v1.Admin.SetSettings:input_type -> jfs.v1.SetSettingsRequest
+	130, // 122: jfs.v1.Admin.SnapshotSave:input_type -> jfs.v1.SnapshotSaveRequest
+	131, // 123: jfs.v1.Admin.SnapshotRestore:input_type -> jfs.v1.SnapshotChunk
 	9,   // 124: jfs.v1.Meta.Register:output_type -> jfs.v1.RegisterResponse
 	11,  // 125: jfs.v1.Meta.Heartbeat:output_type -> jfs.v1.HeartbeatResponse
 	16,  // 126: jfs.v1.Meta.CloseSession:output_type -> jfs.v1.CloseSessionResponse
@@ -9827,27 +9881,27 @@ var file_jfs_proto_depIdxs = []int32{
 	88,  // 152: jfs.v1.Meta.ReleaseLockOwner:output_type -> jfs.v1.ReleaseLockOwnerResponse
 	86,  // 153: jfs.v1.Meta.CancelLockWait:output_type -> jfs.v1.CancelLockWaitResponse
 	91,  // 154: jfs.v1.Meta.DelegReturn:output_type -> jfs.v1.DelegReturnResponse
-	93,  // 155: jfs.v1.Meta.DelegRecalls:output_type -> jfs.v1.DelegRecall
-	95,  // 156: jfs.v1.Meta.DelegReport:output_type -> jfs.v1.DelegReportResponse
+	94,  // 155: jfs.v1.Meta.DelegRecalls:output_type -> jfs.v1.DelegRecall
+	96,  // 156: jfs.v1.Meta.DelegReport:output_type -> jfs.v1.DelegReportResponse
 	65,  // 157: jfs.v1.Meta.Fallocate:output_type -> jfs.v1.FallocateResponse
 	61,  // 158: jfs.v1.Meta.TouchAtime:output_type -> jfs.v1.TouchAtimeResponse
-	135, // 159: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
+	136, // 159: jfs.v1.Meta.ReleaseBatch:output_type -> jfs.v1.ReleaseBatchResponse
 	14,  // 160: jfs.v1.Meta.ReportOpens:output_type -> jfs.v1.ReportOpensResponse
 	27,  // 161: jfs.v1.Meta.CacheWatch:output_type -> jfs.v1.CacheEvent
 	29,  // 162: jfs.v1.Meta.CacheAck:output_type -> jfs.v1.CacheAckResponse
-	107, // 163: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
-	109, // 164: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
-	111, // 165: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
-	113, // 166: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
-	115, // 167: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
-	118, // 168: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
-	120, // 169: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
-	105, // 170: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
-	128, // 171: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
-	122, // 172: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
-	98,  // 173: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
-	130, // 174: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
-	131, // 175: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
+	108, // 163: jfs.v1.Admin.ClusterStatus:output_type -> jfs.v1.ClusterStatusResponse
+	110, // 164: jfs.v1.Admin.AddMember:output_type -> jfs.v1.AddMemberResponse
+	112, // 165: jfs.v1.Admin.RemoveMember:output_type -> jfs.v1.RemoveMemberResponse
+	114, // 166: jfs.v1.Admin.TransferLeader:output_type -> jfs.v1.TransferLeaderResponse
+	116, // 167: jfs.v1.Admin.ListSessions:output_type -> jfs.v1.ListSessionsResponse
+	119, // 168: jfs.v1.Admin.ListLocks:output_type -> jfs.v1.ListLocksResponse
+	121, // 169: jfs.v1.Admin.EvictSession:output_type -> jfs.v1.EvictSessionResponse
+	106, // 170: jfs.v1.Admin.Announce:output_type -> jfs.v1.SetMemberResponse
+	129, // 171: jfs.v1.Admin.ConfirmTerm:output_type -> jfs.v1.ConfirmTermResponse
+	123, // 172: jfs.v1.Admin.Digest:output_type -> jfs.v1.DigestResponse
+	99,  // 173: jfs.v1.Admin.SetSettings:output_type -> jfs.v1.SetSettingsResponse
+	131, // 174: jfs.v1.Admin.SnapshotSave:output_type -> jfs.v1.SnapshotChunk
+	132, // 175: jfs.v1.Admin.SnapshotRestore:output_type -> jfs.v1.SnapshotRestoreResponse
 	124, // [124:176] is the sub-list for method output_type
 	72,  // [72:124] is the sub-list for method input_type
 	72,  // [72:72] is the sub-list for extension type_name
@@ -9866,7 +9920,7 @@ func file_jfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jfs_proto_rawDesc), len(file_jfs_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   133,
+			NumMessages:   134,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

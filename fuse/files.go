@@ -65,8 +65,9 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 // Open opens a file; O_TRUNC truncates it in the same request.
 //
 // Close-to-open: the kernel drops its page cache at the open (no
-// FOPEN_KEEP_CACHE), but not its cached attributes, and it reads no further
-// than the size it holds. Another mount may have changed the size since,
+// FOPEN_KEEP_CACHE) unless, in coherent mode, the file's data version is
+// the one of its last open on this mount (pages.go); it keeps its cached
+// attributes, though, and it reads no further than the size it holds. Another mount may have changed the size since,
 // so the open also drops the kernel's attributes of the inode (attributes
 // only: that locks no page), and the next stat or read asks the cluster.
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
@@ -88,6 +89,10 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) (
 	fs.opened(fh, req.GetHeader().GetSession(), in.NodeId)
 	fs.openedAs(fh, cred)
 	*out = fuse.OpenOut{Fh: fh, OpenFlags: openFlags(in.Flags)}
+	if fs.coh != nil && out.OpenFlags&fuse.FOPEN_DIRECT_IO == 0 && fs.pages.unchanged(in.NodeId, r.GetAttr()) {
+		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
+		fs.opts.Metrics.keptPages.Inc()
+	}
 	return fuse.OK
 }
 

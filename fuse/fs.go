@@ -125,6 +125,10 @@ type FS struct {
 
 	// coh keeps the coherent caches (coherent.go); nil unless Coherent.
 	coh *coherent
+	// pages holds, in coherent mode, each inode's data version at its
+	// last open on this mount (pages.go): an open that finds it unchanged
+	// keeps the kernel's page cache.
+	pages dataVersions
 	// deleg holds the inodes whose locks are delegated to this mount
 	// (delegated.go); nil without Options.LockDelegation.
 	deleg *delegTable

@@ -30,7 +30,9 @@ import (
 //   - jfs_cache_ready: 1 while the coherent caches' stream is reset and
 //     acknowledged (grants are asked for), jfs_cache_events_total: the
 //     invalidations (resets included) it handled, jfs_cache_grants_total:
-//     answers the kernel was allowed to keep (coherent.go);
+//     answers the kernel was allowed to keep (coherent.go),
+//     jfs_cache_kept_pages_total: opens that kept the kernel's pages of an
+//     unchanged file (pages.go);
 //   - the Go runtime's and the process's metrics.
 type Metrics struct {
 	reg      *prometheus.Registry
@@ -44,6 +46,7 @@ type Metrics struct {
 	cacheReady  prometheus.Gauge
 	cacheEvents prometheus.Counter
 	cacheGrants prometheus.Counter
+	keptPages   prometheus.Counter
 }
 
 // NewMetrics returns the metrics of one mount, in a registry of their own.
@@ -80,7 +83,10 @@ func NewMetrics() *Metrics {
 	m.cacheGrants = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "jfs_cache_grants_total", Help: "Lookup and getattr answers the kernel was allowed to cache under a grant.",
 	})
-	m.reg.MustRegister(m.cacheReady, m.cacheEvents, m.cacheGrants)
+	m.keptPages = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "jfs_cache_kept_pages_total", Help: "Opens that kept the kernel's cached pages: the file's data was unchanged since its last open on this mount.",
+	})
+	m.reg.MustRegister(m.cacheReady, m.cacheEvents, m.cacheGrants, m.keptPages)
 	m.reg.MustRegister(m.ops, m.errs, m.duration, m.metaOps, m.metaDur, m.merged,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The merged methods show up at 0 before the first merge.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -166,5 +167,63 @@ func TestMountCoherentCaches(t *testing.T) {
 
 	if mountMetric(t, b, "jfs_cache_events_total") < 2 {
 		t.Fatal("b handled no invalidation")
+	}
+}
+
+// TestMountCoherentPages: in coherent mode an open of a file that nothing
+// changed since this mount's last open keeps the kernel's pages (no read
+// reaches the mount), and an open after another mount changed the file,
+// even to the same size, reads the new data (close-to-open holds).
+func TestMountCoherentPages(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	a, b := startMount(t, pc, "--cache-mode", "coherent"), startMount(t, pc, "--cache-mode", "coherent")
+	mustCoherentReady(t, a)
+	mustCoherentReady(t, b)
+	mustWriteFile(t, a.path("f"), []byte("first version"))
+	reads := func() float64 { return mountMetric(t, b, `jfs_fuse_ops_total{method="Read"}`) }
+	if got := mustReadPath(t, b.path("f")); string(got) != "first version" {
+		t.Fatalf("b reads %q", got)
+	}
+	before, kept := reads(), mountMetric(t, b, "jfs_cache_kept_pages_total")
+	for range 3 {
+		if got := mustReadPath(t, b.path("f")); string(got) != "first version" {
+			t.Fatalf("b reads %q again", got)
+		}
+	}
+	if r := reads(); r != before {
+		t.Fatalf("reading an unchanged file again sent %v reads to the mount, want 0 (pages kept)", r-before)
+	}
+	if k := mountMetric(t, b, "jfs_cache_kept_pages_total"); k < kept+3 {
+		t.Fatalf("kept pages at %v opens of 3", k-kept)
+	}
+	// Same size, other bytes: the version still moves (ctime).
+	mustWriteFile(t, a.path("f"), []byte("other version"))
+	if got := mustReadPath(t, b.path("f")); string(got) != "other version" {
+		t.Fatalf("after a rewrote f and closed it, b reads %q", got)
+	}
+	mustWriteFile(t, a.path("f"), []byte("a longer third version"))
+	if got := mustReadPath(t, b.path("f")); string(got) != "a longer third version" {
+		t.Fatalf("after a grew f, b reads %q", got)
+	}
+	// Same size and mtime put back: the kernel's own check (size and
+	// mtime, FUSE_AUTO_INVAL_DATA) cannot see this change; ctime does.
+	var st syscall.Stat_t
+	if err := syscall.Stat(a.path("f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Unix(st.Mtim.Unix())
+	mustWriteFile(t, a.path("f"), []byte("A LONGER THIRD VERSION"))
+	if err := os.Chtimes(a.path("f"), mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustReadPath(t, b.path("f")); string(got) != "A LONGER THIRD VERSION" {
+		t.Fatalf("after a rewrote f with its size and mtime kept, b reads %q", got)
+	}
+	// b's own write, then a's: b's next open must not keep pages of
+	// either older state.
+	mustWriteFile(t, b.path("f"), []byte("b wrote this"))
+	mustWriteFile(t, a.path("f"), []byte("a wrote that"))
+	if got := mustReadPath(t, b.path("f")); string(got) != "a wrote that" {
+		t.Fatalf("after b's then a's write, b reads %q", got)
 	}
 }

@@ -70,9 +70,9 @@ type delegIno struct {
 	// leader. Releases still apply to the table: dropping a lock is right
 	// whichever copy the cluster ends up with.
 	returning bool
-	table    *rangelock.Table
-	ofd      map[uint64]bool   // POSIX owners whose requests were marked maybe_ofd
-	flockPid map[uint64]uint32 // fh -> pid of its flock
+	table     *rangelock.Table
+	ofd       map[uint64]bool   // POSIX owners whose requests were marked maybe_ofd
+	flockPid  map[uint64]uint32 // fh -> pid of its flock
 }
 
 func newDelegTable(fs *FS, l leaser) *delegTable {

@@ -373,3 +373,26 @@ func TestDelegationInterruptWhileRecalling(t *testing.T) {
 		t.Fatalf("a lock after the interrupted request: %v %v (granted to it?)", err, e)
 	}
 }
+
+// TestRecallStreamOfEndedSession: a recall stream whose session ends
+// between DelegRecalls' look at the session and the stream's registration
+// (dropSession then finds no stream to end) must not stay open: its mount,
+// listening on it, would never reconnect under the session it registers
+// next, whose recalls would then reach no one. Served for a session the
+// state no longer has, the stream ends before it tells the mount it is
+// open.
+func TestRecallStreamOfEndedSession(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	l := c.Leader()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opened := false
+	err := cluster.ServeRecalls(ctx, l, 424242, func(m *jfspb.DelegRecall) error {
+		opened = true
+		cancel() // ends the stream the old code kept open for good
+		return nil
+	})
+	if opened || status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("recall stream of an ended session: opened %v, %v", opened, err)
+	}
+}

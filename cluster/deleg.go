@@ -396,7 +396,13 @@ func (s *Server) DelegReturn(ctx context.Context, r *jfspb.DelegReturnRequest) (
 }
 
 // DelegReport is a mount's answer to a report request on its stream.
+// Only the leader waits for reports: another node answers NotLeader, so
+// that the client takes the answer to the leader instead of it being
+// dropped here as if delivered.
 func (s *Server) DelegReport(ctx context.Context, r *jfspb.DelegReportRequest) (*jfspb.DelegReportResponse, error) {
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
 	s.n.deleg.reported(r)
 	return &jfspb.DelegReportResponse{}, nil
 }

@@ -396,3 +396,24 @@ func TestRecallStreamOfEndedSession(t *testing.T) {
 		t.Fatalf("recall stream of an ended session: opened %v, %v", opened, err)
 	}
 }
+
+// TestDelegReportAtFollower: a mount's report of its delegated locks
+// (jfsctl locks ls) that reaches a follower, which waits for none, is
+// answered NotLeader for the client to take it to the leader; it used to
+// be answered OK and dropped, and the listing showed the locks unknown.
+func TestDelegReportAtFollower(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	l := c.Leader()
+	for _, id := range c.IDs() {
+		n := c.Node(id)
+		if n == l {
+			continue
+		}
+		_, err := cluster.NewServer(n).DelegReport(context.Background(), &jfspb.DelegReportRequest{Session: 1, ReportId: 1, Ino: 5})
+		if status.Code(err) == codes.OK {
+			t.Fatalf("a follower took a delegation report: %v", err)
+		}
+		return
+	}
+	t.Fatal("no follower")
+}

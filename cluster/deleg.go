@@ -249,6 +249,14 @@ func (d *delegs) serve(ctx context.Context, sid uint64, send func(*jfspb.DelegRe
 		}
 		d.mu.Unlock()
 	}()
+	// Looked at once the stream is registered: a session that ends later
+	// ends it (dropSession runs after the end's apply); one that ended
+	// since the caller looked would otherwise keep it open for good, and
+	// its mount, listening on it, would never hear the recalls of the
+	// session it registered next.
+	if d.n.fsm.Session(sid) == nil {
+		return status.Errorf(codes.FailedPrecondition, "session %d is not alive", sid)
+	}
 	if err := send(&jfspb.DelegRecall{}); err != nil { // tells the mount it is connected
 		return err
 	}
@@ -390,7 +398,13 @@ func (s *Server) DelegReturn(ctx context.Context, r *jfspb.DelegReturnRequest) (
 }
 
 // DelegReport is a mount's answer to a report request on its stream.
+// Only the leader waits for reports: another node answers NotLeader, so
+// that the client takes the answer to the leader instead of it being
+// dropped here as if delivered.
 func (s *Server) DelegReport(ctx context.Context, r *jfspb.DelegReportRequest) (*jfspb.DelegReportResponse, error) {
+	if !s.n.ready() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
 	s.n.deleg.reported(r)
 	return &jfspb.DelegReportResponse{}, nil
 }

@@ -373,3 +373,47 @@ func TestDelegationInterruptWhileRecalling(t *testing.T) {
 		t.Fatalf("a lock after the interrupted request: %v %v (granted to it?)", err, e)
 	}
 }
+
+// TestRecallStreamOfEndedSession: a recall stream whose session ends
+// between DelegRecalls' look at the session and the stream's registration
+// (dropSession then finds no stream to end) must not stay open: its mount,
+// listening on it, would never reconnect under the session it registers
+// next, whose recalls would then reach no one. Served for a session the
+// state no longer has, the stream ends before it tells the mount it is
+// open.
+func TestRecallStreamOfEndedSession(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	l := c.Leader()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opened := false
+	err := cluster.ServeRecalls(ctx, l, 424242, func(m *jfspb.DelegRecall) error {
+		opened = true
+		cancel() // ends the stream the old code kept open for good
+		return nil
+	})
+	if opened || status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("recall stream of an ended session: opened %v, %v", opened, err)
+	}
+}
+
+// TestDelegReportAtFollower: a mount's report of its delegated locks
+// (jfsctl locks ls) that reaches a follower, which waits for none, is
+// answered NotLeader for the client to take it to the leader; it used to
+// be answered OK and dropped, and the listing showed the locks unknown.
+func TestDelegReportAtFollower(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	l := c.Leader()
+	for _, id := range c.IDs() {
+		n := c.Node(id)
+		if n == l {
+			continue
+		}
+		_, err := cluster.NewServer(n).DelegReport(context.Background(), &jfspb.DelegReportRequest{Session: 1, ReportId: 1, Ino: 5})
+		if status.Code(err) == codes.OK {
+			t.Fatalf("a follower took a delegation report: %v", err)
+		}
+		return
+	}
+	t.Fatal("no follower")
+}

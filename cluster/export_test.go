@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
 // FailTransfers makes the first n leadership transfers of a corrupt leader
@@ -50,3 +53,9 @@ func SetCacheWaitHook(n *Node, fn func(kind string)) {
 
 // SessionLeaseEnd is when n, leading, would expire session sid.
 func SessionLeaseEnd(n *Node, sid uint64) time.Time { return n.sessions.leaseEnd(sid) }
+
+// ServeRecalls serves a recall stream of session sid on n, as DelegRecalls
+// does once it found the session alive.
+func ServeRecalls(ctx context.Context, n *Node, sid uint64, send func(*jfspb.DelegRecall) error) error {
+	return n.deleg.serve(ctx, sid, send)
+}

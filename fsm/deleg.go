@@ -32,11 +32,22 @@ import (
 
 // delegatedTo returns the session ino's locks are delegated to, or 0.
 func (t *txn) delegatedTo(ino uint64) uint64 {
+	sid, _ := t.delegation(ino)
+	return sid
+}
+
+// delegation returns the session ino's locks are delegated to and the seq
+// of its request that made the delegation (0 in a record written before
+// the seq was kept); 0, 0 when ino is not delegated.
+func (t *txn) delegation(ino uint64) (sid, seq uint64) {
 	v := t.b(bucketDeleg).Get(u64(ino))
-	if len(v) != 8 {
-		return 0
+	switch len(v) {
+	case 8:
+		return binary.BigEndian.Uint64(v), 0
+	case 16:
+		return binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
 	}
-	return binary.BigEndian.Uint64(v)
+	return 0, 0
 }
 
 // lockFree reports whether ino has no lock and no waiter of anyone.
@@ -45,10 +56,13 @@ func (t *txn) lockFree(ino uint64) bool {
 		len(t.queue(ino)) == 0
 }
 
-// delegate records that ino's locks are delegated to session sid and takes
-// sid's locks on ino (the one just granted) out of the table: the mount
-// keeps them. Called only when lockFree held before the grant.
-func (t *txn) delegate(ino, sid uint64) {
+// delegate records that ino's locks are delegated to session sid by its
+// request seq, and takes sid's locks on ino (the one just granted) out of
+// the table: the mount keeps them. Called only when lockFree held before
+// the grant. The seq names the delegation: a return names it, so that a
+// late return of an earlier delegation of the same session cannot end
+// this one (applyDelegReturn).
+func (t *txn) delegate(ino, sid, seq uint64) {
 	for _, l := range t.f.table.Locks(ino) {
 		t.f.table.ReleasePosix(ino, l.Owner)
 	}
@@ -59,7 +73,7 @@ func (t *txn) delegate(ino, sid uint64) {
 	}
 	t.del(bucketPlock, u64(ino))
 	t.deletePrefix(bucketFlock, u64(ino))
-	t.put(bucketDeleg, u64(ino), u64(sid))
+	t.put(bucketDeleg, u64(ino), key2(sid, seq))
 	t.put(bucketDelegSess, key2(sid, ino), nil)
 }
 
@@ -90,11 +104,16 @@ func (t *txn) voidSessionDelegs(sid uint64) {
 // applyDelegReturn gives the delegation of req.Ino back with the session's
 // locks: they enter the table in the mount's order, and waiters they do
 // not block are granted (afterLockChange). A return of a delegation the
-// session does not hold changes nothing (returned false). EINVAL for a
-// lock with a bad type or range: then nothing is changed either.
+// session does not hold changes nothing (returned false), nor does one
+// whose deleg_seq names another delegation than the one held: a return
+// whose answer was lost, sent again after the inode was delegated to the
+// session anew, must not end the new delegation (whose locks are in the
+// mount's new table) with the old one's locks. EINVAL for a lock with a
+// bad type or range: then nothing is changed either.
 func (t *txn) applyDelegReturn(req *jfspb.DelegReturnRequest) *jfspb.DelegReturnResponse {
 	ino := req.GetIno()
-	if t.delegatedTo(ino) != t.session || t.session == 0 {
+	sid, seq := t.delegation(ino)
+	if sid != t.session || t.session == 0 || (req.GetDelegSeq() != 0 && seq != 0 && req.GetDelegSeq() != seq) {
 		return &jfspb.DelegReturnResponse{}
 	}
 	type posix struct {
@@ -189,7 +208,7 @@ func (f *FSM) Delegations(sid uint64) []Deleg {
 			return nil
 		}
 		t.scan(bucketDeleg, nil, func(k, v []byte) bool {
-			if len(k) == 8 && len(v) == 8 {
+			if len(k) == 8 && len(v) >= 8 {
 				out = append(out, Deleg{Ino: binary.BigEndian.Uint64(k), Session: binary.BigEndian.Uint64(v)})
 			}
 			return true

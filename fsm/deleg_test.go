@@ -4,6 +4,8 @@ import (
 	"syscall"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/jfs-dev/jfs/api/jfspb"
 )
 
@@ -173,5 +175,55 @@ func TestDelegationEvictionFence(t *testing.T) {
 	}
 	if h.f.DelegFence(f.Ino) != 0 {
 		t.Fatal("a passed fence stays")
+	}
+}
+
+// TestDelegReturnNamesItsDelegation: a return whose answer was lost and
+// that the mount sends again after the inode was returned and delegated to
+// the same session anew names the first delegation; it must leave the new
+// one (whose locks are in the mount's new table) alone. Without the name,
+// the late return ended the new delegation with the old locks, and another
+// session was granted a lock the mount still answered for locally.
+func TestDelegReturnNamesItsDelegation(t *testing.T) {
+	h := mustHarness(t, Options{})
+	other := h.mustRegister("client-2")
+	f := h.mustCreate(RootIno, "f", true)
+	seq := uint64(1000)
+	apply := func(sess uint64, typ jfspb.CommandType, req proto.Message) proto.Message {
+		seq++
+		return h.mustApplyEntry(h.entry(typ, req, sess, seq, 0))
+	}
+	mustDelegated := func(what string) uint64 {
+		t.Helper()
+		r := apply(h.sess, cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 1, Type: lkWr, Start: 0, Len: 10, Pid: 1, Delegate: true}).(*jfspb.SetLkResponse)
+		mustOK(t, r)
+		if !r.Delegated {
+			t.Fatalf("%s: not delegated: %v", what, r)
+		}
+		return seq
+	}
+	first := mustDelegated("first")
+	// Given back holding nothing (the owner unlocked locally).
+	if r := apply(h.sess, cDelegReturn, &jfspb.DelegReturnRequest{Ino: f.Ino, DelegSeq: first}).(*jfspb.DelegReturnResponse); !r.Returned {
+		t.Fatalf("return: %v", r)
+	}
+	second := mustDelegated("second")
+	// The first return again, under a new seq, now with a lock it held then.
+	late := apply(h.sess, cDelegReturn, &jfspb.DelegReturnRequest{Ino: f.Ino, DelegSeq: first,
+		Locks: []*jfspb.DelegLock{{Owner: 7, Type: lkRd, Start: 100, Len: 1, Pid: 7}}}).(*jfspb.DelegReturnResponse)
+	if late.Returned || h.f.Delegation(f.Ino) != h.sess {
+		t.Fatalf("a late return of delegation %d ended delegation %d: %v", first, second, late)
+	}
+	if r := apply(other, cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 5, Type: lkWr, Start: 0, Len: 1, Pid: 5}).(*jfspb.SetLkResponse); !r.DelegBusy {
+		t.Fatalf("another session's lock while the mount holds the new delegation: %v", r)
+	}
+	if r := apply(h.sess, cDelegReturn, &jfspb.DelegReturnRequest{Ino: f.Ino, DelegSeq: second,
+		Locks: []*jfspb.DelegLock{{Owner: 1, Type: lkWr, Start: 0, Len: 10, Pid: 1}}}).(*jfspb.DelegReturnResponse); !r.Returned {
+		t.Fatalf("return of the new delegation: %v", r)
+	}
+	r := apply(other, cSetLk, &jfspb.SetLkRequest{Ino: f.Ino, Owner: 5, Type: lkWr, Start: 0, Len: 1, Pid: 5}).(*jfspb.SetLkResponse)
+	mustErrno(t, r, syscall.EAGAIN)
+	if r.DelegBusy {
+		t.Fatalf("busy after the return: %v", r)
 	}
 }

@@ -126,7 +126,7 @@ func (t *txn) applyFlock(req *jfspb.FlockRequest) *jfspb.FlockResponse {
 		return &jfspb.FlockResponse{Errno: eno(syscall.EAGAIN), Conflicts: wireOwners(conflicts)}
 	}
 	if fresh {
-		t.delegate(ino, t.session)
+		t.delegate(ino, t.session, t.seq)
 		return &jfspb.FlockResponse{Delegated: true}
 	}
 	return &jfspb.FlockResponse{}

@@ -147,7 +147,7 @@ func (t *txn) applySetLk(req *jfspb.SetLkRequest) *jfspb.SetLkResponse {
 		return &jfspb.SetLkResponse{Errno: eno(syscall.EAGAIN), Conflicts: wireOwners(conflicts)}
 	}
 	if fresh {
-		t.delegate(ino, t.session)
+		t.delegate(ino, t.session, t.seq)
 		return &jfspb.SetLkResponse{Delegated: true}
 	}
 	t.savePlocks(ino)

@@ -58,12 +58,21 @@ type delegTable struct {
 type delegIno struct {
 	ino     uint64
 	session uint64
+	seq     uint64 // of the request whose grant made it: a return names it
 
-	mu       sync.Mutex
-	live     bool // false once given back or void
-	table    *rangelock.Table
-	ofd      map[uint64]bool   // POSIX owners whose requests were marked maybe_ofd
-	flockPid map[uint64]uint32 // fh -> pid of its flock
+	mu   sync.Mutex
+	live bool // false once given back or void
+	// returning: a return was sent and its outcome is unknown (no answer
+	// within the client's retry window). The cluster may have taken the
+	// locks already and granted them to others, so the mount answers no
+	// more locally; every later operation sends the return again first
+	// (naming this delegation, so a late one is harmless) and goes to the
+	// leader. Releases still apply to the table: dropping a lock is right
+	// whichever copy the cluster ends up with.
+	returning bool
+	table     *rangelock.Table
+	ofd       map[uint64]bool   // POSIX owners whose requests were marked maybe_ofd
+	flockPid  map[uint64]uint32 // fh -> pid of its flock
 }
 
 func newDelegTable(fs *FS, l leaser) *delegTable {
@@ -88,7 +97,7 @@ func (d *delegTable) enter(ino uint64) *delegIno {
 		e.mu.Unlock()
 		return nil
 	}
-	if id, until := d.lease.LeaseUntil(); id != e.session || !time.Now().Before(until) {
+	if id, until := d.lease.LeaseUntil(); e.returning || id != e.session || !time.Now().Before(until) {
 		d.giveBack(e)
 		e.mu.Unlock()
 		return nil
@@ -96,10 +105,31 @@ func (d *delegTable) enter(ino uint64) *delegIno {
 	return e
 }
 
+// enterReturning returns ino's delegation, locked, when a return of it
+// is outstanding (returning): the caller drops what a release frees from
+// its table and sends the release to the cluster too. Nil otherwise.
+func (d *delegTable) enterReturning(ino uint64) *delegIno {
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	e := d.inos[ino]
+	d.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	if !e.live || !e.returning {
+		e.mu.Unlock()
+		return nil
+	}
+	return e
+}
+
 // install records that ino's locks were delegated to session by the
-// answer to a request, whose grant do applies to the new table.
-func (d *delegTable) install(ino, session uint64, do func(e *delegIno)) {
-	e := &delegIno{ino: ino, session: session, live: true, table: rangelock.NewTable(),
+// answer to its request seq, whose grant do applies to the new table.
+func (d *delegTable) install(ino, session, seq uint64, do func(e *delegIno)) {
+	e := &delegIno{ino: ino, session: session, seq: seq, live: true, table: rangelock.NewTable(),
 		ofd: map[uint64]bool{}, flockPid: map[uint64]uint32{}}
 	do(e)
 	d.mu.Lock()
@@ -153,7 +183,10 @@ func (d *delegTable) giveBackIdle(es []*delegIno) {
 // the leader's recall, sent again on the next stream, tries once more.
 func (d *delegTable) giveBack(e *delegIno) error {
 	d.fs.wb.sync(e.ino)
-	req := &jfspb.DelegReturnRequest{Ino: e.ino, Locks: e.locks()}
+	req := &jfspb.DelegReturnRequest{Ino: e.ino, Locks: e.locks(), DelegSeq: e.seq}
+	// From here the cluster may take the locks: none is answered locally
+	// any more until the return is known to be done.
+	e.returning = true
 	r, err := d.fs.c.DelegReturnAs(context.Background(), e.session, req)
 	var en syscall.Errno
 	if err == nil && r.Errno != 0 && syscall.Errno(r.Errno) != syscall.ESTALE {
@@ -219,6 +252,41 @@ func (d *delegTable) recall(sid, ino uint64) {
 			return
 		}
 	}
+}
+
+// lost is called when the answer to a lock request that offered to take
+// the delegation of ino (session's request seq) never came: the cluster
+// may have delegated the inode by it, and the mount, which did not learn
+// it, would never answer the recall, so another session's request on ino
+// would wait as long as the session lives. The delegation that request
+// may have made is given back, holding nothing (the caller was told the
+// request failed), naming it, so that no other delegation is touched;
+// sent once before the request's failure is reported, then, if the
+// cluster did not answer, again in the background until it does.
+func (d *delegTable) lost(ino, session, seq uint64) {
+	d.mu.Lock()
+	if d.recalled[ino] == session {
+		delete(d.recalled, ino)
+	}
+	d.mu.Unlock()
+	req := &jfspb.DelegReturnRequest{Ino: ino, DelegSeq: seq}
+	try := func() bool {
+		_, err := d.fs.c.DelegReturnAs(context.Background(), session, req)
+		var en syscall.Errno
+		return err == nil || (errors.As(err, &en) && en == syscall.ESTALE)
+	}
+	if try() {
+		return
+	}
+	go func() {
+		for pause := 50 * time.Millisecond; !try(); pause = min(2*pause, time.Second) {
+			select {
+			case <-time.After(pause):
+			case <-d.stopped:
+				return
+			}
+		}
+	}()
 }
 
 // connected is called when a recall stream opens: the leader sends every
@@ -395,6 +463,15 @@ func wireOf(t rangelock.Type) jfspb.LockType {
 // delegated inode frees; false when the inode is not delegated to the
 // file's session (the release then goes to the leader as it is).
 func (fs *FS) releaseDelegated(p pendingRelease) bool {
+	if e := fs.deleg.enterReturning(p.req.Ino); e != nil {
+		// Its return is outstanding: the locks are in the mount's table or
+		// the cluster's; dropped from both.
+		if p.session == 0 || p.session == e.session {
+			e.release(p.req.Fh, p.req.ReleaseFlock, p.req.LockOwners)
+		}
+		e.mu.Unlock()
+		return false
+	}
 	e := fs.deleg.enter(p.req.Ino)
 	if e == nil {
 		return false

@@ -236,7 +236,12 @@ func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) (st fuse.Status) {
 	if !held {
 		return wst
 	}
-	if e := fs.deleg.enter(in.NodeId); e != nil {
+	if e := fs.deleg.enterReturning(in.NodeId); e != nil {
+		// Its return is outstanding: dropped from the mount's table, and
+		// below from the cluster's.
+		e.releaseOwner(in.LockOwner)
+		e.mu.Unlock()
+	} else if e := fs.deleg.enter(in.NodeId); e != nil {
 		e.releaseOwner(in.LockOwner)
 		e.mu.Unlock()
 		return wst

@@ -142,19 +142,22 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 		return st
 	}
 	sent := make(chan *jfspb.Header, 1)
-	var session atomic.Uint64 // the session the request went under
+	var session, seq atomic.Uint64 // the header the request went with
 	onHeader := func(h *jfspb.Header) {
 		session.Store(h.Session)
+		seq.Store(h.Seq)
 		sent <- h
 	}
 	done := make(chan fuse.Status, 1)
-	delegOK := fs.deleg != nil
+	delegOK := fs.deleg != nil && typ != jfspb.LockType_LOCK_TYPE_UNLOCK
 	go func() {
 		if isFlock {
 			afterReleases()
 			r, err := fs.c.Flock(fs.asOpener(in.Fh, &in.Caller), &jfspb.FlockRequest{Ino: in.NodeId, Fh: in.Fh, Type: typ, Pid: in.Lk.Pid, Block: block, DelegOk: delegOK}, onHeader)
 			if err == nil && r.Errno == 0 && r.Delegated {
-				fs.deleg.install(in.NodeId, session.Load(), func(e *delegIno) { e.flock(in, typ, false) })
+				fs.deleg.install(in.NodeId, session.Load(), seq.Load(), func(e *delegIno) { e.flock(in, typ, false) })
+			} else if err != nil && delegOK && seq.Load() != 0 {
+				fs.deleg.lost(in.NodeId, session.Load(), seq.Load())
 			}
 			done <- fs.status("flock", err, r.GetErrno())
 			return
@@ -170,7 +173,9 @@ func (fs *FS) setLk(in *fuse.LkIn, block bool, cancel <-chan struct{}) fuse.Stat
 		r, err := fs.c.SetLk(fs.asOpener(in.Fh, &in.Caller), &jfspb.SetLkRequest{Ino: in.NodeId, Owner: in.Owner, Type: typ,
 			Start: start, Len: length, Pid: in.Lk.Pid, Block: block, MaybeOfd: maybeOFD, DelegOk: delegOK}, onHeader)
 		if err == nil && r.Errno == 0 && r.Delegated {
-			fs.deleg.install(in.NodeId, session.Load(), func(e *delegIno) { e.setLk(in, typ, false, maybeOFD) })
+			fs.deleg.install(in.NodeId, session.Load(), seq.Load(), func(e *delegIno) { e.setLk(in, typ, false, maybeOFD) })
+		} else if err != nil && delegOK && seq.Load() != 0 {
+			fs.deleg.lost(in.NodeId, session.Load(), seq.Load())
 		}
 		done <- fs.status("setlk", err, r.GetErrno())
 	}()

@@ -6189,10 +6189,15 @@ func (x *DelegLock) GetMaybeOfd() bool {
 // longer delegated. A return of a delegation the session does not have
 // (voided, or returned already) changes nothing.
 type DelegReturnRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
-	Locks         []*DelegLock           `protobuf:"bytes,3,rep,name=locks,proto3" json:"locks,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Ino    uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Locks  []*DelegLock           `protobuf:"bytes,3,rep,name=locks,proto3" json:"locks,omitempty"`
+	// deleg_seq names the delegation returned: the seq of the session's
+	// request whose grant made it. A return naming another one (a late
+	// retry after the inode was delegated again) changes nothing; 0 names
+	// whichever the session holds.
+	DelegSeq      uint64 `protobuf:"varint,4,opt,name=deleg_seq,json=delegSeq,proto3" json:"deleg_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6246,6 +6251,13 @@ func (x *DelegReturnRequest) GetLocks() []*DelegLock {
 		return x.Locks
 	}
 	return nil
+}
+
+func (x *DelegReturnRequest) GetDelegSeq() uint64 {
+	if x != nil {
+		return x.DelegSeq
+	}
+	return 0
 }
 
 type DelegReturnResponse struct {
@@ -9330,11 +9342,12 @@ const file_jfs_proto_rawDesc = "" +
 	"\x05start\x18\x04 \x01(\x03R\x05start\x12\x10\n" +
 	"\x03len\x18\x05 \x01(\x03R\x03len\x12\x10\n" +
 	"\x03pid\x18\x06 \x01(\rR\x03pid\x12\x1b\n" +
-	"\tmaybe_ofd\x18\a \x01(\bR\bmaybeOfd\"w\n" +
+	"\tmaybe_ofd\x18\a \x01(\bR\bmaybeOfd\"\x94\x01\n" +
 	"\x12DelegReturnRequest\x12&\n" +
 	"\x06header\x18\x01 \x01(\v2\x0e.jfs.v1.HeaderR\x06header\x12\x10\n" +
 	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12'\n" +
-	"\x05locks\x18\x03 \x03(\v2\x11.jfs.v1.DelegLockR\x05locks\"G\n" +
+	"\x05locks\x18\x03 \x03(\v2\x11.jfs.v1.DelegLockR\x05locks\x12\x1b\n" +
+	"\tdeleg_seq\x18\x04 \x01(\x04R\bdelegSeq\"G\n" +
 	"\x13DelegReturnResponse\x12\x14\n" +
 	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x1a\n" +
 	"\breturned\x18\x02 \x01(\bR\breturned\"/\n" +

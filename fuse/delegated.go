@@ -79,10 +79,9 @@ func newDelegTable(fs *FS, l leaser) *delegTable {
 	return &delegTable{fs: fs, lease: l, inos: map[uint64]*delegIno{}, recalled: map[uint64]uint64{}, stopped: make(chan struct{})}
 }
 
-// enter returns ino's delegation, locked, when the mount may answer for
-// it now; nil (nothing held) when the request must go to the leader. A
-// delegation whose session's lease ran out is given back first.
-func (d *delegTable) enter(ino uint64) *delegIno {
+// live returns ino's delegation, locked, if the mount holds one; nil
+// (nothing locked) otherwise.
+func (d *delegTable) live(ino uint64) *delegIno {
 	if d == nil {
 		return nil
 	}
@@ -97,6 +96,17 @@ func (d *delegTable) enter(ino uint64) *delegIno {
 		e.mu.Unlock()
 		return nil
 	}
+	return e
+}
+
+// enter returns ino's delegation, locked, when the mount may answer for
+// it now; nil (nothing held) when the request must go to the leader. A
+// delegation whose session's lease ran out is given back first.
+func (d *delegTable) enter(ino uint64) *delegIno {
+	e := d.live(ino)
+	if e == nil {
+		return nil
+	}
 	if id, until := d.lease.LeaseUntil(); e.returning || id != e.session || !time.Now().Before(until) {
 		d.giveBack(e)
 		e.mu.Unlock()
@@ -109,17 +119,11 @@ func (d *delegTable) enter(ino uint64) *delegIno {
 // is outstanding (returning): the caller drops what a release frees from
 // its table and sends the release to the cluster too. Nil otherwise.
 func (d *delegTable) enterReturning(ino uint64) *delegIno {
-	if d == nil {
-		return nil
-	}
-	d.mu.Lock()
-	e := d.inos[ino]
-	d.mu.Unlock()
+	e := d.live(ino)
 	if e == nil {
 		return nil
 	}
-	e.mu.Lock()
-	if !e.live || !e.returning {
+	if !e.returning {
 		e.mu.Unlock()
 		return nil
 	}

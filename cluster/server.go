@@ -656,38 +656,10 @@ func (s *Server) SetLk(ctx context.Context, r *jfspb.SetLkRequest) (*jfspb.SetLk
 		done := s.n.locks.markOFD(rangelock.Owner{Session: r.Header.Session, ID: r.Owner}, r.Ino)
 		defer done()
 	}
-	// A delegated inode is recalled first; a delegation made while the
-	// request was on its way makes it busy, and it is applied again.
-	for {
-		if err := s.awaitUndelegatedOr(ctx, r.Ino, blockHeader(r.Block, r.Header)); errors.Is(err, errCanceledWhileRecalling) {
-			return &jfspb.SetLkResponse{Errno: int32(syscall.EINTR)}, nil
-		} else if err != nil {
-			return nil, err
-		}
-		r.Delegate = r.DelegOk && r.Header != nil && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && s.n.deleg.mayDelegate(r.Ino)
-		w, ok := newPosixWaiter(r)
-		if !r.Block || !ok {
-			resp, err := propose[*jfspb.SetLkResponse](ctx, s, cmdSetLk, r.Header, r)
-			if err == nil && resp.DelegBusy {
-				continue
-			}
-			if err == nil && resp.Delegated {
-				s.n.metrics.Load().countDeleg("granted")
-			}
-			return resp, err
-		}
-		errno, conflicts, err := s.n.locks.wait(ctx, w)
-		if errors.Is(err, errDelegBusy) {
-			continue
-		}
-		if err != nil {
-			return nil, s.waitStatus(err)
-		}
-		if w.delegated {
-			s.n.metrics.Load().countDeleg("granted")
-		}
-		return &jfspb.SetLkResponse{Errno: int32(errno), Conflicts: conflicts, Delegated: w.delegated}, nil
-	}
+	return setLock(ctx, s, cmdSetLk, r, func(d bool) { r.Delegate = d }, func() (*waiter, bool) { return newPosixWaiter(r) },
+		func(errno int32, conflicts []*jfspb.LockOwner, delegated bool) *jfspb.SetLkResponse {
+			return &jfspb.SetLkResponse{Errno: errno, Conflicts: conflicts, Delegated: delegated}
+		})
 }
 
 // Flock is flock(2), blocking without LOCK_NB: see lockWaits.
@@ -698,20 +670,52 @@ func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.Flock
 	if e := checkRequest(r); e != 0 {
 		return &jfspb.FlockResponse{Errno: int32(e)}, nil
 	}
-	for { // as SetLk
-		if err := s.awaitUndelegatedOr(ctx, r.Ino, blockHeader(r.Block, r.Header)); errors.Is(err, errCanceledWhileRecalling) {
-			return &jfspb.FlockResponse{Errno: int32(syscall.EINTR)}, nil
+	return setLock(ctx, s, cmdFlock, r, func(d bool) { r.Delegate = d }, func() (*waiter, bool) { return newFlockWaiter(r) },
+		func(errno int32, conflicts []*jfspb.LockOwner, delegated bool) *jfspb.FlockResponse {
+			return &jfspb.FlockResponse{Errno: errno, Conflicts: conflicts, Delegated: delegated}
+		})
+}
+
+// lockRequest is what setLock needs of a SetLk or Flock request, and
+// lockAnswer of their answers.
+type lockRequest interface {
+	proto.Message
+	GetIno() uint64
+	GetBlock() bool
+	GetHeader() *jfspb.Header
+	GetDelegOk() bool
+	GetType() jfspb.LockType
+}
+
+type lockAnswer interface {
+	proto.Message
+	GetDelegBusy() bool
+	GetDelegated() bool
+}
+
+// setLock serves SetLk and Flock alike. A delegated inode is recalled
+// first; a delegation made while the request was on its way makes it
+// busy, and it is applied again. setDelegate marks the request as one the
+// cluster may answer with a delegation, newWaiter makes its blocking wait
+// (false: it does not wait, and is proposed), and answer builds the answer
+// of a wait or of an interrupt while recalling.
+func setLock[R lockAnswer](ctx context.Context, s *Server, typ jfspb.CommandType, r lockRequest, setDelegate func(bool),
+	newWaiter func() (*waiter, bool), answer func(errno int32, conflicts []*jfspb.LockOwner, delegated bool) R) (R, error) {
+	var zero R
+	for {
+		if err := s.awaitUndelegatedOr(ctx, r.GetIno(), blockHeader(r.GetBlock(), r.GetHeader())); errors.Is(err, errCanceledWhileRecalling) {
+			return answer(int32(syscall.EINTR), nil, false), nil
 		} else if err != nil {
-			return nil, err
+			return zero, err
 		}
-		r.Delegate = r.DelegOk && r.Header != nil && r.Type != jfspb.LockType_LOCK_TYPE_UNLOCK && s.n.deleg.mayDelegate(r.Ino)
-		w, ok := newFlockWaiter(r)
-		if !r.Block || !ok {
-			resp, err := propose[*jfspb.FlockResponse](ctx, s, cmdFlock, r.Header, r)
-			if err == nil && resp.DelegBusy {
+		setDelegate(r.GetDelegOk() && r.GetHeader() != nil && r.GetType() != jfspb.LockType_LOCK_TYPE_UNLOCK && s.n.deleg.mayDelegate(r.GetIno()))
+		w, ok := newWaiter()
+		if !r.GetBlock() || !ok {
+			resp, err := propose[R](ctx, s, typ, r.GetHeader(), r)
+			if err == nil && resp.GetDelegBusy() {
 				continue
 			}
-			if err == nil && resp.Delegated {
+			if err == nil && resp.GetDelegated() {
 				s.n.metrics.Load().countDeleg("granted")
 			}
 			return resp, err
@@ -721,12 +725,12 @@ func (s *Server) Flock(ctx context.Context, r *jfspb.FlockRequest) (*jfspb.Flock
 			continue
 		}
 		if err != nil {
-			return nil, s.waitStatus(err)
+			return zero, s.waitStatus(err)
 		}
 		if w.delegated {
 			s.n.metrics.Load().countDeleg("granted")
 		}
-		return &jfspb.FlockResponse{Errno: int32(errno), Conflicts: conflicts, Delegated: w.delegated}, nil
+		return answer(int32(errno), conflicts, w.delegated), nil
 	}
 }
 

@@ -218,7 +218,7 @@ func (s *Server) EvictSession(ctx context.Context, r *jfspb.EvictSessionRequest)
 	// until its lease lapses, which is no later than this leader's timer
 	// for it: those inodes stay fenced until then (fsm/deleg.go), in the
 	// state, so a new leader keeps the fence.
-	if until := s.n.sessions.leaseEnd(r.Session); !until.IsZero() {
+	if until, ok := s.n.sessions.deadlineOf(r.Session); ok {
 		req.DelegFenceUntilNs = until.UnixNano()
 	}
 	resp, err := propose[*jfspb.ExpireSessionResponse](ctx, s, cmdExpire, nil, req)

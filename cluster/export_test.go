@@ -52,7 +52,10 @@ func SetCacheWaitHook(n *Node, fn func(kind string)) {
 }
 
 // SessionLeaseEnd is when n, leading, would expire session sid.
-func SessionLeaseEnd(n *Node, sid uint64) time.Time { return n.sessions.leaseEnd(sid) }
+func SessionLeaseEnd(n *Node, sid uint64) time.Time {
+	d, _ := n.sessions.deadlineOf(sid)
+	return d
+}
 
 // ServeRecalls serves a recall stream of session sid on n, as DelegRecalls
 // does once it found the session alive.

@@ -282,8 +282,9 @@ func (st *sessionTimers) expire(sid uint64) {
 }
 
 // deadlineOf is when this leader expires sid unless it hears from it: the
-// moment after which sid surely lapsed. ok is false for a session without
-// a timer (expired, closed, or not known).
+// moment after which sid surely lapsed, so no mount's lease on it
+// (client.Session.LeaseUntil) lasts longer. ok is false for a session
+// without a timer (expired, closed, or not known).
 func (st *sessionTimers) deadlineOf(sid uint64) (time.Time, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -306,15 +307,6 @@ func (st *sessionTimers) forget(sid uint64) {
 	st.n.deleg.dropSession(sid)
 	st.n.opens.dropSession(sid)
 	st.n.kickFree() // its orphans, and the sessions left to report
-}
-
-// leaseEnd returns the moment this leader would expire session sid for
-// lack of heartbeats (its timer's deadline): no mount's lease on it
-// (client.Session.LeaseUntil) lasts longer. Zero when no timer runs.
-func (st *sessionTimers) leaseEnd(sid uint64) time.Time {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.deadline[sid]
 }
 
 // add arms a timer for a session just registered.
